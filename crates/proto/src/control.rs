@@ -1,0 +1,295 @@
+//! Messages between vmctl (or any client) and the vmd control socket.
+//!
+//! Every client connection sends one [`Request`] and reads [`Response`]s
+//! until it has the answer it needs (spec/vmctl.md §5): a start waits for
+//! [`Response::Start`], a status reads [`Response::InfoData`] until
+//! [`Response::InfoEnd`], a `stop -w` waits for [`Response::Terminated`], and
+//! a console session keeps the connection open for the whole session.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+/// How a command names a VM: by vmd's numeric id or by name (vmctl.md §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmRef {
+    Id(u32),
+    Name(String),
+}
+
+impl VmRef {
+    /// Whether this reference designates the VM with `id` and `name`.
+    /// Id 0 never matches: vmd treats it as "look up by (empty) name".
+    pub fn matches(&self, id: u32, name: &str) -> bool {
+        match self {
+            VmRef::Id(want) => *want != 0 && *want == id,
+            VmRef::Name(want) => want == name,
+        }
+    }
+}
+
+/// Disk image formats (vmctl.md §3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A disk as given to `start -d` or `disk` in vm.conf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// Absolute path, prefix removed.
+    pub path: String,
+    pub format: DiskFormat,
+}
+
+/// What a network interface is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NicKind {
+    /// `-i` padding: a tap with no switch and no local addressing.
+    Plain,
+    /// `-L`: local interface with vmd's DHCP responder.
+    Local,
+    /// `-n switch`: member of the named switch.
+    Switch(String),
+}
+
+/// One-shot boot device override (`-B`, vm.conf `boot device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BootDevice {
+    Disk,
+    Cdrom,
+    Net,
+}
+
+impl BootDevice {
+    pub fn parse(word: &str) -> Option<BootDevice> {
+        match word {
+            "disk" => Some(BootDevice::Disk),
+            "cdrom" => Some(BootDevice::Cdrom),
+            "net" => Some(BootDevice::Net),
+            _ => None,
+        }
+    }
+}
+
+/// `vmctl start` as sent to vmd. Fields left empty were not given on the
+/// command line; a request with none of the creation fields set starts an
+/// existing VM (vmd.md §6.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub target: Option<VmRef>,
+    /// Memory in bytes, already validated and rounded to MiB by vmctl.
+    pub memory: Option<u64>,
+    /// `-p count` (Linux extension).
+    pub vcpus: Option<u32>,
+    /// `-b path`, canonical. The open file travels with the request as its
+    /// only descriptor, opened with the caller's own rights.
+    pub kernel: Option<String>,
+    /// `--cmdline` (Linux extension).
+    pub cmdline: Option<String>,
+    /// `--initrd` (Linux extension), canonical path.
+    pub initrd: Option<String>,
+    pub disks: Vec<DiskSpec>,
+    pub cdrom: Option<String>,
+    /// Interfaces in guest NIC order, `-i` padding already applied.
+    pub nics: Vec<NicKind>,
+    pub boot_device: Option<BootDevice>,
+    /// `-t name`: create an instance of this configured VM.
+    pub instance_of: Option<String>,
+}
+
+impl StartRequest {
+    /// True when the request asks for more than "start what exists"
+    /// (anything besides a kernel or a boot device override).
+    pub fn has_creation_options(&self) -> bool {
+        self.memory.is_some()
+            || self.vcpus.is_some()
+            || self.cmdline.is_some()
+            || self.initrd.is_some()
+            || !self.disks.is_empty()
+            || self.cdrom.is_some()
+            || !self.nics.is_empty()
+    }
+}
+
+/// `reset` modes (vmd.md §6.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResetMode {
+    All,
+    Switches,
+    Vms,
+}
+
+/// A request from a client. One per connection, except that a console
+/// session may follow its [`Request::ConsoleAttach`] with
+/// [`Request::ConsoleBreak`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Start(StartRequest),
+    /// `stop`; `force` is `-f`, `wait` is `-w`.
+    Terminate { target: VmRef, force: bool, wait: bool },
+    /// `wait`: block until the VM terminates; requests nothing.
+    Wait { target: VmRef },
+    /// `status`/`show`: the list of VMs.
+    Info,
+    Pause { target: VmRef },
+    Unpause { target: VmRef },
+    /// `load file` (root only).
+    Load { path: String },
+    /// `reload` (root only).
+    Reload,
+    /// `reset mode` (root only).
+    Reset { mode: ResetMode },
+    /// `log brief|verbose` (root only): 0 = brief, 2 = verbose.
+    Log { level: u8 },
+    /// Attach the console of a running VM: vmd answers with the recent output
+    /// to replay and keeps the session exclusive until this connection closes.
+    ConsoleAttach { target: VmRef },
+    /// Assert BREAK on the attached VM's UART (the `~#` escape).
+    ConsoleBreak,
+    /// Legacy `send` (root only): the stream is written to the one descriptor
+    /// that comes with the request.
+    Send { target: VmRef },
+    /// Legacy `receive name` (root only): the stream is read from the one
+    /// descriptor that comes with the request.
+    Receive { name: String },
+}
+
+impl Request {
+    /// Requests any connected user may make (vmd.md §4.1); the others are
+    /// root only.
+    pub fn allowed_for_anyone(&self) -> bool {
+        matches!(
+            self,
+            Request::Start(_)
+                | Request::Terminate { .. }
+                | Request::Wait { .. }
+                | Request::Info
+                | Request::Pause { .. }
+                | Request::Unpause { .. }
+                | Request::ConsoleAttach { .. }
+                | Request::ConsoleBreak
+        )
+    }
+
+    /// Short type name for logs (`denied request <type> from uid <uid>`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Start(_) => "start",
+            Request::Terminate { .. } => "terminate",
+            Request::Wait { .. } => "wait",
+            Request::Info => "info",
+            Request::Pause { .. } => "pause",
+            Request::Unpause { .. } => "unpause",
+            Request::Load { .. } => "load",
+            Request::Reload => "reload",
+            Request::Reset { .. } => "reset",
+            Request::Log { .. } => "log",
+            Request::ConsoleAttach { .. } => "console",
+            Request::ConsoleBreak => "console-break",
+            Request::Send { .. } => "send",
+            Request::Receive { .. } => "receive",
+        }
+    }
+}
+
+/// State bits of a VM (vmd.md §6.1).
+pub mod state {
+    pub const RUNNING: u32 = 0x01;
+    pub const DISABLED: u32 = 0x02;
+    pub const SHUTDOWN: u32 = 0x04;
+    pub const RECEIVED: u32 = 0x08;
+    pub const PAUSED: u32 = 0x10;
+    pub const WAITING: u32 = 0x20;
+
+    /// The STATE column's word for a set of bits (vmctl.md §6.9).
+    pub fn name(bits: u32) -> &'static str {
+        if bits & PAUSED != 0 {
+            "paused"
+        } else if bits & WAITING != 0 {
+            "waiting"
+        } else if bits & SHUTDOWN != 0 && bits & RUNNING != 0 {
+            "stopping"
+        } else if bits & RUNNING != 0 {
+            "running"
+        } else {
+            "stopped"
+        }
+    }
+}
+
+/// One row of `vmctl status` (GET_INFO_VM_DATA).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub id: u32,
+    pub name: String,
+    /// Configured memory in bytes.
+    pub max_mem: u64,
+    /// Guest memory actually resident, in bytes; 0 when not running.
+    pub cur_mem: u64,
+    pub vcpus: u32,
+    /// VM process id while running.
+    pub pid: Option<u32>,
+    /// Console tty path while running (`/dev/pts/3`).
+    pub tty: Option<String>,
+    /// The user who started it while running, else the configured owner.
+    pub owner_uid: u32,
+    /// Configured owner group, if any.
+    pub owner_gid: Option<u32>,
+    /// [`state`] bits.
+    pub state: u32,
+}
+
+impl VmInfo {
+    pub fn running(&self) -> bool {
+        self.state & state::RUNNING != 0 && self.pid.is_some()
+    }
+}
+
+/// A VM that started (START_VM_RESPONSE with result 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub id: u32,
+    pub pid: u32,
+    /// `/dev/pts/N`.
+    pub tty: String,
+}
+
+/// vmd's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Outcome of `start` or `receive`.
+    Start(Result<Started, ErrorCode>),
+    /// Immediate answer to `stop` (TERMINATE_VM_RESPONSE); `Ok` means the
+    /// request was accepted. Waiting clients get this only on error.
+    Terminate { id: u32, result: Result<(), ErrorCode> },
+    /// The VM ended (TERMINATE_VM_EVENT), for `stop -w` and `wait`.
+    Terminated { id: u32 },
+    Pause { id: u32, result: Result<(), ErrorCode> },
+    Unpause { id: u32, result: Result<(), ErrorCode> },
+    InfoData(VmInfo),
+    InfoEnd,
+    /// CTL_OK / CTL_FAIL for load, reload, reset and log.
+    Ctl(Result<(), ErrorCode>),
+    /// Console attached: replay these bytes, then relay the tty.
+    ConsoleAttached { tty: String, replay: Vec<u8> },
+    /// Console refused (not running, busy, not permitted).
+    ConsoleRefused(ErrorCode),
+    /// The attached VM stopped; the session is over.
+    ConsoleClosed,
+    /// `send`: the stream follows on the passed descriptor, or the request
+    /// was refused.
+    SendStarted(Result<u32, ErrorCode>),
+    /// `send` finished: the whole stream was written (or not).
+    SendDone(Result<(), ErrorCode>),
+}

@@ -1,0 +1,139 @@
+//! Messages between vmd and one VM process, over the socketpair vmd creates
+//! when it spawns the process.
+//!
+//! vmd opens every host resource and sends it with [`ToVm::Launch`]; the VM
+//! process owns no path and opens nothing by name. The descriptors travel in
+//! the order given by [`LaunchFds`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::{BootDevice, DiskFormat};
+use crate::error::ErrorCode;
+
+/// Exit status of a VM process whose guest asked for a reset (triple fault,
+/// keyboard-controller reset, …): vmd restarts it (vmd.md §6.6 uses EAGAIN).
+pub const EXIT_REBOOT: i32 = libc::EAGAIN;
+/// Exit status of a VM process whose guest powered off or was stopped.
+pub const EXIT_OFF: i32 = 0;
+/// Exit status of a VM process that failed (emulation error, KVM error).
+pub const EXIT_ERROR: i32 = 1;
+
+/// Positions of the descriptors that accompany [`ToVm::Launch`]. Optional
+/// ones are present only when the matching field says so; their index is
+/// the position in the message's descriptor list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchFds {
+    /// `/dev/kvm`, opened by vmd.
+    pub kvm: u8,
+    /// Master side of the console pty.
+    pub pty_master: u8,
+    /// A slave-side descriptor the VM process keeps open so that the master
+    /// never reports hang-up while no console client is attached.
+    pub pty_slave: u8,
+    /// Boot image: BIOS or kernel.
+    pub boot_image: u8,
+    /// Initial ramdisk for a direct kernel boot.
+    pub initrd: Option<u8>,
+}
+
+/// A disk image and its backing chain, top image first, as opened by vmd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchDisk {
+    /// Path, for messages and the get-id serial only.
+    pub path: String,
+    pub format: DiskFormat,
+    /// Descriptor index of each image of the chain, top first.
+    pub fds: Vec<u8>,
+    pub read_only: bool,
+}
+
+/// A network interface's host side, as set up by vmd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchNic {
+    /// Descriptor index of the tap.
+    pub tap: u8,
+    pub guest_mac: [u8; 6],
+    pub host_mac: [u8; 6],
+    /// `locked lladdr` enforcement (vmd.md §9.5).
+    pub locked: bool,
+    /// Local interface: guest and host IPv4 addresses for the DHCP responder.
+    pub local: Option<LocalAddrs>,
+}
+
+/// The /31 of a local interface (vmd.md §9.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalAddrs {
+    pub host: [u8; 4],
+    pub guest: [u8; 4],
+}
+
+/// Everything a VM process needs to build and boot its VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLaunch {
+    pub id: u32,
+    pub name: String,
+    /// Guest memory in bytes, a whole number of MiB.
+    pub memory: u64,
+    pub vcpus: u32,
+    pub fds: LaunchFds,
+    /// Kernel command line for a direct kernel boot.
+    pub cmdline: Option<String>,
+    pub disks: Vec<LaunchDisk>,
+    /// Descriptor index of the CD-ROM image.
+    pub cdrom: Option<u8>,
+    pub nics: Vec<LaunchNic>,
+    pub boot_device: Option<BootDevice>,
+    /// Daemon verbosity (0 brief, 1+ verbose).
+    pub verbose: u8,
+    /// Console output of the previous run of this VM (kept across reboots),
+    /// to seed the replay buffer.
+    pub console_history: Vec<u8>,
+}
+
+/// vmd → VM process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToVm {
+    /// Build and boot the VM; descriptors as [`VmLaunch::fds`] says.
+    Launch(Box<VmLaunch>),
+    Pause,
+    Unpause,
+    /// Ask the guest to shut down. `false` ends the VM at once.
+    Shutdown { graceful: bool },
+    /// A console client attaches: flush what the pty holds and answer
+    /// [`FromVm::ConsoleReplay`] with the recent output.
+    ConsoleAttach { client: u64 },
+    /// Raise BREAK on the UART.
+    ConsoleBreak,
+    /// Change log verbosity.
+    Verbose(u8),
+}
+
+/// Why a VM process is about to exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// The guest powered off, or vmd stopped it.
+    PowerOff,
+    /// The guest reset itself; vmd restarts the VM.
+    Reboot,
+    /// The VM failed; the text says why (also logged by the VM process).
+    Error(String),
+}
+
+/// VM process → vmd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromVm {
+    /// The VM is built and its vCPUs run. The guest memory descriptor comes
+    /// with this message: vmd reads its allocated size for CURMEM.
+    Running,
+    /// The VM could not be built.
+    LaunchFailed { code: ErrorCode, reason: String },
+    Paused(Result<(), ErrorCode>),
+    Unpaused(Result<(), ErrorCode>),
+    /// Recent console output for the client that asked.
+    ConsoleReplay { client: u64, bytes: Vec<u8> },
+    /// The guest announced it is shutting down (state `stopping`).
+    GuestShuttingDown,
+    /// The VM ends now; console output of this run comes along so that a
+    /// restarted VM keeps its history.
+    Exiting { reason: ExitReason, console_tail: Vec<u8> },
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on Debian: the firmware and payloads
+# the end-to-end tests boot, the image tools they compare against, QEMU for
+# the benchmarks, and cargo-nextest. Installs only what is missing.
+set -euo pipefail
+
+packages=(
+    seabios qemu-utils qemu-system-x86
+    grub-pc-bin grub-common mtools dosfstools fdisk xorriso
+    ipxe ipxe-qemu busybox-static cpio lz4
+    acpica-tools mandoc iproute2
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    cargo install --locked cargo-nextest
+fi

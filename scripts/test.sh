@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: dependencies, formatting, lints,
+# unit tests, device tests and end-to-end tests on /dev/kvm. Run as root
+# (the end-to-end tests start vmd, which needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run the real binaries.
+cargo build --workspace --bins
+cargo nextest run --workspace --no-fail-fast "$@"
