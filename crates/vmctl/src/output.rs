@@ -1,0 +1,61 @@
+//! How vmctl talks to its user: `vmctl: message` on stderr (warnx style),
+//! `vmctl: message: strerror` (warn style), and the usage lines.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+static PROGNAME: OnceLock<String> = OnceLock::new();
+
+/// Records argv[0]'s basename; messages are prefixed with it.
+pub fn set_progname(argv0: &str) {
+    let base = argv0.rsplit('/').next().unwrap_or(argv0);
+    let name = if base.is_empty() { "vmctl" } else { base };
+    let _ = PROGNAME.set(name.to_string());
+}
+
+pub fn progname() -> &'static str {
+    PROGNAME.get().map(String::as_str).unwrap_or("vmctl")
+}
+
+/// `vmctl: <message>` on stderr.
+pub fn warnx(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{}: {message}", progname());
+}
+
+/// `vmctl: <message>: <strerror(errno)>` on stderr.
+pub fn warn_errno(message: impl std::fmt::Display, errno: i32) {
+    warnx(format_args!("{message}: {}", proto::error::strerror(errno)));
+}
+
+/// `vmctl: <message>: <error>` for an I/O error, using its errno text.
+pub fn warn_io(message: impl std::fmt::Display, err: &std::io::Error) {
+    match err.raw_os_error() {
+        Some(errno) => warn_errno(message, errno),
+        None => warnx(format_args!("{message}: {err}")),
+    }
+}
+
+/// Text on stderr with no prefix and no newline added.
+pub fn eprint_raw(text: impl std::fmt::Display) {
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{text}");
+    let _ = err.flush();
+}
+
+/// The global usage line: `usage:\tvmctl [-v] command [arg ...]`.
+pub fn global_usage() {
+    let _ = writeln!(
+        std::io::stderr(),
+        "usage:\t{} [-v] command [arg ...]",
+        progname()
+    );
+}
+
+/// A command's usage line: `usage:\tvmctl [-v] <command> <usage>`.
+pub fn command_usage(command: &str, usage: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "usage:\t{} [-v] {command} {usage}",
+        progname()
+    );
+}
