@@ -1,0 +1,69 @@
+//! Which format a disk argument names (vmctl.md §3.5).
+
+use std::io::Read;
+use std::path::Path;
+
+use proto::control::DiskFormat;
+
+/// The qcow2 magic, `QFI\xfb`.
+pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+
+/// Removes an explicit `raw:` or `qcow2:` prefix (exact, lower case).
+pub fn split_format_prefix(arg: &str) -> (&str, Option<DiskFormat>) {
+    if let Some(rest) = arg.strip_prefix("raw:") {
+        (rest, Some(DiskFormat::Raw))
+    } else if let Some(rest) = arg.strip_prefix("qcow2:") {
+        (rest, Some(DiskFormat::Qcow2))
+    } else {
+        (arg, None)
+    }
+}
+
+/// Determines the format of a disk argument, first rule that applies:
+/// an explicit prefix; the qcow2 magic in an existing file; a `.raw` or
+/// `.qcow2` extension (any case); otherwise raw. Returns the path without
+/// its prefix.
+pub fn detect_format(arg: &str) -> (String, DiskFormat) {
+    let (path, prefixed) = split_format_prefix(arg);
+    if let Some(format) = prefixed {
+        return (path.to_string(), format);
+    }
+    if has_qcow2_magic(Path::new(path)) {
+        return (path.to_string(), DiskFormat::Qcow2);
+    }
+    let format = match path.rsplit_once('.') {
+        Some((_, ext)) if ext.eq_ignore_ascii_case("qcow2") => DiskFormat::Qcow2,
+        _ => DiskFormat::Raw,
+    };
+    (path.to_string(), format)
+}
+
+fn has_qcow2_magic(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == QCOW2_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_magic_and_extensions() {
+        assert_eq!(detect_format("raw:/x.qcow2"), ("/x.qcow2".into(), DiskFormat::Raw));
+        assert_eq!(detect_format("qcow2:/x.img"), ("/x.img".into(), DiskFormat::Qcow2));
+        assert_eq!(detect_format("/nonexistent/a.QCOW2").1, DiskFormat::Qcow2);
+        assert_eq!(detect_format("/nonexistent/a.raw").1, DiskFormat::Raw);
+        assert_eq!(detect_format("/nonexistent/a.img").1, DiskFormat::Raw);
+        assert_eq!(detect_format("/nonexistent/noext").1, DiskFormat::Raw);
+
+        let dir = std::env::temp_dir().join(format!("disk-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("image.img");
+        std::fs::write(&image, b"QFI\xfb\0\0\0\x03").unwrap();
+        assert_eq!(detect_format(image.to_str().unwrap()).1, DiskFormat::Qcow2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
