@@ -1,1 +1,14 @@
-//! One virtual machine on KVM.
+//! One virtual machine on KVM: guest memory, vCPU threads, the port and
+//! MMIO buses, the devices, and firmware boot. A VM process (see
+//! [`process`]) builds one of these from what vmd sends it.
+
+pub mod boot;
+pub mod bus;
+pub mod console;
+pub mod cpuid;
+pub mod devices;
+pub mod lifecycle;
+pub mod memory;
+pub mod process;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,88 @@
+//! Port 0x402: the firmware debug console (QEMU's debugcon), line by line
+//! into the VM's log. SeaBIOS writes its diagnostics here (PCI probing, CPU
+//! count, boot decisions); reading the port returns 0xE9, which is how
+//! SeaBIOS knows the port is there.
+
+use crate::bus::BusDevice;
+
+pub const DEBUG_PORT: u64 = 0x402;
+const READBACK: u8 = 0xe9;
+/// Lines longer than this are logged in pieces.
+const MAX_LINE: usize = 512;
+
+pub struct DebugPort {
+    vm_name: String,
+    line: Vec<u8>,
+    sink: Box<dyn FnMut(&str) + Send>,
+}
+
+impl DebugPort {
+    /// Logs each line at debug level.
+    pub fn new(vm_name: &str) -> DebugPort {
+        let name = vm_name.to_string();
+        DebugPort::with_sink(
+            vm_name,
+            Box::new(move |line| tracing::debug!("{name}: firmware: {line}")),
+        )
+    }
+
+    pub fn with_sink(vm_name: &str, sink: Box<dyn FnMut(&str) + Send>) -> DebugPort {
+        DebugPort {
+            vm_name: vm_name.to_string(),
+            line: Vec::new(),
+            sink,
+        }
+    }
+
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line).into_owned();
+        let text = text.trim_end_matches('\r');
+        (self.sink)(text);
+        self.line.clear();
+    }
+
+    pub fn vm_name(&self) -> &str {
+        &self.vm_name
+    }
+}
+
+impl BusDevice for DebugPort {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        data[0] = READBACK;
+    }
+
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        for &b in data {
+            if b == b'\n' {
+                self.emit();
+            } else {
+                self.line.push(b);
+                if self.line.len() >= MAX_LINE {
+                    self.emit();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn lines_and_readback() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let l = lines.clone();
+        let mut port =
+            DebugPort::with_sink("t", Box::new(move |s| l.lock().unwrap().push(s.into())));
+        for b in b"Found 1 cpu(s)\r\nnext" {
+            port.write(0, &[*b]);
+        }
+        assert_eq!(*lines.lock().unwrap(), vec!["Found 1 cpu(s)".to_string()]);
+        let mut d = [0u8];
+        port.read(0, &mut d);
+        assert_eq!(d[0], 0xe9);
+    }
+}

@@ -1,0 +1,9 @@
+//! The devices of the VM, one per file: what happens when the guest touches
+//! a port or an address is found in the file named after the device.
+
+pub mod cmos;
+pub mod debug_port;
+pub mod fw_cfg;
+pub mod i8042;
+pub mod pci;
+pub mod serial;

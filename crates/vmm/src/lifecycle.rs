@@ -1,0 +1,192 @@
+//! Run state shared by the vCPU threads, the devices and the control loop:
+//! pausing, and the one reason the VM ends.
+//!
+//! A vCPU blocked in `KVM_RUN` (a halted guest waits there forever) is
+//! pulled out with a signal whose handler sets `immediate_exit` in that
+//! vCPU's `kvm_run` area, so a kick that lands just before `KVM_RUN` is not
+//! lost: the next `KVM_RUN` returns at once.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use proto::vmchannel::ExitReason;
+
+/// The signal used to kick vCPU threads out of `KVM_RUN`.
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN()
+}
+
+thread_local! {
+    /// This thread's `kvm_run` area, if it is a vCPU thread.
+    static KVM_RUN: Cell<*mut kvm_bindings::kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn on_kick(_: libc::c_int) {
+    // Only touches a const-initialised thread-local and a byte in a mapping
+    // that lives as long as the thread: async-signal-safe.
+    let run = KVM_RUN.with(|r| r.get());
+    if !run.is_null() {
+        // SAFETY: the pointer was registered by this thread from its own
+        // live vCPU mapping and is cleared before the mapping goes away.
+        unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+    }
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    // SAFETY: a plain sigaction with a handler that is async-signal-safe; no
+    // SA_RESTART so blocking calls see EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_kick as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(kick_signal(), &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Registers the calling vCPU thread's `kvm_run` for the kick handler.
+pub fn register_kvm_run(run: *mut kvm_bindings::kvm_run) {
+    KVM_RUN.with(|r| r.set(run));
+}
+
+/// What the control loop learns from the VM.
+#[derive(Debug)]
+pub enum VmEvent {
+    /// The VM must end for this reason.
+    Exit(ExitReason),
+}
+
+#[derive(Default)]
+struct State {
+    paused: bool,
+    parked: usize,
+    exit: Option<ExitReason>,
+}
+
+/// Pause and exit coordination for one VM.
+pub struct Lifecycle {
+    /// Cheap check for vCPUs after every exit: is anything asked of us?
+    attention: AtomicBool,
+    state: Mutex<State>,
+    changed: Condvar,
+    threads: Mutex<Vec<libc::pthread_t>>,
+    events: Mutex<Sender<VmEvent>>,
+}
+
+impl Lifecycle {
+    pub fn new(events: Sender<VmEvent>) -> Lifecycle {
+        Lifecycle {
+            attention: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+            events: Mutex::new(events),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the calling thread as a vCPU thread to kick.
+    pub fn add_vcpu_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(me);
+    }
+
+    fn kick_all(&self) {
+        for &thread in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            // SAFETY: vCPU threads live until the process exits.
+            unsafe { libc::pthread_kill(thread, kick_signal()) };
+        }
+    }
+
+    /// Ends the VM for `reason`; the first reason wins.
+    pub fn request_exit(&self, reason: ExitReason) {
+        let mut state = self.lock();
+        if state.exit.is_some() {
+            return;
+        }
+        state.exit = Some(reason.clone());
+        self.attention.store(true, Ordering::SeqCst);
+        drop(state);
+        self.changed.notify_all();
+        self.kick_all();
+        let _ = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(VmEvent::Exit(reason));
+    }
+
+    pub fn exit_requested(&self) -> bool {
+        self.lock().exit.is_some()
+    }
+
+    /// Stops every vCPU outside `KVM_RUN` and waits until all of them are
+    /// parked (or the VM is ending).
+    pub fn pause(&self, vcpus: usize) {
+        let mut state = self.lock();
+        state.paused = true;
+        self.attention.store(true, Ordering::SeqCst);
+        drop(state);
+        loop {
+            self.kick_all();
+            let state = self.lock();
+            if state.parked >= vcpus || state.exit.is_some() {
+                return;
+            }
+            let (_state, _) = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn resume(&self) {
+        let mut state = self.lock();
+        state.paused = false;
+        if state.exit.is_none() {
+            self.attention.store(false, Ordering::SeqCst);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Called by a vCPU between runs. Returns false when the vCPU must stop
+    /// for good; parks while the VM is paused.
+    pub fn vcpu_may_run(&self) -> bool {
+        if !self.attention.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut state = self.lock();
+        if state.paused && state.exit.is_none() {
+            state.parked += 1;
+            self.changed.notify_all();
+            while state.paused && state.exit.is_none() {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            state.parked -= 1;
+        }
+        state.exit.is_none()
+    }
+}

@@ -1,0 +1,196 @@
+//! The VM process: receives its launch description and descriptors from
+//! vmd, builds and runs the VM, and obeys vmd's requests until the VM ends.
+//!
+//! The main thread is the control loop. A reader thread turns the channel
+//! into events; vCPUs and devices report the VM's end through the same
+//! queue, so every decision about the VM's life is taken in one place.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use proto::frame::Channel;
+use proto::vmchannel::{EXIT_ERROR, EXIT_OFF, EXIT_REBOOT, ExitReason, FromVm, ToVm};
+
+use crate::lifecycle::{Lifecycle, VmEvent};
+use crate::vm::{LaunchFiles, Vm};
+
+enum Event {
+    Vm(VmEvent),
+    Daemon(ToVm),
+    DaemonGone,
+}
+
+/// Hooks the process gets from the program embedding it.
+pub struct ProcessHooks {
+    /// Changes log verbosity (`vmctl log`).
+    pub set_verbosity: Box<dyn Fn(u8) + Send>,
+    /// Sets the process title once the VM's name is known.
+    pub set_title: Box<dyn Fn(&str) + Send>,
+}
+
+/// Runs a VM process on `channel`; returns its exit status.
+pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
+    let received = match channel.recv::<ToVm>() {
+        Ok(Some(r)) => r,
+        Ok(None) => return EXIT_OFF,
+        Err(e) => {
+            tracing::error!("vm: bad launch message: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let ToVm::Launch(launch) = received.message else {
+        tracing::error!("vm: expected a launch message");
+        return EXIT_ERROR;
+    };
+    (hooks.set_title)(&launch.name);
+    (hooks.set_verbosity)(launch.verbose);
+
+    let (events_tx, events_rx) = mpsc::channel::<Event>();
+    let (vm_tx, vm_rx) = mpsc::channel::<VmEvent>();
+    let lifecycle = Arc::new(Lifecycle::new(vm_tx));
+
+    let vm = LaunchFiles::take(&launch, received.fds)
+        .and_then(|files| Vm::build(&launch, files, lifecycle.clone()));
+    let mut vm = match vm {
+        Ok(vm) => vm,
+        Err(e) => {
+            tracing::error!("{}: failed to start vm: {}", launch.name, e.reason);
+            let _ = channel.send(&FromVm::LaunchFailed {
+                code: e.code,
+                reason: e.reason,
+            });
+            return EXIT_ERROR;
+        }
+    };
+    if let Err(e) = vm.start() {
+        tracing::error!("{}: failed to start vcpus: {e}", launch.name);
+        let _ = channel.send(&FromVm::LaunchFailed {
+            code: proto::ErrorCode::from_io(&e),
+            reason: e.to_string(),
+        });
+        return EXIT_ERROR;
+    }
+    let memfd = vm.ram.memfd.as_raw_fd();
+    if channel.send_with_fds(&FromVm::Running, &[memfd]).is_err() {
+        return EXIT_OFF;
+    }
+
+    // Forward VM events and daemon messages into one queue.
+    {
+        let tx = events_tx.clone();
+        std::thread::spawn(move || {
+            while let Ok(event) = vm_rx.recv() {
+                if tx.send(Event::Vm(event)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    {
+        let tx = events_tx;
+        let reader = match channel.try_clone() {
+            Ok(c) => c,
+            Err(_) => return EXIT_ERROR,
+        };
+        std::thread::spawn(move || {
+            loop {
+                match reader.recv::<ToVm>() {
+                    Ok(Some(received)) => {
+                        drop(received.fds);
+                        if tx.send(Event::Daemon(received.message)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        let _ = tx.send(Event::DaemonGone);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    let reason = control_loop(&vm, &channel, &events_rx, &hooks);
+    finish(&vm, &channel, reason)
+}
+
+fn control_loop(
+    vm: &Vm,
+    channel: &Channel,
+    events: &mpsc::Receiver<Event>,
+    hooks: &ProcessHooks,
+) -> ExitReason {
+    while let Ok(event) = events.recv() {
+        match event {
+            Event::Vm(VmEvent::Exit(reason)) => return reason,
+            Event::DaemonGone => {
+                // vmd is gone: nobody can reach this VM any more.
+                vm.lifecycle.request_exit(ExitReason::PowerOff);
+            }
+            Event::Daemon(message) => match message {
+                ToVm::Launch(_) => tracing::warn!("{}: ignoring a second launch", vm.name),
+                ToVm::Pause => {
+                    vm.lifecycle.pause(vm.vcpu_count());
+                    let _ = channel.send(&FromVm::Paused(Ok(())));
+                }
+                ToVm::Unpause => {
+                    vm.lifecycle.resume();
+                    let _ = channel.send(&FromVm::Unpaused(Ok(())));
+                }
+                ToVm::Shutdown { graceful } => {
+                    if graceful {
+                        tracing::info!(
+                            "{}: no guest shutdown channel yet, terminating the vm",
+                            vm.name
+                        );
+                    }
+                    vm.lifecycle.request_exit(ExitReason::PowerOff);
+                }
+                ToVm::ConsoleAttach { client } => {
+                    let bytes = vm.console.attach(&vm.pty_slave);
+                    let _ = channel.send(&FromVm::ConsoleReplay { client, bytes });
+                }
+                ToVm::ConsoleBreak => {
+                    vm.serial
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .send_break();
+                }
+                ToVm::Verbose(level) => (hooks.set_verbosity)(level),
+            },
+        }
+    }
+    ExitReason::PowerOff
+}
+
+fn finish(vm: &Vm, channel: &Channel, reason: ExitReason) -> i32 {
+    let code = match &reason {
+        ExitReason::PowerOff => EXIT_OFF,
+        ExitReason::Reboot => EXIT_REBOOT,
+        ExitReason::Error(_) => EXIT_ERROR,
+    };
+    vm.console.close();
+    let _ = channel.send(&FromVm::Exiting {
+        reason,
+        console_tail: vm.console.history(),
+    });
+    // Give the relay thread a moment to put the last output on the pty.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    code
+}
+
+/// The descriptor number a VM process finds its channel at.
+pub const CHANNEL_FD: i32 = 3;
+
+/// Takes the channel vmd left at [`CHANNEL_FD`].
+///
+/// # Safety
+/// Must be called once, in a process started by vmd with the channel at
+/// that descriptor.
+pub unsafe fn inherited_channel() -> Channel {
+    use std::os::fd::FromRawFd;
+    // SAFETY: guaranteed by the caller.
+    let fd = unsafe { OwnedFd::from_raw_fd(CHANNEL_FD) };
+    Channel::new(fd)
+}

@@ -1,0 +1,166 @@
+//! One vCPU thread: `KVM_RUN`, then hand each exit to the bus that owns the
+//! address, until the VM pauses or ends.
+
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use proto::vmchannel::ExitReason;
+
+use crate::bus::Bus;
+use crate::lifecycle::{self, Lifecycle};
+
+/// Where the vCPU's exits go.
+pub struct VcpuContext {
+    pub vm_name: String,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// The x86 state at power-on for firmware boot (vmd.md §8.4): real mode at
+/// F000:FFF0 with CS based at 0xF0000, where the firmware's reset vector
+/// lives in its copy below 1 MiB.
+pub fn set_reset_state(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
+    let mut sregs = vcpu.get_sregs()?;
+    sregs.cs.selector = 0xf000;
+    sregs.cs.base = 0xf_0000;
+    sregs.cs.limit = 0xffff;
+    sregs.cr0 = 0x6000_0010;
+    vcpu.set_sregs(&sregs)?;
+    let regs = kvm_regs {
+        rip: 0xfff0,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs)
+}
+
+/// KVM's `KVM_EXIT_INTERNAL_ERROR` sub-errors worth naming in the log.
+fn internal_error_name(suberror: u32) -> &'static str {
+    match suberror {
+        1 => "emulation failure",
+        2 => "simultaneous exception",
+        3 => "delivery event failure",
+        4 => "unexpected exit reason",
+        _ => "internal error",
+    }
+}
+
+/// A one-paragraph register dump for the log.
+pub fn describe_registers(vcpu: &VcpuFd) -> String {
+    let regs = vcpu.get_regs().unwrap_or_default();
+    let sregs: kvm_sregs = vcpu.get_sregs().unwrap_or_default();
+    format!(
+        "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} \
+         rsi={:#x} rdi={:#x} rbp={:#x} cs={:#x}(base {:#x}) ss={:#x} ds={:#x} \
+         cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+        regs.rip,
+        regs.rsp,
+        regs.rflags,
+        regs.rax,
+        regs.rbx,
+        regs.rcx,
+        regs.rdx,
+        regs.rsi,
+        regs.rdi,
+        regs.rbp,
+        sregs.cs.selector,
+        sregs.cs.base,
+        sregs.ss.selector,
+        sregs.ds.selector,
+        sregs.cr0,
+        sregs.cr3,
+        sregs.cr4,
+        sregs.efer,
+    )
+}
+
+/// Runs vCPU `index` until the VM ends.
+pub fn run(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
+    let run_area = vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
+    lifecycle::register_kvm_run(run_area);
+    ctx.lifecycle.add_vcpu_thread();
+    // A kick that arrived before registration is covered by this check.
+    while ctx.lifecycle.vcpu_may_run() {
+        vcpu.set_kvm_immediate_exit(0);
+        if !ctx.lifecycle.vcpu_may_run() {
+            break;
+        }
+        // SAFETY: run_area is this vCPU's live kvm_run mapping; the io
+        // fields are valid after an IO exit, which is the only time they
+        // are read below.
+        let io_size = || unsafe { usize::from((*run_area).__bindgen_anon_1.io.size).max(1) };
+        match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                let size = io_size();
+                for chunk in data.chunks_mut(size) {
+                    if !ctx.pio.read(u64::from(port), chunk) {
+                        chunk.fill(0xff);
+                    }
+                }
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let size = io_size();
+                for chunk in data.chunks(size) {
+                    ctx.pio.write(u64::from(port), chunk);
+                }
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !ctx.mmio.read(addr, data) {
+                    tracing::trace!("{}: unhandled mmio read at {addr:#x}", ctx.vm_name);
+                    data.fill(0xff);
+                }
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !ctx.mmio.write(addr, data) {
+                    tracing::trace!("{}: unhandled mmio write at {addr:#x}", ctx.vm_name);
+                }
+            }
+            Ok(VcpuExit::Shutdown) => {
+                tracing::info!("{}: vcpu {index}: triple fault, resetting", ctx.vm_name);
+                ctx.lifecycle.request_exit(ExitReason::Reboot);
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
+                    ctx.lifecycle.request_exit(ExitReason::PowerOff)
+                }
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                    ctx.lifecycle.request_exit(ExitReason::Reboot)
+                }
+                other => fail(&vcpu, index, &ctx, &format!("system event {other}")),
+            },
+            Ok(VcpuExit::Hlt) => {
+                // Only reachable without an in-kernel LAPIC; wait to be kicked.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Ok(VcpuExit::Intr) => {}
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: KVM filled the internal-error member for this exit.
+                let suberror = unsafe { (*run_area).__bindgen_anon_1.internal.suberror };
+                let what = internal_error_name(suberror);
+                fail(&vcpu, index, &ctx, what);
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => fail(
+                &vcpu,
+                index,
+                &ctx,
+                &format!("entry failure (reason {reason:#x}, cpu {cpu})"),
+            ),
+            Ok(other) => {
+                let what = format!("unexpected exit {other:?}");
+                fail(&vcpu, index, &ctx, &what);
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) => fail(&vcpu, index, &ctx, &format!("KVM_RUN failed: {e}")),
+        }
+    }
+    lifecycle::register_kvm_run(std::ptr::null_mut());
+}
+
+fn fail(vcpu: &VcpuFd, index: u32, ctx: &VcpuContext, what: &str) {
+    let regs = describe_registers(vcpu);
+    tracing::error!("{}: vcpu {index}: {what}: {regs}", ctx.vm_name);
+    ctx.lifecycle
+        .request_exit(ExitReason::Error(format!("vcpu {index}: {what}")));
+}

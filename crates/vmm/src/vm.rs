@@ -1,0 +1,338 @@
+//! Building one VM on KVM from a launch description, and running it.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use proto::ErrorCode;
+use proto::vmchannel::VmLaunch;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{ImageKind, bios};
+use crate::bus::{Bus, shared};
+use crate::console::{self, Console};
+use crate::cpuid;
+use crate::devices::cmos::{self, Cmos};
+use crate::devices::debug_port::{DEBUG_PORT, DebugPort};
+use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
+use crate::devices::i8042::{I8042_COMMAND_PORT, I8042Reset};
+use crate::devices::pci::host_bridge::HostBridge;
+use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
+use crate::devices::pci::{PciConfigPorts, PciRoot};
+use crate::devices::serial::{self, Serial};
+use crate::lifecycle::Lifecycle;
+use crate::memory::{self, GuestRam, Layout};
+use crate::vcpu::{self, VcpuContext};
+use proto::vmchannel::ExitReason;
+
+/// Why a VM could not be built: the code vmctl reports, and the detail the
+/// log gets.
+#[derive(Debug)]
+pub struct LaunchError {
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
+impl LaunchError {
+    fn new(code: ErrorCode, reason: impl Into<String>) -> LaunchError {
+        LaunchError {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn io(what: &str, err: &std::io::Error) -> LaunchError {
+        LaunchError::new(ErrorCode::from_io(err), format!("{what}: {err}"))
+    }
+
+    fn kvm(what: &str, err: kvm_ioctls::Error) -> LaunchError {
+        LaunchError::new(ErrorCode(err.errno()), format!("{what}: {err}"))
+    }
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// The descriptors that came with the launch message, by role.
+pub struct LaunchFiles {
+    pub kvm: OwnedFd,
+    pub pty_master: File,
+    pub pty_slave: File,
+    pub boot_image: File,
+}
+
+impl LaunchFiles {
+    /// Picks the descriptors `launch.fds` names out of the message's list.
+    pub fn take(launch: &VmLaunch, fds: Vec<OwnedFd>) -> Result<LaunchFiles, LaunchError> {
+        let mut slots: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut take = |index: u8, what: &str| {
+            slots
+                .get_mut(usize::from(index))
+                .and_then(Option::take)
+                .ok_or_else(|| LaunchError::new(ErrorCode::EINVAL, format!("launch lacks {what}")))
+        };
+        Ok(LaunchFiles {
+            kvm: take(launch.fds.kvm, "/dev/kvm")?,
+            pty_master: File::from(take(launch.fds.pty_master, "the pty master")?),
+            pty_slave: File::from(take(launch.fds.pty_slave, "the pty slave")?),
+            boot_image: File::from(take(launch.fds.boot_image, "the boot image")?),
+        })
+    }
+}
+
+/// A built VM, ready to run.
+pub struct Vm {
+    pub name: String,
+    pub ram: GuestRam,
+    pub lifecycle: Arc<Lifecycle>,
+    pub console: Arc<Console>,
+    pub serial: Arc<Mutex<Serial>>,
+    cmos: Arc<Mutex<Cmos>>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    vcpus: Vec<VcpuFd>,
+    vcpu_count: usize,
+    pty_master: File,
+    pub pty_slave: File,
+    // Kept for the lifetime of the VM: its memory regions and irqfds.
+    _vm_fd: VmFd,
+    _kvm: Kvm,
+}
+
+/// Largest boot image read into memory.
+const MAX_IMAGE: u64 = 256 * 1024 * 1024;
+
+fn read_image(mut file: &File) -> Result<Vec<u8>, LaunchError> {
+    let len = file
+        .metadata()
+        .map_err(|e| LaunchError::io("boot image", &e))?
+        .len();
+    if len > MAX_IMAGE {
+        return Err(LaunchError::new(ErrorCode::EINVAL, "boot image too large"));
+    }
+    let mut image = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut image)
+        .map_err(|e| LaunchError::io("boot image", &e))?;
+    Ok(image)
+}
+
+impl Vm {
+    /// Creates the KVM VM, its memory and devices, loads the boot image and
+    /// prepares the vCPUs. Nothing runs yet.
+    pub fn build(
+        launch: &VmLaunch,
+        files: LaunchFiles,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Result<Vm, LaunchError> {
+        let image = read_image(&files.boot_image)?;
+        match ImageKind::detect(&image) {
+            ImageKind::Bios => {}
+            kind => {
+                return Err(LaunchError::new(
+                    ErrorCode::ENOEXEC,
+                    format!("direct kernel boot ({kind:?}) is not supported by this build"),
+                ));
+            }
+        }
+        bios::validate(&image).map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))?;
+
+        // SAFETY: vmd opened /dev/kvm for us and handed over ownership.
+        let kvm = unsafe { Kvm::from_raw_fd(files.kvm.as_raw_fd()) };
+        std::mem::forget(files.kvm);
+        let vm_fd = kvm
+            .create_vm()
+            .map_err(|e| LaunchError::kvm("KVM_CREATE_VM", e))?;
+        if let Err(e) = vm_fd.set_identity_map_address(memory::KVM_IDENTITY_MAP_ADDR) {
+            tracing::debug!("{}: KVM_SET_IDENTITY_MAP_ADDR: {e}", launch.name);
+        }
+        if let Err(e) = vm_fd.set_tss_address(memory::KVM_TSS_ADDR as usize) {
+            tracing::debug!("{}: KVM_SET_TSS_ADDR: {e}", launch.name);
+        }
+        vm_fd
+            .create_irq_chip()
+            .map_err(|e| LaunchError::kvm("KVM_CREATE_IRQCHIP", e))?;
+        vm_fd
+            .create_pit2(kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            })
+            .map_err(|e| LaunchError::kvm("KVM_CREATE_PIT2", e))?;
+
+        let layout = Layout::with_bios_size(launch.memory, image.len() as u64);
+        let ram = GuestRam::new(layout, &launch.name).map_err(|e| {
+            LaunchError::new(
+                ErrorCode::ENOMEM,
+                format!("could not allocate guest memory: {e}"),
+            )
+        })?;
+        for (slot, region) in ram.layout.regions.iter().enumerate() {
+            let host = ram
+                .mem
+                .find_region(vm_memory::GuestAddress(region.guest_addr))
+                .ok_or_else(|| LaunchError::new(ErrorCode::ENOMEM, "guest memory region missing"))?
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|e| LaunchError::new(ErrorCode::ENOMEM, e.to_string()))?;
+            let mapping = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.guest_addr,
+                memory_size: region.size,
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the host range is a live mapping of `region.size`
+            // bytes owned by `ram`, which outlives the VM.
+            unsafe { vm_fd.set_user_memory_region(mapping) }
+                .map_err(|e| LaunchError::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+        }
+        bios::load(&ram.mem, &image)
+            .map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))?;
+
+        let vcpu_count = launch.vcpus.max(1);
+        let lifecycle_reset = lifecycle.clone();
+        let reset = move || lifecycle_reset.request_exit(ExitReason::Reboot);
+
+        let console =
+            Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
+        let irqfd = |gsi: u32| -> Result<EventFd, LaunchError> {
+            let evt = EventFd::new(0).map_err(|e| LaunchError::io("eventfd", &e))?;
+            vm_fd
+                .register_irqfd(&evt, gsi)
+                .map_err(|e| LaunchError::kvm("KVM_IRQFD", e))?;
+            Ok(evt)
+        };
+        let serial = shared(Serial::new(irqfd(serial::COM1_IRQ)?, console.clone()));
+        let cmos = shared(Cmos::new(&ram.layout, vcpu_count, irqfd(cmos::RTC_IRQ)?));
+
+        let mut fw_cfg = FwCfg::new(ram.mem.clone(), &ram.layout, vcpu_count as u16);
+        let files_to_add: Vec<(&str, Vec<u8>)> = vec![
+            ("etc/e820", fw_cfg::e820_file(&ram.layout)),
+            // Stock SeaBIOS talks on COM1 only when told to.
+            (
+                "etc/sercon-port",
+                (serial::COM1_BASE as u16).to_le_bytes().to_vec(),
+            ),
+            ("etc/screen-and-debug", 0u64.to_le_bytes().to_vec()),
+        ];
+        for (name, data) in files_to_add {
+            fw_cfg
+                .add_file(name, data)
+                .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
+        }
+        let fw_cfg = Arc::new(Mutex::new(fw_cfg));
+
+        let mut pci = PciRoot::new();
+        pci.add(shared(HostBridge::new()));
+        let pci = Arc::new(Mutex::new(pci));
+
+        let pio = Arc::new(Bus::new());
+        let insert = |base: u64, len: u64, dev: crate::bus::SharedDevice| {
+            pio.insert(base, len, dev)
+                .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))
+        };
+        insert(serial::COM1_BASE, serial::COM1_LEN, serial.clone())?;
+        insert(cmos::CMOS_BASE, cmos::CMOS_LEN, cmos.clone())?;
+        insert(
+            fw_cfg::FW_CFG_BASE,
+            fw_cfg::FW_CFG_PORTS_LEN,
+            shared(FwCfgPorts(fw_cfg.clone())),
+        )?;
+        insert(
+            fw_cfg::FW_CFG_DMA_BASE,
+            fw_cfg::FW_CFG_DMA_LEN,
+            shared(FwCfgDma(fw_cfg.clone())),
+        )?;
+        insert(DEBUG_PORT, 1, shared(DebugPort::new(&launch.name)))?;
+        insert(
+            I8042_COMMAND_PORT,
+            1,
+            shared(I8042Reset::new(Box::new(reset.clone()))),
+        )?;
+        insert(
+            CONFIG_PORTS_BASE,
+            CONFIG_PORTS_LEN,
+            shared(PciConfigPorts::new(pci, Box::new(reset))),
+        )?;
+        let mmio = Arc::new(Bus::new());
+
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| LaunchError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let mut vcpus = Vec::new();
+        for index in 0..vcpu_count {
+            let vcpu = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
+            vcpu.set_cpuid2(&cpuid::guest_cpuid(&supported, index, vcpu_count))
+                .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
+            if index == 0 {
+                vcpu::set_reset_state(&vcpu).map_err(|e| LaunchError::kvm("vcpu registers", e))?;
+            }
+            vcpus.push(vcpu);
+        }
+
+        Ok(Vm {
+            name: launch.name.clone(),
+            ram,
+            lifecycle,
+            console,
+            serial,
+            cmos,
+            pio,
+            mmio,
+            vcpu_count: vcpus.len(),
+            vcpus,
+            pty_master: files.pty_master,
+            pty_slave: files.pty_slave,
+            _vm_fd: vm_fd,
+            _kvm: kvm,
+        })
+    }
+
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpu_count
+    }
+
+    /// Starts the console relay, the RTC timer and the vCPU threads.
+    pub fn start(&mut self) -> std::io::Result<()> {
+        crate::lifecycle::install_kick_handler()?;
+
+        let console = self.console.clone();
+        let master = self.pty_master.try_clone()?;
+        let input: Arc<Mutex<dyn console::ConsoleInput>> = self.serial.clone();
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || console::relay(console, master, input))?;
+
+        let cmos = self.cmos.clone();
+        let (stop, paused) = (self.lifecycle.clone(), self.lifecycle.clone());
+        std::thread::Builder::new()
+            .name("rtc".into())
+            .spawn(move || {
+                cmos::run_timer(
+                    cmos,
+                    move || stop.exit_requested(),
+                    move || paused.is_paused(),
+                )
+            })?;
+
+        for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let ctx = VcpuContext {
+                vm_name: self.name.clone(),
+                pio: self.pio.clone(),
+                mmio: self.mmio.clone(),
+                lifecycle: self.lifecycle.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu::run(vcpu, index as u32, ctx))?;
+        }
+        Ok(())
+    }
+}
