@@ -32,7 +32,14 @@ impl Relay<'_> {
 
     /// Asks a question; `None` for no answer or an empty one.
     fn ask(&mut self, question: &str) -> Option<String> {
-        self.terminal().prompt(question).filter(|a| !a.is_empty())
+        self.prompt(question).filter(|a| !a.is_empty())
+    }
+
+    fn prompt(&mut self, question: &str) -> Option<String> {
+        let Mode::Interactive { terminal, .. } = &mut self.mode else {
+            unreachable!("escapes are read only from a terminal");
+        };
+        terminal.prompt(question, &mut self.typed_ahead)
     }
 
     pub(super) fn perform(&mut self, escape: Escape) -> Result<(), End> {
@@ -71,7 +78,7 @@ impl Relay<'_> {
             }
             Escape::DropDtr => self.line.pulse_dtr(),
             Escape::Record => {
-                let answer = self.terminal().prompt("Record file?");
+                let answer = self.prompt("Record file?");
                 self.record_to(answer);
             }
             Escape::SetSpeed => {

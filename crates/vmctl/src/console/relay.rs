@@ -1,6 +1,7 @@
 //! The relay loop: guest output to stdout, typed input (through the escape
 //! reader when interactive) to the guest, until something ends the session.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
@@ -68,6 +69,9 @@ pub struct Relay<'a> {
     stdin_open: bool,
     /// `~R`: a copy of all guest output.
     pub(super) record: Option<File>,
+    /// Keys read from the terminal and not processed yet; a prompt
+    /// takes its answer from here first.
+    pub(super) typed_ahead: VecDeque<u8>,
 }
 
 fn readable(flags: PollFlags) -> bool {
@@ -84,6 +88,7 @@ impl<'a> Relay<'a> {
             to_guest: Vec::new(),
             stdin_open: true,
             record: None,
+            typed_ahead: VecDeque::new(),
         }
     }
 
@@ -228,7 +233,8 @@ impl<'a> Relay<'a> {
             self.to_guest.extend_from_slice(typed);
             return Ok(());
         }
-        for &byte in typed {
+        self.typed_ahead.extend(typed);
+        while let Some(byte) = self.typed_ahead.pop_front() {
             let Mode::Interactive { escapes, .. } = &mut self.mode else {
                 unreachable!("checked above");
             };
