@@ -181,8 +181,9 @@ mod tests {
             rounded.rounding_warning.as_deref(),
             Some("memory size rounded to 1.0M")
         );
-        let rounded = parse_size("1.25G1", SizeKind::Disk);
-        assert!(rounded.is_err());
+        let rounded = ok("1.25G");
+        assert_eq!(rounded.bytes, 1280 << 20);
+        assert_eq!(rounded.rounding_warning, None);
         let rounded = parse_size("1025.5K", SizeKind::Disk).unwrap();
         assert_eq!(
             rounded.rounding_warning.as_deref(),

@@ -494,3 +494,57 @@ fn interactive_local_file_and_command() {
     assert_eq!(wait_exit(&mut child), 0);
     assert!(terminal.echoes());
 }
+
+#[test]
+fn interactive_program_speed_dtr_and_xmodem() {
+    use nix::sys::termios::{BaudRate, cfgetospeed};
+    let dir = common::TempDir::new();
+    let file = dir.file("upload.bin", b"xmodem payload");
+    let vm = Vm::new(b"", None);
+    let mut terminal = Terminal::new();
+    let (mut child, _stdout, stderr) = vm.spawn(&["console", "web"], terminal.stdin());
+    vm.wait_attached();
+    stderr.wait_for(b"Connected to");
+
+    // `~C`: the program's stdout goes to the guest, its stdin comes from it.
+    terminal.types(b"~Cprintf 'from-program\\n'; read reply; echo \"got:$reply\" >&2\r");
+    vm.guest_reads(b"from-program\n");
+    vm.guest_writes(b"pong\n");
+    stderr.wait_for(b"got:pong\n");
+
+    // `~S`: the line speed changes (the pty keeps the setting).
+    let speed = || cfgetospeed(&tcgetattr(vm.guest()).unwrap());
+    assert_eq!(speed(), BaudRate::B115200);
+    terminal.types(b"\r~S9600\r");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while speed() != BaudRate::B9600 {
+        assert!(Instant::now() < deadline, "speed unchanged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    terminal.types(b"\r~Sfast\r");
+    stderr.wait_for(b"vmctl: invalid speed: fast\r\n");
+
+    // `~D` has nothing to drop on a pty and sends nothing.
+    terminal.types(b"\r~Dd\r");
+    // The CRs before the two `~S` and the `~D` arrive; the answers do not.
+    assert_eq!(vm.guest_reads(b"d\r"), b"\r\r\rd\r");
+
+    // `~X`: one checksummed block, then the end of transmission.
+    terminal.types(format!("\r~X{}\r", file.display()).as_bytes());
+    assert_eq!(vm.guest_reads(b"\r"), b"\r");
+    vm.guest_writes(&[0x15]);
+    let mut block = vec![0x01, 1, 0xfe];
+    block.extend_from_slice(b"xmodem payload");
+    block.resize(3 + 128, 0x1a);
+    let sum = block[3..].iter().fold(0u8, |s, &b| s.wrapping_add(b));
+    block.push(sum);
+    assert_eq!(vm.guest_reads(&block[block.len() - 4..]), block);
+    vm.guest_writes(&[0x06]);
+    assert_eq!(vm.guest_reads(&[0x04]), [0x04]);
+    vm.guest_writes(&[0x06]);
+    stderr.wait_for(b"vmctl: xmodem: sent 1 block\r\n");
+
+    terminal.types(b"\r~.");
+    assert_eq!(wait_exit(&mut child), 0);
+    assert!(terminal.echoes());
+}

@@ -179,7 +179,9 @@ impl Options {
     /// to the `-i` count.
     fn interfaces(&self) -> Vec<NicKind> {
         let mut nics = self.nics.clone();
-        let wanted = self.interface_count.unwrap_or(0);
+        // Past the limit the exact number no longer matters (vmctl or vmd
+        // refuses the list), so a huge `-i` does not build a huge list.
+        let wanted = self.interface_count.unwrap_or(0).min(MAX_NICS + 1);
         if nics.len() < wanted {
             nics.resize(wanted, NicKind::Plain);
         }
@@ -486,6 +488,11 @@ mod tests {
         );
         // Instances are checked by vmd.
         assert_eq!(parse_ok("-t base -i 5 vm").0.request.nics.len(), 5);
+        assert_eq!(parse_ok("-t base -i 2147483647 vm").0.request.nics.len(), 5);
+        assert_eq!(
+            message(&format!("-b {kernel} -i 2147483647 vm")),
+            ["too many network interfaces"]
+        );
     }
 
     #[test]

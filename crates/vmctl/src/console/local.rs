@@ -199,6 +199,7 @@ impl Relay<'_> {
             io::BufReader::new(file),
             xmodem::Timeouts::default(),
         ) {
+            Ok(1) => say("xmodem: sent 1 block"),
             Ok(blocks) => say(format_args!("xmodem: sent {blocks} blocks")),
             Err(err) => say(format_args!("xmodem: {err}")),
         }
