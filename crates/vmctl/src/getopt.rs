@@ -1,6 +1,11 @@
 //! POSIX getopt(3) as vmctl's commands use it: options first, parsing stops
 //! at the first operand or at `--`, `-abc` bundles flags, an option's
 //! argument is the rest of the word or the next word.
+//!
+//! A command may also accept getopt_long(3)-style long options (`--name
+//! value` or `--name=value`), mixed with the short ones before the operands;
+//! each long option reports itself under a key character chosen by the
+//! command, as getopt_long's `val` does.
 
 /// One parsed option.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,12 +18,23 @@ pub enum Opt {
     MissingArgument(char),
 }
 
+/// A long option: `--name`, reported as [`Opt::Found`] with `key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongOpt {
+    pub name: &'static str,
+    pub has_arg: bool,
+    /// The character reported for this option; pick one that is not in the
+    /// short option string so the two cannot be confused.
+    pub key: char,
+}
+
 /// Iterates over the options of `args` (the words after the command word)
 /// according to a getopt option string such as `"cLB:b:d:"`. After the
 /// iteration ends, [`Getopt::operands`] returns the remaining words.
 pub struct Getopt<'a> {
     args: &'a [String],
     spec: &'a str,
+    long_options: &'a [LongOpt],
     index: usize,
     offset: usize,
 }
@@ -28,9 +44,18 @@ impl<'a> Getopt<'a> {
         Getopt {
             args,
             spec,
+            long_options: &[],
             index: 0,
             offset: 0,
         }
+    }
+
+    /// Also accepts the given long options. An unrecognised `--word` is
+    /// reported as `Opt::Unknown('-')`; without long options a `--word` is
+    /// parsed as bundled short options, as getopt(3) does.
+    pub fn with_long_options(mut self, long_options: &'a [LongOpt]) -> Self {
+        self.long_options = long_options;
+        self
     }
 
     /// The words left once the options are consumed.
@@ -51,6 +76,35 @@ impl<'a> Getopt<'a> {
         }
         None
     }
+
+    /// Consumes the long option `--<text>` at `self.index` (and its
+    /// argument word, if it takes one and has no `=value`).
+    fn long_option(&mut self, text: &str) -> Opt {
+        self.index += 1;
+        let (name, inline_value) = match text.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (text, None),
+        };
+        let Some(option) = self.long_options.iter().find(|o| o.name == name) else {
+            return Opt::Unknown('-');
+        };
+        if !option.has_arg {
+            return match inline_value {
+                None => Opt::Found(option.key, None),
+                Some(_) => Opt::Unknown('-'),
+            };
+        }
+        if let Some(value) = inline_value {
+            return Opt::Found(option.key, Some(value));
+        }
+        match self.args.get(self.index) {
+            Some(value) => {
+                self.index += 1;
+                Opt::Found(option.key, Some(value.clone()))
+            }
+            None => Opt::MissingArgument(option.key),
+        }
+    }
 }
 
 impl Iterator for Getopt<'_> {
@@ -65,6 +119,11 @@ impl Iterator for Getopt<'_> {
             }
             if !word.starts_with('-') || word == "-" {
                 return None;
+            }
+            if let Some(long) = word.strip_prefix("--")
+                && !self.long_options.is_empty()
+            {
+                return Some(self.long_option(long));
             }
             self.offset = 1;
         }
@@ -145,6 +204,64 @@ mod tests {
         assert_eq!(g.next(), Some(Opt::Found('f', None)));
         assert_eq!(g.next(), None);
         assert_eq!(g.operands(), &words("-a")[..]);
+    }
+
+    const LONGS: &[LongOpt] = &[
+        LongOpt {
+            name: "cmdline",
+            has_arg: true,
+            key: '1',
+        },
+        LongOpt {
+            name: "quiet",
+            has_arg: false,
+            key: '2',
+        },
+    ];
+
+    #[test]
+    fn long_options_mix_with_short_ones() {
+        let args = words("-c --cmdline console=ttyS0 --cmdline=ro --quiet -m 1G vm");
+        let mut g = Getopt::new(&args, "cm:").with_long_options(LONGS);
+        let opts: Vec<Opt> = g.by_ref().collect();
+        assert_eq!(
+            opts,
+            vec![
+                Opt::Found('c', None),
+                Opt::Found('1', Some("console=ttyS0".into())),
+                Opt::Found('1', Some("ro".into())),
+                Opt::Found('2', None),
+                Opt::Found('m', Some("1G".into())),
+            ]
+        );
+        assert_eq!(g.operands(), &words("vm")[..]);
+    }
+
+    #[test]
+    fn long_option_errors() {
+        let args = words("--bogus x");
+        let mut g = Getopt::new(&args, "c").with_long_options(LONGS);
+        assert_eq!(g.next(), Some(Opt::Unknown('-')));
+
+        let args = words("--quiet=yes");
+        let mut g = Getopt::new(&args, "c").with_long_options(LONGS);
+        assert_eq!(g.next(), Some(Opt::Unknown('-')));
+
+        let args = words("--cmdline");
+        let mut g = Getopt::new(&args, "c").with_long_options(LONGS);
+        assert_eq!(g.next(), Some(Opt::MissingArgument('1')));
+        assert_eq!(g.next(), None);
+
+        // Long options are operands-terminated like short ones.
+        let args = words("vm --quiet");
+        let mut g = Getopt::new(&args, "c").with_long_options(LONGS);
+        assert_eq!(g.next(), None);
+        assert_eq!(g.operands().len(), 2);
+
+        // Without long options, `--x` is the short option `-` (unknown).
+        let args = words("--x");
+        let mut g = Getopt::new(&args, "x");
+        assert_eq!(g.next(), Some(Opt::Unknown('-')));
     }
 
     #[test]

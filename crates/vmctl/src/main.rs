@@ -1,1 +1,62 @@
-fn main() {}
+//! vmctl: control the VMs run by vmd (vmctl.md).
+//!
+//! `vmctl [-v] command [arg ...]`: global options, then a command word
+//! matched by unambiguous prefix, then the command's own arguments.
+
+mod args;
+mod cli;
+mod commands;
+mod console;
+mod create;
+mod daemon;
+mod failure;
+mod getopt;
+mod output;
+
+use cli::Lookup;
+use failure::Failure;
+use getopt::{Getopt, Opt};
+
+/// Parses the global options and runs the command; returns the exit status.
+fn run(args: &[String]) -> i32 {
+    let mut getopt = Getopt::new(args, "v");
+    let mut verbosity = 0;
+    for opt in getopt.by_ref() {
+        match opt {
+            Opt::Found('v', _) => verbosity += 1,
+            _ => {
+                Failure::GlobalUsage.report();
+                return 1;
+            }
+        }
+    }
+    output::set_verbosity(verbosity);
+    let Some((word, rest)) = getopt.operands().split_first() else {
+        Failure::GlobalUsage.report();
+        return 1;
+    };
+    match cli::lookup(word) {
+        Lookup::Found(command) => commands::run(command.id, rest),
+        Lookup::Ambiguous => {
+            output::eprint_raw(format_args!("ambiguous argument: {word}\n"));
+            Failure::GlobalUsage.report();
+            1
+        }
+        Lookup::Unknown => {
+            output::eprint_raw(format_args!("unknown argument: {word}\n"));
+            Failure::GlobalUsage.report();
+            1
+        }
+    }
+}
+
+fn main() {
+    // Arguments that are not UTF-8 are taken with replacement characters;
+    // vmctl's operands are names, sizes and paths that are UTF-8 in practice.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    output::set_progname(argv.first().map(String::as_str).unwrap_or("vmctl"));
+    let status = run(argv.get(1..).unwrap_or_default());
+    std::process::exit(status);
+}

@@ -3,8 +3,31 @@
 
 use std::io::Write;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 static PROGNAME: OnceLock<String> = OnceLock::new();
+
+/// How many times the global `-v` was given.
+static VERBOSITY: AtomicU32 = AtomicU32::new(0);
+
+/// Records the global `-v` count.
+pub fn set_verbosity(level: u32) {
+    VERBOSITY.store(level, Ordering::Relaxed);
+}
+
+#[allow(dead_code, reason = "for the create command")]
+pub fn verbosity() -> u32 {
+    VERBOSITY.load(Ordering::Relaxed)
+}
+
+/// `vmctl: <message>` on stderr, only with `-v` (debug messages such as
+/// the per-chunk progress of `create -i`).
+#[allow(dead_code, reason = "for the create command")]
+pub fn debug(message: impl std::fmt::Display) {
+    if verbosity() > 0 {
+        warnx(message);
+    }
+}
 
 /// Records argv[0]'s basename; messages are prefixed with it.
 pub fn set_progname(argv0: &str) {
@@ -23,11 +46,13 @@ pub fn warnx(message: impl std::fmt::Display) {
 }
 
 /// `vmctl: <message>: <strerror(errno)>` on stderr.
+#[allow(dead_code, reason = "for the create command")]
 pub fn warn_errno(message: impl std::fmt::Display, errno: i32) {
     warnx(format_args!("{message}: {}", proto::error::strerror(errno)));
 }
 
 /// `vmctl: <message>: <error>` for an I/O error, using its errno text.
+#[allow(dead_code, reason = "for the create command")]
 pub fn warn_io(message: impl std::fmt::Display, err: &std::io::Error) {
     match err.raw_os_error() {
         Some(errno) => warn_errno(message, errno),

@@ -1,0 +1,51 @@
+//! One module per command; [`run`] dispatches a matched command word.
+
+pub mod console;
+pub mod ctl;
+pub mod pause;
+pub mod receive;
+pub mod send;
+pub mod start;
+pub mod status;
+pub mod stop;
+
+use crate::cli::CommandId;
+use crate::create;
+use crate::failure::{CmdResult, Failure};
+
+/// Runs a command with the words after the command word; returns the exit
+/// status.
+pub fn run(id: CommandId, args: &[String]) -> i32 {
+    let result: CmdResult = match id {
+        CommandId::Create => return create::run(args),
+        CommandId::Console => console::run(args),
+        CommandId::Load => ctl::run_load(args),
+        CommandId::Log => ctl::run_log(args),
+        CommandId::Reload => ctl::run_reload(args),
+        CommandId::Reset => ctl::run_reset(args),
+        CommandId::Pause => pause::run(args, pause::Action::Pause),
+        CommandId::Unpause => pause::run(args, pause::Action::Unpause),
+        CommandId::Receive => receive::run(args),
+        CommandId::Send => send::run(args),
+        CommandId::Show | CommandId::Status => status::run(args, id),
+        CommandId::Start => start::run(args),
+        CommandId::Stop => stop::run_stop(args),
+        CommandId::Wait => stop::run_wait(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(failure) => {
+            failure.report();
+            1
+        }
+    }
+}
+
+/// The only operand of a command that takes exactly one and no options;
+/// anything else is the command's usage.
+pub fn single_operand(args: &[String], id: CommandId) -> Result<&str, Failure> {
+    match args {
+        [word] => Ok(word),
+        _ => Err(Failure::Usage(id)),
+    }
+}

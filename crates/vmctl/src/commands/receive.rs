@@ -1,0 +1,106 @@
+//! Legacy `receive name` (vmctl.md §6.14): stdin is copied into one end of
+//! a socket pair whose other end vmd restores the VM from; the outcome is
+//! reported like `start`.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use proto::control::{Request, Response, VmRef};
+
+use super::single_operand;
+use super::start::start_failure;
+use crate::args::parse_id;
+use crate::cli::CommandId;
+use crate::daemon::{Daemon, error_text};
+use crate::failure::{CmdResult, Failure};
+use crate::output;
+
+const CHUNK: usize = 64 * 1024;
+
+pub fn run(args: &[String]) -> CmdResult {
+    let word = single_operand(args, CommandId::Receive)?;
+    let VmRef::Name(name) = parse_id(Some(word), true)? else {
+        unreachable!("parse_id refuses numbers when a name is needed");
+    };
+    let (stream, vmd_end) = UnixStream::pair()
+        .map_err(|err| Failure::msg(format!("socketpair: {}", error_text(&err))))?;
+    stream
+        .set_nonblocking(true)
+        .map_err(|err| Failure::msg(format!("socketpair: {}", error_text(&err))))?;
+    let daemon = Daemon::connect()?;
+    daemon.request_with_fds(&Request::Receive { name }, &[vmd_end.as_raw_fd()])?;
+    drop(vmd_end);
+
+    // `None` once the whole input went out (or vmd stopped taking it):
+    // closing our end is vmd's end of file.
+    let mut stream = Some(stream);
+    let mut pending: Vec<u8> = Vec::new();
+    let stdin = io::stdin();
+    loop {
+        let mut fds = vec![PollFd::new(daemon.as_fd(), PollFlags::POLLIN)];
+        let mut stdin_slot = None;
+        let mut stream_slot = None;
+        if let Some(stream) = &stream {
+            if pending.is_empty() {
+                stdin_slot = Some(fds.len());
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            } else {
+                stream_slot = Some(fds.len());
+                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLOUT));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(err) => return Err(Failure::msg(format!("poll: {}", err.desc()))),
+        }
+        let ready = |slot: Option<usize>| {
+            slot.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()))
+        };
+        let (daemon_ready, stdin_ready, stream_ready) =
+            (ready(Some(0)), ready(stdin_slot), ready(stream_slot));
+        drop(fds);
+
+        if daemon_ready {
+            drop(stream.take());
+            return match daemon.reply()? {
+                Response::Start(Ok(started)) => {
+                    output::warnx(format_args!(
+                        "started vm {} successfully, tty {}",
+                        started.id, started.tty
+                    ));
+                    Ok(())
+                }
+                Response::Start(Err(code)) => Err(start_failure(code)),
+                _ => Err(Failure::unexpected_response()),
+            };
+        }
+        if stdin_ready {
+            let mut chunk = vec![0u8; CHUNK];
+            match nix::unistd::read(stdin.as_fd(), &mut chunk) {
+                Ok(0) => stream = None,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+                Err(err) => return Err(Failure::msg(format!("read: {}", err.desc()))),
+            }
+        }
+        if stream_ready && let Some(writer) = &mut stream {
+            match writer.write(&pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                // vmd stopped reading; its verdict follows on the socket.
+                Err(_) => {
+                    pending.clear();
+                    stream = None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Legacy `send id` (vmctl.md §6.14): vmd writes the VM's state to one end
+//! of a socket pair; vmctl copies it to stdout. Unlike upstream, success is
+//! reported only once vmd confirms the stream is complete.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use proto::control::{Request, Response, VmRef};
+use proto::error::ErrorCode;
+
+use super::single_operand;
+use crate::args::parse_id;
+use crate::cli::CommandId;
+use crate::daemon::{Daemon, error_text};
+use crate::failure::{CmdResult, Failure};
+use crate::output;
+
+const CHUNK: usize = 64 * 1024;
+
+/// The failure for a refused or failed send.
+pub fn send_failure(code: ErrorCode) -> Failure {
+    match code {
+        ErrorCode::ENOENT => Failure::msg("vm not found"),
+        other => Failure::msg(format!("command failed: {other}")),
+    }
+}
+
+pub fn run(args: &[String]) -> CmdResult {
+    let word = single_operand(args, CommandId::Send)?;
+    let target = parse_id(Some(word), false)?;
+    let label = match &target {
+        VmRef::Id(id) => id.to_string(),
+        VmRef::Name(name) => name.clone(),
+    };
+    let (mut stream, vmd_end) = UnixStream::pair()
+        .map_err(|err| Failure::msg(format!("socketpair: {}", error_text(&err))))?;
+    let daemon = Daemon::connect()?;
+    daemon.request_with_fds(&Request::Send { target }, &[vmd_end.as_raw_fd()])?;
+    // Only vmd's copy may stay open, so its close is our end of file.
+    drop(vmd_end);
+
+    let mut stream_open = true;
+    let mut confirmed = false;
+    let mut stdout = io::stdout().lock();
+    let mut chunk = vec![0u8; CHUNK];
+    while stream_open || !confirmed {
+        let mut fds = Vec::with_capacity(2);
+        if stream_open {
+            fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
+        }
+        if !confirmed {
+            fds.push(PollFd::new(daemon.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(err) => return Err(Failure::msg(format!("poll: {}", err.desc()))),
+        }
+        let events: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let (stream_ready, daemon_ready) = match (stream_open, confirmed) {
+            (true, false) => (events[0], events[1]),
+            (true, true) => (events[0], false),
+            (false, _) => (false, events[0]),
+        };
+
+        if stream_ready {
+            match stream.read(&mut chunk) {
+                Ok(0) => stream_open = false,
+                Ok(n) => stdout
+                    .write_all(&chunk[..n])
+                    .and_then(|()| stdout.flush())
+                    .map_err(|err| Failure::msg(format!("write: {}", error_text(&err))))?,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(Failure::msg(format!("read: {}", error_text(&err)))),
+            }
+        }
+        if daemon_ready {
+            match daemon.reply()? {
+                Response::SendStarted(Ok(_)) => {}
+                Response::SendDone(Ok(())) => confirmed = true,
+                Response::SendStarted(Err(code)) | Response::SendDone(Err(code)) => {
+                    return Err(send_failure(code));
+                }
+                _ => return Err(Failure::unexpected_response()),
+            }
+        }
+    }
+    output::warnx(format_args!("sent vm {label} successfully"));
+    Ok(())
+}
