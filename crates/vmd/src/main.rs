@@ -1,1 +1,221 @@
-fn main() {}
+//! vmd: runs virtual machines on KVM and answers vmctl on its control socket.
+//!
+//! `vmd [-dnv] [-D macro=value] [-f file]` (vmd.md §1). The same binary is
+//! re-executed, with a private first argument, as each VM's process.
+
+mod control;
+mod daemon;
+mod events;
+mod logging;
+mod permissions;
+mod pty;
+mod registry;
+mod vmproc;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use getopt::{Getopt, Opt};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::events::Event;
+use crate::logging::Destination;
+use crate::vmproc::VM_PROCESS_ARG;
+
+const USAGE: &str = "usage: vmd [-dnv] [-D macro=value] [-f file]";
+const DEFAULT_CONFIG: &str = "/etc/vm.conf";
+
+/// The command line, parsed.
+#[derive(Debug, Default)]
+struct Options {
+    foreground: bool,
+    check_only: bool,
+    verbosity: u8,
+    macros: Vec<(String, String)>,
+    config: Option<PathBuf>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, ()> {
+    let mut options = Options::default();
+    let mut getopt = Getopt::new(args, "dnvD:f:");
+    for opt in getopt.by_ref() {
+        match opt {
+            Opt::Found('d', _) => options.foreground = true,
+            Opt::Found('n', _) => options.check_only = true,
+            Opt::Found('v', _) => options.verbosity = options.verbosity.saturating_add(1),
+            Opt::Found('D', Some(definition)) => match definition.split_once('=') {
+                Some((name, value)) if !name.is_empty() => {
+                    options.macros.push((name.to_string(), value.to_string()))
+                }
+                _ => eprintln!("could not parse macro definition {definition}"),
+            },
+            Opt::Found('f', Some(file)) => options.config = Some(PathBuf::from(file)),
+            _ => return Err(()),
+        }
+    }
+    if !getopt.operands().is_empty() {
+        return Err(());
+    }
+    Ok(options)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(VM_PROCESS_ARG) {
+        std::process::exit(vm_process(&args[2..]));
+    }
+    let Ok(options) = parse_options(args.get(1..).unwrap_or(&[])) else {
+        eprintln!("{USAGE}");
+        std::process::exit(1);
+    };
+    std::process::exit(daemon_main(options));
+}
+
+/// Runs as one VM's process (started by the daemon, never by a user).
+fn vm_process(args: &[String]) -> i32 {
+    let destination = match args.first().map(String::as_str) {
+        Some("stderr") => Destination::Stderr,
+        _ => Destination::Syslog,
+    };
+    logging::init(destination, 0);
+    // SAFETY: the daemon started this process with the channel at that
+    // descriptor, and nothing else here uses it.
+    let channel = unsafe { vmm::process::inherited_channel() };
+    vmm::process::run(
+        channel,
+        vmm::process::ProcessHooks {
+            set_verbosity: Box::new(logging::set_verbosity),
+            set_title: Box::new(|name| set_thread_name(&format!("vmd: {name}"))),
+        },
+    )
+}
+
+fn set_thread_name(title: &str) {
+    // The kernel keeps 15 bytes of a task name.
+    let short: String = title.chars().take(15).collect();
+    if let Ok(name) = std::ffi::CString::new(short) {
+        // SAFETY: PR_SET_NAME with a NUL-terminated string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    }
+}
+
+fn daemon_main(options: Options) -> i32 {
+    let _config = options
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    if options.check_only {
+        eprintln!("configuration OK");
+        return 0;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("need root privileges");
+        return 1;
+    }
+    let kvm = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/kvm")
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("/dev/kvm: {e}");
+            return 1;
+        }
+    };
+    let socket_path = proto::client::socket_path();
+
+    if !options.foreground
+        && let Err(e) = nix::unistd::daemon(false, false)
+    {
+        eprintln!("daemon: {e}");
+        return 1;
+    }
+    logging::init(
+        if options.foreground {
+            Destination::Stderr
+        } else {
+            Destination::Syslog
+        },
+        options.verbosity,
+    );
+
+    let listener = match control::listen_at(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control socket {}: {e}", socket_path.display());
+            return 1;
+        }
+    };
+    // SAFETY: ignoring SIGPIPE and SIGUSR1 has no preconditions; a client
+    // that goes away must not kill the daemon.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+    }
+    let (events_tx, events_rx) = mpsc::channel();
+    let mut signals = match Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("signals: {e}");
+            return 1;
+        }
+    };
+    {
+        let tx = events_tx.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                let event = match signal {
+                    SIGCHLD => Event::ChildExited,
+                    SIGHUP => Event::Reload,
+                    _ => Event::Shutdown,
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    if let Err(e) = control::spawn_acceptor(listener, events_tx.clone()) {
+        tracing::error!("control: {e}");
+        return 1;
+    }
+    tracing::info!("startup");
+    let daemon = daemon::Daemon::new(
+        events_tx,
+        kvm,
+        vmproc::SpawnOptions {
+            foreground: options.foreground,
+        },
+        options.verbosity,
+        socket_path,
+    );
+    daemon.run(events_rx);
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_options(&words("-dvv -D a=b -f /x.conf")).unwrap();
+        assert!(o.foreground);
+        assert_eq!(o.verbosity, 2);
+        assert_eq!(o.macros, vec![("a".into(), "b".into())]);
+        assert_eq!(o.config, Some(PathBuf::from("/x.conf")));
+        assert!(parse_options(&words("-x")).is_err());
+        assert!(parse_options(&words("extra")).is_err());
+        assert!(parse_options(&words("-f")).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The control socket (vmd.md §3): accepts vmctl clients, learns who they
+//! are from `SO_PEERCRED`, and turns their packets into events for the
+//! daemon's single-threaded core. Replies are written straight back on the
+//! client's socket by the core.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, getsockopt, listen,
+    setsockopt, socket, sockopt,
+};
+use proto::control::{Request, Response};
+use proto::frame;
+
+use crate::events::Event;
+
+/// A connected client and its credentials.
+#[derive(Debug)]
+pub struct Client {
+    pub id: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+    sock: OwnedFd,
+}
+
+impl Client {
+    /// Sends a reply. A client that does not read its replies within the
+    /// send timeout is dropped rather than allowed to stall the daemon.
+    pub fn send(&self, response: &Response) -> bool {
+        match frame::send(self.sock.as_fd(), response, &[]) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("control: client {}: {e}", self.id);
+                self.close();
+                false
+            }
+        }
+    }
+
+    /// Ends the connection; the reader thread then reports the client gone.
+    pub fn close(&self) {
+        let _ = nix::sys::socket::shutdown(
+            self.sock.as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+    }
+}
+
+/// Creates the listening socket: an existing file is replaced, mode 0660,
+/// owner root:0 until `socket owner` says otherwise.
+pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let addr = UnixAddr::new(path)?;
+    // Create the socket file with no access, then open it up to 0660.
+    // SAFETY: umask only changes this process's file-creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = bind(sock.as_raw_fd(), &addr);
+    // SAFETY: restoring the previous mask.
+    unsafe { libc::umask(old) };
+    bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let _ = nix::unistd::chown(path, Some(0.into()), Some(0.into()));
+    listen(&sock, Backlog::new(5).unwrap_or(Backlog::MAXCONN))?;
+    Ok(sock)
+}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts clients forever, one reader thread each.
+pub fn spawn_acceptor(listener: OwnedFd, events: Sender<Event>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            loop {
+                let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                    Ok(fd) => fd,
+                    Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::ECONNABORTED) => {
+                        continue;
+                    }
+                    Err(e @ (nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)) => {
+                        tracing::warn!("control: accept: {e}");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("control: accept: {e}");
+                        return;
+                    }
+                };
+                // SAFETY: accept4 returned a new descriptor we now own.
+                let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+                let creds = match getsockopt(&sock, sockopt::PeerCredentials) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("control: cannot read peer credentials: {e}");
+                        continue;
+                    }
+                };
+                let _ = setsockopt(
+                    &sock,
+                    sockopt::SendTimeout,
+                    &nix::sys::time::TimeVal::new(2, 0),
+                );
+                let client = Arc::new(Client {
+                    id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+                    uid: creds.uid(),
+                    gid: creds.gid(),
+                    pid: creds.pid(),
+                    sock,
+                });
+                let events = events.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("client".into())
+                    .spawn(move || read_requests(client, events));
+                if let Err(e) = spawned {
+                    tracing::warn!("control: cannot serve client: {e}");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn read_requests(client: Arc<Client>, events: Sender<Event>) {
+    loop {
+        match frame::recv::<Request>(client.sock.as_fd()) {
+            Ok(Some(received)) => {
+                let event = Event::Request {
+                    client: client.clone(),
+                    request: received.message,
+                    fds: received.fds,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // A malformed, truncated or oversized message ends this
+                // connection and nothing else.
+                if e.kind() == io::ErrorKind::InvalidData {
+                    tracing::info!(
+                        "control: dropping client {} (uid {}): {e}",
+                        client.id,
+                        client.uid
+                    );
+                }
+                client.close();
+                break;
+            }
+        }
+    }
+    let _ = events.send(Event::ClientGone(client.id));
+}

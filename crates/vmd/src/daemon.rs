@@ -1,0 +1,822 @@
+//! The daemon's core: one thread owns the VM registry and handles every
+//! event in order — client requests, messages and exits of VM processes,
+//! signals. Nothing here blocks for long: VM processes do the slow work
+//! and answer through events.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use proto::ErrorCode;
+use proto::control::{
+    Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state,
+};
+use proto::names::validate_vm_name;
+use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchFds, ToVm, VmLaunch};
+
+use crate::control::Client;
+use crate::events::Event;
+use crate::permissions::{self, VmAccess};
+use crate::pty::Pty;
+use crate::registry::{
+    DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, Registry, Running,
+    VmParams, VmRecord, random_mac,
+};
+use crate::vmproc::{LaunchDescriptors, SpawnOptions, VmProcess};
+
+/// Firmware used when a VM names no boot image (interface.md).
+pub const DEFAULT_BIOS_PATHS: [&str; 3] = [
+    "/etc/firmware/vmm-bios",
+    "/usr/share/seabios/bios-256k.bin",
+    "/usr/share/seabios/bios.bin",
+];
+
+/// Restarts closer together than this count towards the rate limit.
+const QUICK_RESTART: Duration = Duration::from_secs(6);
+/// This many quick restarts in a row stop the VM (vmd.md §6.3).
+const MAX_QUICK_RESTARTS: u32 = 3;
+
+pub struct Daemon {
+    registry: Registry,
+    events: Sender<Event>,
+    kvm: File,
+    spawn: SpawnOptions,
+    verbosity: u8,
+    next_run: u64,
+    socket_path: PathBuf,
+    /// Processes of VMs already forgotten (`reset`), still to be reaped.
+    orphans: Vec<VmProcess>,
+}
+
+impl Daemon {
+    pub fn new(
+        events: Sender<Event>,
+        kvm: File,
+        spawn: SpawnOptions,
+        verbosity: u8,
+        socket_path: PathBuf,
+    ) -> Daemon {
+        Daemon {
+            registry: Registry::new(),
+            events,
+            kvm,
+            spawn,
+            verbosity,
+            next_run: 1,
+            socket_path,
+            orphans: Vec::new(),
+        }
+    }
+
+    /// Handles events until told to shut down.
+    pub fn run(mut self, events: Receiver<Event>) {
+        while let Ok(event) = events.recv() {
+            match event {
+                Event::Request {
+                    client,
+                    request,
+                    fds,
+                } => self.request(&client, request, fds),
+                Event::ClientGone(id) => self.client_gone(id),
+                Event::FromVm { run, message, fds } => self.from_vm(run, message, fds),
+                Event::VmChannelClosed(_) | Event::ChildExited => self.reap(),
+                Event::Reload => tracing::info!("reload requested with SIGHUP"),
+                Event::Shutdown => break,
+            }
+        }
+        self.shutdown();
+    }
+
+    // ----- requests -----
+
+    fn request(&mut self, client: &Arc<Client>, request: Request, fds: Vec<OwnedFd>) {
+        if !request.allowed_for_anyone() && client.uid != 0 {
+            tracing::info!(
+                "denied request {} from uid {}",
+                request.kind(),
+                client.uid
+            );
+            client.send(&Response::Ctl(Err(ErrorCode::EPERM)));
+            client.close();
+            return;
+        }
+        match request {
+            Request::Start(start) => {
+                let kernel = fds.into_iter().next();
+                if let Err(code) = self.start(client, start, kernel) {
+                    client.send(&Response::Start(Err(code)));
+                }
+            }
+            Request::Terminate {
+                target,
+                force,
+                wait,
+            } => self.terminate(client, &target, force, wait),
+            Request::Wait { target } => self.wait(client, &target),
+            Request::Info => self.info(client),
+            Request::Pause { target } => self.pause(client, &target, true),
+            Request::Unpause { target } => self.pause(client, &target, false),
+            Request::Log { level } => {
+                self.verbosity = level;
+                crate::logging::set_verbosity(level);
+                for vm in &self.registry.vms {
+                    if let Some(run) = &vm.run {
+                        run.process.send(&ToVm::Verbose(level));
+                    }
+                }
+                client.send(&Response::Ctl(Ok(())));
+            }
+            Request::Reset { mode } => {
+                self.reset(mode);
+                client.send(&Response::Ctl(Ok(())));
+            }
+            Request::Load { .. } | Request::Reload => {
+                client.send(&Response::Ctl(Err(ErrorCode::ENOTSUP)));
+            }
+            Request::ConsoleAttach { target } => self.console_attach(client, &target),
+            Request::ConsoleBreak => self.console_break(client),
+            Request::Send { .. } => {
+                client.send(&Response::SendStarted(Err(ErrorCode::ENOTSUP)));
+            }
+            Request::Receive { .. } => {
+                client.send(&Response::Start(Err(ErrorCode::ENOTSUP)));
+            }
+        }
+    }
+
+    fn access(vm: &VmRecord) -> VmAccess {
+        VmAccess {
+            running: vm.running(),
+            current_user: vm.run.as_ref().map(|r| r.user),
+            owner_uid: vm.owner.uid,
+            owner_gid: vm.owner.gid,
+        }
+    }
+
+    fn start(
+        &mut self,
+        client: &Arc<Client>,
+        request: StartRequest,
+        kernel: Option<OwnedFd>,
+    ) -> Result<(), ErrorCode> {
+        if request.instance_of.is_some() {
+            // Templates come from vm.conf; none is defined.
+            return Err(ErrorCode::PARENT_INVALID);
+        }
+        let existing = request.target.as_ref().and_then(|t| self.registry.find(t));
+        let index = match existing {
+            Some(index) => {
+                let vm = &mut self.registry.vms[index];
+                if !permissions::may_control(client.uid, &Self::access(vm)) {
+                    return Err(ErrorCode::EPERM);
+                }
+                if vm.running() || request.has_creation_options() || request.cdrom.is_some() {
+                    return Err(ErrorCode::EALREADY);
+                }
+                if kernel.is_some() {
+                    vm.next_kernel = kernel;
+                }
+                if request.boot_device.is_some() {
+                    vm.next_boot_device = request.boot_device;
+                }
+                vm.flags &= !state::WAITING;
+                index
+            }
+            None => self.create(client, &request, kernel)?,
+        };
+        self.launch(index, client.uid, Some(client.clone()))
+    }
+
+    /// Registers a new ad-hoc VM from a start request (vmd.md §6.2).
+    fn create(
+        &mut self,
+        client: &Arc<Client>,
+        request: &StartRequest,
+        kernel: Option<OwnedFd>,
+    ) -> Result<usize, ErrorCode> {
+        let has_devices =
+            kernel.is_some() || !request.disks.is_empty() || request.cdrom.is_some();
+        if !request.has_creation_options() && kernel.is_none() {
+            // "invalid configuration, no devices"
+            return Err(ErrorCode::DISK_MISSING);
+        }
+        if client.uid != 0 {
+            return Err(ErrorCode::EPERM);
+        }
+        let name = match &request.target {
+            Some(VmRef::Name(name)) => name.clone(),
+            _ => return Err(ErrorCode::EINVAL),
+        };
+        if validate_vm_name(&name).is_err() {
+            tracing::info!("invalid VM name: {name}");
+            return Err(ErrorCode::EINVAL);
+        }
+        let vcpus = request.vcpus.unwrap_or(1);
+        if vcpus == 0
+            || vcpus > MAX_VCPUS
+            || request.disks.len() > MAX_DISKS
+            || request.nics.len() > MAX_NICS
+        {
+            return Err(ErrorCode::EINVAL);
+        }
+        if !has_devices {
+            return Err(ErrorCode::DISK_MISSING);
+        }
+        let Some(id) = self.registry.assign_id(&name, client.uid) else {
+            tracing::warn!("too many vms");
+            return Err(ErrorCode::ENOMEM);
+        };
+        let params = VmParams {
+            memory: request.memory.unwrap_or(DEFAULT_MEMORY),
+            vcpus,
+            boot: None,
+            cmdline: request.cmdline.clone(),
+            initrd: request.initrd.clone(),
+            disks: request.disks.clone(),
+            cdrom: request.cdrom.clone(),
+            nics: request
+                .nics
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| NicParams {
+                    kind: kind.clone(),
+                    mac: random_mac(i),
+                })
+                .collect(),
+            boot_device: None,
+        };
+        let mut vm = VmRecord::new(
+            id,
+            name,
+            params,
+            Owner {
+                uid: client.uid,
+                gid: None,
+            },
+            false,
+        );
+        vm.next_kernel = kernel;
+        vm.next_boot_device = request.boot_device;
+        self.registry.vms.push(vm);
+        Ok(self.registry.vms.len() - 1)
+    }
+
+    /// Opens what the VM needs and spawns its process (vmd.md §6.3). On
+    /// failure an ad-hoc VM is forgotten again.
+    fn launch(
+        &mut self,
+        index: usize,
+        user: u32,
+        starter: Option<Arc<Client>>,
+    ) -> Result<(), ErrorCode> {
+        let result = self.try_launch(index, user, starter);
+        if let Err(code) = result {
+            let vm = &self.registry.vms[index];
+            tracing::warn!("failed to start vm {}: {code}", vm.name);
+            if !vm.configured && !vm.running() {
+                self.forget(index);
+            }
+        }
+        result
+    }
+
+    fn try_launch(
+        &mut self,
+        index: usize,
+        user: u32,
+        starter: Option<Arc<Client>>,
+    ) -> Result<(), ErrorCode> {
+        let run_id = self.next_run;
+        let kvm = self.kvm.try_clone().map_err(|e| ErrorCode::from_io(&e))?;
+        let vm = &mut self.registry.vms[index];
+        if vm.running() {
+            return Err(ErrorCode::EALREADY);
+        }
+        let now = Instant::now();
+        if let Some(last) = vm.last_start {
+            if now.duration_since(last) < QUICK_RESTART {
+                vm.quick_restarts += 1;
+            } else {
+                vm.quick_restarts = 0;
+            }
+        }
+        if vm.quick_restarts >= MAX_QUICK_RESTARTS {
+            vm.quick_restarts = 0;
+            tracing::warn!("vm {} restarted too quickly", vm.id);
+            return Err(ErrorCode::EPERM);
+        }
+
+        let boot_image: OwnedFd = match vm.next_kernel.take() {
+            Some(fd) => fd,
+            None => open_boot_image(vm.params.boot.as_deref())?,
+        };
+        let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
+        if vm.params.cdrom.is_some() || !vm.params.disks.is_empty() || !vm.params.nics.is_empty()
+        {
+            tracing::warn!(
+                "{}: disks, cd-rom and network interfaces are not available in this build",
+                vm.name
+            );
+            return Err(ErrorCode::ENOTSUP);
+        }
+        if vm.params.cmdline.is_some() || vm.params.initrd.is_some() {
+            tracing::warn!("{}: direct kernel boot is not available in this build", vm.name);
+            return Err(ErrorCode::ENOTSUP);
+        }
+
+        if vm.pty.is_none() {
+            vm.pty = Some(Pty::open().map_err(|e| ErrorCode::from_io(&e))?);
+        }
+        let pty = vm.pty.as_ref().expect("pty just ensured");
+        if let Err(e) = pty.give_to(user, vm.owner.gid) {
+            tracing::warn!("{}: cannot give {} to uid {user}: {e}", vm.name, pty.path);
+        }
+        let mut fds = LaunchDescriptors::new();
+        let launch_fds = LaunchFds {
+            kvm: fds.push(kvm.into()),
+            pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
+            pty_slave: fds.push(pty.open_slave().map_err(|e| ErrorCode::from_io(&e))?.into()),
+            boot_image: fds.push(boot_image),
+            initrd: None,
+        };
+        let launch = VmLaunch {
+            id: vm.id,
+            name: vm.name.clone(),
+            memory: vm.params.memory,
+            vcpus: vm.params.vcpus,
+            fds: launch_fds,
+            cmdline: vm.params.cmdline.clone(),
+            disks: Vec::new(),
+            cdrom: None,
+            nics: Vec::new(),
+            boot_device,
+            verbose: self.verbosity,
+            console_history: std::mem::take(&mut vm.console_history),
+        };
+        let process = VmProcess::spawn(
+            &launch,
+            &fds.raw(),
+            run_id,
+            self.spawn,
+            self.events.clone(),
+        )
+        .map_err(|e| {
+            tracing::warn!("{}: cannot spawn vm process: {e}", vm.name);
+            ErrorCode::from_io(&e)
+        })?;
+        self.next_run += 1;
+        vm.last_start = Some(now);
+        vm.flags &= !(state::SHUTDOWN | state::PAUSED | state::WAITING);
+        vm.run = Some(Running {
+            process,
+            memfd: None,
+            user,
+            starter,
+            boot_device,
+            console: None,
+            pause_waiters: Vec::new(),
+            unpause_waiters: Vec::new(),
+            exit_reason: None,
+            launch_failure: None,
+        });
+        Ok(())
+    }
+
+    fn terminate(&mut self, client: &Arc<Client>, target: &VmRef, force: bool, wait: bool) {
+        let Some(index) = self.registry.find(target) else {
+            client.send(&Response::Terminate {
+                id: 0,
+                result: Err(ErrorCode::ENOENT),
+            });
+            return;
+        };
+        let vm = &mut self.registry.vms[index];
+        let id = vm.id;
+        let refuse = |code| {
+            client.send(&Response::Terminate {
+                id,
+                result: Err(code),
+            });
+        };
+        if vm.state_bits() & state::SHUTDOWN != 0 && !force {
+            return refuse(ErrorCode::EALREADY);
+        }
+        if !vm.running() {
+            return refuse(ErrorCode::EINVAL);
+        }
+        if !permissions::may_control(client.uid, &Self::access(vm)) {
+            return refuse(ErrorCode::EPERM);
+        }
+        if wait {
+            vm.waiters.push(client.clone());
+        } else {
+            client.send(&Response::Terminate { id, result: Ok(()) });
+        }
+        vm.flags |= state::SHUTDOWN;
+        let run = vm.run.as_mut().expect("running checked above");
+        if force {
+            tracing::info!("{}: forced to terminate vm {id}", vm.name);
+            run.process.kill();
+        } else {
+            tracing::info!("{}: requested to shutdown vm {id}", vm.name);
+            if !run.process.send(&ToVm::Shutdown { graceful: true }) {
+                run.process.kill();
+            }
+        }
+    }
+
+    fn wait(&mut self, client: &Arc<Client>, target: &VmRef) {
+        let Some(index) = self.registry.find(target) else {
+            client.send(&Response::Terminate {
+                id: 0,
+                result: Err(ErrorCode::ENOENT),
+            });
+            return;
+        };
+        let vm = &mut self.registry.vms[index];
+        let refusal = if !vm.running() {
+            Some(ErrorCode::EINVAL)
+        } else if !permissions::may_control(client.uid, &Self::access(vm)) {
+            Some(ErrorCode::EPERM)
+        } else {
+            None
+        };
+        match refusal {
+            Some(code) => {
+                client.send(&Response::Terminate {
+                    id: vm.id,
+                    result: Err(code),
+                });
+            }
+            None => vm.waiters.push(client.clone()),
+        }
+    }
+
+    fn info(&self, client: &Arc<Client>) {
+        let vms = &self.registry.vms;
+        let rows = vms
+            .iter()
+            .filter(|vm| vm.running())
+            .chain(vms.iter().filter(|vm| !vm.running()));
+        for vm in rows {
+            let run = vm.run.as_ref();
+            let info = VmInfo {
+                id: vm.id,
+                name: vm.name.clone(),
+                max_mem: vm.params.memory,
+                cur_mem: run
+                    .and_then(|r| r.memfd.as_ref())
+                    .map(vmm::memory::resident_bytes_of)
+                    .unwrap_or(0),
+                vcpus: vm.params.vcpus,
+                pid: run.map(|r| r.process.pid),
+                tty: run.and(vm.pty.as_ref()).map(|p| p.path.clone()),
+                owner_uid: run.map_or(vm.owner.uid, |r| r.user),
+                owner_gid: vm.owner.gid,
+                state: vm.state_bits(),
+            };
+            if !client.send(&Response::InfoData(info)) {
+                return;
+            }
+        }
+        client.send(&Response::InfoEnd);
+    }
+
+    fn pause(&mut self, client: &Arc<Client>, target: &VmRef, pause: bool) {
+        let reply = |id: u32, result: Result<(), ErrorCode>| {
+            client.send(&if pause {
+                Response::Pause { id, result }
+            } else {
+                Response::Unpause { id, result }
+            });
+        };
+        let Some(index) = self.registry.find(target) else {
+            return reply(0, Err(ErrorCode::ENOENT));
+        };
+        let vm = &mut self.registry.vms[index];
+        let id = vm.id;
+        if !permissions::may_control(client.uid, &Self::access(vm)) {
+            return reply(id, Err(ErrorCode::EPERM));
+        }
+        let paused = vm.flags & state::PAUSED != 0;
+        let Some(run) = vm.run.as_mut() else {
+            return reply(id, Err(ErrorCode::EINVAL));
+        };
+        if paused == pause {
+            // Already in the asked-for state: succeed without a word.
+            return reply(id, Ok(()));
+        }
+        let message = if pause { ToVm::Pause } else { ToVm::Unpause };
+        if !run.process.send(&message) {
+            return reply(id, Err(ErrorCode::EIO));
+        }
+        if pause {
+            run.pause_waiters.push(client.clone());
+        } else {
+            run.unpause_waiters.push(client.clone());
+        }
+    }
+
+    fn console_attach(&mut self, client: &Arc<Client>, target: &VmRef) {
+        let Some(index) = self.registry.find(target) else {
+            client.send(&Response::ConsoleRefused(ErrorCode::ENOENT));
+            return;
+        };
+        let vm = &mut self.registry.vms[index];
+        let access = Self::access(vm);
+        let Some(run) = vm.run.as_mut() else {
+            client.send(&Response::ConsoleRefused(ErrorCode::ENOENT));
+            return;
+        };
+        // The same users the pty's mode lets in: its user and group.
+        let allowed = client.uid == 0
+            || access.current_user == Some(client.uid)
+            || access
+                .owner_gid
+                .is_some_and(|gid| permissions::user_in_group(client.uid, gid));
+        if !allowed {
+            client.send(&Response::ConsoleRefused(ErrorCode::EPERM));
+            return;
+        }
+        if run.console.is_some() {
+            client.send(&Response::ConsoleRefused(ErrorCode::EBUSY));
+            return;
+        }
+        if !run
+            .process
+            .send(&ToVm::ConsoleAttach { client: client.id })
+        {
+            client.send(&Response::ConsoleRefused(ErrorCode::EIO));
+            return;
+        }
+        run.console = Some(client.clone());
+    }
+
+    fn console_break(&mut self, client: &Arc<Client>) {
+        for vm in &self.registry.vms {
+            if let Some(run) = &vm.run
+                && run.console.as_ref().is_some_and(|c| c.id == client.id)
+            {
+                run.process.send(&ToVm::ConsoleBreak);
+            }
+        }
+    }
+
+    fn reset(&mut self, mode: ResetMode) {
+        if matches!(mode, ResetMode::Vms | ResetMode::All) {
+            for mut vm in std::mem::take(&mut self.registry.vms) {
+                if let Some(mut run) = vm.run.take() {
+                    tracing::info!("{}: terminating vm {} (reset)", vm.name, vm.id);
+                    run.process.kill();
+                    Self::notify_end(&vm, &mut run);
+                    self.orphans.push(run.process);
+                }
+                if let Some(pty) = vm.pty.take() {
+                    pty.release();
+                }
+            }
+            self.registry.reset_ids();
+        }
+    }
+
+    fn client_gone(&mut self, id: u64) {
+        for vm in &mut self.registry.vms {
+            vm.waiters.retain(|c| c.id != id);
+            if let Some(run) = &mut vm.run {
+                if run.console.as_ref().is_some_and(|c| c.id == id) {
+                    run.console = None;
+                }
+                run.pause_waiters.retain(|c| c.id != id);
+                run.unpause_waiters.retain(|c| c.id != id);
+                if run.starter.as_ref().is_some_and(|c| c.id == id) {
+                    run.starter = None;
+                }
+            }
+        }
+    }
+
+    // ----- VM processes -----
+
+    fn from_vm(&mut self, run_id: u64, message: FromVm, fds: Vec<OwnedFd>) {
+        let Some(index) = self.registry.by_run(run_id) else {
+            return;
+        };
+        let vm = &mut self.registry.vms[index];
+        let Some(run) = vm.run.as_mut() else {
+            return;
+        };
+        match message {
+            FromVm::Running => {
+                run.memfd = fds.into_iter().next().map(File::from);
+                let tty = vm.pty.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+                tracing::info!("started {} (vm {}) successfully, tty {tty}", vm.name, vm.id);
+                if let Some(starter) = run.starter.take() {
+                    starter.send(&Response::Start(Ok(Started {
+                        id: vm.id,
+                        pid: run.process.pid,
+                        tty,
+                    })));
+                }
+            }
+            FromVm::LaunchFailed { code, reason } => {
+                tracing::warn!("{}: failed to start vm: {reason}", vm.name);
+                run.launch_failure = Some(code);
+                if let Some(starter) = run.starter.take() {
+                    starter.send(&Response::Start(Err(code)));
+                }
+            }
+            FromVm::Paused(result) => {
+                if result.is_ok() {
+                    vm.flags |= state::PAUSED;
+                    tracing::info!("{}: paused vm {} successfully", vm.name, vm.id);
+                }
+                for client in run.pause_waiters.drain(..) {
+                    client.send(&Response::Pause { id: vm.id, result });
+                }
+            }
+            FromVm::Unpaused(result) => {
+                if result.is_ok() {
+                    vm.flags &= !state::PAUSED;
+                    tracing::info!("{}: unpaused vm {} successfully.", vm.name, vm.id);
+                }
+                for client in run.unpause_waiters.drain(..) {
+                    client.send(&Response::Unpause { id: vm.id, result });
+                }
+            }
+            FromVm::ConsoleReplay { client, bytes } => {
+                if let Some(console) = run.console.as_ref().filter(|c| c.id == client) {
+                    let tty = vm.pty.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+                    console.send(&Response::ConsoleAttached { tty, replay: bytes });
+                }
+            }
+            FromVm::GuestShuttingDown => vm.flags |= state::SHUTDOWN,
+            FromVm::Exiting {
+                reason,
+                console_tail,
+            } => {
+                run.exit_reason = Some(reason);
+                vm.console_history = console_tail;
+            }
+        }
+    }
+
+    /// Collects every VM process that has exited.
+    fn reap(&mut self) {
+        self.orphans.retain_mut(|p| p.try_wait().is_none());
+        let mut index = 0;
+        while index < self.registry.vms.len() {
+            let exited = self.registry.vms[index]
+                .run
+                .as_mut()
+                .and_then(|r| r.process.try_wait());
+            match exited {
+                Some(status) => {
+                    // ended() may remove the VM from the list.
+                    if self.ended(index, status) {
+                        index += 1;
+                    }
+                }
+                None => index += 1,
+            }
+        }
+    }
+
+    /// Tells everyone waiting on this run that it is over.
+    fn notify_end(vm: &VmRecord, run: &mut Running) {
+        if let Some(starter) = run.starter.take() {
+            let code = run.launch_failure.unwrap_or(ErrorCode::EIO);
+            starter.send(&Response::Start(Err(code)));
+        }
+        for client in run.pause_waiters.drain(..) {
+            client.send(&Response::Pause {
+                id: vm.id,
+                result: Err(ErrorCode::EINVAL),
+            });
+        }
+        for client in run.unpause_waiters.drain(..) {
+            client.send(&Response::Unpause {
+                id: vm.id,
+                result: Err(ErrorCode::EINVAL),
+            });
+        }
+        for client in &vm.waiters {
+            client.send(&Response::Terminated { id: vm.id });
+        }
+    }
+
+    /// A VM process exited. Returns false if the VM was removed.
+    fn ended(&mut self, index: usize, status: ExitStatus) -> bool {
+        let vm = &mut self.registry.vms[index];
+        let mut run = vm.run.take().expect("ended() on a running VM");
+        let requested_stop = vm.flags & state::SHUTDOWN != 0;
+        let rebooted = status.code() == Some(EXIT_REBOOT) && !requested_stop;
+        match (status.code(), status.signal()) {
+            (_, Some(signal)) if !requested_stop => {
+                tracing::warn!("{}: vm {} process killed by signal {signal}", vm.name, vm.id)
+            }
+            (Some(code), _) if code != 0 && code != EXIT_REBOOT => {
+                let why = match &run.exit_reason {
+                    Some(ExitReason::Error(text)) => text.clone(),
+                    _ => format!("exit status {code}"),
+                };
+                tracing::warn!("{}: vm {} failed: {why}", vm.name, vm.id);
+            }
+            _ => {}
+        }
+        Self::notify_end(vm, &mut run);
+        vm.waiters.clear();
+        let console = run.console.take();
+
+        if rebooted && run.boot_device.is_none() {
+            tracing::info!("{}: vm {} is rebooting", vm.name, vm.id);
+            let user = run.user;
+            drop(run);
+            match self.try_launch(index, user, None) {
+                Ok(()) => {
+                    // The same pty carries on; the console client stays.
+                    if let Some(run) = self.registry.vms[index].run.as_mut() {
+                        run.console = console;
+                    }
+                    return true;
+                }
+                Err(code) => {
+                    let vm = &self.registry.vms[index];
+                    tracing::warn!("failed to restart vm {}: {code}", vm.name);
+                }
+            }
+        }
+        if let Some(console) = console {
+            console.send(&Response::ConsoleClosed);
+        }
+
+        let vm = &mut self.registry.vms[index];
+        tracing::info!("{}: vm {} stopped", vm.name, vm.id);
+        vm.flags &= !(state::SHUTDOWN | state::PAUSED);
+        if let Some(pty) = vm.pty.take() {
+            pty.release();
+        }
+        if vm.configured {
+            true
+        } else {
+            self.forget(index);
+            false
+        }
+    }
+
+    fn forget(&mut self, index: usize) {
+        let vm = self.registry.vms.remove(index);
+        if let Some(pty) = vm.pty {
+            pty.release();
+        }
+    }
+
+    /// SIGTERM: every VM ends at once, then the daemon.
+    fn shutdown(&mut self) {
+        for vm in &mut self.registry.vms {
+            if let Some(mut run) = vm.run.take() {
+                run.process.kill();
+                let _ = run.process.wait();
+                Self::notify_end(vm, &mut run);
+            }
+            if let Some(pty) = vm.pty.take() {
+                pty.release();
+            }
+        }
+        for orphan in &mut self.orphans {
+            let _ = orphan.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        tracing::info!("terminating");
+    }
+}
+
+/// Opens the configured boot image, or the first default firmware that
+/// exists.
+fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
+    let open = |path: &str| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+    };
+    match configured {
+        Some(path) => open(path).map(OwnedFd::from).map_err(|e| {
+            tracing::warn!("can't open {path}: {e}");
+            ErrorCode::BIOS_MISSING
+        }),
+        None => DEFAULT_BIOS_PATHS
+            .iter()
+            .find_map(|path| open(path).ok())
+            .map(OwnedFd::from)
+            .ok_or_else(|| {
+                tracing::warn!("can't open {}", DEFAULT_BIOS_PATHS[0]);
+                ErrorCode::BIOS_MISSING
+            }),
+    }
+}

@@ -1,0 +1,35 @@
+//! Everything the daemon's core reacts to, delivered through one queue so
+//! that all state changes happen on one thread, in order.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use proto::control::Request;
+use proto::vmchannel::FromVm;
+
+use crate::control::Client;
+
+pub enum Event {
+    /// A client sent a request.
+    Request {
+        client: Arc<Client>,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    },
+    /// A client's connection closed.
+    ClientGone(u64),
+    /// A VM process sent a message; `run` identifies the process.
+    FromVm {
+        run: u64,
+        message: FromVm,
+        fds: Vec<OwnedFd>,
+    },
+    /// A VM process's channel closed.
+    VmChannelClosed(u64),
+    /// SIGCHLD: some child may have exited.
+    ChildExited,
+    /// SIGTERM or SIGINT: terminate every VM and exit.
+    Shutdown,
+    /// SIGHUP: reload the configuration.
+    Reload,
+}

@@ -1,0 +1,231 @@
+//! The VMs vmd knows (vmd.md §6.1): their parameters, ids, owners and
+//! state bits, in registration order.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use proto::control::{BootDevice, DiskSpec, NicKind, VmRef, state};
+use proto::vmchannel::ExitReason;
+
+use crate::control::Client;
+use crate::pty::Pty;
+use crate::vmproc::VmProcess;
+
+/// Default memory of a new VM (vmd.md §6.2).
+pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
+/// Most vCPUs per VM.
+pub const MAX_VCPUS: u32 = 64;
+pub const MAX_DISKS: usize = 4;
+pub const MAX_NICS: usize = 4;
+
+/// Who owns a VM (vm.conf `owner`, or whoever created it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: Option<u32>,
+}
+
+/// One network interface of a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicParams {
+    pub kind: NicKind,
+    pub mac: [u8; 6],
+}
+
+/// What a VM is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmParams {
+    pub memory: u64,
+    pub vcpus: u32,
+    /// Configured boot image (vm.conf `boot`); `None` boots the default
+    /// firmware.
+    pub boot: Option<String>,
+    pub cmdline: Option<String>,
+    pub initrd: Option<String>,
+    pub disks: Vec<DiskSpec>,
+    pub cdrom: Option<String>,
+    pub nics: Vec<NicParams>,
+    /// Configured `boot device`.
+    pub boot_device: Option<BootDevice>,
+}
+
+/// A VM's process while it runs.
+pub struct Running {
+    pub process: VmProcess,
+    /// Guest memory, for CURMEM; arrives with the VM's `Running` message.
+    pub memfd: Option<File>,
+    /// The user who started it (the "current user").
+    pub user: u32,
+    /// The client waiting for the start result, until the VM runs.
+    pub starter: Option<Arc<Client>>,
+    /// Boot device override of this boot, if any.
+    pub boot_device: Option<BootDevice>,
+    /// The attached console client.
+    pub console: Option<Arc<Client>>,
+    pub pause_waiters: Vec<Arc<Client>>,
+    pub unpause_waiters: Vec<Arc<Client>>,
+    /// What the VM process said before exiting.
+    pub exit_reason: Option<ExitReason>,
+    /// Why it failed to launch, if it did.
+    pub launch_failure: Option<proto::ErrorCode>,
+}
+
+pub struct VmRecord {
+    pub id: u32,
+    pub name: String,
+    pub params: VmParams,
+    pub owner: Owner,
+    /// Defined in vm.conf: stays listed (stopped) when it ends.
+    pub configured: bool,
+    /// [`state`] bits other than RUNNING, which follows `run`.
+    pub flags: u32,
+    pub run: Option<Running>,
+    /// Kept across guest reboots.
+    pub pty: Option<Pty>,
+    /// `vmctl start -b` for an existing VM: used for the next boot only.
+    pub next_kernel: Option<OwnedFd>,
+    /// `-B` for the next boot only.
+    pub next_boot_device: Option<BootDevice>,
+    pub last_start: Option<Instant>,
+    pub quick_restarts: u32,
+    /// Console output kept across reboots for replay.
+    pub console_history: Vec<u8>,
+    /// `stop -w` and `wait` clients.
+    pub waiters: Vec<Arc<Client>>,
+}
+
+impl VmRecord {
+    pub fn new(id: u32, name: String, params: VmParams, owner: Owner, configured: bool) -> Self {
+        VmRecord {
+            id,
+            name,
+            params,
+            owner,
+            configured,
+            flags: 0,
+            run: None,
+            pty: None,
+            next_kernel: None,
+            next_boot_device: None,
+            last_start: None,
+            quick_restarts: 0,
+            console_history: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.run.is_some()
+    }
+
+    pub fn state_bits(&self) -> u32 {
+        let mut bits = self.flags;
+        if self.running() {
+            bits |= state::RUNNING;
+        } else {
+            bits &= !(state::PAUSED | state::SHUTDOWN);
+        }
+        bits
+    }
+}
+
+/// The list of VMs and the id allocator.
+#[derive(Default)]
+pub struct Registry {
+    pub vms: Vec<VmRecord>,
+    /// Ids are stable per (name, uid at registration) until reset.
+    ids: HashMap<(String, u32), u32>,
+    next_id: u32,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The id for `name` registered by `uid`: the same pair gets the same
+    /// id again. `None` when the id space is exhausted.
+    pub fn assign_id(&mut self, name: &str, uid: u32) -> Option<u32> {
+        if let Some(&id) = self.ids.get(&(name.to_string(), uid)) {
+            return Some(id);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1)?;
+        self.ids.insert((name.to_string(), uid), id);
+        Some(id)
+    }
+
+    /// Forgets every id (`reset vms`): numbering restarts at 1.
+    pub fn reset_ids(&mut self) {
+        self.ids.clear();
+        self.next_id = 1;
+    }
+
+    pub fn find(&self, target: &VmRef) -> Option<usize> {
+        self.vms.iter().position(|vm| target.matches(vm.id, &vm.name))
+    }
+
+    pub fn by_id(&self, id: u32) -> Option<usize> {
+        self.vms.iter().position(|vm| vm.id == id)
+    }
+
+    pub fn by_run(&self, run: u64) -> Option<usize> {
+        self.vms
+            .iter()
+            .position(|vm| vm.run.as_ref().is_some_and(|r| r.process.run == run))
+    }
+}
+
+/// A random MAC in vmd's format, `fe:e1:bb:dX:YY:ZZ`, X being the NIC's
+/// index + 1 (vmd.md §6.2).
+pub fn random_mac(index: usize) -> [u8; 6] {
+    let mut random = [0u8; 2];
+    let _ = getrandom(&mut random);
+    [
+        0xfe,
+        0xe1,
+        0xbb,
+        0xd0 | (((index + 1) & 0xf) as u8),
+        random[0],
+        random[1],
+    ]
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 || n as usize != buf.len() {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_per_name_and_uid() {
+        let mut r = Registry::new();
+        assert_eq!(r.assign_id("a", 0), Some(1));
+        assert_eq!(r.assign_id("b", 0), Some(2));
+        assert_eq!(r.assign_id("a", 0), Some(1));
+        assert_eq!(r.assign_id("a", 1000), Some(3));
+        r.reset_ids();
+        assert_eq!(r.assign_id("b", 0), Some(1));
+    }
+
+    #[test]
+    fn mac_format() {
+        let mac = random_mac(0);
+        assert_eq!(&mac[..3], &[0xfe, 0xe1, 0xbb]);
+        assert_eq!(mac[3], 0xd1);
+        assert_eq!(random_mac(2)[3], 0xd3);
+    }
+}

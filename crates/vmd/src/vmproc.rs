@@ -1,0 +1,158 @@
+//! Spawning a VM process: vmd re-executes itself with a private argument,
+//! hands it a socketpair at descriptor 3, and sends the launch description
+//! with every host resource as descriptors.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Sender;
+
+use proto::frame::Channel;
+use proto::vmchannel::{FromVm, ToVm, VmLaunch};
+
+use crate::events::Event;
+
+/// The argument that makes vmd run as a VM process.
+pub const VM_PROCESS_ARG: &str = "__vm-process";
+
+/// How VM processes log.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnOptions {
+    pub foreground: bool,
+}
+
+/// A running VM process.
+pub struct VmProcess {
+    pub pid: u32,
+    /// Identifies this process's events (a VM gets a new one per boot).
+    pub run: u64,
+    child: Child,
+    channel: Channel,
+}
+
+impl VmProcess {
+    /// Starts a VM process and sends it `launch` with `fds`.
+    pub fn spawn(
+        launch: &VmLaunch,
+        fds: &[RawFd],
+        run: u64,
+        options: SpawnOptions,
+        events: Sender<Event>,
+    ) -> io::Result<VmProcess> {
+        let (ours, theirs) = Channel::pair()?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg0(format!("vmd: {}", launch.name))
+            .arg(VM_PROCESS_ARG)
+            .arg(if options.foreground { "stderr" } else { "syslog" })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if options.foreground {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // A VM never outlives its daemon.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if theirs_fd == proto_channel_fd() {
+                    let flags = libc::fcntl(theirs_fd, libc::F_GETFD);
+                    libc::fcntl(theirs_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(theirs_fd, proto_channel_fd()) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        drop(theirs);
+        let process = VmProcess {
+            pid: child.id(),
+            run,
+            child,
+            channel: ours,
+        };
+        process
+            .channel
+            .send_with_fds(&ToVm::Launch(Box::new(launch.clone())), fds)?;
+        let reader = process.channel.try_clone()?;
+        std::thread::Builder::new()
+            .name("vm-channel".into())
+            .spawn(move || read_vm(reader, run, events))?;
+        Ok(process)
+    }
+
+    pub fn send(&self, message: &ToVm) -> bool {
+        self.channel.send(message).is_ok()
+    }
+
+    /// Ends the process at once.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the process to end.
+    pub fn wait(&mut self) -> Option<ExitStatus> {
+        self.child.wait().ok()
+    }
+}
+
+fn proto_channel_fd() -> RawFd {
+    vmm::process::CHANNEL_FD
+}
+
+fn read_vm(channel: Channel, run: u64, events: Sender<Event>) {
+    loop {
+        match channel.recv::<FromVm>() {
+            Ok(Some(received)) => {
+                let event = Event::FromVm {
+                    run,
+                    message: received.message,
+                    fds: received.fds,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+            Ok(None) | Err(_) => {
+                let _ = events.send(Event::VmChannelClosed(run));
+                return;
+            }
+        }
+    }
+}
+
+/// The descriptors of a launch, in the order [`VmLaunch::fds`] names them.
+pub struct LaunchDescriptors {
+    pub owned: Vec<OwnedFd>,
+}
+
+impl LaunchDescriptors {
+    pub fn new() -> Self {
+        LaunchDescriptors { owned: Vec::new() }
+    }
+
+    /// Adds a descriptor and returns its index.
+    pub fn push(&mut self, fd: OwnedFd) -> u8 {
+        self.owned.push(fd);
+        (self.owned.len() - 1) as u8
+    }
+
+    pub fn raw(&self) -> Vec<RawFd> {
+        self.owned.iter().map(|f| f.as_raw_fd()).collect()
+    }
+}
