@@ -8,7 +8,7 @@ packages=(
     seabios qemu-utils qemu-system-x86
     grub-pc-bin grub-common mtools dosfstools fdisk xorriso
     ipxe ipxe-qemu busybox-static cpio lz4
-    acpica-tools mandoc iproute2
+    acpica-tools mandoc iproute2 nasm
 )
 missing=()
 for p in "${packages[@]}"; do

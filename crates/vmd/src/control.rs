@@ -47,10 +47,7 @@ impl Client {
 
     /// Ends the connection; the reader thread then reports the client gone.
     pub fn close(&self) {
-        let _ = nix::sys::socket::shutdown(
-            self.sock.as_raw_fd(),
-            nix::sys::socket::Shutdown::Both,
-        );
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 }
 

@@ -14,9 +14,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use proto::ErrorCode;
-use proto::control::{
-    Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state,
-};
+use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
 use proto::names::validate_vm_name;
 use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchFds, ToVm, VmLaunch};
 
@@ -25,8 +23,8 @@ use crate::events::Event;
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
-    DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, Registry, Running,
-    VmParams, VmRecord, random_mac,
+    DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, Registry, Running, VmParams,
+    VmRecord, random_mac,
 };
 use crate::vmproc::{LaunchDescriptors, SpawnOptions, VmProcess};
 
@@ -97,11 +95,7 @@ impl Daemon {
 
     fn request(&mut self, client: &Arc<Client>, request: Request, fds: Vec<OwnedFd>) {
         if !request.allowed_for_anyone() && client.uid != 0 {
-            tracing::info!(
-                "denied request {} from uid {}",
-                request.kind(),
-                client.uid
-            );
+            tracing::info!("denied request {} from uid {}", request.kind(), client.uid);
             client.send(&Response::Ctl(Err(ErrorCode::EPERM)));
             client.close();
             return;
@@ -200,8 +194,7 @@ impl Daemon {
         request: &StartRequest,
         kernel: Option<OwnedFd>,
     ) -> Result<usize, ErrorCode> {
-        let has_devices =
-            kernel.is_some() || !request.disks.is_empty() || request.cdrom.is_some();
+        let has_devices = kernel.is_some() || !request.disks.is_empty() || request.cdrom.is_some();
         if !request.has_creation_options() && kernel.is_none() {
             // "invalid configuration, no devices"
             return Err(ErrorCode::DISK_MISSING);
@@ -317,8 +310,7 @@ impl Daemon {
             None => open_boot_image(vm.params.boot.as_deref())?,
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() || !vm.params.disks.is_empty() || !vm.params.nics.is_empty()
-        {
+        if vm.params.cdrom.is_some() || !vm.params.disks.is_empty() || !vm.params.nics.is_empty() {
             tracing::warn!(
                 "{}: disks, cd-rom and network interfaces are not available in this build",
                 vm.name
@@ -326,7 +318,10 @@ impl Daemon {
             return Err(ErrorCode::ENOTSUP);
         }
         if vm.params.cmdline.is_some() || vm.params.initrd.is_some() {
-            tracing::warn!("{}: direct kernel boot is not available in this build", vm.name);
+            tracing::warn!(
+                "{}: direct kernel boot is not available in this build",
+                vm.name
+            );
             return Err(ErrorCode::ENOTSUP);
         }
 
@@ -359,17 +354,12 @@ impl Daemon {
             verbose: self.verbosity,
             console_history: std::mem::take(&mut vm.console_history),
         };
-        let process = VmProcess::spawn(
-            &launch,
-            &fds.raw(),
-            run_id,
-            self.spawn,
-            self.events.clone(),
-        )
-        .map_err(|e| {
-            tracing::warn!("{}: cannot spawn vm process: {e}", vm.name);
-            ErrorCode::from_io(&e)
-        })?;
+        let process =
+            VmProcess::spawn(&launch, &fds.raw(), run_id, self.spawn, self.events.clone())
+                .map_err(|e| {
+                    tracing::warn!("{}: cannot spawn vm process: {e}", vm.name);
+                    ErrorCode::from_io(&e)
+                })?;
         self.next_run += 1;
         vm.last_start = Some(now);
         vm.flags &= !(state::SHUTDOWN | state::PAUSED | state::WAITING);
@@ -548,10 +538,7 @@ impl Daemon {
             client.send(&Response::ConsoleRefused(ErrorCode::EBUSY));
             return;
         }
-        if !run
-            .process
-            .send(&ToVm::ConsoleAttach { client: client.id })
-        {
+        if !run.process.send(&ToVm::ConsoleAttach { client: client.id }) {
             client.send(&Response::ConsoleRefused(ErrorCode::EIO));
             return;
         }
@@ -718,7 +705,11 @@ impl Daemon {
         let rebooted = status.code() == Some(EXIT_REBOOT) && !requested_stop;
         match (status.code(), status.signal()) {
             (_, Some(signal)) if !requested_stop => {
-                tracing::warn!("{}: vm {} process killed by signal {signal}", vm.name, vm.id)
+                tracing::warn!(
+                    "{}: vm {} process killed by signal {signal}",
+                    vm.name,
+                    vm.id
+                )
             }
             (Some(code), _) if code != 0 && code != EXIT_REBOOT => {
                 let why = match &run.exit_reason {

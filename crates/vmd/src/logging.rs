@@ -44,7 +44,11 @@ pub fn init(destination: Destination, verbosity: u8) {
         // leaking the CString guarantees that.
         unsafe {
             let ident = Box::leak(Box::new(CString::new("vmd").unwrap_or_default()));
-            libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_DAEMON);
+            libc::openlog(
+                ident.as_ptr(),
+                libc::LOG_PID | libc::LOG_NDELAY,
+                libc::LOG_DAEMON,
+            );
         }
     }
     let _ = tracing_subscriber::registry()

@@ -57,7 +57,10 @@ mod tests {
         };
         assert!(may_control(0, &running));
         assert!(may_control(1000, &running));
-        assert!(!may_control(1001, &running), "the owner may not stop another's run");
+        assert!(
+            !may_control(1001, &running),
+            "the owner may not stop another's run"
+        );
         let stopped = VmAccess {
             running: false,
             current_user: None,
@@ -75,6 +78,9 @@ mod tests {
         };
         assert!(user_in_group(0, 0));
         assert!(may_control(0, &grouped));
-        assert!(!user_in_group(u32::MAX - 7, 0), "unknown users are in no group");
+        assert!(
+            !user_in_group(u32::MAX - 7, 0),
+            "unknown users are in no group"
+        );
     }
 }

@@ -168,7 +168,9 @@ impl Registry {
     }
 
     pub fn find(&self, target: &VmRef) -> Option<usize> {
-        self.vms.iter().position(|vm| target.matches(vm.id, &vm.name))
+        self.vms
+            .iter()
+            .position(|vm| target.matches(vm.id, &vm.name))
     }
 
     pub fn by_id(&self, id: u32) -> Option<usize> {

@@ -46,7 +46,11 @@ impl VmProcess {
         command
             .arg0(format!("vmd: {}", launch.name))
             .arg(VM_PROCESS_ARG)
-            .arg(if options.foreground { "stderr" } else { "syslog" })
+            .arg(if options.foreground {
+                "stderr"
+            } else {
+                "syslog"
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(if options.foreground {

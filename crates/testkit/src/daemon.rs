@@ -1,0 +1,265 @@
+//! A private vmd for one test: its own socket (`VMD_SOCKET`), its own log,
+//! stopped when the test ends.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::tmp::TempDir;
+
+/// Where the built vmd and vmctl are: `VMD_BIN_DIR`, else the target
+/// directory the running test binary lives in (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VMD_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// One running vmd.
+pub struct TestDaemon {
+    dir: TempDir,
+    pub socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// Starts `vmd -d -vv` and waits for its socket.
+    pub fn start() -> TestDaemon {
+        TestDaemon::start_with(&[])
+    }
+
+    /// Starts vmd with extra arguments (e.g. `-f file`).
+    pub fn start_with(args: &[&str]) -> TestDaemon {
+        let dir = TempDir::new("daemon");
+        let socket = dir.join("vmd.sock");
+        let log = dir.join("vmd.log");
+        let log_file = std::fs::File::create(&log).expect("create vmd log");
+        let child = Command::new(binary("vmd"))
+            .args(["-d", "-vv"])
+            .args(args)
+            .env("VMD_SOCKET", &socket)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start vmd");
+        let daemon = TestDaemon {
+            dir,
+            socket,
+            log,
+            child: Some(child),
+        };
+        daemon.wait_for(
+            || daemon.socket.exists(),
+            Duration::from_secs(10),
+            "vmd socket",
+        );
+        daemon
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Runs vmctl against this daemon.
+    pub fn vmctl(&self, args: &[&str]) -> Output {
+        Command::new(binary("vmctl"))
+            .args(args)
+            .env("VMD_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vmctl")
+    }
+
+    /// Runs vmctl and insists that it succeeds; returns its stdout.
+    pub fn vmctl_ok(&self, args: &[&str]) -> String {
+        let out = self.vmctl(args);
+        assert!(
+            out.status.success(),
+            "vmctl {args:?} failed: {}\n--- vmd log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `check` until it holds; panics with the daemon log otherwise.
+    pub fn wait_for(&self, check: impl Fn() -> bool, timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}\n--- vmd log ---\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits for `needle` in the daemon's log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for(|| self.log().contains(needle), timeout, needle);
+    }
+
+    /// Attaches `vmctl console` (stdin not a terminal) and reads guest output
+    /// until `needle` appears; returns everything read. Panics on timeout.
+    pub fn console_until(&self, vm: &str, needle: &str, timeout: Duration) -> String {
+        let mut session = self.console(vm);
+        match session.read_until(needle, timeout) {
+            Ok(text) => text,
+            Err(text) => panic!(
+                "console of {vm} did not show {needle:?} within {timeout:?}; got:\n{text}\n--- vmd log ---\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// Starts a console session whose output can be read as it comes.
+    pub fn console(&self, vm: &str) -> ConsoleSession {
+        let mut child = Command::new(binary("vmctl"))
+            .args(["console", vm])
+            .env("VMD_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vmctl console");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().expect("console stdout");
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        ConsoleSession {
+            child,
+            output,
+            reader: Some(reader),
+        }
+    }
+
+    /// Sends SIGTERM and waits for vmd to exit; returns its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A running `vmctl console`.
+pub struct ConsoleSession {
+    pub child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConsoleSession {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for `needle`; `Err` carries what was read if it never came.
+    pub fn read_until(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                return Err(text);
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // The client ended: give the reader a moment, then decide.
+                std::thread::sleep(Duration::from_millis(100));
+                let text = self.text();
+                return if text.contains(needle) {
+                    Ok(text)
+                } else {
+                    Err(text)
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the client to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for ConsoleSession {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}

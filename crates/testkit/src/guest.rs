@@ -1,0 +1,124 @@
+//! Tiny guests: 16-bit real-mode programs assembled with nasm into a
+//! 64 KiB firmware image. The vCPU starts at the reset vector, which jumps
+//! to the program at F000:0000. Helper macros print to COM1 and end the
+//! run by pulsing the keyboard controller's reset line.
+
+use std::process::Command;
+
+use crate::tmp::TempDir;
+
+/// Macros and the frame around a program. `%include`d before it.
+const PRELUDE: &str = r#"
+bits 16
+org 0
+
+%macro SERIAL_OUT 1
+    mov dx, 0x3f8
+    mov al, %1
+    out dx, al
+%endmacro
+
+; Prints the NUL-terminated string at DS:SI on COM1.
+%macro PRINT 1
+    mov si, %1
+    call print_string
+%endmacro
+
+; Prints AL as two hex digits.
+%macro PRINT_HEX8 0
+    call print_hex8
+%endmacro
+
+; Ends the test: the VM resets, which the harness sees as the end.
+%macro DONE 0
+    mov al, 0xfe
+    out 0x64, al
+%%hang:
+    hlt
+    jmp %%hang
+%endmacro
+
+start:
+    cli
+    mov ax, cs
+    mov ds, ax
+    xor ax, ax
+    mov ss, ax
+    mov sp, 0x7000
+    cld
+    jmp main
+
+print_string:
+    push ax
+    push dx
+.next:
+    lodsb
+    test al, al
+    jz .end
+    mov dx, 0x3f8
+    out dx, al
+    jmp .next
+.end:
+    pop dx
+    pop ax
+    ret
+
+print_hex8:
+    push ax
+    push bx
+    push dx
+    mov bl, al
+    shr al, 4
+    call .digit
+    mov al, bl
+    and al, 0x0f
+    call .digit
+    pop dx
+    pop bx
+    pop ax
+    ret
+.digit:
+    add al, '0'
+    cmp al, '9'
+    jbe .out
+    add al, 'a' - '9' - 1
+.out:
+    mov dx, 0x3f8
+    out dx, al
+    ret
+"#;
+
+const EPILOGUE: &str = r#"
+times 0xfff0 - ($ - $$) db 0
+reset_vector:
+    jmp 0xf000:start
+times 0x10000 - ($ - $$) db 0
+"#;
+
+/// Assembles `source` (flat binary) with nasm.
+pub fn assemble(source: &str) -> Vec<u8> {
+    let dir = TempDir::new("nasm");
+    let asm = dir.join("guest.asm");
+    let bin = dir.join("guest.bin");
+    std::fs::write(&asm, source).expect("write guest source");
+    let out = Command::new("nasm")
+        .args(["-f", "bin", "-o"])
+        .arg(&bin)
+        .arg(&asm)
+        .output()
+        .expect("nasm must be installed (scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "nasm failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&bin).expect("read assembled guest")
+}
+
+/// A 64 KiB firmware image running `program`, which must define `main:`
+/// and may use the prelude's macros (`PRINT`, `PRINT_HEX8`, `DONE`, ...).
+pub fn firmware(program: &str) -> Vec<u8> {
+    let image = assemble(&format!("{PRELUDE}\n{program}\n{EPILOGUE}"));
+    assert_eq!(image.len(), 0x10000, "guest program too large");
+    image
+}

@@ -1,0 +1,442 @@
+//! Tiny guests on real KVM: each test assembles a real-mode program, boots
+//! it as the VM's firmware, and checks what it printed on COM1. The
+//! program ends by pulsing the keyboard controller's reset line, which the
+//! VM reports as a reboot.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use proto::vmchannel::{ExitReason, LaunchFds, VmLaunch};
+use testkit::guest::firmware;
+use vmm::lifecycle::{Lifecycle, VmEvent};
+use vmm::vm::{LaunchFiles, Vm};
+
+/// Boots `program` and returns what it printed and how the VM ended.
+fn run_guest(program: &str) -> (String, ExitReason) {
+    run_guest_with_memory(program, 64 << 20)
+}
+
+fn run_guest_with_memory(program: &str, memory: u64) -> (String, ExitReason) {
+    let image = firmware(program);
+    let dir = testkit::tmp::TempDir::new("guest");
+    let image_path = dir.join("firmware.bin");
+    std::fs::write(&image_path, &image).unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let kvm = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .expect("/dev/kvm");
+    let files = LaunchFiles {
+        kvm: OwnedFd::from(kvm),
+        pty_master: File::from(pty.master),
+        pty_slave: File::from(pty.slave),
+        boot_image: File::open(&image_path).unwrap(),
+    };
+    let launch = VmLaunch {
+        id: 1,
+        name: "guest".into(),
+        memory,
+        vcpus: 1,
+        fds: LaunchFds::default(),
+        cmdline: None,
+        disks: vec![],
+        cdrom: None,
+        nics: vec![],
+        boot_device: None,
+        verbose: 0,
+        console_history: vec![],
+    };
+    let (tx, rx) = mpsc::channel();
+    let lifecycle = Arc::new(Lifecycle::new(tx));
+    let mut vm = Vm::build(&launch, files, lifecycle.clone()).expect("build vm");
+    vm.start().expect("start vm");
+    let reason = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(VmEvent::Exit(reason)) => reason,
+        Err(_) => {
+            lifecycle.request_exit(ExitReason::PowerOff);
+            panic!(
+                "guest did not finish; it printed:\n{}",
+                String::from_utf8_lossy(&vm.console.history())
+            );
+        }
+    };
+    let output = String::from_utf8_lossy(&vm.console.history()).into_owned();
+    (output, reason)
+}
+
+fn field<'a>(output: &'a str, name: &str) -> &'a str {
+    output
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {output:?}"))
+}
+
+#[test]
+fn uart_registers_and_output() {
+    let (out, reason) = run_guest(
+        r#"
+main:
+    PRINT hello
+    ; scratch register keeps what is written
+    mov dx, 0x3ff
+    mov al, 0x5a
+    out dx, al
+    in al, dx
+    mov bl, al
+    PRINT scr
+    mov al, bl
+    PRINT_HEX8
+    ; line status: transmitter empty
+    mov dx, 0x3fd
+    in al, dx
+    mov bl, al
+    PRINT lsr
+    mov al, bl
+    PRINT_HEX8
+    ; divisor latch: set 115200/9600 = 12, read back
+    mov dx, 0x3fb
+    mov al, 0x83
+    out dx, al
+    mov dx, 0x3f8
+    mov al, 12
+    out dx, al
+    in al, dx
+    mov bl, al
+    mov dx, 0x3fb
+    mov al, 0x03
+    out dx, al
+    PRINT dll
+    mov al, bl
+    PRINT_HEX8
+    ; interrupt identification: FIFO bits, nothing pending
+    mov dx, 0x3fa
+    in al, dx
+    mov bl, al
+    PRINT iir
+    mov al, bl
+    PRINT_HEX8
+    PRINT nl
+    DONE
+hello: db "hello from the guest", 13, 10, 0
+scr: db " scr=", 0
+lsr: db " lsr=", 0
+dll: db " dll=", 0
+iir: db " iir=", 0
+nl: db 13, 10, 0
+"#,
+    );
+    assert_eq!(reason, ExitReason::Reboot);
+    assert!(out.starts_with("hello from the guest\r\n"), "{out:?}");
+    assert_eq!(field(&out, "scr"), "5a");
+    assert_eq!(
+        u8::from_str_radix(field(&out, "lsr"), 16).unwrap() & 0x60,
+        0x60
+    );
+    assert_eq!(field(&out, "dll"), "0c");
+    assert_eq!(field(&out, "iir"), "c1");
+}
+
+#[test]
+fn rep_outsb_and_rep_insb() {
+    let (out, _) = run_guest(
+        r#"
+main:
+    ; rep outsb: the whole string in one exit
+    mov si, msg
+    mov cx, msg_end - msg
+    mov dx, 0x3f8
+    rep outsb
+    ; rep insb from the fw_cfg data port into RAM at 0:0x500
+    mov ax, 0
+    mov dx, 0x510
+    out dx, ax
+    xor ax, ax
+    mov es, ax
+    mov di, 0x500
+    mov cx, 4
+    mov dx, 0x511
+    rep insb
+    ; print the four bytes
+    push ds
+    xor ax, ax
+    mov ds, ax
+    mov si, 0x500
+    mov cx, 4
+    mov dx, 0x3f8
+    rep outsb
+    pop ds
+    PRINT nl
+    DONE
+msg: db "rep outsb works "
+msg_end:
+nl: db 13, 10, 0
+"#,
+    );
+    assert_eq!(out, "rep outsb works QEMU\r\n");
+}
+
+#[test]
+fn cmos_memory_size_and_clock() {
+    let (out, _) = run_guest_with_memory(
+        r#"
+%macro CMOS 2
+    mov al, %1
+    out 0x70, al
+    in al, 0x71
+    mov bl, al
+    PRINT %2
+    mov al, bl
+    PRINT_HEX8
+%endmacro
+main:
+    CMOS 0x16, b16
+    CMOS 0x15, b15
+    CMOS 0x35, b35
+    CMOS 0x34, b34
+    CMOS 0x5f, b5f
+    CMOS 0x0b, rb
+    CMOS 0x0d, rd
+    CMOS 0x32, cent
+    PRINT nl
+    DONE
+b16: db " b16=", 0
+b15: db " b15=", 0
+b35: db " b35=", 0
+b34: db " b34=", 0
+b5f: db " b5f=", 0
+rb: db " rb=", 0
+rd: db " rd=", 0
+cent: db " cent=", 0
+nl: db 13, 10, 0
+"#,
+        256 << 20,
+    );
+    // 640 KiB of base memory.
+    assert_eq!(
+        format!("{}{}", field(&out, "b16"), field(&out, "b15")),
+        "0280"
+    );
+    // (256 MiB - 16 MiB) / 64 KiB = 0x0f00.
+    assert_eq!(
+        format!("{}{}", field(&out, "b35"), field(&out, "b34")),
+        "0f00"
+    );
+    assert_eq!(field(&out, "b5f"), "00");
+    assert_eq!(field(&out, "rb"), "02", "24-hour BCD");
+    assert_eq!(field(&out, "rd"), "80", "valid RAM and time");
+    assert_eq!(field(&out, "cent"), "20");
+}
+
+#[test]
+fn fw_cfg_signature_directory_and_dma() {
+    let (out, _) = run_guest(
+        r#"
+main:
+    ; the file directory: big-endian count, then 64-byte entries
+    mov ax, 0x19
+    mov dx, 0x510
+    out dx, ax
+    mov dx, 0x511
+    in al, dx
+    in al, dx
+    in al, dx
+    in al, dx
+    mov bl, al
+    PRINT files
+    mov al, bl
+    PRINT_HEX8
+    ; first entry: size (4), select (2), reserved (2), name (56)
+    mov dx, 0x511
+    mov cx, 8
+.skip:
+    in al, dx
+    loop .skip
+    PRINT name
+    mov cx, 8
+.name:
+    in al, dx
+    push dx
+    mov dx, 0x3f8
+    out dx, al
+    pop dx
+    loop .name
+    ; DMA: read the signature into 0:0x600 through a descriptor at 0:0x700
+    xor ax, ax
+    mov es, ax
+    mov di, 0x700
+    ; control = select 0 | read, big-endian
+    mov dword [es:di], 0x0a000000
+    mov dword [es:di+4], 0x04000000
+    mov dword [es:di+8], 0
+    mov dword [es:di+12], 0x00060000
+    mov dx, 0x514
+    xor eax, eax
+    out dx, eax
+    mov dx, 0x518
+    mov eax, 0x00070000
+    out dx, eax
+    PRINT dma
+    mov eax, [es:0x600]
+    mov [sig], eax
+    PRINT sig
+    PRINT status
+    mov eax, [es:0x700]
+    PRINT_HEX8
+    ; the DMA registers read back "QEMU CFG"
+    PRINT dmasig
+    mov dx, 0x514
+    mov cx, 8
+.sig:
+    in al, dx
+    push dx
+    mov dx, 0x3f8
+    out dx, al
+    pop dx
+    inc dx
+    loop .sig
+    PRINT nl
+    DONE
+files: db "files=", 0
+name: db " name=", 0
+dma: db " dma=", 0
+status: db " status=", 0
+dmasig: db " dmasig=", 0
+nl: db 13, 10, 0
+sig: db 0, 0, 0, 0, 0
+"#,
+    );
+    assert_eq!(field(&out, "files"), "03");
+    assert_eq!(field(&out, "name"), "etc/e820");
+    assert_eq!(field(&out, "dma"), "QEMU");
+    assert_eq!(field(&out, "status"), "00");
+    assert!(out.contains("dmasig=QEMU CFG"), "{out:?}");
+}
+
+#[test]
+fn pci_configuration_space() {
+    let (out, _) = run_guest(
+        r#"
+%macro PCI_READ 2
+    mov eax, %1
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    mov ebx, eax
+    PRINT %2
+    mov eax, ebx
+    shr eax, 24
+    PRINT_HEX8
+    mov eax, ebx
+    shr eax, 16
+    PRINT_HEX8
+    mov eax, ebx
+    shr eax, 8
+    PRINT_HEX8
+    mov eax, ebx
+    PRINT_HEX8
+%endmacro
+main:
+    PCI_READ 0x80000000, id
+    PCI_READ 0x80000008, class
+    PCI_READ 0x80000800, slot1
+    ; the address register reads back
+    mov eax, 0x80001234
+    mov dx, 0xcf8
+    out dx, eax
+    in eax, dx
+    mov ebx, eax
+    PRINT addr
+    mov eax, ebx
+    shr eax, 8
+    PRINT_HEX8
+    mov eax, ebx
+    PRINT_HEX8
+    ; an unhandled port reads all ones
+    mov dx, 0x2f8
+    in al, dx
+    mov bl, al
+    PRINT none
+    mov al, bl
+    PRINT_HEX8
+    PRINT nl
+    DONE
+id: db "id=", 0
+class: db " class=", 0
+slot1: db " slot1=", 0
+addr: db " addr=", 0
+none: db " none=", 0
+nl: db 13, 10, 0
+"#,
+    );
+    assert_eq!(field(&out, "id"), "06660b5d");
+    assert_eq!(&field(&out, "class")[..4], "0600");
+    assert_eq!(field(&out, "slot1"), "ffffffff");
+    assert_eq!(field(&out, "addr"), "1234");
+    assert_eq!(field(&out, "none"), "ff");
+}
+
+#[test]
+fn triple_fault_is_a_reboot() {
+    // Protected mode with an empty IDT: the #UD cannot be delivered, nor
+    // the #GP and #DF that follow, so the CPU shuts down.
+    let (out, reason) = run_guest(
+        r#"
+main:
+    PRINT msg
+    lgdt [gdt_desc]
+    lidt [empty_idt]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    jmp dword 0x08:(0xf0000 + protected)
+bits 32
+protected:
+    mov al, 'P'
+    mov dx, 0x3f8
+    out dx, al
+    ud2
+    mov al, 'S'
+    out dx, al
+    hlt
+bits 16
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9b000000ffff ; flat code, accessed bit preset
+    dq 0x00cf93000000ffff ; flat data
+gdt_desc:
+    dw 23
+    dd 0xf0000 + gdt
+empty_idt:
+    dw 0
+    dd 0
+msg: db "faulting", 13, 10, 0
+"#,
+    );
+    assert_eq!(out, "faulting\r\nP");
+    assert_eq!(reason, ExitReason::Reboot);
+}
+
+#[test]
+fn reset_control_register_reboots() {
+    let (out, reason) = run_guest(
+        r#"
+main:
+    PRINT msg
+    mov dx, 0xcf9
+    mov al, 0x06
+    out dx, al
+    PRINT never
+    hlt
+msg: db "resetting", 13, 10, 0
+never: db "survived", 0
+"#,
+    );
+    assert!(out.starts_with("resetting\r\n"), "{out:?}");
+    assert_eq!(reason, ExitReason::Reboot);
+}
