@@ -157,7 +157,7 @@ impl ImageChain {
             return Ok(Box::new(RawBackend::new(file)));
         }
 
-        let mut version = 3;
+        let (mut version, mut cluster_size) = (3, 0);
         let mut layers = Vec::with_capacity(self.images.len());
         for (index, image) in self.images.into_iter().enumerate() {
             let top = index == 0;
@@ -168,7 +168,8 @@ impl ImageChain {
             let file = ImageFile::new(image.file, &image.path, top && writable, past_eof)
                 .map_err(|e| DiskError::io(&image.path, e))?;
             if top {
-                version = qcow2_header::inspect(&file)?.version;
+                let info = qcow2_header::inspect(&file)?;
+                (version, cluster_size) = (info.version, info.cluster_size);
             }
             layers.push(Layer {
                 file,
@@ -176,7 +177,7 @@ impl ImageChain {
             });
         }
         let image = open_layers(layers).map_err(|e| DiskError::io(&top_path, e))?;
-        Ok(Box::new(Qcow2Backend::new(image, version, has_backing)))
+        Ok(Box::new(Qcow2Backend::new(image, version, cluster_size, has_backing)))
     }
 }
 

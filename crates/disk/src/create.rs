@@ -55,7 +55,7 @@ fn format_image(file: File, path: &Path, format: DiskFormat, size: u64) -> io::R
                 })?;
             let image = FormatAccess::new(qcow2);
             image.flush()?;
-            Ok(Box::new(Qcow2Backend::new(image, 3, false)))
+            Ok(Box::new(Qcow2Backend::new(image, 3, QCOW2_CLUSTER_SIZE as u64, false)))
         }
     }
 }

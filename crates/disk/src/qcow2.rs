@@ -68,10 +68,11 @@ pub struct Qcow2Backend {
     /// v2 images have no zero clusters.
     has_zero_clusters: bool,
     has_backing: bool,
+    cluster_size: u64,
 }
 
 impl Qcow2Backend {
-    pub(crate) fn new(image: Image, version: u32, has_backing: bool) -> Self {
+    pub(crate) fn new(image: Image, version: u32, cluster_size: u64, has_backing: bool) -> Self {
         let size = image.size();
         let writable = image.inner().writable();
         Qcow2Backend {
@@ -80,6 +81,7 @@ impl Qcow2Backend {
             writable,
             has_zero_clusters: version >= 3,
             has_backing,
+            cluster_size,
         }
     }
 
@@ -156,13 +158,18 @@ impl BlockBackend for Qcow2Backend {
         if self.has_zero_clusters {
             return image.discard_to_zero(offset, len);
         }
-        // v2: unallocated clusters read as zeroes only without a backing
-        // file; otherwise zero data has to be written.
-        if self.has_backing {
-            self.write_zero_data(&image, offset, len)
-        } else {
-            image.discard_to_backing(offset, len)
+        // v2 has no zero clusters. Whole clusters can be deallocated when
+        // no backing file shows through them; partial clusters at either
+        // end (and everything, with a backing file) get zero data.
+        let end = offset + len;
+        let inner_start = offset.next_multiple_of(self.cluster_size).min(end);
+        let inner_end = (end / self.cluster_size * self.cluster_size).max(inner_start);
+        if self.has_backing || inner_start == inner_end {
+            return self.write_zero_data(&image, offset, len);
         }
+        self.write_zero_data(&image, offset, inner_start - offset)?;
+        image.discard_to_backing(inner_start, inner_end - inner_start)?;
+        self.write_zero_data(&image, inner_end, end - inner_end)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
