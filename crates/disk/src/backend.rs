@@ -87,5 +87,8 @@ pub(crate) fn check_range(offset: u64, len: u64, size: u64) -> io::Result<()> {
 }
 
 pub(crate) fn read_only_error() -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, "the disk image is read-only")
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the disk image is read-only",
+    )
 }

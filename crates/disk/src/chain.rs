@@ -29,8 +29,8 @@ use crate::backend::BlockBackend;
 use crate::error::{DiskError, Problem};
 use crate::format::QCOW2_MAGIC;
 use crate::image_file::{ImageFile, PastEof};
-use crate::lock::{lock_image, LockMode};
-use crate::qcow2::{open_layers, Layer, Qcow2Backend};
+use crate::lock::{LockMode, lock_image};
+use crate::qcow2::{Layer, Qcow2Backend, open_layers};
 use crate::qcow2_header::{self, BackingRef};
 use crate::raw::RawBackend;
 
@@ -64,18 +64,29 @@ pub struct ImageChain {
 impl ImageChain {
     /// Opens the image at `path` in `format` and all its backing files.
     /// Daemon side: this is where every path is looked up.
-    pub fn open(path: impl AsRef<Path>, format: DiskFormat, access: Access) -> Result<ImageChain, DiskError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        format: DiskFormat,
+        access: Access,
+    ) -> Result<ImageChain, DiskError> {
         let mut walk = Walk::new(access);
         let mut next = Some((path.as_ref().to_path_buf(), Some(format)));
         let mut referrer: Option<PathBuf> = None;
         while let Some((path, format)) = next.take() {
             let write = walk.is_top() && access == Access::ReadWrite;
-            let lock = if write { LockMode::Exclusive } else { LockMode::Shared };
-            let step = open_one(&path, write).and_then(|file| walk.push(file, format, path.clone(), Some(lock)));
+            let lock = if write {
+                LockMode::Exclusive
+            } else {
+                LockMode::Shared
+            };
+            let step = open_one(&path, write)
+                .and_then(|file| walk.push(file, format, path.clone(), Some(lock)));
             let backing = match (step, &referrer) {
                 (Ok(backing), _) => backing,
                 (Err(err), None) => return Err(err),
-                (Err(err), Some(above)) => return Err(DiskError::new(above, Problem::Backing(Box::new(err)))),
+                (Err(err), Some(above)) => {
+                    return Err(DiskError::new(above, Problem::Backing(Box::new(err))));
+                }
             };
             if let Some(backing) = backing {
                 next = Some((resolve_backing_name(&path, &backing.name), backing.format));
@@ -100,10 +111,17 @@ impl ImageChain {
         let mut next = Some((top_path.clone(), Some(top_format)));
         while let Some((path, format)) = next.take() {
             let Some(file) = files.next() else {
-                let above = walk.images.last().map(|i| i.path.clone()).unwrap_or(top_path);
+                let above = walk
+                    .images
+                    .last()
+                    .map(|i| i.path.clone())
+                    .unwrap_or(top_path);
                 return Err(DiskError::new(
                     above,
-                    Problem::ChainMismatch(format!("no descriptor was passed for backing file {}", path.display())),
+                    Problem::ChainMismatch(format!(
+                        "no descriptor was passed for backing file {}",
+                        path.display()
+                    )),
                 ));
             };
             if walk.is_top() && access == Access::ReadWrite && !open_for_writing(&file) {
@@ -120,7 +138,9 @@ impl ImageChain {
         if extra > 0 {
             return Err(DiskError::new(
                 top_path,
-                Problem::ChainMismatch(format!("{extra} more descriptor(s) than the chain has images")),
+                Problem::ChainMismatch(format!(
+                    "{extra} more descriptor(s) than the chain has images"
+                )),
             ));
         }
         Ok(walk.finish())
@@ -151,7 +171,11 @@ impl ImageChain {
         let top_path = self.images[0].path.clone();
         let has_backing = self.images.len() > 1;
         if self.images[0].format == DiskFormat::Raw {
-            let image = self.images.into_iter().next().expect("a chain has a top image");
+            let image = self
+                .images
+                .into_iter()
+                .next()
+                .expect("a chain has a top image");
             let file = ImageFile::new(image.file, &image.path, writable, PastEof::Zeroes)
                 .map_err(|e| DiskError::io(&image.path, e))?;
             return Ok(Box::new(RawBackend::new(file)));
@@ -162,7 +186,7 @@ impl ImageChain {
         for (index, image) in self.images.into_iter().enumerate() {
             let top = index == 0;
             let past_eof = match image.format {
-                DiskFormat::Qcow2 => PastEof::RefuseStart,
+                DiskFormat::Qcow2 => PastEof::SectorSlack,
                 DiskFormat::Raw => PastEof::Zeroes,
             };
             let file = ImageFile::new(image.file, &image.path, top && writable, past_eof)
@@ -177,7 +201,12 @@ impl ImageChain {
             });
         }
         let image = open_layers(layers).map_err(|e| DiskError::io(&top_path, e))?;
-        Ok(Box::new(Qcow2Backend::new(image, version, cluster_size, has_backing)))
+        Ok(Box::new(Qcow2Backend::new(
+            image,
+            version,
+            cluster_size,
+            has_backing,
+        )))
     }
 }
 
@@ -235,7 +264,7 @@ impl Walk {
                 // A throwaway view for reading the header; the File itself
                 // is kept for the chain.
                 let dup = file.try_clone().map_err(|e| DiskError::io(&path, e))?;
-                let view = ImageFile::new(dup, &path, false, PastEof::RefuseStart)
+                let view = ImageFile::new(dup, &path, false, PastEof::SectorSlack)
                     .map_err(|e| DiskError::io(&path, e))?;
                 qcow2_header::inspect(&view)?.backing
             }
@@ -262,7 +291,10 @@ fn open_one(path: &Path, write: bool) -> Result<File, DiskError> {
         .map_err(|e| DiskError::io(path, e))?;
     let meta = file.metadata().map_err(|e| DiskError::io(path, e))?;
     if meta.is_dir() {
-        return Err(DiskError::io(path, std::io::Error::from_raw_os_error(libc::EISDIR)));
+        return Err(DiskError::io(
+            path,
+            std::io::Error::from_raw_os_error(libc::EISDIR),
+        ));
     }
     Ok(file)
 }
@@ -271,10 +303,15 @@ fn open_one(path: &Path, write: bool) -> Result<File, DiskError> {
 fn probe_format(file: &File, path: &Path) -> Result<DiskFormat, DiskError> {
     let mut magic = [0u8; 4];
     let dup = file.try_clone().map_err(|e| DiskError::io(path, e))?;
-    let view = ImageFile::new(dup, path, false, PastEof::Zeroes).map_err(|e| DiskError::io(path, e))?;
+    let view =
+        ImageFile::new(dup, path, false, PastEof::Zeroes).map_err(|e| DiskError::io(path, e))?;
     view.read_vectored_at(&mut [IoSliceMut::new(&mut magic)], 0)
         .map_err(|e| DiskError::io(path, e))?;
-    Ok(if magic == QCOW2_MAGIC { DiskFormat::Qcow2 } else { DiskFormat::Raw })
+    Ok(if magic == QCOW2_MAGIC {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
+    })
 }
 
 /// A backing file name as stored in `image`'s header, as a path: relative

@@ -50,12 +50,18 @@ pub fn convert(
     let mut offset = 0;
     progress(0, total);
     while offset < end {
-        let (status, len) = source.block_status(offset, end - offset).map_err(ConvertError::Read)?;
+        let (status, len) = source
+            .block_status(offset, end - offset)
+            .map_err(ConvertError::Read)?;
         if status == BlockStatus::Zero {
             // Skip whole chunks only; a chunk the zero range ends inside
             // is read and scanned like data.
             let zero_end = offset + len;
-            let next = if zero_end >= end { end } else { zero_end / CHUNK * CHUNK };
+            let next = if zero_end >= end {
+                end
+            } else {
+                zero_end / CHUNK * CHUNK
+            };
             if next > offset {
                 offset = next;
                 progress(offset, total);
@@ -103,6 +109,8 @@ fn write_nonzero_chunks(dest: &dyn BlockBackend, batch: &[u8], offset: u64) -> i
 /// with a set bit.
 pub fn is_zero(buf: &[u8]) -> bool {
     let mut blocks = buf.chunks_exact(64);
-    blocks.by_ref().all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+    blocks
+        .by_ref()
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
         && blocks.remainder().iter().all(|&b| b == 0)
 }

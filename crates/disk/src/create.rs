@@ -15,10 +15,10 @@ use imago::{DenyImplicitOpenGate, FormatAccess, FormatCreateBuilder, FormatDrive
 use proto::control::DiskFormat;
 
 use crate::backend::BlockBackend;
-use crate::chain::{resolve_backing_name, Access, ImageChain};
+use crate::chain::{Access, ImageChain, resolve_backing_name};
 use crate::error::{DiskError, Problem};
 use crate::image_file::{ImageFile, PastEof};
-use crate::lock::{lock_image, LockMode};
+use crate::lock::{LockMode, lock_image};
 use crate::qcow2::Qcow2Backend;
 use crate::raw::RawBackend;
 
@@ -28,7 +28,11 @@ pub const QCOW2_CLUSTER_SIZE: usize = 65536;
 /// Creates an image of `size` bytes with no backing file and returns it
 /// open for writing (the conversion target). A raw image is a sparse file;
 /// a qcow2 image is version 3 with 64 KiB clusters and 16-bit refcounts.
-pub fn create_image(path: &Path, format: DiskFormat, size: u64) -> io::Result<Box<dyn BlockBackend>> {
+pub fn create_image(
+    path: &Path,
+    format: DiskFormat,
+    size: u64,
+) -> io::Result<Box<dyn BlockBackend>> {
     let file = create_file(path)?;
     let result = format_image(file, path, format, size);
     if result.is_err() {
@@ -37,7 +41,12 @@ pub fn create_image(path: &Path, format: DiskFormat, size: u64) -> io::Result<Bo
     result
 }
 
-fn format_image(file: File, path: &Path, format: DiskFormat, size: u64) -> io::Result<Box<dyn BlockBackend>> {
+fn format_image(
+    file: File,
+    path: &Path,
+    format: DiskFormat,
+    size: u64,
+) -> io::Result<Box<dyn BlockBackend>> {
     match format {
         DiskFormat::Raw => {
             file.set_len(size)?;
@@ -45,7 +54,7 @@ fn format_image(file: File, path: &Path, format: DiskFormat, size: u64) -> io::R
             Ok(Box::new(RawBackend::new(file)))
         }
         DiskFormat::Qcow2 => {
-            let file = ImageFile::new(file, path, true, PastEof::RefuseStart)?;
+            let file = ImageFile::new(file, path, true, PastEof::SectorSlack)?;
             let qcow2 = Qcow2::<ImageFile>::create_builder(file)
                 .cluster_size(QCOW2_CLUSTER_SIZE)
                 .refcount_width(16)
@@ -55,7 +64,12 @@ fn format_image(file: File, path: &Path, format: DiskFormat, size: u64) -> io::R
                 })?;
             let image = FormatAccess::new(qcow2);
             image.flush()?;
-            Ok(Box::new(Qcow2Backend::new(image, 3, QCOW2_CLUSTER_SIZE as u64, false)))
+            Ok(Box::new(Qcow2Backend::new(
+                image,
+                3,
+                QCOW2_CLUSTER_SIZE as u64,
+                false,
+            )))
         }
     }
 }
@@ -66,7 +80,7 @@ fn format_image(file: File, path: &Path, format: DiskFormat, size: u64) -> io::R
 pub fn create_overlay(path: &Path, base: &str, size: u64) -> io::Result<()> {
     let file = create_file(path)?;
     let result = (|| {
-        let file = ImageFile::new(file, path, true, PastEof::RefuseStart)?;
+        let file = ImageFile::new(file, path, true, PastEof::SectorSlack)?;
         Qcow2::<ImageFile>::create_builder(file)
             .cluster_size(QCOW2_CLUSTER_SIZE)
             .refcount_width(16)
@@ -98,7 +112,10 @@ pub enum BaseError {
 pub fn base_image_size(overlay: &Path, base: &str) -> Result<u64, BaseError> {
     let path = resolve_backing_name(overlay, base);
     match ImageChain::open(&path, DiskFormat::Qcow2, Access::ReadOnly) {
-        Ok(chain) => chain.into_backend().map(|b| b.size()).map_err(BaseError::Invalid),
+        Ok(chain) => chain
+            .into_backend()
+            .map(|b| b.size())
+            .map_err(BaseError::Invalid),
         Err(err) => Err(match err.problem() {
             Problem::Io(_) | Problem::Locked => BaseError::Unreadable(err),
             Problem::BadMagic => BaseError::NotQcow2,

@@ -113,7 +113,9 @@ impl fmt::Display for Problem {
             Problem::BadMagic => f.write_str("not a qcow2 image (bad magic)"),
             Problem::Corrupt(what) => write!(f, "corrupt qcow2 image: {what}"),
             Problem::Unsupported(what) => write!(f, "unsupported qcow2 image: {what}"),
-            Problem::BackingLoop => f.write_str("backing chain loops back to an image already in it"),
+            Problem::BackingLoop => {
+                f.write_str("backing chain loops back to an image already in it")
+            }
             Problem::Backing(inner) => write!(f, "backing file: {inner}"),
             Problem::ChainMismatch(what) => write!(f, "backing chain does not match: {what}"),
         }

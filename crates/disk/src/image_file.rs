@@ -13,12 +13,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use imago::io_buffers::{IoVector, IoVectorMut};
-use imago::storage::drivers::CommonStorageHelper;
-use imago::storage::PreallocateMode;
 use imago::Storage;
+use imago::io_buffers::{IoVector, IoVectorMut};
+use imago::storage::PreallocateMode;
+use imago::storage::drivers::CommonStorageHelper;
 use nix::errno::Errno;
-use nix::fcntl::{fallocate, FallocateFlags};
+use nix::fcntl::{FallocateFlags, fallocate};
 use nix::sys::uio::{preadv, pwritev};
 
 /// Most iovecs one preadv/pwritev call takes (Linux UIO_MAXIOV).
@@ -29,10 +29,12 @@ const MAX_IOVECS: usize = 1024;
 pub(crate) enum PastEof {
     /// Fill the rest with zeroes (a raw image shorter than expected).
     Zeroes,
-    /// A read that starts at or past the end fails; one that starts inside
-    /// and runs over is completed with zeroes (a compressed cluster's
-    /// rounded-up length may run past the last byte of the file).
-    RefuseStart,
+    /// A read may run past the end by less than one 512-byte sector, which
+    /// reads as zeroes: a compressed cluster's length is rounded up to
+    /// whole sectors and may pass the last byte of the file. A read that
+    /// needs more than that past the end fails: the table that pointed
+    /// there points outside the file.
+    SectorSlack,
 }
 
 /// An image file opened by someone else (the daemon), with the name it was
@@ -49,7 +51,12 @@ pub(crate) struct ImageFile {
 }
 
 impl ImageFile {
-    pub(crate) fn new(file: File, path: &Path, writable: bool, past_eof: PastEof) -> io::Result<Self> {
+    pub(crate) fn new(
+        file: File,
+        path: &Path,
+        writable: bool,
+        past_eof: PastEof,
+    ) -> io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(ImageFile {
             file,
@@ -75,21 +82,27 @@ impl ImageFile {
     }
 
     /// Fills all of `bufs` from `offset`.
-    pub(crate) fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
+    pub(crate) fn read_vectored_at(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        offset: u64,
+    ) -> io::Result<()> {
         let mut bufs = bufs;
         let mut offset = offset;
-        let mut first = true;
+        let wanted: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let start = offset;
         // Skip empty leading buffers so the loop ends when all are full.
         IoSliceMut::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
             let count = bufs.len().min(MAX_IOVECS);
             let n = retry_eintr(|| preadv(self.file.as_fd(), &mut bufs[..count], to_off(offset)?))?;
             if n == 0 {
-                if first && self.past_eof == PastEof::RefuseStart {
+                let missing = wanted - (offset - start);
+                if self.past_eof == PastEof::SectorSlack && missing >= 512 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
-                            "{}: read at offset {offset} is beyond the end of the file ({} bytes)",
+                            "{}: read of {wanted} bytes at offset {start} is beyond the end of the file ({} bytes)",
                             self.path.display(),
                             self.len()
                         ),
@@ -100,7 +113,6 @@ impl ImageFile {
                 }
                 return Ok(());
             }
-            first = false;
             offset += n as u64;
             IoSliceMut::advance_slices(&mut bufs, n);
         }
@@ -150,11 +162,11 @@ impl ImageFile {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflow"))?;
         let inside_end = end.min(self.len());
         if offset < inside_end {
-            if let Err(err) = self.punch_hole(offset, inside_end - offset) {
-                if err.kind() != io::ErrorKind::Unsupported {
-                    return Err(err);
+            match self.punch_hole(offset, inside_end - offset) {
+                Err(err) if err.kind() == io::ErrorKind::Unsupported => {
+                    self.write_zero_data(offset, inside_end - offset)?
                 }
-                self.write_zero_data(offset, inside_end - offset)?;
+                other => other?,
             }
         }
         if end > self.len() {
@@ -214,7 +226,9 @@ fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
 
 fn unsupported_if_not_supported(err: io::Error) -> io::Error {
     match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => io::Error::new(io::ErrorKind::Unsupported, err),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            io::Error::new(io::ErrorKind::Unsupported, err)
+        }
         _ => err,
     }
 }
@@ -236,7 +250,10 @@ impl fmt::Display for ImageFile {
 }
 
 fn read_only() -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, "image file is open read-only")
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "image file is open read-only",
+    )
 }
 
 /// imago's view of the file. Only what imago's qcow2 and raw drivers call
@@ -276,7 +293,8 @@ impl Storage for ImageFile {
             return Err(read_only());
         }
         let flags = FallocateFlags::FALLOC_FL_ZERO_RANGE;
-        match retry_eintr(|| fallocate(self.file.as_fd(), flags, to_off(offset)?, to_off(length)?)) {
+        match retry_eintr(|| fallocate(self.file.as_fd(), flags, to_off(offset)?, to_off(length)?))
+        {
             Ok(()) => {
                 self.len.fetch_max(offset + length, Ordering::Relaxed);
                 Ok(())

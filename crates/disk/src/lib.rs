@@ -20,9 +20,9 @@ mod qcow2_header;
 mod raw;
 
 pub use backend::{BlockBackend, BlockStatus};
-pub use chain::{resolve_backing_name, Access, ChainImage, ImageChain};
-pub use convert::{convert, ConvertError};
-pub use create::{base_image_size, create_image, create_overlay, BaseError};
+pub use chain::{Access, ChainImage, ImageChain, resolve_backing_name};
+pub use convert::{ConvertError, convert};
+pub use create::{BaseError, base_image_size, create_image, create_overlay};
 pub use error::{DiskError, Problem};
 pub use format::{detect_format, split_format_prefix};
 pub use proto::control::DiskFormat;

@@ -15,7 +15,7 @@ use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping};
 use proto::control::DiskFormat;
 
-use crate::backend::{check_range, iov_len, read_only_error, BlockBackend, BlockStatus};
+use crate::backend::{BlockBackend, BlockStatus, check_range, iov_len, read_only_error};
 use crate::image_file::ImageFile;
 
 pub(crate) type Image = FormatAccess<ImageFile>;

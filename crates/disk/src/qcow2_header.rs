@@ -95,7 +95,9 @@ pub fn inspect(file: &ImageFile) -> Result<Qcow2Info, DiskError> {
         if u32::from_be_bytes(magic) != MAGIC {
             return Err(DiskError::new(path, Problem::BadMagic));
         }
-        return Err(truncated(format!("{file_len} bytes, shorter than a qcow2 header")));
+        return Err(truncated(format!(
+            "{file_len} bytes, shorter than a qcow2 header"
+        )));
     }
 
     let mut fixed = [0u8; V3_HEADER_LEN];
@@ -106,10 +108,15 @@ pub fn inspect(file: &ImageFile) -> Result<Qcow2Info, DiskError> {
     }
     let version = be32(&fixed, 4);
     if version != 2 && version != 3 {
-        return Err(DiskError::unsupported(path, format!("qcow2 version {version}")));
+        return Err(DiskError::unsupported(
+            path,
+            format!("qcow2 version {version}"),
+        ));
     }
     if version == 3 && file_len < V3_HEADER_LEN as u64 {
-        return Err(truncated(format!("{file_len} bytes, shorter than a qcow2 v3 header")));
+        return Err(truncated(format!(
+            "{file_len} bytes, shorter than a qcow2 v3 header"
+        )));
     }
 
     let cluster_bits = be32(&fixed, 20);
@@ -126,20 +133,35 @@ pub fn inspect(file: &ImageFile) -> Result<Qcow2Info, DiskError> {
         0 => {}
         1 => return Err(DiskError::unsupported(path, "encrypted (AES)")),
         2 => return Err(DiskError::unsupported(path, "encrypted (LUKS)")),
-        n => return Err(DiskError::unsupported(path, format!("encryption method {n}"))),
+        n => {
+            return Err(DiskError::unsupported(
+                path,
+                format!("encryption method {n}"),
+            ));
+        }
     }
 
     let (header_len, incompatible, refcount_order) = if version == 3 {
-        (be32(&fixed, 100) as usize, be64(&fixed, 72), be32(&fixed, 96))
+        (
+            be32(&fixed, 100) as usize,
+            be64(&fixed, 72),
+            be32(&fixed, 96),
+        )
     } else {
         (V2_HEADER_LEN, 0, 4)
     };
     if version == 3 && !(V3_HEADER_LEN as u64..=cluster_size).contains(&(header_len as u64)) {
-        return Err(DiskError::corrupt(path, format!("header length {header_len}")));
+        return Err(DiskError::corrupt(
+            path,
+            format!("header length {header_len}"),
+        ));
     }
     check_incompatible_features(path, incompatible)?;
     if refcount_order > 6 {
-        return Err(DiskError::corrupt(path, format!("refcount order {refcount_order}")));
+        return Err(DiskError::corrupt(
+            path,
+            format!("refcount order {refcount_order}"),
+        ));
     }
 
     // Everything else of the header lives in the first cluster.
@@ -159,7 +181,10 @@ pub fn inspect(file: &ImageFile) -> Result<Qcow2Info, DiskError> {
     // Keeps every offset computation below from overflowing; qcow2 cannot
     // address more than 2^56 bytes of host file anyway.
     if virtual_size > (1 << 62) {
-        return Err(DiskError::corrupt(path, format!("virtual size {virtual_size}")));
+        return Err(DiskError::corrupt(
+            path,
+            format!("virtual size {virtual_size}"),
+        ));
     }
     check_l1_table(file, &fixed, cluster_bits, virtual_size)?;
     check_refcount_table(file, &fixed, cluster_size)?;
@@ -169,7 +194,10 @@ pub fn inspect(file: &ImageFile) -> Result<Qcow2Info, DiskError> {
         format: extensions.backing_format,
     });
     if let Some(format) = &extensions.unknown_backing_format {
-        return Err(DiskError::unsupported(path, format!("backing file format '{format}'")));
+        return Err(DiskError::unsupported(
+            path,
+            format!("backing file format '{format}'"),
+        ));
     }
     Ok(Qcow2Info {
         version,
@@ -193,10 +221,16 @@ fn check_incompatible_features(path: &Path, bits: u64) -> Result<(), DiskError> 
         return Err(DiskError::unsupported(path, "external data file"));
     }
     if bits & INCOMPAT_COMPRESSION != 0 {
-        return Err(DiskError::unsupported(path, "compression type other than zlib"));
+        return Err(DiskError::unsupported(
+            path,
+            "compression type other than zlib",
+        ));
     }
     if bits & INCOMPAT_EXTL2 != 0 {
-        return Err(DiskError::unsupported(path, "extended L2 entries (subclusters)"));
+        return Err(DiskError::unsupported(
+            path,
+            "extended L2 entries (subclusters)",
+        ));
     }
     if bits != 0 {
         return Err(DiskError::unsupported(
@@ -214,11 +248,17 @@ fn backing_name(path: &Path, first: &[u8], cluster_size: u64) -> Result<Option<S
         return Ok(None);
     }
     if len > MAX_BACKING_NAME as u64 {
-        return Err(DiskError::corrupt(path, format!("backing file name of {len} bytes")));
+        return Err(DiskError::corrupt(
+            path,
+            format!("backing file name of {len} bytes"),
+        ));
     }
     let end = offset.saturating_add(len);
     if end > cluster_size {
-        return Err(DiskError::corrupt(path, "backing file name lies outside the header cluster"));
+        return Err(DiskError::corrupt(
+            path,
+            "backing file name lies outside the header cluster",
+        ));
     }
     if end > first.len() as u64 {
         return Err(DiskError::new(
@@ -253,7 +293,10 @@ fn read_extensions(path: &Path, first: &[u8], header_len: usize) -> Result<Exten
             break;
         }
         let Some(data) = first.get(at..at.saturating_add(len)) else {
-            return Err(DiskError::corrupt(path, "header extension runs past the header cluster"));
+            return Err(DiskError::corrupt(
+                path,
+                "header extension runs past the header cluster",
+            ));
         };
         match kind {
             EXT_BACKING_FORMAT => {
@@ -273,7 +316,12 @@ fn read_extensions(path: &Path, first: &[u8], header_len: usize) -> Result<Exten
     Ok(found)
 }
 
-fn check_l1_table(file: &ImageFile, fixed: &[u8], cluster_bits: u32, virtual_size: u64) -> Result<(), DiskError> {
+fn check_l1_table(
+    file: &ImageFile,
+    fixed: &[u8],
+    cluster_bits: u32,
+    virtual_size: u64,
+) -> Result<(), DiskError> {
     let path = file.path();
     let cluster_size = 1u64 << cluster_bits;
     let l1_entries = be32(fixed, 36) as u64;
@@ -290,8 +338,11 @@ fn check_l1_table(file: &ImageFile, fixed: &[u8], cluster_bits: u32, virtual_siz
     if l1_entries == 0 {
         return Ok(());
     }
-    if l1_offset % cluster_size != 0 || l1_offset == 0 {
-        return Err(DiskError::corrupt(path, format!("L1 table offset {l1_offset:#x} is not a cluster boundary after the header")));
+    if !l1_offset.is_multiple_of(cluster_size) || l1_offset == 0 {
+        return Err(DiskError::corrupt(
+            path,
+            format!("L1 table offset {l1_offset:#x} is not a cluster boundary after the header"),
+        ));
     }
     let l1_bytes = l1_entries * 8;
     if l1_offset.saturating_add(l1_bytes) > file.len() {
@@ -304,32 +355,49 @@ fn check_l1_table(file: &ImageFile, fixed: &[u8], cluster_bits: u32, virtual_siz
         ));
     }
     let table = read_table(file, l1_offset, l1_bytes)?;
-    for (index, entry) in table.chunks_exact(8).map(|e| u64::from_be_bytes(e.try_into().unwrap())).enumerate() {
+    for (index, entry) in table
+        .chunks_exact(8)
+        .map(|e| u64::from_be_bytes(e.try_into().unwrap()))
+        .enumerate()
+    {
         if entry & L1_RESERVED != 0 {
-            return Err(DiskError::corrupt(path, format!("L1 entry {index} has reserved bits set ({entry:#x})")));
+            return Err(DiskError::corrupt(
+                path,
+                format!("L1 entry {index} has reserved bits set ({entry:#x})"),
+            ));
         }
         let l2 = entry & OFFSET_MASK;
         if l2 == 0 {
             continue;
         }
-        if l2 % cluster_size != 0 {
-            return Err(DiskError::corrupt(path, format!("L2 table {index} at {l2:#x} is not cluster aligned")));
+        if !l2.is_multiple_of(cluster_size) {
+            return Err(DiskError::corrupt(
+                path,
+                format!("L2 table {index} at {l2:#x} is not cluster aligned"),
+            ));
         }
         if l2.saturating_add(cluster_size) > file.len() {
             return Err(DiskError::corrupt(
                 path,
-                format!("L2 table {index} at {l2:#x} lies outside the file ({} bytes)", file.len()),
+                format!(
+                    "L2 table {index} at {l2:#x} lies outside the file ({} bytes)",
+                    file.len()
+                ),
             ));
         }
     }
     Ok(())
 }
 
-fn check_refcount_table(file: &ImageFile, fixed: &[u8], cluster_size: u64) -> Result<(), DiskError> {
+fn check_refcount_table(
+    file: &ImageFile,
+    fixed: &[u8],
+    cluster_size: u64,
+) -> Result<(), DiskError> {
     let path = file.path();
     let offset = be64(fixed, 48);
     let clusters = be32(fixed, 56) as u64;
-    if clusters == 0 || offset == 0 || offset % cluster_size != 0 {
+    if clusters == 0 || offset == 0 || !offset.is_multiple_of(cluster_size) {
         return Err(DiskError::corrupt(
             path,
             format!("refcount table ({clusters} clusters at {offset:#x}) is misplaced"),
@@ -346,17 +414,27 @@ fn check_refcount_table(file: &ImageFile, fixed: &[u8], cluster_size: u64) -> Re
         ));
     }
     let table = read_table(file, offset, bytes)?;
-    for (index, entry) in table.chunks_exact(8).map(|e| u64::from_be_bytes(e.try_into().unwrap())).enumerate() {
+    for (index, entry) in table
+        .chunks_exact(8)
+        .map(|e| u64::from_be_bytes(e.try_into().unwrap()))
+        .enumerate()
+    {
         if entry == 0 {
             continue;
         }
-        if entry & REFTABLE_RESERVED != 0 || entry % cluster_size != 0 {
-            return Err(DiskError::corrupt(path, format!("refcount block {index} at {entry:#x} is not cluster aligned")));
+        if entry & REFTABLE_RESERVED != 0 || !entry.is_multiple_of(cluster_size) {
+            return Err(DiskError::corrupt(
+                path,
+                format!("refcount block {index} at {entry:#x} is not cluster aligned"),
+            ));
         }
         if entry.saturating_add(cluster_size) > file.len() {
             return Err(DiskError::corrupt(
                 path,
-                format!("refcount block {index} at {entry:#x} lies outside the file ({} bytes)", file.len()),
+                format!(
+                    "refcount block {index} at {entry:#x} lies outside the file ({} bytes)",
+                    file.len()
+                ),
             ));
         }
     }

@@ -9,7 +9,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use nix::unistd::Whence;
 use proto::control::DiskFormat;
 
-use crate::backend::{check_range, iov_len, read_only_error, BlockBackend, BlockStatus};
+use crate::backend::{BlockBackend, BlockStatus, check_range, iov_len, read_only_error};
 use crate::image_file::ImageFile;
 
 /// A raw image file as a block backend. Its virtual size is the file's

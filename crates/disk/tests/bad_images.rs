@@ -13,7 +13,15 @@ fn good_image(dir: &tempfile::TempDir, name: &str, options: &str) -> PathBuf {
     let raw = path_in(dir, &format!("{name}.src"));
     write_reference(&raw, 4 << 20, 7);
     let image = path_in(dir, name);
-    qemu_img(&["convert", "-O", "qcow2", "-o", options, raw.to_str().unwrap(), image.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        "-o",
+        options,
+        raw.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
     image
 }
 
@@ -33,15 +41,25 @@ fn be64_at(path: &Path, offset: usize) -> u64 {
 /// `words`, and that the file was not modified.
 fn refused(image: &Path, named: &Path, words: &str) -> disk::DiskError {
     let before = std::fs::read(image).unwrap();
-    let result = ImageChain::open(image, DiskFormat::Qcow2, Access::ReadWrite).and_then(|c| c.into_backend());
+    let result = ImageChain::open(image, DiskFormat::Qcow2, Access::ReadWrite)
+        .and_then(|c| c.into_backend());
     let err = match result {
         Ok(_) => panic!("{} was accepted", image.display()),
         Err(err) => err,
     };
     let text = err.to_string();
-    assert!(text.contains(&named.display().to_string()), "message does not name {}: {text}", named.display());
+    assert!(
+        text.contains(&named.display().to_string()),
+        "message does not name {}: {text}",
+        named.display()
+    );
     assert!(text.contains(words), "message lacks {words:?}: {text}");
-    assert_eq!(std::fs::read(image).unwrap(), before, "{} was modified", image.display());
+    assert_eq!(
+        std::fs::read(image).unwrap(),
+        before,
+        "{} was modified",
+        image.display()
+    );
     err
 }
 
@@ -68,8 +86,14 @@ fn truncated_files() {
     let backend = open(&cut, DiskFormat::Qcow2, Access::ReadOnly);
     let mut buf = vec![0u8; backend.size() as usize];
     let err = backend.read_at(&mut buf, 0).unwrap_err();
-    assert!(err.to_string().contains("beyond the end of the file"), "{err}");
-    assert!(err.to_string().contains(&cut.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains("beyond the end of the file"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&cut.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,13 +114,21 @@ fn wrong_magic_and_impossible_headers() {
         (96, &7u32.to_be_bytes(), "refcount order 7"),
         (72, &1u64.to_be_bytes(), "marked dirty"),
         (72, &2u64.to_be_bytes(), "marked corrupt"),
-        (72, &(1u64 << 20).to_be_bytes(), "unknown incompatible features 0x100000"),
+        (
+            72,
+            &(1u64 << 20).to_be_bytes(),
+            "unknown incompatible features 0x100000",
+        ),
         (32, &1u32.to_be_bytes(), "encrypted (AES)"),
         // (qemu-img cannot make a LUKS image here: its key derivation
         // benchmark needs CPU accounting this sandbox lacks.)
         (32, &2u32.to_be_bytes(), "encrypted (LUKS)"),
         (24, &(1u64 << 40).to_be_bytes(), "the disk size needs"),
-        (8, &[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0], "backing file name"),
+        (
+            8,
+            &[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0],
+            "backing file name",
+        ),
     ];
     for (offset, bytes, words) in cases {
         std::fs::write(&image, &pristine).unwrap();
@@ -138,11 +170,18 @@ fn tables_pointing_outside_the_file() {
         .map(|i| l2 as usize + 8 * i)
         .find(|&at| bytes[at..at + 8] != [0; 8])
         .expect("an allocated cluster");
-    patch(&image, entry as u64, &((1u64 << 63) | (1 << 40)).to_be_bytes());
+    patch(
+        &image,
+        entry as u64,
+        &((1u64 << 63) | (1 << 40)).to_be_bytes(),
+    );
     let backend = open(&image, DiskFormat::Qcow2, Access::ReadOnly);
     let mut buf = vec![0u8; backend.size() as usize];
     let err = backend.read_at(&mut buf, 0).unwrap_err();
-    assert!(err.to_string().contains("beyond the end of the file"), "{err}");
+    assert!(
+        err.to_string().contains("beyond the end of the file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,16 +190,45 @@ fn backing_loops() {
     let a = path_in(&dir, "a.qcow2");
     let b = path_in(&dir, "b.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", b.to_str().unwrap(), "4M"]);
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", a.to_str().unwrap()]);
-    qemu_img(&["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", b.to_str().unwrap()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "b.qcow2",
+        "-F",
+        "qcow2",
+        a.to_str().unwrap(),
+    ]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "a.qcow2",
+        "-F",
+        "qcow2",
+        b.to_str().unwrap(),
+    ]);
     let err = refused(&a, &a, "loops");
-    assert!(matches!(err.innermost().problem(), Problem::BackingLoop), "{err}");
+    assert!(
+        matches!(err.innermost().problem(), Problem::BackingLoop),
+        "{err}"
+    );
     assert!(err.to_string().contains("b.qcow2"), "{err}");
 
     // An image that is its own backing file.
     let c = path_in(&dir, "c.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", c.to_str().unwrap(), "4M"]);
-    qemu_img(&["rebase", "-u", "-b", "c.qcow2", "-F", "qcow2", c.to_str().unwrap()]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "c.qcow2",
+        "-F",
+        "qcow2",
+        c.to_str().unwrap(),
+    ]);
     refused(&c, &c, "loops");
 }
 
@@ -170,7 +238,17 @@ fn missing_backing_file_names_both_files() {
     let base = path_in(&dir, "base.qcow2");
     let top = path_in(&dir, "top.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "4M"]);
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top.to_str().unwrap()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
     std::fs::remove_file(&base).unwrap();
     let err = refused(&top, &top, "No such file or directory");
     assert!(err.to_string().contains("backing file"), "{err}");
@@ -197,7 +275,16 @@ fn unsupported_features() {
     // A non-default compression type (zstd), if this qemu-img has it.
     let _ = std::fs::remove_file(&image);
     let made = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", image.to_str().unwrap(), "4M"])
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compression_type=zstd",
+            image.to_str().unwrap(),
+            "4M",
+        ])
         .status()
         .unwrap();
     if made.success() {
@@ -226,6 +313,10 @@ fn random_headers_never_panic() {
                 let _ = backend.read_at(&mut buf, 0);
             }
         }
-        assert_eq!(std::fs::read(&image).unwrap(), bytes, "opened read-only, yet modified");
+        assert_eq!(
+            std::fs::read(&image).unwrap(),
+            bytes,
+            "opened read-only, yet modified"
+        );
     }
 }

@@ -14,12 +14,38 @@ fn three_layers(dir: &tempfile::TempDir) -> (std::path::PathBuf, Vec<u8>) {
     write_reference(&base, 4 << 20, 21);
     let mid = path_in(dir, "mid.qcow2");
     let top = path_in(dir, "top.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid.to_str().unwrap()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        mid.to_str().unwrap(),
+    ]);
     qemu_io(&mid, "qcow2", &["write -P 0x11 100000 300000"]);
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top.to_str().unwrap()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "mid.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
     qemu_io(&top, "qcow2", &["write -P 0x22 250000 100000"]);
     let flat = path_in(dir, "flat.raw");
-    qemu_img(&["convert", "-O", "raw", top.to_str().unwrap(), flat.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        top.to_str().unwrap(),
+        flat.to_str().unwrap(),
+    ]);
     (top, std::fs::read(flat).unwrap())
 }
 
@@ -38,10 +64,17 @@ fn descriptors_alone_rebuild_the_chain() {
         std::fs::remove_file(path_in(&dir, name)).unwrap();
     }
     let chain = ImageChain::from_files(&top, DiskFormat::Qcow2, Access::ReadWrite, files).unwrap();
-    let paths: Vec<_> = chain.images().iter().map(|i| i.path.file_name().unwrap().to_owned()).collect();
+    let paths: Vec<_> = chain
+        .images()
+        .iter()
+        .map(|i| i.path.file_name().unwrap().to_owned())
+        .collect();
     assert_eq!(paths, ["top.qcow2", "mid.qcow2", "base.raw"]);
     let formats: Vec<_> = chain.images().iter().map(|i| i.format).collect();
-    assert_eq!(formats, [DiskFormat::Qcow2, DiskFormat::Qcow2, DiskFormat::Raw]);
+    assert_eq!(
+        formats,
+        [DiskFormat::Qcow2, DiskFormat::Qcow2, DiskFormat::Raw]
+    );
     let backend = chain.into_backend().unwrap();
     assert!(!backend.is_read_only());
     assert_same(&read_all(backend.as_ref()), &want, "adopted chain");
@@ -73,7 +106,8 @@ fn descriptors_that_do_not_match_the_chain_are_refused() {
     assert!(matches!(err.problem(), Problem::ChainMismatch(_)), "{err}");
 
     // Read-write use needs a descriptor open for writing.
-    let err = ImageChain::from_files(&top, DiskFormat::Qcow2, Access::ReadWrite, files()).unwrap_err();
+    let err =
+        ImageChain::from_files(&top, DiskFormat::Qcow2, Access::ReadWrite, files()).unwrap_err();
     assert!(err.to_string().contains("not open for writing"), "{err}");
 }
 
@@ -87,7 +121,10 @@ fn an_image_in_use_is_refused_until_released() {
     for access in [Access::ReadWrite, Access::ReadOnly] {
         let err = ImageChain::open(&top, DiskFormat::Qcow2, access).unwrap_err();
         assert!(err.is_locked(), "{err}");
-        assert!(err.to_string().contains("top.qcow2: image is in use"), "{err}");
+        assert!(
+            err.to_string().contains("top.qcow2: image is in use"),
+            "{err}"
+        );
     }
     // Backing files are shared: another reader may use the base, but
     // nobody may write it while an overlay depends on it.
@@ -114,11 +151,22 @@ fn relative_backing_names_are_relative_to_the_image() {
     disk::create_overlay(&top, "../base/disk.raw", 2 << 20).unwrap_or_else(|e| panic!("{e}"));
     // The overlay records format qcow2 for its base; patch it to raw the
     // way qemu-img would record a raw base.
-    qemu_img(&["rebase", "-u", "-b", "../base/disk.raw", "-F", "raw", top.to_str().unwrap()]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "../base/disk.raw",
+        "-F",
+        "raw",
+        top.to_str().unwrap(),
+    ]);
     let backend = open(&top, DiskFormat::Qcow2, Access::ReadOnly);
     assert_same(&read_all(backend.as_ref()), &want, "relative base");
     let chain = ImageChain::open(&top, DiskFormat::Qcow2, Access::ReadOnly).unwrap();
-    assert_eq!(chain.images()[1].path, path_in(&dir, "vms/../base/disk.raw"));
+    assert_eq!(
+        chain.images()[1].path,
+        path_in(&dir, "vms/../base/disk.raw")
+    );
 }
 
 #[test]

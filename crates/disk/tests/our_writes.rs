@@ -24,7 +24,11 @@ fn random_ops(backend: &dyn BlockBackend, model: &mut [u8], seed: u64, count: us
             _ => 4096,
         }
         .min(size);
-        let offset = if rng.bool() { rng.u64(0..=size - len) } else { rng.u64(0..=(size - len) / 4096) * 4096 };
+        let offset = if rng.bool() {
+            rng.u64(0..=size - len)
+        } else {
+            rng.u64(0..=(size - len) / 4096) * 4096
+        };
         let (o, l) = (offset as usize, len as usize);
         match rng.u8(0..10) {
             0..=4 => {
@@ -35,7 +39,11 @@ fn random_ops(backend: &dyn BlockBackend, model: &mut [u8], seed: u64, count: us
                     // A scatter-gather list of uneven pieces.
                     let cut1 = rng.usize(0..=l);
                     let cut2 = rng.usize(cut1..=l);
-                    let bufs = [IoSlice::new(&data[..cut1]), IoSlice::new(&data[cut1..cut2]), IoSlice::new(&data[cut2..])];
+                    let bufs = [
+                        IoSlice::new(&data[..cut1]),
+                        IoSlice::new(&data[cut1..cut2]),
+                        IoSlice::new(&data[cut2..]),
+                    ];
                     backend.write_vectored_at(&bufs, offset).unwrap();
                 }
                 model[o..o + l].copy_from_slice(&data);
@@ -52,7 +60,11 @@ fn random_ops(backend: &dyn BlockBackend, model: &mut [u8], seed: u64, count: us
             _ => {
                 let mut got = vec![0u8; l];
                 backend.read_at(&mut got, offset).unwrap();
-                assert_same(&got, &model[o..o + l], &format!("step {step} read {offset}+{len}"));
+                assert_same(
+                    &got,
+                    &model[o..o + l],
+                    &format!("step {step} read {offset}+{len}"),
+                );
             }
         }
     }
@@ -94,7 +106,15 @@ fn qemu_made_images_of_every_kind_after_random_operations() {
             let mut model = write_reference(&source, 12 << 20, 11);
             let image = path_in(&dir, "image.qcow2");
             let options = format!("cluster_size={cluster},compat={compat}");
-            qemu_img(&["convert", "-O", "qcow2", "-o", &options, source.to_str().unwrap(), image.to_str().unwrap()]);
+            qemu_img(&[
+                "convert",
+                "-O",
+                "qcow2",
+                "-o",
+                &options,
+                source.to_str().unwrap(),
+                image.to_str().unwrap(),
+            ]);
             let backend = open(&image, DiskFormat::Qcow2, Access::ReadWrite);
             random_ops(backend.as_ref(), &mut model, 12, 200);
             drop(backend);
@@ -109,7 +129,14 @@ fn compressed_image_rewritten() {
     let source = path_in(&dir, "source.raw");
     let mut model = write_reference(&source, 8 << 20, 13);
     let image = path_in(&dir, "image.qcow2");
-    qemu_img(&["convert", "-c", "-O", "qcow2", source.to_str().unwrap(), image.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        source.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
     let backend = open(&image, DiskFormat::Qcow2, Access::ReadWrite);
     random_ops(backend.as_ref(), &mut model, 14, 200);
     drop(backend);
@@ -129,7 +156,15 @@ fn overlay_writes_leave_the_base_untouched() {
     let source = path_in(&dir, "source.raw");
     let mut model = write_reference(&source, 16 << 20, 15);
     let base = path_in(&dir, "base.qcow2");
-    qemu_img(&["convert", "-O", "qcow2", "-o", "cluster_size=65536", source.to_str().unwrap(), base.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=65536",
+        source.to_str().unwrap(),
+        base.to_str().unwrap(),
+    ]);
     let base_before = std::fs::read(&base).unwrap();
     let top = path_in(&dir, "top.qcow2");
     disk::create_overlay(&top, "base.qcow2", 16 << 20).unwrap();
@@ -137,7 +172,11 @@ fn overlay_writes_leave_the_base_untouched() {
     let backend = open(&top, DiskFormat::Qcow2, Access::ReadWrite);
     random_ops(backend.as_ref(), &mut model, 16, 400);
     drop(backend);
-    assert_eq!(std::fs::read(&base).unwrap(), base_before, "the base image changed");
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        base_before,
+        "the base image changed"
+    );
     check_against_model(&dir, &top, DiskFormat::Qcow2, &model);
     let info = qemu_img(&["info", top.to_str().unwrap()]);
     assert!(info.contains("backing file: base.qcow2"), "{info}");

@@ -26,8 +26,15 @@ fn every_cluster_size_and_compat_level() {
             let image = path_in(&dir, &format!("c{cluster}-{compat}.qcow2"));
             let options = format!("cluster_size={cluster},compat={compat}");
             qemu_img(&[
-                "convert", "-f", "raw", "-O", "qcow2", "-o", &options,
-                reference.to_str().unwrap(), image.to_str().unwrap(),
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                &options,
+                reference.to_str().unwrap(),
+                image.to_str().unwrap(),
             ]);
             read_back_equal(&image, &want, &options);
         }
@@ -51,8 +58,16 @@ fn compressed_clusters() {
             let image = path_in(&dir, &format!("z{cluster}-{compat}.qcow2"));
             let options = format!("cluster_size={cluster},compat={compat}");
             qemu_img(&[
-                "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", &options,
-                reference.to_str().unwrap(), image.to_str().unwrap(),
+                "convert",
+                "-c",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                &options,
+                reference.to_str().unwrap(),
+                image.to_str().unwrap(),
             ]);
             read_back_equal(&image, &want, &format!("compressed {options}"));
         }
@@ -66,12 +81,27 @@ fn zero_clusters_and_discarded_clusters() {
     let mut want = write_reference(&reference, SIZE, 3);
     let image = path_in(&dir, "img.qcow2");
     qemu_img(&[
-        "convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1",
-        reference.to_str().unwrap(), image.to_str().unwrap(),
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "compat=1.1",
+        reference.to_str().unwrap(),
+        image.to_str().unwrap(),
     ]);
     // Zero clusters (write -z keeps the allocation flag off) and a
     // discarded range.
-    qemu_io(&image, "qcow2", &["write -z 65536 196608", "write -z -u 1048576 131072", "discard 2097152 262144"]);
+    qemu_io(
+        &image,
+        "qcow2",
+        &[
+            "write -z 65536 196608",
+            "write -z -u 1048576 131072",
+            "discard 2097152 262144",
+        ],
+    );
     for (start, len) in [(65536, 196608), (1048576, 131072), (2097152, 262144)] {
         want[start..start + len].fill(0);
     }
@@ -94,21 +124,41 @@ fn backing_chains_of_any_depth() {
         let compat = if level % 2 == 0 { "0.10" } else { "1.1" };
         // Relative backing names: resolved against the overlay's directory.
         qemu_img(&[
-            "create", "-q", "-f", "qcow2", "-o",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
             &format!("cluster_size={cluster},compat={compat}"),
-            "-b", &below.0, "-F", below.1,
+            "-b",
+            &below.0,
+            "-F",
+            below.1,
             image.to_str().unwrap(),
         ]);
         let off = level * 300_000;
-        qemu_io(&image, "qcow2", &[
-            &format!("write -P {level} {off} 70000"),
-            &format!("write -P 0x{level}{level} {} 4096", off * 2 % (SIZE - 4096) / 512 * 512),
-        ]);
+        qemu_io(
+            &image,
+            "qcow2",
+            &[
+                &format!("write -P {level} {off} 70000"),
+                &format!(
+                    "write -P 0x{level}{level} {} 4096",
+                    off * 2 % (SIZE - 4096) / 512 * 512
+                ),
+            ],
+        );
         below = (name, "qcow2");
     }
     let top = path_in(&dir, &below.0);
     let flat = path_in(&dir, "flat.raw");
-    qemu_img(&["convert", "-O", "raw", top.to_str().unwrap(), flat.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        top.to_str().unwrap(),
+        flat.to_str().unwrap(),
+    ]);
     let want = std::fs::read(&flat).unwrap();
     read_back_equal(&top, &want, "chain of 6 over raw");
 
@@ -126,9 +176,25 @@ fn backing_format_probed_when_not_recorded() {
     let reference = path_in(&dir, "ref.raw");
     let want = write_reference(&reference, SIZE, 5);
     let base = path_in(&dir, "base.qcow2");
-    qemu_img(&["convert", "-O", "qcow2", reference.to_str().unwrap(), base.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        reference.to_str().unwrap(),
+        base.to_str().unwrap(),
+    ]);
     let top = path_in(&dir, "top.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top.to_str().unwrap()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
     // Drop the recorded format: turn its header extension into one of an
     // unknown type, which readers skip.
     let mut bytes = std::fs::read(&top).unwrap();
@@ -150,7 +216,18 @@ fn overlay_larger_than_base() {
     let base = path_in(&dir, "base.raw");
     let mut want = write_reference(&base, SIZE, 6);
     let top = path_in(&dir, "top.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", base.to_str().unwrap(), "-F", "raw", top.to_str().unwrap(), "8M"]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        base.to_str().unwrap(),
+        "-F",
+        "raw",
+        top.to_str().unwrap(),
+        "8M",
+    ]);
     want.resize(8 << 20, 0);
     read_back_equal(&top, &want, "grown overlay");
 }

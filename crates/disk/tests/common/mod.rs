@@ -54,7 +54,11 @@ pub fn assert_check_clean(image: &Path, allow_leaks: bool) {
     // Exit 0: clean; 3: leaks only; 2: corruption; 1: could not check.
     let code = out.status.code();
     let ok = code == Some(0) || (allow_leaks && code == Some(3));
-    assert!(ok, "qemu-img check {} exited {code:?}:\n{text}", image.display());
+    assert!(
+        ok,
+        "qemu-img check {} exited {code:?}:\n{text}",
+        image.display()
+    );
 }
 
 /// `qemu-img compare` of an image against a raw reference of the same size.
