@@ -307,11 +307,11 @@ fn random_headers_never_panic() {
             bytes[at] = rng.u8(..);
         }
         std::fs::write(&image, &bytes).unwrap();
-        if let Ok(chain) = ImageChain::open(&image, DiskFormat::Qcow2, Access::ReadOnly) {
-            if let Ok(backend) = chain.into_backend() {
-                let mut buf = vec![0u8; 65536];
-                let _ = backend.read_at(&mut buf, 0);
-            }
+        let opened = ImageChain::open(&image, DiskFormat::Qcow2, Access::ReadOnly)
+            .and_then(|chain| chain.into_backend());
+        if let Ok(backend) = opened {
+            let mut buf = vec![0u8; 65536];
+            let _ = backend.read_at(&mut buf, 0);
         }
         assert_eq!(
             std::fs::read(&image).unwrap(),
