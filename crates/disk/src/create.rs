@@ -41,6 +41,46 @@ pub fn create_image(
     result
 }
 
+/// Creates an empty qcow2 v3 image with the given cluster size (a power of
+/// two from 512 B to 2 MiB) and returns it open for writing. For tests
+/// and fuzzing; `vmctl create` always uses [`QCOW2_CLUSTER_SIZE`].
+pub fn create_qcow2_with_cluster_size(
+    path: &Path,
+    size: u64,
+    cluster_size: usize,
+) -> io::Result<Box<dyn BlockBackend>> {
+    let file = create_file(path)?;
+    let result = format_qcow2(file, path, size, cluster_size);
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn format_qcow2(
+    file: File,
+    path: &Path,
+    size: u64,
+    cluster_size: usize,
+) -> io::Result<Box<dyn BlockBackend>> {
+    let file = ImageFile::new(file, path, true, PastEof::SectorSlack)?;
+    let qcow2 = Qcow2::<ImageFile>::create_builder(file)
+        .cluster_size(cluster_size)
+        .refcount_width(16)
+        .size(size)
+        .create_open(DenyImplicitOpenGate::default(), |file| {
+            Ok(Qcow2::<ImageFile>::builder(file).backing(None).write(true))
+        })?;
+    let image = FormatAccess::new(qcow2);
+    image.flush()?;
+    Ok(Box::new(Qcow2Backend::new(
+        image,
+        3,
+        cluster_size as u64,
+        false,
+    )))
+}
+
 fn format_image(
     file: File,
     path: &Path,
@@ -53,24 +93,7 @@ fn format_image(
             let file = ImageFile::new(file, path, true, PastEof::Zeroes)?;
             Ok(Box::new(RawBackend::new(file)))
         }
-        DiskFormat::Qcow2 => {
-            let file = ImageFile::new(file, path, true, PastEof::SectorSlack)?;
-            let qcow2 = Qcow2::<ImageFile>::create_builder(file)
-                .cluster_size(QCOW2_CLUSTER_SIZE)
-                .refcount_width(16)
-                .size(size)
-                .create_open(DenyImplicitOpenGate::default(), |file| {
-                    Ok(Qcow2::<ImageFile>::builder(file).backing(None).write(true))
-                })?;
-            let image = FormatAccess::new(qcow2);
-            image.flush()?;
-            Ok(Box::new(Qcow2Backend::new(
-                image,
-                3,
-                QCOW2_CLUSTER_SIZE as u64,
-                false,
-            )))
-        }
+        DiskFormat::Qcow2 => format_qcow2(file, path, size, QCOW2_CLUSTER_SIZE),
     }
 }
 

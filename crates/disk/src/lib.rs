@@ -22,7 +22,9 @@ mod raw;
 pub use backend::{BlockBackend, BlockStatus};
 pub use chain::{Access, ChainImage, ImageChain, resolve_backing_name};
 pub use convert::{ConvertError, convert};
-pub use create::{BaseError, base_image_size, create_image, create_overlay};
+pub use create::{
+    BaseError, base_image_size, create_image, create_overlay, create_qcow2_with_cluster_size,
+};
 pub use error::{DiskError, Problem};
 pub use format::{detect_format, split_format_prefix};
 pub use proto::control::DiskFormat;

@@ -130,13 +130,24 @@ impl BlockBackend for Qcow2Backend {
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
         check_range(offset, iov_len(bufs), self.size)?;
-        let slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        // imago's vectors must not hold empty buffers.
+        let slices: Vec<IoSliceMut<'_>> = bufs
+            .iter_mut()
+            .filter(|b| !b.is_empty())
+            .map(|b| IoSliceMut::new(b))
+            .collect();
+        if slices.is_empty() {
+            return Ok(());
+        }
         self.image().readv(IoVectorMut::from(slices), offset)
     }
 
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
         self.check_write(offset, iov_len(bufs))?;
-        let slices: Vec<IoSlice<'_>> = bufs.to_vec();
+        let slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).copied().collect();
+        if slices.is_empty() {
+            return Ok(());
+        }
         self.image().writev(IoVector::from(slices), offset)
     }
 

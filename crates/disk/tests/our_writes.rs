@@ -200,3 +200,36 @@ fn requests_past_the_end_and_writes_to_read_only_images_fail() {
     assert!(ro.discard(0, 512).is_err());
     assert!(ro.write_zeroes(0, 512).is_err());
 }
+
+/// Empty buffers in a scatter-gather list, and empty requests, are fine
+/// (found by the ops_model fuzz target).
+#[test]
+fn empty_buffers_and_requests() {
+    let dir = tempdir();
+    for format in [DiskFormat::Qcow2, DiskFormat::Raw] {
+        let image = path_in(&dir, &format!("e.{}", format.name()));
+        let backend = disk::create_image(&image, format, 1 << 20).unwrap();
+        backend.write_at(&[], 4096).unwrap();
+        backend
+            .write_vectored_at(
+                &[
+                    IoSlice::new(&[]),
+                    IoSlice::new(&[7; 512]),
+                    IoSlice::new(&[]),
+                ],
+                512,
+            )
+            .unwrap();
+        let mut empty = [0u8; 0];
+        backend.read_at(&mut empty, 1 << 20).unwrap();
+        let (mut a, mut b) = ([0u8; 0], [0u8; 512]);
+        let mut bufs = [
+            std::io::IoSliceMut::new(&mut a),
+            std::io::IoSliceMut::new(&mut b),
+        ];
+        backend.read_vectored_at(&mut bufs, 512).unwrap();
+        assert_eq!(b, [7; 512]);
+        backend.write_zeroes(100, 0).unwrap();
+        backend.discard(100, 0).unwrap();
+    }
+}
