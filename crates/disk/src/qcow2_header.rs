@@ -187,7 +187,8 @@ pub fn inspect(file: &ImageFile) -> Result<Qcow2Info, DiskError> {
         ));
     }
     check_l1_table(file, &fixed, cluster_bits, virtual_size)?;
-    check_refcount_table(file, &fixed, cluster_size)?;
+    let reftable = check_refcount_table(file, &fixed, cluster_size)?;
+    check_metadata_refcounts(file, &fixed, cluster_bits, refcount_order, &reftable)?;
 
     let backing = backing_name.map(|name| BackingRef {
         name,
@@ -389,11 +390,12 @@ fn check_l1_table(
     Ok(())
 }
 
+/// Checks the refcount table and returns its entries.
 fn check_refcount_table(
     file: &ImageFile,
     fixed: &[u8],
     cluster_size: u64,
-) -> Result<(), DiskError> {
+) -> Result<Vec<u64>, DiskError> {
     let path = file.path();
     let offset = be64(fixed, 48);
     let clusters = be32(fixed, 56) as u64;
@@ -414,11 +416,11 @@ fn check_refcount_table(
         ));
     }
     let table = read_table(file, offset, bytes)?;
-    for (index, entry) in table
+    let entries: Vec<u64> = table
         .chunks_exact(8)
         .map(|e| u64::from_be_bytes(e.try_into().unwrap()))
-        .enumerate()
-    {
+        .collect();
+    for (index, &entry) in entries.iter().enumerate() {
         if entry == 0 {
             continue;
         }
@@ -438,11 +440,72 @@ fn check_refcount_table(
             ));
         }
     }
-    Ok(())
+    Ok(entries)
 }
 
 fn read_table(file: &ImageFile, offset: u64, bytes: u64) -> Result<Vec<u8>, DiskError> {
     let mut table = vec![0u8; bytes as usize];
     read(file, &mut table, offset)?;
     Ok(table)
+}
+
+/// The clusters every qcow2 image uses for its own metadata (the header,
+/// the L1 table, the refcount table) must be counted as in use. An image
+/// whose refcounts say otherwise would have its header or tables handed
+/// out as free space on the first write (and imago's allocator can recurse
+/// without end on a refcount table with no refcount blocks at all).
+fn check_metadata_refcounts(
+    file: &ImageFile,
+    fixed: &[u8],
+    cluster_bits: u32,
+    refcount_order: u32,
+    reftable: &[u64],
+) -> Result<(), DiskError> {
+    let path = file.path();
+    let cluster_size = 1u64 << cluster_bits;
+    let clusters_of = |offset: u64, bytes: u64| {
+        let first = offset >> cluster_bits;
+        let last = (offset + bytes.max(1) - 1) >> cluster_bits;
+        first..=last
+    };
+    let l1_entries = be32(fixed, 36) as u64;
+    let mut metadata: Vec<(u64, &str)> = clusters_of(0, 1).map(|c| (c, "header")).collect();
+    if l1_entries > 0 {
+        metadata.extend(clusters_of(be64(fixed, 40), l1_entries * 8).map(|c| (c, "L1 table")));
+    }
+    metadata.extend(
+        clusters_of(be64(fixed, 48), be32(fixed, 56) as u64 * cluster_size)
+            .map(|c| (c, "refcount table")),
+    );
+
+    let refcount_bits = 1u64 << refcount_order;
+    let entries_per_block = (cluster_size * 8) / refcount_bits;
+    let mut block = vec![0u8; cluster_size as usize];
+    let mut loaded: Option<u64> = None;
+    for (cluster, what) in metadata {
+        let index = (cluster / entries_per_block) as usize;
+        let block_offset = reftable.get(index).copied().unwrap_or(0) & OFFSET_MASK;
+        if block_offset == 0 {
+            return Err(DiskError::corrupt(
+                path,
+                format!("no refcount block covers the {what} (cluster {cluster})"),
+            ));
+        }
+        if loaded != Some(block_offset) {
+            read(file, &mut block, block_offset)?;
+            loaded = Some(block_offset);
+        }
+        // The bytes holding this cluster's refcount; for widths below a
+        // byte, the whole byte (a non-zero byte is enough for this check).
+        let bit = (cluster % entries_per_block) * refcount_bits;
+        let first = (bit / 8) as usize;
+        let last = ((bit + refcount_bits - 1) / 8) as usize;
+        if block[first..=last].iter().all(|&b| b == 0) {
+            return Err(DiskError::corrupt(
+                path,
+                format!("the {what} (cluster {cluster}) has a refcount of zero"),
+            ));
+        }
+    }
+    Ok(())
 }

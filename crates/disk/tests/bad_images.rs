@@ -320,3 +320,33 @@ fn random_headers_never_panic() {
         );
     }
 }
+
+/// Metadata clusters that the refcounts call free. The image in
+/// tests/data was found by the open_image fuzz target: a refcount table
+/// without refcount blocks, on which imago's allocator recursed until the
+/// stack overflowed at the first write.
+#[test]
+fn refcounts_that_free_the_metadata() {
+    let dir = tempdir();
+    let found = path_in(&dir, "found.qcow2");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/no-refcount-blocks.qcow2"
+        ),
+        &found,
+    )
+    .unwrap();
+    refused(&found, &found, "no refcount block covers the header");
+
+    let image = good_image(&dir, "img.qcow2", "compat=1.1");
+    let reftable = be64_at(&image, 48);
+    let refblock = be64_at(&image, reftable as usize);
+    // The header's refcount (the first 16-bit entry) set to zero.
+    patch(&image, refblock, &[0, 0]);
+    refused(
+        &image,
+        &image,
+        "the header (cluster 0) has a refcount of zero",
+    );
+}
