@@ -52,8 +52,14 @@ mod tests {
 
     #[test]
     fn prefixes_magic_and_extensions() {
-        assert_eq!(detect_format("raw:/x.qcow2"), ("/x.qcow2".into(), DiskFormat::Raw));
-        assert_eq!(detect_format("qcow2:/x.img"), ("/x.img".into(), DiskFormat::Qcow2));
+        assert_eq!(
+            detect_format("raw:/x.qcow2"),
+            ("/x.qcow2".into(), DiskFormat::Raw)
+        );
+        assert_eq!(
+            detect_format("qcow2:/x.img"),
+            ("/x.img".into(), DiskFormat::Qcow2)
+        );
         assert_eq!(detect_format("/nonexistent/a.QCOW2").1, DiskFormat::Qcow2);
         assert_eq!(detect_format("/nonexistent/a.raw").1, DiskFormat::Raw);
         assert_eq!(detect_format("/nonexistent/a.img").1, DiskFormat::Raw);

@@ -137,32 +137,54 @@ pub enum ResetMode {
 pub enum Request {
     Start(StartRequest),
     /// `stop`; `force` is `-f`, `wait` is `-w`.
-    Terminate { target: VmRef, force: bool, wait: bool },
+    Terminate {
+        target: VmRef,
+        force: bool,
+        wait: bool,
+    },
     /// `wait`: block until the VM terminates; requests nothing.
-    Wait { target: VmRef },
+    Wait {
+        target: VmRef,
+    },
     /// `status`/`show`: the list of VMs.
     Info,
-    Pause { target: VmRef },
-    Unpause { target: VmRef },
+    Pause {
+        target: VmRef,
+    },
+    Unpause {
+        target: VmRef,
+    },
     /// `load file` (root only).
-    Load { path: String },
+    Load {
+        path: String,
+    },
     /// `reload` (root only).
     Reload,
     /// `reset mode` (root only).
-    Reset { mode: ResetMode },
+    Reset {
+        mode: ResetMode,
+    },
     /// `log brief|verbose` (root only): 0 = brief, 2 = verbose.
-    Log { level: u8 },
+    Log {
+        level: u8,
+    },
     /// Attach the console of a running VM: vmd answers with the recent output
     /// to replay and keeps the session exclusive until this connection closes.
-    ConsoleAttach { target: VmRef },
+    ConsoleAttach {
+        target: VmRef,
+    },
     /// Assert BREAK on the attached VM's UART (the `~#` escape).
     ConsoleBreak,
     /// Legacy `send` (root only): the stream is written to the one descriptor
     /// that comes with the request.
-    Send { target: VmRef },
+    Send {
+        target: VmRef,
+    },
     /// Legacy `receive name` (root only): the stream is read from the one
     /// descriptor that comes with the request.
-    Receive { name: String },
+    Receive {
+        name: String,
+    },
 }
 
 impl Request {
@@ -272,17 +294,31 @@ pub enum Response {
     Start(Result<Started, ErrorCode>),
     /// Immediate answer to `stop` (TERMINATE_VM_RESPONSE); `Ok` means the
     /// request was accepted. Waiting clients get this only on error.
-    Terminate { id: u32, result: Result<(), ErrorCode> },
+    Terminate {
+        id: u32,
+        result: Result<(), ErrorCode>,
+    },
     /// The VM ended (TERMINATE_VM_EVENT), for `stop -w` and `wait`.
-    Terminated { id: u32 },
-    Pause { id: u32, result: Result<(), ErrorCode> },
-    Unpause { id: u32, result: Result<(), ErrorCode> },
+    Terminated {
+        id: u32,
+    },
+    Pause {
+        id: u32,
+        result: Result<(), ErrorCode>,
+    },
+    Unpause {
+        id: u32,
+        result: Result<(), ErrorCode>,
+    },
     InfoData(VmInfo),
     InfoEnd,
     /// CTL_OK / CTL_FAIL for load, reload, reset and log.
     Ctl(Result<(), ErrorCode>),
     /// Console attached: replay these bytes, then relay the tty.
-    ConsoleAttached { tty: String, replay: Vec<u8> },
+    ConsoleAttached {
+        tty: String,
+        replay: Vec<u8>,
+    },
     /// Console refused (not running, busy, not permitted).
     ConsoleRefused(ErrorCode),
     /// The attached VM stopped; the session is over.

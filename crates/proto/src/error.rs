@@ -82,7 +82,13 @@ mod tests {
     #[test]
     fn texts() {
         assert_eq!(ErrorCode::EPERM.to_string(), "Operation not permitted");
-        assert_eq!(ErrorCode::EALREADY.to_string(), "Operation already in progress");
-        assert_eq!(ErrorCode::DISK_MISSING.to_string(), "could not open disk image(s)");
+        assert_eq!(
+            ErrorCode::EALREADY.to_string(),
+            "Operation already in progress"
+        );
+        assert_eq!(
+            ErrorCode::DISK_MISSING.to_string(),
+            "could not open disk image(s)"
+        );
     }
 }

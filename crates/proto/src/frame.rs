@@ -9,9 +9,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg,
-};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,8 +29,8 @@ pub struct Received<T> {
 
 /// Encodes `message` and sends it, with `fds`, as one packet.
 pub fn send<T: Serialize>(sock: BorrowedFd<'_>, message: &T, fds: &[RawFd]) -> io::Result<()> {
-    let bytes = postcard::to_stdvec(message)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let bytes =
+        postcard::to_stdvec(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     send_bytes(sock, &bytes, fds)
 }
 
@@ -54,13 +52,7 @@ pub fn send_bytes(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Resu
     let cmsg = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
     loop {
-        match sendmsg::<()>(
-            sock.as_raw_fd(),
-            &iov,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
             Ok(n) if n == bytes.len() => return Ok(()),
             Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short send")),
             Err(nix::errno::Errno::EINTR) => continue,
@@ -76,8 +68,8 @@ pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<Rece
     let Some((bytes, fds)) = recv_bytes(sock)? else {
         return Ok(None);
     };
-    let message = postcard::from_bytes(&bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let message =
+        postcard::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some(Received { message, fds }))
 }
 
@@ -102,7 +94,10 @@ pub fn recv_bytes(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<Owned
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel just installed these descriptors in our
                 // table for us; nothing else owns them.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         let flags = msg.flags;

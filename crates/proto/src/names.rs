@@ -114,8 +114,14 @@ mod tests {
         assert_eq!(parse_vm_ref("web1", false), Ok(VmRef::Name("web1".into())));
         assert_eq!(parse_vm_ref("-a", false), Err(IdError::LooksLikeOption));
         assert_eq!(parse_vm_ref("12", true), Err(IdError::NumberNotName));
-        assert_eq!(parse_vm_ref(&"a".repeat(63), false), Ok(VmRef::Name("a".repeat(63))));
-        assert_eq!(parse_vm_ref(&"a".repeat(64), false), Err(IdError::NameTooLong));
+        assert_eq!(
+            parse_vm_ref(&"a".repeat(63), false),
+            Ok(VmRef::Name("a".repeat(63)))
+        );
+        assert_eq!(
+            parse_vm_ref(&"a".repeat(64), false),
+            Err(IdError::NameTooLong)
+        );
     }
 
     #[test]

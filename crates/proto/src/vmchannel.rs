@@ -98,10 +98,14 @@ pub enum ToVm {
     Pause,
     Unpause,
     /// Ask the guest to shut down. `false` ends the VM at once.
-    Shutdown { graceful: bool },
+    Shutdown {
+        graceful: bool,
+    },
     /// A console client attaches: flush what the pty holds and answer
     /// [`FromVm::ConsoleReplay`] with the recent output.
-    ConsoleAttach { client: u64 },
+    ConsoleAttach {
+        client: u64,
+    },
     /// Raise BREAK on the UART.
     ConsoleBreak,
     /// Change log verbosity.
@@ -126,14 +130,23 @@ pub enum FromVm {
     /// with this message: vmd reads its allocated size for CURMEM.
     Running,
     /// The VM could not be built.
-    LaunchFailed { code: ErrorCode, reason: String },
+    LaunchFailed {
+        code: ErrorCode,
+        reason: String,
+    },
     Paused(Result<(), ErrorCode>),
     Unpaused(Result<(), ErrorCode>),
     /// Recent console output for the client that asked.
-    ConsoleReplay { client: u64, bytes: Vec<u8> },
+    ConsoleReplay {
+        client: u64,
+        bytes: Vec<u8>,
+    },
     /// The guest announced it is shutting down (state `stopping`).
     GuestShuttingDown,
     /// The VM ends now; console output of this run comes along so that a
     /// restarted VM keeps its history.
-    Exiting { reason: ExitReason, console_tail: Vec<u8> },
+    Exiting {
+        reason: ExitReason,
+        console_tail: Vec<u8>,
+    },
 }

@@ -53,15 +53,7 @@ impl fmt::Display for ScanError {
 impl std::error::Error for ScanError {}
 
 const UNITS: [u8; 7] = *b"BKMGTPE";
-const FACTORS: [i64; 7] = [
-    1,
-    1 << 10,
-    1 << 20,
-    1 << 30,
-    1 << 40,
-    1 << 50,
-    1 << 60,
-];
+const FACTORS: [i64; 7] = [1, 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50, 1 << 60];
 /// scan_scaled's MAX_DIGITS: three digits per unit.
 const MAX_DIGITS: u32 = (UNITS.len() as u32) * 3;
 
