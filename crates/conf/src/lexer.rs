@@ -122,6 +122,9 @@ pub(crate) struct Lexer {
     /// Braces currently open in this file, kept here so that error recovery
     /// knows which `}` closes the block it is recovering in.
     pub depth: usize,
+    /// Whether an unexpected end of this file was reported already, so that
+    /// every block left open does not report it again.
+    pub eof_reported: bool,
 }
 
 fn is_blank(c: u8) -> bool {
@@ -170,6 +173,7 @@ impl Lexer {
             pushback: Vec::new(),
             peeked: None,
             depth: 0,
+            eof_reported: false,
         }
     }
 

@@ -137,10 +137,10 @@ impl<'h> Parser<'h> {
 
     /// The next token is not what the grammar allows here.
     fn unexpected(&mut self) -> Abort {
-        if self.peek_is(&TokenKind::Error) {
-            Abort::Reported
-        } else {
-            Abort::Syntax
+        match self.peek_kind() {
+            TokenKind::Error => Abort::Reported,
+            TokenKind::Eof => self.unexpected_eof(),
+            _ => Abort::Syntax,
         }
     }
 
@@ -267,7 +267,7 @@ impl<'h> Parser<'h> {
                     self.next();
                 }
                 TokenKind::Punct(b'}') => return Ok(self.next().line),
-                TokenKind::Eof => return Err(Abort::Syntax),
+                TokenKind::Eof => return Err(self.unexpected_eof()),
                 _ => {
                     let result = item(self).and_then(|()| self.end_item(separator));
                     if let Err(abort) = result {
@@ -276,6 +276,17 @@ impl<'h> Parser<'h> {
                 }
             }
         }
+    }
+
+    /// The file ends inside a statement or a block (or several): one
+    /// syntax error.
+    fn unexpected_eof(&mut self) -> Abort {
+        if !self.lex.eof_reported {
+            self.lex.eof_reported = true;
+            let line = self.peek_line();
+            self.error(line, "syntax error");
+        }
+        Abort::Reported
     }
 
     fn end_item(&mut self, separator: Separator) -> Parsed<()> {
