@@ -339,13 +339,14 @@ impl Lexer {
         while let Some(byte) = self.getc(false) {
             match byte.value {
                 b'\n' => self.line += 1,
-                b'\\' => {
-                    if let Some(next) = self.getc(false) {
-                        if next.value == b'\n' {
-                            self.line += 1;
-                        }
-                    }
-                }
+                // Escapes as in `quoted`, so that both agree on where the
+                // string ends.
+                b'\\' => match self.getc(false) {
+                    Some(next) if next.value == b'\n' => self.line += 1,
+                    Some(next) if next.value == quote || matches!(next.value, b' ' | b'\t') => {}
+                    Some(next) => self.ungetc(next),
+                    None => return,
+                },
                 c if c == quote => return,
                 _ => {}
             }
@@ -732,6 +733,14 @@ x"),
             ]
         );
         assert_eq!(errors, ["t:1: string too long", "t:2: string too long"]);
+        // Skipping the rest of an overlong string honours its escapes.
+        let (tokens, errors) = lex_with(
+            &format!("\"{long}\\\" still \\\\\" inside\" y\n"),
+            &mut MacroTable::default(),
+        );
+        let kinds: Vec<_> = tokens.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, [TokenKind::Error, s("y"), Newline]);
+        assert_eq!(errors, ["t:1: string too long"]);
     }
 
     #[test]
