@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target found under crates/*/fuzz for a short fixed
+# time each (FUZZ_SECONDS, default 30) and fails if any of them finds a
+# crash. Installs cargo-fuzz if it is missing. cargo-fuzz needs nightly
+# compiler flags; RUSTC_BOOTSTRAP=1 allows them on the stable toolchain.
+#
+# Optional per target, next to its fuzz crate: dicts/<target>.dict (a
+# libFuzzer dictionary) and seeds/<target>/ (read-only seed inputs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${FUZZ_SECONDS:-30}"
+export RUSTC_BOOTSTRAP=1
+
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+
+status=0
+ran=0
+for fuzz_dir in crates/*/fuzz; do
+    [ -f "$fuzz_dir/Cargo.toml" ] || continue
+    crate_dir="$(dirname "$fuzz_dir")"
+    for target in $(cd "$crate_dir" && cargo fuzz list); do
+        args=()
+        corpus="$fuzz_dir/corpus/$target"
+        mkdir -p "$corpus"
+        args+=("$(realpath "$corpus")")
+        [ -d "$fuzz_dir/seeds/$target" ] && args+=("$(realpath "$fuzz_dir/seeds/$target")")
+        libfuzzer=(-max_total_time="$seconds")
+        [ -f "$fuzz_dir/dicts/$target.dict" ] && libfuzzer+=(-dict="$(realpath "$fuzz_dir/dicts/$target.dict")")
+        echo "fuzz-smoke: $crate_dir $target for ${seconds}s"
+        if (cd "$crate_dir" && cargo fuzz run "$target" "${args[@]}" -- "${libfuzzer[@]}"); then
+            ran=$((ran + 1))
+        else
+            echo "fuzz-smoke: $crate_dir $target FAILED" >&2
+            status=1
+        fi
+    done
+done
+echo "fuzz-smoke: $ran target(s) passed"
+exit "$status"
