@@ -12,6 +12,52 @@
 //! * [`load_with`], [`parse`] and [`check_with`] do the same against any
 //!   [`Host`] (see [`MemoryHost`] for tests).
 //!
+//! # What the daemon does with a [`Config`]
+//!
+//! * Globals: [`Config::settings`] at start-up and `reload` (defaults plus
+//!   the file); [`GlobalOptions::apply_to`] the current settings for
+//!   `vmctl load`. `local inet6` without a prefix is [`LocalInet6::Random`]:
+//!   the daemon draws the prefix once per lifetime ([`Ipv6Prefix::random_ula`]).
+//! * Switches: only enabled ones are listed, with ids from
+//!   [`LoadOptions::first_switch_id`].
+//! * VMs: in file order; skip a name the daemon already has. For a VM with
+//!   [`Vm::instance_of`], resolve the template and inherit (vmconf.md §8);
+//!   the device checks done here for plain VMs are the daemon's for
+//!   instances. Random MACs for interfaces without `lladdr`:
+//!   [`MacAddr::random_for_interface`].
+//!
+//! # Decisions where the spec leaves room
+//!
+//! * Error lines: a syntax error is reported at the offending token's line;
+//!   errors about a whole block (`is missing interface name`, `vm "…"
+//!   failed: …`) at its closing brace; a block with any error is dropped
+//!   without further checks, so one mistake gives one message.
+//! * Recovery goes on inside the block the error was in; braces opened on
+//!   a skipped line are skipped to their end.
+//! * Messages the spec does not give: `syntax error`, `unterminated quoted
+//!   string`, `string is not valid UTF-8`, `invalid rdomain: N`, `switch
+//!   name too long`, `switch "…" defined more than once`, `boot device
+//!   specified more than once`, `invalid memory size: W: <strerror>`,
+//!   `invalid local prefix: invalid address|invalid prefix length|bad
+//!   mask`, `agentx context too long`, `agentx path must be absolute`,
+//!   `agentx path too long`, `invalid staggered start parallel|delay: N`,
+//!   and for the Linux extensions `invalid number of cpus: N`, `cpus|
+//!   cmdline|initrd specified more than once`, `initrd path not found: E`.
+//! * `cpus`, `cmdline`, `initrd` (and the `allow instance` flag `cpus`) are
+//!   recognised by position, not reserved, so every file the reference
+//!   accepts still parses.
+//! * `disk` accepts vmctl's `raw:`/`qcow2:` prefixes; `format` wins over a
+//!   prefix; without either only the qcow2 magic decides (no extension
+//!   rule, unlike `vmctl create`).
+//! * Owner names that are not in the databases but are numeric are ids.
+//! * `local prefix` accepts a number-led form unquoted (`10/8`).
+//! * A bare number is accepted as a macro value (`n = 2`); elsewhere a
+//!   number is not a string (`vm 100 {` and `cmdline $n` with n = `3` are
+//!   syntax errors, as in the reference grammar).
+//! * `\r` counts as a blank; bytes ≥ 0x80 may appear in unquoted words.
+//! * `include` paths are used as written (relative to the daemon's working
+//!   directory); nesting is limited to 32 levels.
+//!
 //! ```
 //! use conf::{LoadOptions, MemoryHost, Origin};
 //!
@@ -103,6 +149,15 @@ impl Rejected {
         self.errors.iter().map(ToString::to_string).collect()
     }
 }
+
+impl std::fmt::Display for Rejected {
+    /// The errors, one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error_lines().join("\n"))
+    }
+}
+
+impl std::error::Error for Rejected {}
 
 /// Reads and parses `path` from the file system with the system's user and
 /// group databases.

@@ -239,7 +239,7 @@ pub struct Switch {
     /// `switch<id>-<name>`).
     pub id: u32,
     pub name: String,
-    /// The bridge device (`interface`). **[Linux]** any bridge name; that
+    /// The bridge device (`interface`). **\[Linux\]** any bridge name; that
     /// the device exists and is a bridge is checked when applying.
     pub interface: String,
     /// Interface group for every VM interface on this switch.
@@ -296,7 +296,7 @@ pub struct Vm {
     pub owner: Owner,
     /// `allow instance …`; `None` = no instances for anyone but root.
     pub instances: Option<InstancePermissions>,
-    /// `sev`: AMD SEV requested (**[Linux]** unsupported: refused at start).
+    /// `sev`: AMD SEV requested (**\[Linux\]** unsupported: refused at start).
     pub sev: bool,
     /// Where the `vm` keyword is.
     pub defined_at: Location,

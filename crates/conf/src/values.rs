@@ -53,7 +53,7 @@ pub fn tap_name(name: &str) -> Result<Tap, String> {
     }
 }
 
-/// A switch's bridge device. **[Linux]** Any name Linux accepts for a
+/// A switch's bridge device. **\[Linux\]** Any name Linux accepts for a
 /// network device (1..=15 bytes, no `/`, no blanks, not `.` or `..`); that
 /// it exists and is a bridge is checked when the switch is configured.
 pub fn switch_interface(name: &str) -> Result<String, String> {
