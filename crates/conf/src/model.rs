@@ -251,6 +251,7 @@ pub struct Switch {
     pub rdomain: Option<u8>,
     /// Administratively up (default) or `down`.
     pub up: bool,
+    /// Where the `switch` keyword is.
     pub defined_at: Location,
 }
 

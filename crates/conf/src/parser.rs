@@ -36,7 +36,8 @@ const MAX_AGENTX_PATH_LEN: usize = 107;
 enum Abort {
     /// The next token does not fit: report `syntax error` at it.
     Syntax,
-    /// The problem was reported already (by the lexer).
+    /// The problem was reported already (by the lexer, or an unexpected end
+    /// of the file).
     Reported,
 }
 
@@ -544,7 +545,7 @@ impl<'h> Parser<'h> {
 
     /// `switch <name> { … }`.
     fn switch(&mut self) -> Parsed<()> {
-        self.next();
+        let switch_line = self.next().line;
         let errors_before = self.report.error_count();
         let (name, name_line) = self.string()?;
         if name.len() > MAX_SWITCH_NAME_LEN {
@@ -558,7 +559,7 @@ impl<'h> Parser<'h> {
             locked: false,
             rdomain: None,
             up: true,
-            defined_at: self.location(name_line),
+            defined_at: self.location(switch_line),
         };
         let mut enabled = true;
         let close_line = self.block(Separator::Lines, |p| {
@@ -637,7 +638,7 @@ impl<'h> Parser<'h> {
             return;
         }
         switch.id = self.next_switch_id;
-        self.next_switch_id += 1;
+        self.next_switch_id = self.next_switch_id.saturating_add(1);
         self.config.switches.push(switch);
     }
 
