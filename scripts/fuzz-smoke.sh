@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of the disk crate for a short, fixed time
-# (FUZZ_SECONDS, default 20 s each). Installs cargo-fuzz when missing.
-# cargo-fuzz needs nightly compiler flags (sanitizers); RUSTC_BOOTSTRAP
-# lets the stable toolchain accept them.
+# Runs every cargo-fuzz target found under crates/*/fuzz for a short fixed
+# time each (FUZZ_SECONDS, default 20) and fails if any of them finds a
+# crash. Installs cargo-fuzz if it is missing. cargo-fuzz needs nightly
+# compiler flags; RUSTC_BOOTSTRAP=1 allows them on the stable toolchain.
+#
+# Optional per target, next to its fuzz crate: dicts/<target>.dict (a
+# libFuzzer dictionary) and seeds/<target>/ (read-only seed inputs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-20}"
+export RUSTC_BOOTSTRAP=1
+
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
-export RUSTC_BOOTSTRAP=1
 
-cd crates/disk/fuzz
-for target in $(cargo fuzz list); do
-    echo "fuzz-smoke: $target for ${seconds}s"
-    # The corpus grows in corpus/ (not kept); seeds/ holds checked-in
-    # starting points (small images made by qemu-img).
-    corpora=("corpus/$target")
-    mkdir -p "corpus/$target"
-    if [ -d "seeds/$target" ]; then
-        corpora+=("seeds/$target")
-    fi
-    # A finding makes cargo fuzz exit non-zero and print the reproducer.
-    cargo fuzz run "$target" "${corpora[@]}" -- \
-        -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=4096
+status=0
+ran=0
+for fuzz_dir in crates/*/fuzz; do
+    [ -f "$fuzz_dir/Cargo.toml" ] || continue
+    crate_dir="$(dirname "$fuzz_dir")"
+    for target in $(cd "$crate_dir" && cargo fuzz list); do
+        args=()
+        corpus="$fuzz_dir/corpus/$target"
+        mkdir -p "$corpus"
+        args+=("$(realpath "$corpus")")
+        [ -d "$fuzz_dir/seeds/$target" ] && args+=("$(realpath "$fuzz_dir/seeds/$target")")
+        libfuzzer=(-max_total_time="$seconds" -max_len=8192 -rss_limit_mb=4096)
+        [ -f "$fuzz_dir/dicts/$target.dict" ] && libfuzzer+=(-dict="$(realpath "$fuzz_dir/dicts/$target.dict")")
+        echo "fuzz-smoke: $crate_dir $target for ${seconds}s"
+        if (cd "$crate_dir" && cargo fuzz run "$target" "${args[@]}" -- "${libfuzzer[@]}"); then
+            ran=$((ran + 1))
+        else
+            echo "fuzz-smoke: $crate_dir $target FAILED" >&2
+            status=1
+        fi
+    done
 done
-echo "fuzz-smoke: all targets ran clean"
+echo "fuzz-smoke: $ran target(s) passed"
+exit "$status"

@@ -1,0 +1,1095 @@
+//! The statements of vm.conf (vmconf.md §4–§8), parsed by recursive descent
+//! over the lexer's tokens into a [`Config`].
+//!
+//! Error handling: a syntax error is reported once, then the parser skips
+//! to the end of the line and goes on in the block it was in, so that one
+//! run reports every error. Braces opened on a skipped line are skipped up
+//! to their closing brace, so a broken `vm … {` line does not spill its
+//! options into the top level. Errors about values ("too many disks")
+//! are reported where they are found and parsing continues normally. A
+//! block that produced any error is not added to the configuration.
+
+use std::mem;
+
+use proto::control::{BootDevice, DiskFormat, DiskSpec};
+use proto::names::{NameError, validate_vm_name};
+
+use crate::diagnostics::{Location, Report, Warning};
+use crate::host::{Host, error_text};
+use crate::lexer::{Keyword, Lexer, Token, TokenKind};
+use crate::macros::{Define, MacroTable};
+use crate::model::{
+    Agentx, Config, DEFAULT_AGENTX_PATH, InstancePermissions, Interface, LocalInet6,
+    MAX_AGENTX_CONTEXT_LEN, MAX_DISKS, MAX_INTERFACES, MAX_PATH_LEN, MAX_SWITCH_NAME_LEN,
+    MAX_VCPUS, MAX_VM_NAME_LEN, MacAddr, Owner, StaggeredStart, Switch, Vm,
+};
+use crate::values;
+
+/// Nesting limit for `include`, so that a file including itself ends with
+/// an error instead of exhausting memory.
+const MAX_INCLUDE_DEPTH: usize = 32;
+
+/// Longest AgentX socket path (`sun_path` holds 108 bytes with the NUL).
+const MAX_AGENTX_PATH_LEN: usize = 107;
+
+/// Why a statement stopped being parsed.
+enum Abort {
+    /// The next token does not fit: report `syntax error` at it.
+    Syntax,
+    /// The problem was reported already (by the lexer, or an unexpected end
+    /// of the file).
+    Reported,
+}
+
+type Parsed<T> = Result<T, Abort>;
+
+/// How the items of a braced block are separated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Separator {
+    /// One item per line (`switch` and `vm` blocks).
+    Lines,
+    /// Items on one or more lines, optionally separated by commas
+    /// (interface options, `allow instance` flags).
+    List,
+}
+
+pub(crate) struct Parser<'h> {
+    host: &'h dyn Host,
+    macros: MacroTable,
+    report: Report,
+    /// The file being read; replaced while an include is read.
+    lex: Lexer,
+    include_depth: usize,
+    config: Config,
+    next_switch_id: u32,
+}
+
+/// What a finished parse produced: the configuration is only usable when
+/// `report.errors` is empty.
+pub(crate) struct Outcome {
+    pub config: Config,
+    pub report: Report,
+}
+
+impl<'h> Parser<'h> {
+    pub fn new(
+        host: &'h dyn Host,
+        file: &str,
+        text: Vec<u8>,
+        defines: &[Define],
+        first_switch_id: u32,
+    ) -> Parser<'h> {
+        Parser {
+            host,
+            macros: MacroTable::with_defines(defines),
+            report: Report::default(),
+            lex: Lexer::new(file, text),
+            include_depth: 0,
+            config: Config::default(),
+            next_switch_id: first_switch_id,
+        }
+    }
+
+    pub fn run(mut self) -> Outcome {
+        self.statements();
+        for name in self.macros.unused() {
+            self.report.warnings.push(Warning::MacroNotUsed {
+                name: name.to_string(),
+            });
+        }
+        Outcome {
+            config: self.config,
+            report: self.report,
+        }
+    }
+
+    // ----- token access -------------------------------------------------
+
+    fn peek(&mut self) -> &Token {
+        self.lex.peek(&mut self.macros, &mut self.report)
+    }
+
+    fn peek_kind(&mut self) -> TokenKind {
+        self.peek().kind.clone()
+    }
+
+    fn peek_is(&mut self, kind: &TokenKind) -> bool {
+        &self.peek().kind == kind
+    }
+
+    fn peek_line(&mut self) -> u32 {
+        self.peek().line
+    }
+
+    fn next(&mut self) -> Token {
+        self.lex.next(&mut self.macros, &mut self.report)
+    }
+
+    fn error(&mut self, line: u32, message: impl Into<String>) {
+        self.report.error(&self.lex.file, line, message);
+    }
+
+    fn location(&self, line: u32) -> Location {
+        Location {
+            file: self.lex.file.clone(),
+            line,
+        }
+    }
+
+    /// The next token is not what the grammar allows here.
+    fn unexpected(&mut self) -> Abort {
+        match self.peek_kind() {
+            TokenKind::Error => Abort::Reported,
+            TokenKind::Eof => self.unexpected_eof(),
+            _ => Abort::Syntax,
+        }
+    }
+
+    fn expect_keyword(&mut self, keyword: Keyword) -> Parsed<u32> {
+        if self.peek_is(&TokenKind::Keyword(keyword)) {
+            Ok(self.next().line)
+        } else {
+            Err(self.unexpected())
+        }
+    }
+
+    fn expect_punct(&mut self, c: u8) -> Parsed<u32> {
+        if self.peek_is(&TokenKind::Punct(c)) {
+            Ok(self.next().line)
+        } else {
+            Err(self.unexpected())
+        }
+    }
+
+    /// A string, with adjacent strings concatenated (`$dir "/x"`); returns
+    /// it with the line it starts on.
+    fn string(&mut self) -> Parsed<(String, u32)> {
+        let TokenKind::Str(first) = self.peek_kind() else {
+            return Err(self.unexpected());
+        };
+        let line = self.next().line;
+        let mut text = first;
+        while let TokenKind::Str(more) = self.peek_kind() {
+            self.next();
+            text.push_str(&more);
+        }
+        Ok((text, line))
+    }
+
+    /// An address argument: like a string, but it may begin with a number,
+    /// since `10/8` is lexed as `10` and `/8`.
+    fn address(&mut self) -> Parsed<(String, u32)> {
+        let line = self.peek_line();
+        let mut text = String::new();
+        loop {
+            match self.peek_kind() {
+                TokenKind::Str(part) => text.push_str(&part),
+                TokenKind::Number { text: part, .. } => text.push_str(&part),
+                _ if text.is_empty() => return Err(self.unexpected()),
+                _ => return Ok((text, line)),
+            }
+            self.next();
+        }
+    }
+
+    fn number(&mut self) -> Parsed<(i64, u32)> {
+        let TokenKind::Number { value, .. } = self.peek_kind() else {
+            return Err(self.unexpected());
+        };
+        Ok((value, self.next().line))
+    }
+
+    /// End of a top-level statement: a newline, or the end of the file.
+    fn end_line(&mut self) -> Parsed<()> {
+        match self.peek_kind() {
+            TokenKind::Newline => {
+                self.next();
+                Ok(())
+            }
+            TokenKind::Eof => Ok(()),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    // ----- structure and recovery ---------------------------------------
+
+    fn statements(&mut self) {
+        loop {
+            match self.peek_kind() {
+                TokenKind::Eof => return,
+                TokenKind::Newline => {
+                    self.next();
+                }
+                _ => {
+                    if let Err(abort) = self.statement() {
+                        self.recover(abort, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports the error if needed and skips the rest of the line. `level`
+    /// is the brace depth of the block being parsed: braces opened on the
+    /// line are skipped to their end, and a `}` closing this block is left
+    /// for the block to see.
+    fn recover(&mut self, abort: Abort, level: usize) {
+        if let Abort::Syntax = abort {
+            let line = self.peek_line();
+            self.error(line, "syntax error");
+        }
+        loop {
+            let depth = self.lex.depth;
+            match self.peek_kind() {
+                TokenKind::Eof => return,
+                TokenKind::Punct(b'}') if level > 0 && depth <= level => return,
+                TokenKind::Newline if depth <= level => {
+                    self.next();
+                    return;
+                }
+                _ => {
+                    self.next();
+                }
+            }
+        }
+    }
+
+    /// `{ item … }`; returns the line of the closing brace.
+    fn block(
+        &mut self,
+        separator: Separator,
+        mut item: impl FnMut(&mut Self) -> Parsed<()>,
+    ) -> Parsed<u32> {
+        self.expect_punct(b'{')?;
+        let level = self.lex.depth;
+        loop {
+            match self.peek_kind() {
+                TokenKind::Newline => {
+                    self.next();
+                }
+                TokenKind::Punct(b'}') => return Ok(self.next().line),
+                TokenKind::Eof => return Err(self.unexpected_eof()),
+                _ => {
+                    let result = item(self).and_then(|()| self.end_item(separator));
+                    if let Err(abort) = result {
+                        self.recover(abort, level);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The file ends inside a statement or a block (or several): one
+    /// syntax error.
+    fn unexpected_eof(&mut self) -> Abort {
+        if !self.lex.eof_reported {
+            self.lex.eof_reported = true;
+            let line = self.peek_line();
+            self.error(line, "syntax error");
+        }
+        Abort::Reported
+    }
+
+    fn end_item(&mut self, separator: Separator) -> Parsed<()> {
+        match self.peek_kind() {
+            TokenKind::Newline => {
+                self.next();
+                Ok(())
+            }
+            TokenKind::Punct(b'}') => Ok(()),
+            TokenKind::Punct(b',') if separator == Separator::List => {
+                self.next();
+                Ok(())
+            }
+            _ if separator == Separator::List => Ok(()),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    // ----- top level ----------------------------------------------------
+
+    fn statement(&mut self) -> Parsed<()> {
+        match self.peek_kind() {
+            TokenKind::Keyword(Keyword::Include) => self.include(),
+            TokenKind::Keyword(Keyword::Local) => self.local(),
+            TokenKind::Keyword(Keyword::Socket) => self.socket_owner(),
+            TokenKind::Keyword(Keyword::Agentx) => self.agentx(),
+            TokenKind::Keyword(Keyword::Staggered) => self.staggered_start(),
+            TokenKind::Keyword(Keyword::Switch) => self.switch(),
+            TokenKind::Keyword(Keyword::Vm) => self.vm(),
+            TokenKind::Str(_) => self.macro_definition(),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// `name = value`.
+    fn macro_definition(&mut self) -> Parsed<()> {
+        let TokenKind::Str(name) = self.peek_kind() else {
+            return Err(self.unexpected());
+        };
+        let line = self.next().line;
+        self.expect_punct(b'=')?;
+        // A bare number is accepted as a value too (`count = 2`).
+        let (value, _) = self.address()?;
+        self.end_line()?;
+        if name.chars().any(|c| c.is_ascii_whitespace() || c == '\x0b') {
+            self.error(line, "macro name cannot contain whitespace");
+        } else {
+            self.macros.define(&name, &value);
+        }
+        Ok(())
+    }
+
+    /// `include "path"`: the file's statements are read here, its lines
+    /// counted on their own.
+    fn include(&mut self) -> Parsed<()> {
+        let line = self.next().line;
+        let (path, _) = self.string()?;
+        self.end_line()?;
+        let text = match self.host.read_file(&path) {
+            Ok(text) if self.include_depth < MAX_INCLUDE_DEPTH => text,
+            _ => {
+                self.error(line, format!("failed to include file {path}"));
+                return Ok(());
+            }
+        };
+        let outer = mem::replace(&mut self.lex, Lexer::new(&path, text));
+        self.include_depth += 1;
+        self.statements();
+        self.include_depth -= 1;
+        self.lex = outer;
+        Ok(())
+    }
+
+    /// `local prefix …`, `local inet6`, `local inet6 prefix …`.
+    fn local(&mut self) -> Parsed<()> {
+        self.next();
+        match self.peek_kind() {
+            TokenKind::Keyword(Keyword::Prefix) => {
+                self.next();
+                let (text, line) = self.address()?;
+                self.end_line()?;
+                match values::local_prefix(&text) {
+                    Ok(prefix) => self.config.globals.local_prefix = Some(prefix),
+                    Err(message) => self.error(line, message),
+                }
+            }
+            TokenKind::Keyword(Keyword::Inet6) => {
+                self.next();
+                if self.peek_is(&TokenKind::Keyword(Keyword::Prefix)) {
+                    self.next();
+                    let (text, line) = self.address()?;
+                    self.end_line()?;
+                    match values::local_inet6_prefix(&text) {
+                        Ok(prefix) => {
+                            self.config.globals.local_inet6 = Some(LocalInet6::Prefix(prefix))
+                        }
+                        Err(message) => self.error(line, message),
+                    }
+                } else {
+                    self.end_line()?;
+                    self.config.globals.local_inet6 = Some(LocalInet6::Random);
+                }
+            }
+            _ => return Err(self.unexpected()),
+        }
+        Ok(())
+    }
+
+    /// `socket owner <owner>`: the parts given replace the current owner;
+    /// a user without a group means group 0.
+    fn socket_owner(&mut self) -> Parsed<()> {
+        self.next();
+        self.expect_keyword(Keyword::Owner)?;
+        let owner = self.owner_spec()?;
+        self.end_line()?;
+        if let Some(owner) = owner {
+            let mut socket = self.config.globals.socket_owner.unwrap_or_default();
+            if let Some(uid) = owner.uid {
+                socket.uid = uid;
+                socket.gid = 0;
+            }
+            if let Some(gid) = owner.gid {
+                socket.gid = gid;
+            }
+            self.config.globals.socket_owner = Some(socket);
+        }
+        Ok(())
+    }
+
+    /// `agentx [context <ctx>] [path <path>]`, in any order.
+    fn agentx(&mut self) -> Parsed<()> {
+        self.next();
+        let mut agentx = Agentx {
+            context: None,
+            path: DEFAULT_AGENTX_PATH.to_string(),
+        };
+        loop {
+            match self.peek_kind() {
+                TokenKind::Keyword(Keyword::Context) => {
+                    self.next();
+                    let (context, line) = self.string()?;
+                    if context.len() > MAX_AGENTX_CONTEXT_LEN {
+                        self.error(line, "agentx context too long");
+                    } else {
+                        agentx.context = Some(context);
+                    }
+                }
+                TokenKind::Keyword(Keyword::Path) => {
+                    self.next();
+                    let (path, line) = self.string()?;
+                    if !path.starts_with('/') {
+                        self.error(line, "agentx path must be absolute");
+                    } else if path.len() > MAX_AGENTX_PATH_LEN {
+                        self.error(line, "agentx path too long");
+                    } else {
+                        agentx.path = path;
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.end_line()?;
+        self.config.globals.agentx = Some(agentx);
+        Ok(())
+    }
+
+    /// `staggered start parallel <N> delay <S>`.
+    fn staggered_start(&mut self) -> Parsed<()> {
+        self.next();
+        self.expect_keyword(Keyword::Start)?;
+        self.expect_keyword(Keyword::Parallel)?;
+        let (parallel, parallel_line) = self.number()?;
+        self.expect_keyword(Keyword::Delay)?;
+        let (delay, delay_line) = self.number()?;
+        self.end_line()?;
+        let parallel = match u32::try_from(parallel) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                self.error(
+                    parallel_line,
+                    format!("invalid staggered start parallel: {parallel}"),
+                );
+                None
+            }
+        };
+        let delay_secs = match u32::try_from(delay) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                self.error(
+                    delay_line,
+                    format!("invalid staggered start delay: {delay}"),
+                );
+                None
+            }
+        };
+        if let (Some(parallel), Some(delay_secs)) = (parallel, delay_secs) {
+            self.config.globals.staggered_start = Some(StaggeredStart {
+                parallel,
+                delay_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// An owner: `<uid>`, `<user>`, `<user>:<group>` or `:<group>`. Names
+    /// go through the user and group databases; a numeric name that is not
+    /// found there is taken as an id. `None` after reporting a lookup
+    /// failure.
+    fn owner_spec(&mut self) -> Parsed<Option<Owner>> {
+        if let TokenKind::Number { value, .. } = self.peek_kind() {
+            let line = self.next().line;
+            return Ok(match u32::try_from(value) {
+                Ok(uid) if uid != u32::MAX => Some(Owner {
+                    uid: Some(uid),
+                    gid: None,
+                }),
+                _ => {
+                    self.error(line, format!("failed to get user: {value}"));
+                    None
+                }
+            });
+        }
+        let (text, line) = self.string()?;
+        let (user, group) = match text.split_once(':') {
+            Some((user, group)) => (user, Some(group)),
+            None => (text.as_str(), None),
+        };
+        let mut owner = Owner::default();
+        if !user.is_empty() {
+            match self.host.user_id(user).or_else(|| numeric_id(user)) {
+                Some(uid) => owner.uid = Some(uid),
+                None => {
+                    self.error(line, format!("failed to get user: {user}"));
+                    return Ok(None);
+                }
+            }
+        }
+        if let Some(group) = group.filter(|g| !g.is_empty()) {
+            match self.host.group_id(group).or_else(|| numeric_id(group)) {
+                Some(gid) => owner.gid = Some(gid),
+                None => {
+                    self.error(line, format!("failed to get group: {group}"));
+                    return Ok(None);
+                }
+            }
+        }
+        if owner == Owner::default() {
+            self.error(line, format!("failed to get user: {text}"));
+            return Ok(None);
+        }
+        Ok(Some(owner))
+    }
+
+    // ----- switches -----------------------------------------------------
+
+    /// `switch <name> { … }`.
+    fn switch(&mut self) -> Parsed<()> {
+        let switch_line = self.next().line;
+        let errors_before = self.report.error_count();
+        let (name, name_line) = self.string()?;
+        if name.len() > MAX_SWITCH_NAME_LEN {
+            self.error(name_line, "switch name too long");
+        }
+        let mut switch = Switch {
+            id: 0,
+            name,
+            interface: String::new(),
+            group: None,
+            locked: false,
+            rdomain: None,
+            up: true,
+            defined_at: self.location(switch_line),
+        };
+        let mut enabled = true;
+        let close_line = self.block(Separator::Lines, |p| {
+            p.switch_option(&mut switch, &mut enabled)
+        })?;
+        if self.report.error_count() == errors_before {
+            self.register_switch(switch, enabled, close_line);
+        }
+        self.end_line()
+    }
+
+    fn switch_option(&mut self, switch: &mut Switch, enabled: &mut bool) -> Parsed<()> {
+        match self.peek_kind() {
+            TokenKind::Keyword(Keyword::Interface) => {
+                self.next();
+                let (name, line) = self.string()?;
+                match values::switch_interface(&name) {
+                    Ok(name) => switch.interface = name,
+                    Err(message) => self.error(line, message),
+                }
+            }
+            TokenKind::Keyword(Keyword::Group) => {
+                self.next();
+                let (name, line) = self.string()?;
+                match values::group_name(&name) {
+                    Ok(name) => switch.group = Some(name),
+                    Err(message) => self.error(line, message),
+                }
+            }
+            TokenKind::Keyword(Keyword::Locked) => {
+                self.next();
+                self.expect_keyword(Keyword::Lladdr)?;
+                switch.locked = true;
+            }
+            TokenKind::Keyword(Keyword::Rdomain) => {
+                self.next();
+                let (value, line) = self.number()?;
+                match values::rdomain(value) {
+                    Ok(rdomain) => switch.rdomain = Some(rdomain),
+                    Err(message) => self.error(line, message),
+                }
+            }
+            TokenKind::Keyword(Keyword::Up) => {
+                self.next();
+                switch.up = true;
+            }
+            TokenKind::Keyword(Keyword::Down) => {
+                self.next();
+                switch.up = false;
+            }
+            TokenKind::Keyword(Keyword::Enable) => {
+                self.next();
+                *enabled = true;
+            }
+            TokenKind::Keyword(Keyword::Disable) => {
+                self.next();
+                *enabled = false;
+            }
+            _ => return Err(self.unexpected()),
+        }
+        Ok(())
+    }
+
+    fn register_switch(&mut self, mut switch: Switch, enabled: bool, close_line: u32) {
+        if switch.interface.is_empty() {
+            let message = format!("switch \"{}\" is missing interface name", switch.name);
+            self.error(close_line, message);
+            return;
+        }
+        if !enabled {
+            return;
+        }
+        if self.config.switches.iter().any(|s| s.name == switch.name) {
+            let message = format!("switch \"{}\" defined more than once", switch.name);
+            self.error(close_line, message);
+            return;
+        }
+        switch.id = self.next_switch_id;
+        self.next_switch_id = self.next_switch_id.saturating_add(1);
+        self.config.switches.push(switch);
+    }
+
+    // ----- virtual machines ---------------------------------------------
+
+    /// `vm <name> [instance <name>] { … }`.
+    fn vm(&mut self) -> Parsed<()> {
+        let vm_line = self.next().line;
+        let errors_before = self.report.error_count();
+        let (name, name_line) = self.string()?;
+        if name.len() > MAX_VM_NAME_LEN {
+            self.error(name_line, "vm name too long");
+        }
+        let mut instance_of = None;
+        let mut vm_name = name;
+        if self.peek_is(&TokenKind::Keyword(Keyword::Instance)) {
+            self.next();
+            let (instance, instance_line) = self.string()?;
+            if instance.len() > MAX_VM_NAME_LEN {
+                self.error(instance_line, "vm name too long");
+            }
+            instance_of = Some(mem::replace(&mut vm_name, instance));
+        }
+        let mut vm = Vm {
+            name: vm_name,
+            instance_of,
+            enabled: true,
+            memory: None,
+            vcpus: None,
+            boot: None,
+            boot_device: None,
+            cmdline: None,
+            initrd: None,
+            cdrom: None,
+            disks: Vec::new(),
+            interfaces: Vec::new(),
+            interface_count: None,
+            owner: Owner::default(),
+            instances: None,
+            sev: false,
+            defined_at: self.location(vm_line),
+        };
+        let close_line = self.block(Separator::Lines, |p| p.vm_option(&mut vm))?;
+        if self.report.error_count() == errors_before {
+            self.register_vm(vm, close_line);
+        }
+        self.end_line()
+    }
+
+    /// Checks a complete VM block and adds it (vmconf.md §7, vmd.md §6.2).
+    fn register_vm(&mut self, mut vm: Vm, close_line: u32) {
+        let wanted = vm.interface_count.unwrap_or(0) as usize;
+        while vm.interfaces.len() < wanted {
+            vm.interfaces.push(Interface::default());
+        }
+        let failure = if validate_vm_name(&vm.name) == Err(NameError::Invalid) {
+            Some("Invalid argument")
+        } else if vm.instance_of.is_some() {
+            // An instance gets its devices from its template: checked by
+            // the daemon once the template is known.
+            None
+        } else if !vm.has_device_options() {
+            Some("invalid configuration, no devices")
+        } else if !vm.has_boot_source() {
+            Some("no kernel or disk/cdrom specified")
+        } else {
+            None
+        };
+        if let Some(reason) = failure {
+            let message = format!("vm \"{}\" failed: {reason}", vm.name);
+            self.error(close_line, message);
+            return;
+        }
+        if self.config.vms.iter().any(|v| v.name == vm.name) {
+            self.report.warnings.push(Warning::VmSkipped {
+                name: vm.name,
+                location: vm.defined_at,
+            });
+            return;
+        }
+        self.config.vms.push(vm);
+    }
+
+    fn vm_option(&mut self, vm: &mut Vm) -> Parsed<()> {
+        let token = self.peek().clone();
+        match token.kind {
+            TokenKind::Keyword(Keyword::Enable) => {
+                self.next();
+                vm.enabled = true;
+            }
+            TokenKind::Keyword(Keyword::Disable) => {
+                self.next();
+                vm.enabled = false;
+            }
+            TokenKind::Keyword(Keyword::Boot) => {
+                self.next();
+                if self.peek_is(&TokenKind::Keyword(Keyword::Device)) {
+                    self.next();
+                    self.boot_device(vm, token.line)?;
+                } else {
+                    let (path, line) = self.string()?;
+                    if vm.boot.is_some() {
+                        self.error(token.line, "kernel specified more than once");
+                    } else {
+                        match self.host.canonicalize(&path) {
+                            Ok(path) => vm.boot = Some(path),
+                            Err(err) => self.error(
+                                line,
+                                format!("kernel path not found: {}", error_text(&err)),
+                            ),
+                        }
+                    }
+                }
+            }
+            TokenKind::Keyword(Keyword::Cdrom) => {
+                self.next();
+                let (path, line) = self.string()?;
+                if vm.cdrom.is_some() {
+                    self.error(token.line, "cdrom specified more than once");
+                } else if path.len() > MAX_PATH_LEN {
+                    self.error(line, "cdrom name too long");
+                } else {
+                    vm.cdrom = Some(path);
+                }
+            }
+            TokenKind::Keyword(Keyword::Disk) => {
+                self.next();
+                self.disk(vm, token.line)?;
+            }
+            TokenKind::Keyword(Keyword::Local) => {
+                self.next();
+                self.expect_keyword(Keyword::Interface)?;
+                self.interface(vm, true, token.line)?;
+            }
+            TokenKind::Keyword(Keyword::Interface) => {
+                self.next();
+                self.interface(vm, false, token.line)?;
+            }
+            TokenKind::Keyword(Keyword::Interfaces) => {
+                self.next();
+                let (count, line) = self.number()?;
+                if vm.interface_count.is_some() {
+                    self.error(token.line, "interfaces specified more than once");
+                } else if !(0..=MAX_INTERFACES as i64).contains(&count) {
+                    self.error(line, format!("too many interfaces: {count}"));
+                } else {
+                    vm.interface_count = Some(count as u32);
+                }
+            }
+            TokenKind::Keyword(Keyword::Memory) => {
+                self.next();
+                self.memory(vm, token.line)?;
+            }
+            TokenKind::Keyword(Keyword::Owner) => {
+                self.next();
+                if let Some(owner) = self.owner_spec()? {
+                    vm.owner = owner;
+                }
+            }
+            TokenKind::Keyword(Keyword::Allow) => {
+                self.next();
+                self.expect_keyword(Keyword::Instance)?;
+                let mut permissions = vm.instances.unwrap_or_default();
+                if self.peek_is(&TokenKind::Punct(b'{')) {
+                    self.block(Separator::List, |p| p.instance_flag(&mut permissions))?;
+                } else {
+                    self.instance_flag(&mut permissions)?;
+                }
+                vm.instances = Some(permissions);
+            }
+            TokenKind::Keyword(Keyword::Sev) => {
+                self.next();
+                vm.sev = true;
+            }
+            // Linux extensions: words, not reserved keywords, so that no
+            // file that is valid for the reference stops parsing.
+            TokenKind::Str(word) if word == "cpus" => {
+                self.next();
+                let (count, line) = self.number()?;
+                if vm.vcpus.is_some() {
+                    self.error(token.line, "cpus specified more than once");
+                } else if !(1..=i64::from(MAX_VCPUS)).contains(&count) {
+                    self.error(line, format!("invalid number of cpus: {count}"));
+                } else {
+                    vm.vcpus = Some(count as u32);
+                }
+            }
+            TokenKind::Str(word) if word == "cmdline" => {
+                self.next();
+                let (cmdline, _) = self.string()?;
+                if vm.cmdline.is_some() {
+                    self.error(token.line, "cmdline specified more than once");
+                } else {
+                    vm.cmdline = Some(cmdline);
+                }
+            }
+            TokenKind::Str(word) if word == "initrd" => {
+                self.next();
+                let (path, line) = self.string()?;
+                if vm.initrd.is_some() {
+                    self.error(token.line, "initrd specified more than once");
+                } else {
+                    match self.host.canonicalize(&path) {
+                        Ok(path) => vm.initrd = Some(path),
+                        Err(err) => {
+                            self.error(line, format!("initrd path not found: {}", error_text(&err)))
+                        }
+                    }
+                }
+            }
+            _ => return Err(self.unexpected()),
+        }
+        Ok(())
+    }
+
+    /// After `boot device`: `disk`, `cdrom` or `net`.
+    fn boot_device(&mut self, vm: &mut Vm, line: u32) -> Parsed<()> {
+        let device = match self.peek_kind() {
+            TokenKind::Keyword(Keyword::Disk) => BootDevice::Disk,
+            TokenKind::Keyword(Keyword::Cdrom) => BootDevice::Cdrom,
+            TokenKind::Keyword(Keyword::Net) => BootDevice::Net,
+            _ => return Err(self.unexpected()),
+        };
+        self.next();
+        if vm.boot_device.is_some() {
+            self.error(line, "boot device specified more than once");
+        } else {
+            vm.boot_device = Some(device);
+        }
+        Ok(())
+    }
+
+    /// After `memory`: a number of bytes or a scaled size.
+    fn memory(&mut self, vm: &mut Vm, line: u32) -> Parsed<()> {
+        let (result, repeated) = match self.peek_kind() {
+            TokenKind::Number { value, .. } => {
+                self.next();
+                (
+                    values::memory_from_bytes(value),
+                    "memory specified more than once",
+                )
+            }
+            TokenKind::Str(_) => {
+                let (size, _) = self.string()?;
+                (
+                    values::memory_from_size(&size),
+                    "argument specified more than once",
+                )
+            }
+            _ => return Err(self.unexpected()),
+        };
+        if vm.memory.is_some() {
+            self.error(line, repeated);
+            return Ok(());
+        }
+        match result {
+            Ok(bytes) => vm.memory = Some(bytes),
+            Err(message) => self.error(line, message),
+        }
+        Ok(())
+    }
+
+    /// After `disk`: `<path> [format raw|qcow2]`. The path may carry a
+    /// `raw:`/`qcow2:` prefix as on vmctl's command line; `format` wins over
+    /// it; without either, the image's first bytes decide.
+    fn disk(&mut self, vm: &mut Vm, line: u32) -> Parsed<()> {
+        let (argument, path_line) = self.string()?;
+        let format_word = if self.peek_is(&TokenKind::Keyword(Keyword::Format)) {
+            self.next();
+            Some(self.string()?)
+        } else {
+            None
+        };
+        if vm.disks.len() >= MAX_DISKS {
+            self.error(line, "too many disks");
+            return Ok(());
+        }
+        let (path, prefixed) = disk::split_format_prefix(&argument);
+        let format = match format_word {
+            Some((word, word_line)) => match word.to_ascii_lowercase().as_str() {
+                "raw" => Some(DiskFormat::Raw),
+                "qcow2" => Some(DiskFormat::Qcow2),
+                _ => {
+                    self.error(word_line, format!("unrecognized disk format {word}"));
+                    return Ok(());
+                }
+            },
+            None => prefixed,
+        };
+        match self.host.canonicalize(path) {
+            Ok(resolved) => {
+                let format = format.unwrap_or_else(|| {
+                    if self.host.has_qcow2_magic(&resolved) {
+                        DiskFormat::Qcow2
+                    } else {
+                        DiskFormat::Raw
+                    }
+                });
+                vm.disks.push(DiskSpec {
+                    path: resolved,
+                    format,
+                });
+            }
+            Err(err) => {
+                self.error(path_line, format!("disk {path}: {}", error_text(&err)));
+                self.error(path_line, format!("failed to parse disks: {path}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// After `[local] interface`: `[<tap>] [{ options } | options]`.
+    fn interface(&mut self, vm: &mut Vm, local: bool, line: u32) -> Parsed<()> {
+        let mut interface = Interface {
+            local,
+            ..Interface::default()
+        };
+        if let TokenKind::Str(_) = self.peek_kind() {
+            let (name, name_line) = self.string()?;
+            match values::tap_name(&name) {
+                Ok(tap) => interface.tap = tap,
+                Err(message) => self.error(name_line, message),
+            }
+        }
+        if self.peek_is(&TokenKind::Punct(b'{')) {
+            self.block(Separator::List, |p| p.interface_option(&mut interface))?;
+        } else {
+            while self.at_interface_option() {
+                self.interface_option(&mut interface)?;
+                if self.peek_is(&TokenKind::Punct(b',')) {
+                    self.next();
+                }
+            }
+        }
+        if vm.interfaces.len() >= MAX_INTERFACES {
+            self.error(
+                line,
+                format!("too many interfaces: {}", vm.interfaces.len() + 1),
+            );
+        } else {
+            vm.interfaces.push(interface);
+        }
+        Ok(())
+    }
+
+    fn at_interface_option(&mut self) -> bool {
+        matches!(
+            self.peek_kind(),
+            TokenKind::Keyword(
+                Keyword::Switch
+                    | Keyword::Group
+                    | Keyword::Locked
+                    | Keyword::Lladdr
+                    | Keyword::Rdomain
+                    | Keyword::Up
+                    | Keyword::Down
+            )
+        )
+    }
+
+    fn interface_option(&mut self, interface: &mut Interface) -> Parsed<()> {
+        match self.peek_kind() {
+            TokenKind::Keyword(Keyword::Switch) => {
+                self.next();
+                let (name, line) = self.string()?;
+                if name.len() > MAX_SWITCH_NAME_LEN {
+                    self.error(line, "switch name too long");
+                } else {
+                    interface.switch = Some(name);
+                }
+            }
+            TokenKind::Keyword(Keyword::Group) => {
+                self.next();
+                let (name, line) = self.string()?;
+                match values::group_name(&name) {
+                    Ok(name) => interface.group = Some(name),
+                    Err(message) => self.error(line, message),
+                }
+            }
+            TokenKind::Keyword(Keyword::Locked) => {
+                self.next();
+                self.expect_keyword(Keyword::Lladdr)?;
+                interface.locked = true;
+                self.optional_lladdr(interface)?;
+            }
+            TokenKind::Keyword(Keyword::Lladdr) => {
+                self.next();
+                self.optional_lladdr(interface)?;
+            }
+            TokenKind::Keyword(Keyword::Rdomain) => {
+                self.next();
+                let (value, line) = self.number()?;
+                match values::rdomain(value) {
+                    Ok(rdomain) => interface.rdomain = Some(rdomain),
+                    Err(message) => self.error(line, message),
+                }
+            }
+            TokenKind::Keyword(Keyword::Up) => {
+                self.next();
+                interface.up = true;
+            }
+            TokenKind::Keyword(Keyword::Down) => {
+                self.next();
+                interface.up = false;
+            }
+            _ => return Err(self.unexpected()),
+        }
+        Ok(())
+    }
+
+    /// The MAC after `lladdr`, if one follows.
+    fn optional_lladdr(&mut self, interface: &mut Interface) -> Parsed<()> {
+        if let TokenKind::Str(_) = self.peek_kind() {
+            let (text, line) = self.string()?;
+            match MacAddr::parse(&text) {
+                Some(mac) => interface.lladdr = Some(mac),
+                None => self.error(line, format!("invalid address: {text}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// One flag of `allow instance`.
+    fn instance_flag(&mut self, permissions: &mut InstancePermissions) -> Parsed<()> {
+        let flag = match self.peek_kind() {
+            TokenKind::Keyword(Keyword::Boot) => &mut permissions.boot,
+            TokenKind::Keyword(Keyword::Cdrom) => &mut permissions.cdrom,
+            TokenKind::Keyword(Keyword::Disk) => &mut permissions.disk,
+            TokenKind::Keyword(Keyword::Instance) => &mut permissions.instance,
+            TokenKind::Keyword(Keyword::Interface) => &mut permissions.interface,
+            TokenKind::Keyword(Keyword::Memory) => &mut permissions.memory,
+            TokenKind::Str(word) if word == "cpus" => &mut permissions.cpus,
+            TokenKind::Keyword(Keyword::Owner) => {
+                self.next();
+                if let Some(owner) = self.owner_spec()? {
+                    permissions.owner = owner;
+                }
+                return Ok(());
+            }
+            _ => return Err(self.unexpected()),
+        };
+        *flag = true;
+        self.next();
+        Ok(())
+    }
+}
+
+/// A decimal user or group id written as a name (`owner 1000:100`).
+fn numeric_id(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u32>().ok().filter(|&id| id != u32::MAX)
+}
