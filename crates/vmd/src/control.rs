@@ -123,6 +123,13 @@ pub fn spawn_acceptor(listener: OwnedFd, events: Sender<Event>) -> io::Result<()
                     pid: creds.pid(),
                     sock,
                 });
+                tracing::debug!(
+                    "control: client {} connected (uid {} gid {} pid {})",
+                    client.id,
+                    client.uid,
+                    client.gid,
+                    client.pid
+                );
                 let events = events.clone();
                 let spawned = std::thread::Builder::new()
                     .name("client".into())

@@ -10,21 +10,23 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use conf::Loaded;
+use conf::model::{GlobalSettings, Switch};
 use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
 use proto::names::validate_vm_name;
 use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchFds, ToVm, VmLaunch};
 
+use crate::config::{self, ConfigSource};
 use crate::control::Client;
 use crate::events::Event;
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
-    DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, Registry, Running, VmParams,
-    VmRecord, random_mac,
+    DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, Owner, Registry, Running, VmParams, VmRecord,
 };
 use crate::vmproc::{LaunchDescriptors, SpawnOptions, VmProcess};
 
@@ -50,6 +52,11 @@ pub struct Daemon {
     socket_path: PathBuf,
     /// Processes of VMs already forgotten (`reset`), still to be reaped.
     orphans: Vec<VmProcess>,
+    config: ConfigSource,
+    settings: GlobalSettings,
+    switches: Vec<Switch>,
+    /// When the next batch of a staggered start is due.
+    next_batch: Option<Instant>,
 }
 
 impl Daemon {
@@ -59,6 +66,7 @@ impl Daemon {
         spawn: SpawnOptions,
         verbosity: u8,
         socket_path: PathBuf,
+        config: ConfigSource,
     ) -> Daemon {
         Daemon {
             registry: Registry::new(),
@@ -69,12 +77,34 @@ impl Daemon {
             next_run: 1,
             socket_path,
             orphans: Vec::new(),
+            config,
+            settings: GlobalSettings::with_online_cpus(conf::model::online_cpus()),
+            switches: Vec::new(),
+            next_batch: None,
         }
     }
 
     /// Handles events until told to shut down.
     pub fn run(mut self, events: Receiver<Event>) {
-        while let Ok(event) = events.recv() {
+        loop {
+            let event = match self.next_batch {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    match events.recv_timeout(wait) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.next_batch = None;
+                            self.start_waiting();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match events.recv() {
+                    Ok(event) => event,
+                    Err(_) => break,
+                },
+            };
             match event {
                 Event::Request {
                     client,
@@ -82,13 +112,158 @@ impl Daemon {
                     fds,
                 } => self.request(&client, request, fds),
                 Event::ClientGone(id) => self.client_gone(id),
-                Event::FromVm { run, message, fds } => self.from_vm(run, message, fds),
-                Event::VmChannelClosed(_) | Event::ChildExited => self.reap(),
-                Event::Reload => tracing::info!("reload requested with SIGHUP"),
+                Event::FromVm { run, message, fds } => self.vm_message(run, message, fds),
+                Event::VmChannelClosed(run) => {
+                    tracing::debug!("vm process channel {run} closed");
+                    self.reap();
+                }
+                Event::ChildExited => self.reap(),
+                Event::Reload => {
+                    tracing::info!("reload requested with SIGHUP");
+                    if let Err(e) = self.reload() {
+                        tracing::warn!("reload failed: {e}");
+                    }
+                }
                 Event::Shutdown => break,
             }
         }
         self.shutdown();
+    }
+
+    // ----- configuration -----
+
+    /// Applies a parsed configuration: global settings (replaced, or for
+    /// `load` merged), new switches, and VMs not yet known, in file order.
+    /// Enabled VMs then start in staggered batches.
+    pub fn apply(&mut self, loaded: Loaded, merge: bool) {
+        config::log_warnings(&loaded.warnings);
+        let config = loaded.config;
+        if merge {
+            config.globals.apply_to(&mut self.settings);
+        } else {
+            self.settings = config.settings();
+        }
+        if matches!(
+            config.globals.local_inet6,
+            Some(conf::model::LocalInet6::Random)
+        ) {
+            tracing::debug!("local inet6 prefix chosen at random");
+        }
+        if config.globals.agentx.is_some() {
+            tracing::warn!("agentx is not supported on this system; ignored");
+        }
+        self.apply_socket_owner();
+        for switch in config.switches {
+            if self.switches.iter().any(|s| s.name == switch.name) {
+                continue;
+            }
+            tracing::debug!("switch {} ({}) configured", switch.name, switch.interface);
+            self.switches.push(switch);
+        }
+        for vm in config.vms {
+            if self.registry.vms.iter().any(|known| known.name == vm.name) {
+                tracing::debug!("vm {} already exists, skipped", vm.name);
+                continue;
+            }
+            if vm.instance_of.is_some() {
+                tracing::warn!("{}: vm instances are not supported yet; skipped", vm.name);
+                continue;
+            }
+            let Some(id) = self.registry.assign_id(&vm.name, 0) else {
+                tracing::warn!("too many vms");
+                break;
+            };
+            let mut record = VmRecord::new(
+                id,
+                vm.name.clone(),
+                config::vm_params(&vm),
+                config::owner(&vm),
+                true,
+            );
+            if !vm.enabled {
+                record.flags |= state::DISABLED;
+            }
+            self.registry.vms.push(record);
+        }
+        for vm in &mut self.registry.vms {
+            if vm.configured && vm.flags & state::DISABLED == 0 && !vm.running() {
+                vm.flags |= state::WAITING;
+            }
+        }
+        self.start_waiting();
+    }
+
+    fn apply_socket_owner(&self) {
+        let owner = &self.settings.socket_owner;
+        if let Err(e) = nix::unistd::chown(
+            self.socket_path.as_path(),
+            Some(owner.uid.into()),
+            Some(owner.gid.into()),
+        ) {
+            tracing::warn!("cannot chown {}: {e}", self.socket_path.display());
+        }
+    }
+
+    /// Starts up to `parallel` waiting VMs now and schedules the rest
+    /// `delay` seconds later (vmd.md §6.2 staggered start).
+    fn start_waiting(&mut self) {
+        let parallel = self.settings.staggered_start.parallel.max(1) as usize;
+        let waiting: Vec<u32> = self
+            .registry
+            .vms
+            .iter()
+            .filter(|vm| vm.flags & state::WAITING != 0 && !vm.running())
+            .map(|vm| vm.id)
+            .collect();
+        for &id in waiting.iter().take(parallel) {
+            if let Some(index) = self.registry.by_id(id) {
+                self.registry.vms[index].flags &= !state::WAITING;
+                let _ = self.launch(index, 0, None);
+            }
+        }
+        if waiting.len() > parallel {
+            let delay = Duration::from_secs(u64::from(self.settings.staggered_start.delay_secs));
+            self.next_batch = Some(Instant::now() + delay);
+        }
+    }
+
+    /// `vmctl reload` / SIGHUP: forget what is not running, read the file
+    /// again, apply it.
+    fn reload(&mut self) -> Result<(), String> {
+        let mut index = 0;
+        while index < self.registry.vms.len() {
+            if self.registry.vms[index].running() {
+                index += 1;
+            } else {
+                self.forget(index);
+            }
+        }
+        let loaded = self.config.load(1).map_err(|rejected| {
+            for line in rejected.error_lines() {
+                tracing::warn!("{line}");
+            }
+            "configuration rejected".to_string()
+        })?;
+        self.switches.clear();
+        self.apply(loaded, false);
+        Ok(())
+    }
+
+    /// `vmctl load file`: parse it in addition to what is loaded.
+    fn load_file(&mut self, path: &str) -> Result<(), String> {
+        let first_switch_id = self.switches.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        let options = conf::LoadOptions {
+            origin: conf::Origin::Explicit,
+            ..self.config.options(first_switch_id)
+        };
+        let loaded = conf::load(path, &options).map_err(|rejected| {
+            for line in rejected.error_lines() {
+                tracing::warn!("{line}");
+            }
+            "configuration rejected".to_string()
+        })?;
+        self.apply(loaded, true);
+        Ok(())
     }
 
     // ----- requests -----
@@ -130,8 +305,13 @@ impl Daemon {
                 self.reset(mode);
                 client.send(&Response::Ctl(Ok(())));
             }
-            Request::Load { .. } | Request::Reload => {
-                client.send(&Response::Ctl(Err(ErrorCode::ENOTSUP)));
+            Request::Load { path } => {
+                let result = self.load_file(&path).map_err(|_| ErrorCode::EINVAL);
+                client.send(&Response::Ctl(result));
+            }
+            Request::Reload => {
+                let result = self.reload().map_err(|_| ErrorCode::EINVAL);
+                client.send(&Response::Ctl(result));
             }
             Request::ConsoleAttach { target } => self.console_attach(client, &target),
             Request::ConsoleBreak => self.console_break(client),
@@ -159,9 +339,12 @@ impl Daemon {
         request: StartRequest,
         kernel: Option<OwnedFd>,
     ) -> Result<(), ErrorCode> {
-        if request.instance_of.is_some() {
-            // Templates come from vm.conf; none is defined.
-            return Err(ErrorCode::PARENT_INVALID);
+        if let Some(template) = &request.instance_of {
+            if self.registry.find(&VmRef::Name(template.clone())).is_none() {
+                return Err(ErrorCode::PARENT_INVALID);
+            }
+            tracing::warn!("instances of {template} are not supported yet");
+            return Err(ErrorCode::ENOTSUP);
         }
         let existing = request.target.as_ref().and_then(|t| self.registry.find(t));
         let index = match existing {
@@ -233,15 +416,13 @@ impl Daemon {
             initrd: request.initrd.clone(),
             disks: request.disks.clone(),
             cdrom: request.cdrom.clone(),
-            nics: request
-                .nics
-                .iter()
-                .enumerate()
-                .map(|(i, kind)| NicParams {
-                    kind: kind.clone(),
-                    mac: random_mac(i),
-                })
-                .collect(),
+            nics: config::nics(
+                &request
+                    .nics
+                    .iter()
+                    .map(conf::model::Interface::from_nic_kind)
+                    .collect::<Vec<_>>(),
+            ),
             boot_device: None,
         };
         let mut vm = VmRecord::new(
@@ -556,7 +737,15 @@ impl Daemon {
     }
 
     fn reset(&mut self, mode: ResetMode) {
+        if matches!(mode, ResetMode::Switches | ResetMode::All) {
+            self.switches.clear();
+        }
+        if mode == ResetMode::All {
+            self.settings.local_prefix =
+                GlobalSettings::with_online_cpus(conf::model::online_cpus()).local_prefix;
+        }
         if matches!(mode, ResetMode::Vms | ResetMode::All) {
+            self.next_batch = None;
             for mut vm in std::mem::take(&mut self.registry.vms) {
                 if let Some(mut run) = vm.run.take() {
                     tracing::info!("{}: terminating vm {} (reset)", vm.name, vm.id);
@@ -590,7 +779,7 @@ impl Daemon {
 
     // ----- VM processes -----
 
-    fn from_vm(&mut self, run_id: u64, message: FromVm, fds: Vec<OwnedFd>) {
+    fn vm_message(&mut self, run_id: u64, message: FromVm, fds: Vec<OwnedFd>) {
         let Some(index) = self.registry.by_run(run_id) else {
             return;
         };

@@ -3,6 +3,7 @@
 //! `vmd [-dnv] [-D macro=value] [-f file]` (vmd.md §1). The same binary is
 //! re-executed, with a private first argument, as each VM's process.
 
+mod config;
 mod control;
 mod daemon;
 mod events;
@@ -34,7 +35,7 @@ struct Options {
     foreground: bool,
     check_only: bool,
     verbosity: u8,
-    macros: Vec<(String, String)>,
+    defines: Vec<conf::Define>,
     config: Option<PathBuf>,
 }
 
@@ -46,11 +47,9 @@ fn parse_options(args: &[String]) -> Result<Options, ()> {
             Opt::Found('d', _) => options.foreground = true,
             Opt::Found('n', _) => options.check_only = true,
             Opt::Found('v', _) => options.verbosity = options.verbosity.saturating_add(1),
-            Opt::Found('D', Some(definition)) => match definition.split_once('=') {
-                Some((name, value)) if !name.is_empty() => {
-                    options.macros.push((name.to_string(), value.to_string()))
-                }
-                _ => eprintln!("could not parse macro definition {definition}"),
+            Opt::Found('D', Some(definition)) => match conf::Define::parse(&definition) {
+                Ok(define) => options.defines.push(define),
+                Err(e) => eprintln!("{e}"),
             },
             Opt::Found('f', Some(file)) => options.config = Some(PathBuf::from(file)),
             _ => return Err(()),
@@ -103,13 +102,24 @@ fn set_thread_name(title: &str) {
 }
 
 fn daemon_main(options: Options) -> i32 {
-    let _config = options
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let source = config::ConfigSource {
+        path: options
+            .config
+            .as_ref()
+            .map_or(DEFAULT_CONFIG.to_string(), |p| p.display().to_string()),
+        origin: if options.config.is_some() {
+            conf::Origin::Explicit
+        } else {
+            conf::Origin::Default
+        },
+        defines: options.defines.clone(),
+    };
     if options.check_only {
-        eprintln!("configuration OK");
-        return 0;
+        let outcome = conf::check(&source.path, &source.options(1));
+        for line in &outcome.lines {
+            eprintln!("{line}");
+        }
+        return outcome.exit_code();
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -129,6 +139,15 @@ fn daemon_main(options: Options) -> i32 {
         }
     };
     let socket_path = proto::client::socket_path();
+    let loaded = match source.load(1) {
+        Ok(loaded) => loaded,
+        Err(rejected) => {
+            for line in rejected.error_lines() {
+                eprintln!("{line}");
+            }
+            return 1;
+        }
+    };
 
     if !options.foreground
         && let Err(e) = nix::unistd::daemon(false, false)
@@ -186,7 +205,7 @@ fn daemon_main(options: Options) -> i32 {
         return 1;
     }
     tracing::info!("startup");
-    let daemon = daemon::Daemon::new(
+    let mut daemon = daemon::Daemon::new(
         events_tx,
         kvm,
         vmproc::SpawnOptions {
@@ -194,7 +213,9 @@ fn daemon_main(options: Options) -> i32 {
         },
         options.verbosity,
         socket_path,
+        source,
     );
+    daemon.apply(loaded, false);
     daemon.run(events_rx);
     0
 }
@@ -212,7 +233,7 @@ mod tests {
         let o = parse_options(&words("-dvv -D a=b -f /x.conf")).unwrap();
         assert!(o.foreground);
         assert_eq!(o.verbosity, 2);
-        assert_eq!(o.macros, vec![("a".into(), "b".into())]);
+        assert_eq!(o.defines.len(), 1);
         assert_eq!(o.config, Some(PathBuf::from("/x.conf")));
         assert!(parse_options(&words("-x")).is_err());
         assert!(parse_options(&words("extra")).is_err());

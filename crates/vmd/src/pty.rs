@@ -48,11 +48,6 @@ impl Pty {
             .open(&self.path)
     }
 
-    /// The TTY column: the path relative to /dev.
-    pub fn tty_name(&self) -> &str {
-        self.path.strip_prefix("/dev/").unwrap_or(&self.path)
-    }
-
     /// Gives the console to the VM's user: group = the owner group (0660),
     /// else the `tty` group (0620), else root's group (0600).
     pub fn give_to(&self, uid: u32, owner_group: Option<u32>) -> io::Result<()> {

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use proto::control::{BootDevice, DiskSpec, NicKind, VmRef, state};
+use proto::control::{BootDevice, DiskSpec, VmRef, state};
 use proto::vmchannel::ExitReason;
 
 use crate::control::Client;
@@ -28,10 +28,10 @@ pub struct Owner {
     pub gid: Option<u32>,
 }
 
-/// One network interface of a VM.
+/// One network interface of a VM and its guest MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicParams {
-    pub kind: NicKind,
+    pub iface: conf::model::Interface,
     pub mac: [u8; 6],
 }
 
@@ -184,30 +184,6 @@ impl Registry {
     }
 }
 
-/// A random MAC in vmd's format, `fe:e1:bb:dX:YY:ZZ`, X being the NIC's
-/// index + 1 (vmd.md §6.2).
-pub fn random_mac(index: usize) -> [u8; 6] {
-    let mut random = [0u8; 2];
-    let _ = getrandom(&mut random);
-    [
-        0xfe,
-        0xe1,
-        0xbb,
-        0xd0 | (((index + 1) & 0xf) as u8),
-        random[0],
-        random[1],
-    ]
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    // SAFETY: writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 || n as usize != buf.len() {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,13 +197,5 @@ mod tests {
         assert_eq!(r.assign_id("a", 1000), Some(3));
         r.reset_ids();
         assert_eq!(r.assign_id("b", 0), Some(1));
-    }
-
-    #[test]
-    fn mac_format() {
-        let mac = random_mac(0);
-        assert_eq!(&mac[..3], &[0xfe, 0xe1, 0xbb]);
-        assert_eq!(mac[3], 0xd1);
-        assert_eq!(random_mac(2)[3], 0xd3);
     }
 }

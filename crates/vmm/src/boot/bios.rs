@@ -36,7 +36,7 @@ impl std::error::Error for BiosError {}
 /// Checks a firmware image's size.
 pub fn validate(image: &[u8]) -> Result<(), BiosError> {
     let len = image.len();
-    if len == 0 || len % BIOS_GRANULE != 0 || len as u64 > MAX_BIOS_SIZE {
+    if len == 0 || !len.is_multiple_of(BIOS_GRANULE) || len as u64 > MAX_BIOS_SIZE {
         return Err(BiosError::BadSize(len));
     }
     Ok(())
