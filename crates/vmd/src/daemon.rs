@@ -551,6 +551,7 @@ impl Daemon {
             starter,
             boot_device,
             console: None,
+            console_pending: false,
             pause_waiters: Vec::new(),
             unpause_waiters: Vec::new(),
             exit_reason: None,
@@ -724,6 +725,7 @@ impl Daemon {
             return;
         }
         run.console = Some(client.clone());
+        run.console_pending = true;
     }
 
     fn console_break(&mut self, client: &Arc<Client>) {
@@ -827,6 +829,7 @@ impl Daemon {
             }
             FromVm::ConsoleReplay { client, bytes } => {
                 if let Some(console) = run.console.as_ref().filter(|c| c.id == client) {
+                    run.console_pending = false;
                     let tty = vm.pty.as_ref().map(|p| p.path.clone()).unwrap_or_default();
                     console.send(&Response::ConsoleAttached { tty, replay: bytes });
                 }
@@ -912,6 +915,7 @@ impl Daemon {
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
         let console = run.console.take();
+        let console_pending = run.console_pending;
 
         if rebooted && run.boot_device.is_none() {
             tracing::info!("{}: vm {} is rebooting", vm.name, vm.id);
@@ -919,9 +923,17 @@ impl Daemon {
             drop(run);
             match self.try_launch(index, user, None) {
                 Ok(()) => {
-                    // The same pty carries on; the console client stays.
+                    // The same pty carries on; the console client stays. One
+                    // still waiting for its replay gets it from the new run,
+                    // which carries the old run's output.
                     if let Some(run) = self.registry.vms[index].run.as_mut() {
+                        if let Some(client) = &console
+                            && console_pending
+                        {
+                            run.process.send(&ToVm::ConsoleAttach { client: client.id });
+                        }
                         run.console = console;
+                        run.console_pending = console_pending;
                     }
                     return true;
                 }

@@ -65,6 +65,8 @@ pub struct Running {
     pub boot_device: Option<BootDevice>,
     /// The attached console client.
     pub console: Option<Arc<Client>>,
+    /// The console client still waits for its replay.
+    pub console_pending: bool,
     pub pause_waiters: Vec<Arc<Client>>,
     pub unpause_waiters: Vec<Arc<Client>>,
     /// What the VM process said before exiting.
