@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
@@ -132,158 +132,33 @@ impl Vm {
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Vm, LaunchError> {
         let image = read_image(&files.boot_image)?;
-        match ImageKind::detect(&image) {
-            ImageKind::Bios => {}
-            kind => {
-                return Err(LaunchError::new(
-                    ErrorCode::ENOEXEC,
-                    format!("direct kernel boot ({kind:?}) is not supported by this build"),
-                ));
-            }
-        }
-        bios::validate(&image).map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))?;
-
-        // SAFETY: vmd opened /dev/kvm for us and handed over ownership.
-        let kvm = unsafe { Kvm::from_raw_fd(files.kvm.as_raw_fd()) };
-        std::mem::forget(files.kvm);
-        let vm_fd = kvm
-            .create_vm()
-            .map_err(|e| LaunchError::kvm("KVM_CREATE_VM", e))?;
-        if let Err(e) = vm_fd.set_identity_map_address(memory::KVM_IDENTITY_MAP_ADDR) {
-            tracing::debug!("{}: KVM_SET_IDENTITY_MAP_ADDR: {e}", launch.name);
-        }
-        if let Err(e) = vm_fd.set_tss_address(memory::KVM_TSS_ADDR as usize) {
-            tracing::debug!("{}: KVM_SET_TSS_ADDR: {e}", launch.name);
-        }
-        vm_fd
-            .create_irq_chip()
-            .map_err(|e| LaunchError::kvm("KVM_CREATE_IRQCHIP", e))?;
-        vm_fd
-            .create_pit2(kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            })
-            .map_err(|e| LaunchError::kvm("KVM_CREATE_PIT2", e))?;
-
-        let layout = Layout::with_bios_size(launch.memory, image.len() as u64);
-        let ram = GuestRam::new(layout, &launch.name).map_err(|e| {
-            LaunchError::new(
-                ErrorCode::ENOMEM,
-                format!("could not allocate guest memory: {e}"),
-            )
-        })?;
-        for (slot, region) in ram.layout.regions.iter().enumerate() {
-            let host = ram
-                .mem
-                .find_region(vm_memory::GuestAddress(region.guest_addr))
-                .ok_or_else(|| LaunchError::new(ErrorCode::ENOMEM, "guest memory region missing"))?
-                .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| LaunchError::new(ErrorCode::ENOMEM, e.to_string()))?;
-            let mapping = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.guest_addr,
-                memory_size: region.size,
-                userspace_addr: host as u64,
-            };
-            // SAFETY: the host range is a live mapping of `region.size`
-            // bytes owned by `ram`, which outlives the VM.
-            unsafe { vm_fd.set_user_memory_region(mapping) }
-                .map_err(|e| LaunchError::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
-        }
+        check_boot_image(&image)?;
+        let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
+        let ram = map_memory(
+            &vm_fd,
+            Layout::with_bios_size(launch.memory, image.len() as u64),
+            &launch.name,
+        )?;
         bios::load(&ram.mem, &image)
             .map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))?;
 
         let vcpu_count = launch.vcpus.max(1);
-        let lifecycle_reset = lifecycle.clone();
-        let reset = move || lifecycle_reset.request_exit(ExitReason::Reboot);
-
         let console =
             Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
-        let irqfd = |gsi: u32| -> Result<EventFd, LaunchError> {
-            let evt = EventFd::new(0).map_err(|e| LaunchError::io("eventfd", &e))?;
-            vm_fd
-                .register_irqfd(&evt, gsi)
-                .map_err(|e| LaunchError::kvm("KVM_IRQFD", e))?;
-            Ok(evt)
-        };
-        let serial = shared(Serial::new(irqfd(serial::COM1_IRQ)?, console.clone()));
-        let cmos = shared(Cmos::new(&ram.layout, vcpu_count, irqfd(cmos::RTC_IRQ)?));
-
-        let mut fw_cfg = FwCfg::new(ram.mem.clone(), &ram.layout, vcpu_count as u16);
-        let files_to_add: Vec<(&str, Vec<u8>)> = vec![
-            ("etc/e820", fw_cfg::e820_file(&ram.layout)),
-            // Stock SeaBIOS talks on COM1 only when told to.
-            (
-                "etc/sercon-port",
-                (serial::COM1_BASE as u16).to_le_bytes().to_vec(),
-            ),
-            ("etc/screen-and-debug", 0u64.to_le_bytes().to_vec()),
-        ];
-        for (name, data) in files_to_add {
-            fw_cfg
-                .add_file(name, data)
-                .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
-        }
-        let fw_cfg = Arc::new(Mutex::new(fw_cfg));
-
-        let mut pci = PciRoot::new();
-        pci.add(shared(HostBridge::new()));
-        let pci = Arc::new(Mutex::new(pci));
-
+        let legacy = legacy_devices(&vm_fd, &ram, vcpu_count, console.clone())?;
+        let pci = pci_devices();
         let pio = Arc::new(Bus::new());
-        let insert = |base: u64, len: u64, dev: crate::bus::SharedDevice| {
-            pio.insert(base, len, dev)
-                .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))
-        };
-        insert(serial::COM1_BASE, serial::COM1_LEN, serial.clone())?;
-        insert(cmos::CMOS_BASE, cmos::CMOS_LEN, cmos.clone())?;
-        insert(
-            fw_cfg::FW_CFG_BASE,
-            fw_cfg::FW_CFG_PORTS_LEN,
-            shared(FwCfgPorts(fw_cfg.clone())),
-        )?;
-        insert(
-            fw_cfg::FW_CFG_DMA_BASE,
-            fw_cfg::FW_CFG_DMA_LEN,
-            shared(FwCfgDma(fw_cfg.clone())),
-        )?;
-        insert(DEBUG_PORT, 1, shared(DebugPort::new(&launch.name)))?;
-        insert(
-            I8042_COMMAND_PORT,
-            1,
-            shared(I8042Reset::new(Box::new(reset.clone()))),
-        )?;
-        insert(
-            CONFIG_PORTS_BASE,
-            CONFIG_PORTS_LEN,
-            shared(PciConfigPorts::new(pci, Box::new(reset))),
-        )?;
+        attach_port_devices(&pio, &legacy, pci, &launch.name, &lifecycle)?;
         let mmio = Arc::new(Bus::new());
-
-        let supported = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| LaunchError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-        let mut vcpus = Vec::new();
-        for index in 0..vcpu_count {
-            let vcpu = vm_fd
-                .create_vcpu(u64::from(index))
-                .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
-            vcpu.set_cpuid2(&cpuid::guest_cpuid(&supported, index, vcpu_count))
-                .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
-            if index == 0 {
-                vcpu::set_reset_state(&vcpu).map_err(|e| LaunchError::kvm("vcpu registers", e))?;
-            }
-            vcpus.push(vcpu);
-        }
+        let vcpus = create_vcpus(&kvm, &vm_fd, vcpu_count)?;
 
         Ok(Vm {
             name: launch.name.clone(),
             ram,
             lifecycle,
             console,
-            serial,
-            cmos,
+            serial: legacy.serial,
+            cmos: legacy.cmos,
             pio,
             mmio,
             vcpu_count: vcpus.len(),
@@ -335,4 +210,195 @@ impl Vm {
         }
         Ok(())
     }
+}
+
+/// Refuses boot images this build cannot boot.
+fn check_boot_image(image: &[u8]) -> Result<(), LaunchError> {
+    match ImageKind::detect(image) {
+        ImageKind::Bios => {
+            bios::validate(image).map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))
+        }
+        kind => Err(LaunchError::new(
+            ErrorCode::ENOEXEC,
+            format!("direct kernel boot ({kind:?}) is not supported by this build"),
+        )),
+    }
+}
+
+/// A KVM VM with the in-kernel interrupt controllers and PIT.
+fn create_kvm_vm(kvm_fd: OwnedFd, name: &str) -> Result<(Kvm, VmFd), LaunchError> {
+    // SAFETY: vmd opened /dev/kvm for us and handed over ownership, which
+    // `Kvm` takes from here on.
+    let kvm = unsafe { Kvm::from_raw_fd(kvm_fd.into_raw_fd()) };
+    let vm_fd = kvm
+        .create_vm()
+        .map_err(|e| LaunchError::kvm("KVM_CREATE_VM", e))?;
+    // Intel needs these in guest-physical space that is not RAM; elsewhere
+    // they may be refused, which is harmless.
+    if let Err(e) = vm_fd.set_identity_map_address(memory::KVM_IDENTITY_MAP_ADDR) {
+        tracing::debug!("{name}: KVM_SET_IDENTITY_MAP_ADDR: {e}");
+    }
+    if let Err(e) = vm_fd.set_tss_address(memory::KVM_TSS_ADDR as usize) {
+        tracing::debug!("{name}: KVM_SET_TSS_ADDR: {e}");
+    }
+    vm_fd
+        .create_irq_chip()
+        .map_err(|e| LaunchError::kvm("KVM_CREATE_IRQCHIP", e))?;
+    vm_fd
+        .create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(|e| LaunchError::kvm("KVM_CREATE_PIT2", e))?;
+    Ok((kvm, vm_fd))
+}
+
+/// Allocates guest memory and gives every backed region to KVM.
+fn map_memory(vm_fd: &VmFd, layout: Layout, name: &str) -> Result<GuestRam, LaunchError> {
+    let ram = GuestRam::new(layout, name).map_err(|e| {
+        LaunchError::new(
+            ErrorCode::ENOMEM,
+            format!("could not allocate guest memory: {e}"),
+        )
+    })?;
+    for (slot, region) in ram.layout.regions.iter().enumerate() {
+        let host = ram
+            .mem
+            .find_region(vm_memory::GuestAddress(region.guest_addr))
+            .ok_or_else(|| LaunchError::new(ErrorCode::ENOMEM, "guest memory region missing"))?
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(|e| LaunchError::new(ErrorCode::ENOMEM, e.to_string()))?;
+        let mapping = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.guest_addr,
+            memory_size: region.size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the host range is a live mapping of `region.size` bytes
+        // owned by `ram`, which outlives the VM.
+        unsafe { vm_fd.set_user_memory_region(mapping) }
+            .map_err(|e| LaunchError::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+    }
+    Ok(ram)
+}
+
+/// An eventfd that raises `gsi` in the in-kernel interrupt controller.
+fn irqfd(vm_fd: &VmFd, gsi: u32) -> Result<EventFd, LaunchError> {
+    let evt = EventFd::new(0).map_err(|e| LaunchError::io("eventfd", &e))?;
+    vm_fd
+        .register_irqfd(&evt, gsi)
+        .map_err(|e| LaunchError::kvm("KVM_IRQFD", e))?;
+    Ok(evt)
+}
+
+/// The PC devices every VM has besides PCI.
+struct LegacyDevices {
+    serial: Arc<Mutex<Serial>>,
+    cmos: Arc<Mutex<Cmos>>,
+    fw_cfg: Arc<Mutex<FwCfg>>,
+}
+
+fn legacy_devices(
+    vm_fd: &VmFd,
+    ram: &GuestRam,
+    vcpu_count: u32,
+    console: Arc<Console>,
+) -> Result<LegacyDevices, LaunchError> {
+    let serial = shared(Serial::new(irqfd(vm_fd, serial::COM1_IRQ)?, console));
+    let cmos = shared(Cmos::new(
+        &ram.layout,
+        vcpu_count,
+        irqfd(vm_fd, cmos::RTC_IRQ)?,
+    ));
+    let mut fw_cfg = FwCfg::new(ram.mem.clone(), &ram.layout, vcpu_count as u16);
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("etc/e820", fw_cfg::e820_file(&ram.layout)),
+        // Stock SeaBIOS talks on COM1 only when told to.
+        (
+            "etc/sercon-port",
+            (serial::COM1_BASE as u16).to_le_bytes().to_vec(),
+        ),
+        ("etc/screen-and-debug", 0u64.to_le_bytes().to_vec()),
+    ];
+    for (name, data) in files {
+        fw_cfg
+            .add_file(name, data)
+            .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
+    }
+    Ok(LegacyDevices {
+        serial,
+        cmos,
+        fw_cfg: Arc::new(Mutex::new(fw_cfg)),
+    })
+}
+
+/// Bus 0 and the devices in its slots, in vmd's slot order.
+fn pci_devices() -> Arc<Mutex<PciRoot>> {
+    let mut pci = PciRoot::new();
+    pci.add(shared(HostBridge::new()));
+    Arc::new(Mutex::new(pci))
+}
+
+/// Puts the legacy devices and PCI's configuration ports on the port bus.
+fn attach_port_devices(
+    pio: &Bus,
+    legacy: &LegacyDevices,
+    pci: Arc<Mutex<PciRoot>>,
+    name: &str,
+    lifecycle: &Arc<Lifecycle>,
+) -> Result<(), LaunchError> {
+    let reboot = {
+        let lifecycle = lifecycle.clone();
+        move || lifecycle.request_exit(ExitReason::Reboot)
+    };
+    let insert = |base: u64, len: u64, dev: crate::bus::SharedDevice| {
+        pio.insert(base, len, dev)
+            .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))
+    };
+    insert(serial::COM1_BASE, serial::COM1_LEN, legacy.serial.clone())?;
+    insert(cmos::CMOS_BASE, cmos::CMOS_LEN, legacy.cmos.clone())?;
+    insert(
+        fw_cfg::FW_CFG_BASE,
+        fw_cfg::FW_CFG_PORTS_LEN,
+        shared(FwCfgPorts(legacy.fw_cfg.clone())),
+    )?;
+    insert(
+        fw_cfg::FW_CFG_DMA_BASE,
+        fw_cfg::FW_CFG_DMA_LEN,
+        shared(FwCfgDma(legacy.fw_cfg.clone())),
+    )?;
+    insert(DEBUG_PORT, 1, shared(DebugPort::new(name)))?;
+    insert(
+        I8042_COMMAND_PORT,
+        1,
+        shared(I8042Reset::new(Box::new(reboot.clone()))),
+    )?;
+    insert(
+        CONFIG_PORTS_BASE,
+        CONFIG_PORTS_LEN,
+        shared(PciConfigPorts::new(pci, Box::new(reboot))),
+    )?;
+    Ok(())
+}
+
+/// The vCPUs with their CPUID; the first starts at the reset vector,
+/// the others wait for the guest to start them (INIT/SIPI).
+fn create_vcpus(kvm: &Kvm, vm_fd: &VmFd, count: u32) -> Result<Vec<VcpuFd>, LaunchError> {
+    let supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| LaunchError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+    let mut vcpus = Vec::new();
+    for index in 0..count {
+        let vcpu = vm_fd
+            .create_vcpu(u64::from(index))
+            .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
+        vcpu.set_cpuid2(&cpuid::guest_cpuid(&supported, index, count))
+            .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
+        if index == 0 {
+            vcpu::set_reset_state(&vcpu).map_err(|e| LaunchError::kvm("vcpu registers", e))?;
+        }
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
 }
