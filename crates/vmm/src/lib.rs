@@ -10,5 +10,6 @@ pub mod devices;
 pub mod lifecycle;
 pub mod memory;
 pub mod process;
+pub mod smbios;
 pub mod vcpu;
 pub mod vm;

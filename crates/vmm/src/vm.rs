@@ -26,6 +26,7 @@ use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
+use crate::smbios;
 use crate::vcpu::{self, VcpuContext};
 use proto::vmchannel::ExitReason;
 
@@ -146,9 +147,10 @@ impl Vm {
         let console =
             Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
         let legacy = legacy_devices(&vm_fd, &ram, vcpu_count, console.clone())?;
+        add_smbios(&legacy.fw_cfg, launch, &ram.layout, vcpu_count)?;
         let pci = pci_devices();
         let pio = Arc::new(Bus::new());
-        attach_port_devices(&pio, &legacy, pci, &launch.name, &lifecycle)?;
+        attach_port_devices(&pio, &legacy, pci, launch, &lifecycle)?;
         let mmio = Arc::new(Bus::new());
         let vcpus = create_vcpus(&kvm, &vm_fd, vcpu_count)?;
 
@@ -333,6 +335,37 @@ fn legacy_devices(
     })
 }
 
+/// Hands SMBIOS tables to the firmware.
+fn add_smbios(
+    fw_cfg: &Mutex<FwCfg>,
+    launch: &VmLaunch,
+    layout: &Layout,
+    vcpus: u32,
+) -> Result<(), LaunchError> {
+    let mut uuid = [0u8; 16];
+    // SAFETY: getrandom writes at most 16 bytes into `uuid`.
+    unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
+    uuid[6] = (uuid[6] & 0x0f) | 0x40; // version 4 (random)
+    uuid[8] = (uuid[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let (tables, anchor) = smbios::build(&smbios::SmbiosInfo {
+        vm_name: &launch.name,
+        vm_id: launch.id,
+        vcpus,
+        layout,
+        uuid,
+    });
+    let mut fw_cfg = fw_cfg.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, data) in [
+        ("etc/smbios/smbios-tables", tables),
+        ("etc/smbios/smbios-anchor", anchor),
+    ] {
+        fw_cfg
+            .add_file(name, data)
+            .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Bus 0 and the devices in its slots, in vmd's slot order.
 fn pci_devices() -> Arc<Mutex<PciRoot>> {
     let mut pci = PciRoot::new();
@@ -345,7 +378,7 @@ fn attach_port_devices(
     pio: &Bus,
     legacy: &LegacyDevices,
     pci: Arc<Mutex<PciRoot>>,
-    name: &str,
+    launch: &VmLaunch,
     lifecycle: &Arc<Lifecycle>,
 ) -> Result<(), LaunchError> {
     let reboot = {
@@ -368,7 +401,12 @@ fn attach_port_devices(
         fw_cfg::FW_CFG_DMA_LEN,
         shared(FwCfgDma(legacy.fw_cfg.clone())),
     )?;
-    insert(DEBUG_PORT, 1, shared(DebugPort::new(name)))?;
+    // Firmware diagnostics only when they would be logged.
+    insert(
+        DEBUG_PORT,
+        1,
+        shared(DebugPort::new(&launch.name, launch.verbose > 0)),
+    )?;
     insert(
         I8042_COMMAND_PORT,
         1,
