@@ -88,8 +88,11 @@ mod tests {
     fn lines_and_readback() {
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let l = lines.clone();
-        let mut port =
-            DebugPort::with_sink("t", Box::new(move |s| l.lock().unwrap().push(s.into())));
+        let mut port = DebugPort::with_sink(
+            "t",
+            true,
+            Box::new(move |s: &str| l.lock().unwrap().push(s.into())),
+        );
         for b in b"Found 1 cpu(s)\r\nnext" {
             port.write(0, &[*b]);
         }
@@ -98,7 +101,7 @@ mod tests {
         port.read(0, &mut d);
         assert_eq!(d[0], 0xe9);
 
-        let mut absent = DebugPort::with_sink("t", false, Box::new(|_| panic!("no output")));
+        let mut absent = DebugPort::with_sink("t", false, Box::new(|_: &str| panic!("no output")));
         absent.read(0, &mut d);
         assert_eq!(d[0], 0xff);
         absent.write(0, b"x\n");
