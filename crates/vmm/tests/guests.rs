@@ -309,7 +309,8 @@ nl: db 13, 10, 0
 sig: db 0, 0, 0, 0, 0
 "#,
     );
-    assert_eq!(field(&out, "files"), "03");
+    // etc/e820, sercon-port, screen-and-debug, the two SMBIOS files.
+    assert_eq!(field(&out, "files"), "05");
     assert_eq!(field(&out, "name"), "etc/e820");
     assert_eq!(field(&out, "dma"), "QEMU");
     assert_eq!(field(&out, "status"), "00");
