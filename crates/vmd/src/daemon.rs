@@ -23,6 +23,7 @@ use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchFds, ToVm, VmLaunc
 use crate::config::{self, ConfigSource};
 use crate::control::Client;
 use crate::events::Event;
+use crate::instances;
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
@@ -165,21 +166,26 @@ impl Daemon {
                 tracing::debug!("vm {} already exists, skipped", vm.name);
                 continue;
             }
-            if vm.instance_of.is_some() {
-                tracing::warn!("{}: vm instances are not supported yet; skipped", vm.name);
-                continue;
-            }
+            let (params, owner, allow_instance) = match &vm.instance_of {
+                None => (
+                    config::vm_params(&vm),
+                    config::owner(&vm),
+                    vm.instances.clone(),
+                ),
+                Some(parent) => match self.configured_instance(parent, &vm) {
+                    Ok(instance) => (instance.params, instance.owner, instance.allow),
+                    Err(reason) => {
+                        tracing::warn!("vm \"{}\": {reason}", vm.name);
+                        continue;
+                    }
+                },
+            };
             let Some(id) = self.registry.assign_id(&vm.name, 0) else {
                 tracing::warn!("too many vms");
                 break;
             };
-            let mut record = VmRecord::new(
-                id,
-                vm.name.clone(),
-                config::vm_params(&vm),
-                config::owner(&vm),
-                true,
-            );
+            let mut record = VmRecord::new(id, vm.name.clone(), params, owner, true);
+            record.allow_instance = allow_instance;
             if !vm.enabled {
                 record.flags |= state::DISABLED;
             }
@@ -340,11 +346,8 @@ impl Daemon {
         kernel: Option<OwnedFd>,
     ) -> Result<(), ErrorCode> {
         if let Some(template) = &request.instance_of {
-            if self.registry.find(&VmRef::Name(template.clone())).is_none() {
-                return Err(ErrorCode::PARENT_INVALID);
-            }
-            tracing::warn!("instances of {template} are not supported yet");
-            return Err(ErrorCode::ENOTSUP);
+            let index = self.create_instance(client, template, &request, kernel)?;
+            return self.launch(index, client.uid, Some(client.clone()));
         }
         let existing = request.target.as_ref().and_then(|t| self.registry.find(t));
         let index = match existing {
@@ -368,6 +371,116 @@ impl Daemon {
             None => self.create(client, &request, kernel)?,
         };
         self.launch(index, client.uid, Some(client.clone()))
+    }
+
+    /// An instance defined in vm.conf (`vm "parent" instance "name"`),
+    /// resolved as root.
+    fn configured_instance(
+        &self,
+        parent: &str,
+        vm: &conf::model::Vm,
+    ) -> Result<instances::Instance, String> {
+        let index = self
+            .registry
+            .find(&VmRef::Name(parent.to_string()))
+            .ok_or_else(|| format!("invalid template {parent}"))?;
+        let template = &self.registry.vms[index];
+        let spec = instances::InstanceSpec {
+            memory: vm.memory,
+            vcpus: vm.vcpus,
+            boot: vm.boot.clone(),
+            kernel_given: false,
+            cmdline: vm.cmdline.clone(),
+            initrd: vm.initrd.clone(),
+            cdrom: vm.cdrom.clone(),
+            disks: vm.disks.clone(),
+            interfaces: vm.interfaces.clone(),
+            interface_count: vm.interface_count.map(|n| n as usize),
+            boot_device: vm.boot_device,
+            owner_gid: vm.owner.gid,
+            owner_uid: vm.owner.uid,
+            has_own_allow: vm.instances.is_some(),
+        };
+        instances::derive(
+            &instances::Template {
+                params: &template.params,
+                owner: template.owner,
+                allow: template.allow_instance.as_ref(),
+            },
+            &spec,
+            0,
+            &|_, _| true,
+        )
+        .map_err(|refusal| refusal.reason)
+    }
+
+    /// `vmctl start -t template name`: registers an instance for the
+    /// requesting user (vmconf.md §8).
+    fn create_instance(
+        &mut self,
+        client: &Arc<Client>,
+        template: &str,
+        request: &StartRequest,
+        kernel: Option<OwnedFd>,
+    ) -> Result<usize, ErrorCode> {
+        let Some(parent) = self.registry.find(&VmRef::Name(template.to_string())) else {
+            return Err(ErrorCode::PARENT_INVALID);
+        };
+        let name = match &request.target {
+            Some(VmRef::Name(name)) => name.clone(),
+            _ => return Err(ErrorCode::EINVAL),
+        };
+        if self.registry.find(&VmRef::Name(name.clone())).is_some() {
+            return Err(ErrorCode::EALREADY);
+        }
+        if validate_vm_name(&name).is_err() {
+            return Err(ErrorCode::EINVAL);
+        }
+        let spec = instances::InstanceSpec {
+            memory: request.memory,
+            vcpus: request.vcpus,
+            boot: None,
+            kernel_given: kernel.is_some(),
+            cmdline: request.cmdline.clone(),
+            initrd: request.initrd.clone(),
+            cdrom: request.cdrom.clone(),
+            disks: request.disks.clone(),
+            interfaces: request
+                .nics
+                .iter()
+                .map(conf::model::Interface::from_nic_kind)
+                .collect(),
+            interface_count: (!request.nics.is_empty()).then_some(request.nics.len()),
+            boot_device: None,
+            owner_gid: None,
+            owner_uid: None,
+            has_own_allow: false,
+        };
+        let parent = &self.registry.vms[parent];
+        let uid = client.uid;
+        let instance = instances::derive(
+            &instances::Template {
+                params: &parent.params,
+                owner: parent.owner,
+                allow: parent.allow_instance.as_ref(),
+            },
+            &spec,
+            uid,
+            &|path, write| permissions::user_may_access(path, uid, write),
+        )
+        .map_err(|refusal| {
+            tracing::info!("instance {name} of {template}: {}", refusal.reason);
+            refusal.code
+        })?;
+        let Some(id) = self.registry.assign_id(&name, uid) else {
+            return Err(ErrorCode::ENOMEM);
+        };
+        let mut vm = VmRecord::new(id, name, instance.params, instance.owner, false);
+        vm.allow_instance = instance.allow;
+        vm.next_kernel = kernel;
+        vm.next_boot_device = request.boot_device;
+        self.registry.vms.push(vm);
+        Ok(self.registry.vms.len() - 1)
     }
 
     /// Registers a new ad-hoc VM from a start request (vmd.md §6.2).

@@ -20,6 +20,32 @@ pub fn user_in_group(uid: u32, gid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `uid` may read (and, with `write`, write) the regular file at
+/// `path`, judged from its mode bits as vmd.md §4.4 says: the owner bits if
+/// the user owns it, else the group bits if the user is in its group, else
+/// the "other" bits. Root may use any regular file.
+pub fn user_may_access(path: &str, uid: u32, write: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    if uid == 0 {
+        return true;
+    }
+    let mode = meta.mode();
+    let bits = if meta.uid() == uid {
+        mode >> 6
+    } else if user_in_group(uid, meta.gid()) {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o4 != 0 && (!write || bits & 0o2 != 0)
+}
+
 /// The facts about a VM the rule looks at.
 pub struct VmAccess {
     pub running: bool,
@@ -82,5 +108,27 @@ mod tests {
             !user_in_group(u32::MAX - 7, 0),
             "unknown users are in no group"
         );
+    }
+
+    #[test]
+    fn file_access_by_mode_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vmd-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("image");
+        std::fs::write(&file, b"x").unwrap();
+        let path = file.to_str().unwrap();
+        let nobody = 65534;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(user_may_access(path, nobody, false));
+        assert!(!user_may_access(path, nobody, true));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!user_may_access(path, nobody, false));
+        assert!(user_may_access(path, 0, true), "root");
+        assert!(
+            !user_may_access(dir.to_str().unwrap(), 0, false),
+            "not a regular file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

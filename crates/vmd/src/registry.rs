@@ -97,6 +97,9 @@ pub struct VmRecord {
     pub console_history: Vec<u8>,
     /// `stop -w` and `wait` clients.
     pub waiters: Vec<Arc<Client>>,
+    /// Its `allow instance`: who may make instances of it, and what they
+    /// may change. `None`: only root.
+    pub allow_instance: Option<conf::model::InstancePermissions>,
 }
 
 impl VmRecord {
@@ -116,6 +119,7 @@ impl VmRecord {
             quick_restarts: 0,
             console_history: Vec::new(),
             waiters: Vec::new(),
+            allow_instance: None,
         }
     }
 
