@@ -167,11 +167,7 @@ impl Daemon {
                 continue;
             }
             let (params, owner, allow_instance) = match &vm.instance_of {
-                None => (
-                    config::vm_params(&vm),
-                    config::owner(&vm),
-                    vm.instances.clone(),
-                ),
+                None => (config::vm_params(&vm), config::owner(&vm), vm.instances),
                 Some(parent) => match self.configured_instance(parent, &vm) {
                     Ok(instance) => (instance.params, instance.owner, instance.allow),
                     Err(reason) => {
