@@ -32,6 +32,10 @@ pub trait Report {
     fn wants_progress(&self) -> bool;
     /// Draws the progress bar (only called when wanted).
     fn progress(&mut self, line: &str);
+    /// A debug message, shown with `vmctl -v`.
+    fn debug(&mut self, message: &str) {
+        let _ = message;
+    }
 }
 
 /// The messages on stderr, as vmctl prints them.
@@ -56,6 +60,10 @@ impl Report for Stderr {
 
     fn progress(&mut self, line: &str) {
         output::eprint_raw(line);
+    }
+
+    fn debug(&mut self, message: &str) {
+        output::debug(message);
     }
 }
 
@@ -238,7 +246,9 @@ fn convert(
         };
 
     let mut bar = report.wants_progress().then(ProgressBar::default);
+    let name = disk.display().to_string();
     let result = disk::convert(source.as_ref(), dest.as_ref(), &mut |done, total| {
+        report.debug(&format!("{name}: {done}/{total} bytes copied"));
         if let Some(line) = bar.as_mut().and_then(|bar| bar.update(done, total)) {
             report.progress(&line);
         }

@@ -15,14 +15,12 @@ pub fn set_verbosity(level: u32) {
     VERBOSITY.store(level, Ordering::Relaxed);
 }
 
-#[allow(dead_code, reason = "for the create command")]
 pub fn verbosity() -> u32 {
     VERBOSITY.load(Ordering::Relaxed)
 }
 
 /// `vmctl: <message>` on stderr, only with `-v` (debug messages such as
 /// the per-chunk progress of `create -i`).
-#[allow(dead_code, reason = "for the create command")]
 pub fn debug(message: impl std::fmt::Display) {
     if verbosity() > 0 {
         warnx(message);
@@ -43,21 +41,6 @@ pub fn progname() -> &'static str {
 /// `vmctl: <message>` on stderr.
 pub fn warnx(message: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "{}: {message}", progname());
-}
-
-/// `vmctl: <message>: <strerror(errno)>` on stderr.
-#[allow(dead_code, reason = "for the create command")]
-pub fn warn_errno(message: impl std::fmt::Display, errno: i32) {
-    warnx(format_args!("{message}: {}", proto::error::strerror(errno)));
-}
-
-/// `vmctl: <message>: <error>` for an I/O error, using its errno text.
-#[allow(dead_code, reason = "for the create command")]
-pub fn warn_io(message: impl std::fmt::Display, err: &std::io::Error) {
-    match err.raw_os_error() {
-        Some(errno) => warn_errno(message, errno),
-        None => warnx(format_args!("{message}: {err}")),
-    }
 }
 
 /// Text on stderr with no prefix and no newline added.
