@@ -549,6 +549,29 @@ fn conversion_failures() {
 }
 
 #[test]
+fn conversion_onto_a_full_filesystem() {
+    let dir = Dir::new();
+    half_sparse_raw(&dir.path("in.raw"), 8 << 20);
+    let full = dir.path("full");
+    std::fs::create_dir(&full).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a small tmpfs needs root");
+    let out = full.join("out.raw");
+    let (status, text) = vmctl_create(&["-i", &dir.arg("in.raw"), out.to_str().unwrap()]);
+    let _ = Command::new("umount").arg(&full).status();
+    assert_eq!(status, 1, "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        text.ends_with("vmctl: failed to write to destination\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn progress_bar_lines() {
     let mut bar = create::ProgressBar::default();
     assert_eq!(
