@@ -391,3 +391,41 @@ main:
         daemon.vmctl_ok(&["stop", "-f", "emu"]);
     }
 }
+
+#[test]
+fn pause_stops_the_guest_and_unpause_resumes_it() {
+    let daemon = TestDaemon::start();
+    let image = tiny_firmware(
+        &daemon,
+        "ticker.bin",
+        r#"
+main:
+    mov dx, 0x3f8
+.tick:
+    mov al, '.'
+    out dx, al
+    mov ecx, 20000
+.wait:
+    dec ecx
+    jnz .wait
+    jmp .tick
+"#,
+    );
+    daemon.vmctl_ok(&["start", "-b", &image, "ticker"]);
+    let mut session = daemon.console("ticker");
+    session.read_until("..........", BOOT).unwrap();
+    daemon.vmctl_ok(&["pause", "ticker"]);
+    // Let output already in flight arrive, then nothing more may come.
+    std::thread::sleep(Duration::from_millis(300));
+    let frozen = session.text().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(session.text().len(), frozen, "no output while paused");
+    assert_eq!(status_row(&daemon, "ticker").unwrap()[7], "paused");
+    daemon.vmctl_ok(&["unpause", "ticker"]);
+    daemon.wait_for(
+        || session.text().len() > frozen + 10,
+        Duration::from_secs(20),
+        "output to resume",
+    );
+    daemon.vmctl_ok(&["stop", "-f", "ticker"]);
+}

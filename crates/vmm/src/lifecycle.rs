@@ -173,13 +173,15 @@ impl Lifecycle {
     }
 
     /// Called by a vCPU between runs. Returns false when the vCPU must stop
-    /// for good; parks while the VM is paused.
-    pub fn vcpu_may_run(&self) -> bool {
+    /// for good; parks while the VM is paused, and calls `on_resume` once
+    /// it may run again after a pause.
+    pub fn vcpu_may_run(&self, on_resume: impl FnOnce()) -> bool {
         if !self.attention.load(Ordering::SeqCst) {
             return true;
         }
         let mut state = self.lock();
-        if state.paused && state.exit.is_none() {
+        let parked = state.paused && state.exit.is_none();
+        if parked {
             state.parked += 1;
             self.changed.notify_all();
             while state.paused && state.exit.is_none() {
@@ -187,6 +189,11 @@ impl Lifecycle {
             }
             state.parked -= 1;
         }
-        state.exit.is_none()
+        let running = state.exit.is_none();
+        drop(state);
+        if parked && running {
+            on_resume();
+        }
+        running
     }
 }

@@ -131,11 +131,11 @@ fn control_loop(
             Event::Daemon(message) => match message {
                 ToVm::Launch(_) => tracing::warn!("{}: ignoring a second launch", vm.name),
                 ToVm::Pause => {
-                    vm.lifecycle.pause(vm.vcpu_count());
+                    vm.pause();
                     let _ = channel.send(&FromVm::Paused(Ok(())));
                 }
                 ToVm::Unpause => {
-                    vm.lifecycle.resume();
+                    vm.resume();
                     let _ = channel.send(&FromVm::Unpaused(Ok(())));
                 }
                 ToVm::Shutdown { graceful } => {

@@ -81,10 +81,15 @@ pub fn run(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
     let run_area = vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
     lifecycle::register_kvm_run(run_area);
     ctx.lifecycle.add_vcpu_thread();
+    // A guest using kvmclock learns it was paused (no soft-lockup alarm);
+    // one that does not answers EINVAL, which is fine.
+    let resumed = |vcpu: &VcpuFd| {
+        let _ = vcpu.kvmclock_ctrl();
+    };
     // A kick that arrived before registration is covered by this check.
-    while ctx.lifecycle.vcpu_may_run() {
+    while ctx.lifecycle.vcpu_may_run(|| resumed(&vcpu)) {
         vcpu.set_kvm_immediate_exit(0);
-        if !ctx.lifecycle.vcpu_may_run() {
+        if !ctx.lifecycle.vcpu_may_run(|| resumed(&vcpu)) {
             break;
         }
         // SAFETY: run_area is this vCPU's live kvm_run mapping; the io

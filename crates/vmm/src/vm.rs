@@ -102,8 +102,10 @@ pub struct Vm {
     vcpu_count: usize,
     pty_master: File,
     pub pty_slave: File,
-    // Kept for the lifetime of the VM: its memory regions and irqfds.
-    _vm_fd: VmFd,
+    /// The KVM VM; also keeps its memory regions and irqfds alive.
+    vm_fd: VmFd,
+    /// kvmclock as it was when the VM was paused.
+    paused_clock: Mutex<Option<kvm_bindings::kvm_clock_data>>,
     _kvm: Kvm,
 }
 
@@ -167,13 +169,47 @@ impl Vm {
             vcpus,
             pty_master: files.pty_master,
             pty_slave: files.pty_slave,
-            _vm_fd: vm_fd,
+            vm_fd,
+            paused_clock: Mutex::new(None),
             _kvm: kvm,
         })
     }
 
     pub fn vcpu_count(&self) -> usize {
         self.vcpu_count
+    }
+
+    /// Parks every vCPU and freezes the guest clock (vmd.md §6.7).
+    pub fn pause(&self) {
+        if self.lifecycle.is_paused() {
+            return;
+        }
+        self.lifecycle.pause(self.vcpu_count);
+        match self.vm_fd.get_clock() {
+            Ok(clock) => *self.paused_clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock),
+            Err(e) => tracing::debug!("{}: KVM_GET_CLOCK: {e}", self.name),
+        }
+    }
+
+    /// Restarts the clock where it stopped, so the guest does not see the
+    /// pause as time lost, and lets the vCPUs run again; each tells the
+    /// guest's kvmclock it was stopped (KVM_KVMCLOCK_CTRL) so the guest
+    /// does not report soft lockups.
+    pub fn resume(&self) {
+        if let Some(mut clock) = self
+            .paused_clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            // Only the clock value is restored; the other fields describe
+            // the host at the time it was read.
+            clock.flags = 0;
+            if let Err(e) = self.vm_fd.set_clock(&clock) {
+                tracing::debug!("{}: KVM_SET_CLOCK: {e}", self.name);
+            }
+        }
+        self.lifecycle.resume();
     }
 
     /// Starts the console relay, the RTC timer and the vCPU threads.
