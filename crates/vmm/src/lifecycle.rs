@@ -172,6 +172,20 @@ impl Lifecycle {
         self.lock().paused
     }
 
+    /// Called by device I/O threads before they touch guest memory:
+    /// blocks while the VM is paused, so a paused guest's memory holds
+    /// still. Returns false once the VM is ending.
+    pub fn device_may_run(&self) -> bool {
+        if !self.attention.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut state = self.lock();
+        while state.paused && state.exit.is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.exit.is_none()
+    }
+
     /// Called by a vCPU between runs. Returns false when the vCPU must stop
     /// for good; parks while the VM is paused.
     pub fn vcpu_may_run(&self) -> bool {
