@@ -98,6 +98,11 @@ impl DriverQueue {
         self.size
     }
 
+    /// The table slot the next written chain starts at.
+    pub fn next_free(&self) -> u16 {
+        self.next_desc
+    }
+
     pub fn desc_table(&self) -> u64 {
         self.desc_table
     }

@@ -7,8 +7,10 @@
 //!   that reads guest-controlled bytes, and the fuzz target.
 //! * [`handler`]: the I/O thread's side: runs requests on the backend and
 //!   writes the status.
+//! * [`driver`]: a driver without a guest, for tests, benchmark and fuzzing.
 
 pub mod device;
+pub mod driver;
 pub mod handler;
 pub mod request;
 
