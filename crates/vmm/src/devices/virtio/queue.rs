@@ -11,6 +11,7 @@
 
 use std::num::Wrapping;
 
+use smallvec::SmallVec;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
@@ -24,13 +25,17 @@ pub struct Segment {
     pub len: u32,
 }
 
+/// The buffers of one direction of a chain. Requests rarely have more
+/// than a few, so they live inline: no allocation per request.
+pub type Segments = SmallVec<[Segment; 4]>;
+
 /// A well-formed descriptor chain: device-readable buffers, then
 /// device-writable ones, all inside guest memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub head: u16,
-    pub readable: Vec<Segment>,
-    pub writable: Vec<Segment>,
+    pub readable: Segments,
+    pub writable: Segments,
 }
 
 impl Chain {
@@ -86,8 +91,8 @@ pub fn read_chain(
     let mem = chain.memory();
     let mut out = Chain {
         head,
-        readable: Vec::new(),
-        writable: Vec::new(),
+        readable: Segments::new(),
+        writable: Segments::new(),
     };
     let mut count = 0usize;
     let mut ended = false;

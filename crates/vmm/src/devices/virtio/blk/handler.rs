@@ -6,6 +6,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::sync::Arc;
 
 use disk::BlockBackend;
+use smallvec::SmallVec;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryBackend};
@@ -27,12 +28,14 @@ pub struct BlkHandler {
     pub name: String,
 }
 
+type HostSlices = SmallVec<[(*mut u8, usize); 4]>;
+
 /// Host views of guest buffers, for vectored I/O.
 ///
 /// Every segment was checked to lie in guest memory; a buffer spanning
 /// two memory regions becomes two slices.
-fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<Vec<(*mut u8, usize)>> {
-    let mut out = Vec::with_capacity(segments.len());
+fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSlices> {
+    let mut out = HostSlices::new();
     for s in segments {
         for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
             let slice = slice.ok()?;
@@ -50,7 +53,7 @@ impl BlkHandler {
         // and owns these bytes, so Rust's exclusivity cannot be promised
         // for guest memory in any case; the slices only serve as the
         // destination of the backend's reads and are never read here.
-        let mut bufs: Vec<IoSliceMut<'_>> = slices
+        let mut bufs: SmallVec<[IoSliceMut<'_>; 4]> = slices
             .iter()
             .map(|&(ptr, len)| IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
             .collect();
@@ -61,7 +64,7 @@ impl BlkHandler {
         let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
         // SAFETY: as in `read`; the slices are only the source of the
         // backend's writes.
-        let bufs: Vec<IoSlice<'_>> = slices
+        let bufs: SmallVec<[IoSlice<'_>; 4]> = slices
             .iter()
             .map(|&(ptr, len)| IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) }))
             .collect();

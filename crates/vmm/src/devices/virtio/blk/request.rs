@@ -20,7 +20,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::{MAX_RANGE_SECTORS, MAX_RANGES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use crate::devices::virtio::DeviceBroken;
-use crate::devices::virtio::queue::{Chain, Segment, total_len};
+use crate::devices::virtio::queue::{Chain, Segment, Segments, total_len};
 use crate::memory::GuestMemoryMmap;
 
 const HEADER_LEN: u64 = 16;
@@ -64,17 +64,17 @@ pub enum Operation {
     /// Read into `data` (guest buffers) from byte `offset`.
     Read {
         offset: u64,
-        data: Vec<Segment>,
+        data: Segments,
     },
     /// Write `data` at byte `offset`.
     Write {
         offset: u64,
-        data: Vec<Segment>,
+        data: Segments,
     },
     Flush,
     /// Write the serial number into `data`.
     GetId {
-        data: Vec<Segment>,
+        data: Segments,
     },
     Discard(Vec<SectorRange>),
     WriteZeroes(Vec<SectorRange>),
@@ -100,8 +100,8 @@ fn reject(status: u32, why: impl Into<String>) -> Operation {
 }
 
 /// The part `[skip, skip + take)` of the byte stream `segments` form.
-pub fn sub_segments(segments: &[Segment], mut skip: u64, mut take: u64) -> Vec<Segment> {
-    let mut out = Vec::new();
+pub fn sub_segments(segments: &[Segment], mut skip: u64, mut take: u64) -> Segments {
+    let mut out = Segments::new();
     for s in segments {
         if take == 0 {
             break;
@@ -157,7 +157,7 @@ pub fn parse(
         )));
     }
     let status_at = sub_segments(&chain.writable, writable_len - 1, 1)[0].addr;
-    let data_in = sub_segments(&chain.writable, 0, writable_len - 1);
+    let data_in = || sub_segments(&chain.writable, 0, writable_len - 1);
     let request = |operation| {
         Ok(Request {
             operation,
@@ -171,23 +171,23 @@ pub fn parse(
     }
     let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let sector = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    let data_out = sub_segments(&chain.readable, HEADER_LEN, u64::MAX);
+    let data_out = || sub_segments(&chain.readable, HEADER_LEN, u64::MAX);
 
     let operation = match kind {
-        VIRTIO_BLK_T_IN => data_request(sector, data_in, limits, false),
-        VIRTIO_BLK_T_OUT => data_request(sector, data_out, limits, true),
+        VIRTIO_BLK_T_IN => data_request(sector, data_in(), limits, false),
+        VIRTIO_BLK_T_OUT => data_request(sector, data_out(), limits, true),
         VIRTIO_BLK_T_FLUSH => Operation::Flush,
-        VIRTIO_BLK_T_GET_ID => Operation::GetId { data: data_in },
-        VIRTIO_BLK_T_DISCARD if limits.discard => ranges_request(mem, &data_out, limits, false),
+        VIRTIO_BLK_T_GET_ID => Operation::GetId { data: data_in() },
+        VIRTIO_BLK_T_DISCARD if limits.discard => ranges_request(mem, &data_out(), limits, false),
         VIRTIO_BLK_T_WRITE_ZEROES if limits.write_zeroes => {
-            ranges_request(mem, &data_out, limits, true)
+            ranges_request(mem, &data_out(), limits, true)
         }
         other => reject(VIRTIO_BLK_S_UNSUPP, format!("request type {other}")),
     };
     request(operation)
 }
 
-fn data_request(sector: u64, data: Vec<Segment>, limits: &Limits, write: bool) -> Operation {
+fn data_request(sector: u64, data: Segments, limits: &Limits, write: bool) -> Operation {
     let len = total_len(&data);
     if write && limits.read_only {
         return reject(VIRTIO_BLK_S_IOERR, "write to a read-only disk");
@@ -284,15 +284,18 @@ mod tests {
     fn byte_streams_split_across_buffers() {
         let segs = [seg(0x1000, 10), seg(0x2000, 6), seg(0x3000, 512)];
         assert_eq!(
-            sub_segments(&segs, 0, 16),
-            vec![seg(0x1000, 10), seg(0x2000, 6)]
+            sub_segments(&segs, 0, 16).as_slice(),
+            [seg(0x1000, 10), seg(0x2000, 6)].as_slice()
         );
         assert_eq!(
-            sub_segments(&segs, 12, 8),
-            vec![seg(0x2002, 4), seg(0x3000, 4)]
+            sub_segments(&segs, 12, 8).as_slice(),
+            [seg(0x2002, 4), seg(0x3000, 4)].as_slice()
         );
-        assert_eq!(sub_segments(&segs, 16, u64::MAX), vec![seg(0x3000, 512)]);
-        assert_eq!(sub_segments(&segs, 600, 5), vec![]);
+        assert_eq!(
+            sub_segments(&segs, 16, u64::MAX).as_slice(),
+            [seg(0x3000, 512)]
+        );
+        assert_eq!(sub_segments(&segs, 600, 5).len(), 0);
     }
 
     #[test]
