@@ -15,6 +15,33 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `vmctl start` of `name` with SeaBIOS, 64 MiB, `disks` and `extra`
+/// options.
+fn start(
+    daemon: &TestDaemon,
+    name: &str,
+    disks: &[String],
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec!["start", "-b", BIOS, "-m", "64M"];
+    args.extend_from_slice(extra);
+    for disk in disks {
+        args.extend_from_slice(&["-d", disk.as_str()]);
+    }
+    args.push(name);
+    daemon.vmctl(&args)
+}
+
+fn start_ok(daemon: &TestDaemon, name: &str, disks: &[String], extra: &[&str]) {
+    let out = start(daemon, name, disks, extra);
+    assert!(
+        out.status.success(),
+        "start {name}: {}\n--- vmd log ---\n{}",
+        stderr(&out),
+        daemon.log()
+    );
+}
+
 #[test]
 fn seabios_boots_grub_from_a_raw_disk_and_grub_sees_the_second_disk() {
     let daemon = TestDaemon::start();
@@ -24,18 +51,11 @@ fn seabios_boots_grub_from_a_raw_disk_and_grub_sees_the_second_disk() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    daemon.vmctl_ok(&[
-        "start",
-        "-b",
-        BIOS,
-        "-m",
-        "64M",
-        "-d",
-        boot.to_str().unwrap(),
-        "-d",
-        &format!("raw:{}", second.display()),
-        "grubvm",
-    ]);
+    let disks = [
+        boot.display().to_string(),
+        format!("raw:{}", second.display()),
+    ];
+    start_ok(&daemon, "grubvm", &disks, &[]);
     let text = daemon.console_until("grubvm", grub::DONE, BOOT);
     // GRUB's own words: its boot sector, then its kernel.
     assert!(text.contains("GRUB loading."), "{text}");
@@ -66,27 +86,10 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
         .output()
         .expect("qemu-img (qemu-utils)");
     assert!(out.status.success(), "{}", stderr(&out));
-    daemon.vmctl_ok(&[
-        "start",
-        "-b",
-        BIOS,
-        "-m",
-        "64M",
-        "-B",
-        "disk",
-        "-d",
-        &format!("qcow2:{}", overlay.display()),
-        "overlayvm",
-    ]);
+    let disks = [format!("qcow2:{}", overlay.display())];
+    start_ok(&daemon, "overlayvm", &disks, &["-B", "disk"]);
     // A second VM on the same overlay is refused while the first runs.
-    let out = daemon.vmctl(&[
-        "start",
-        "-b",
-        BIOS,
-        "-d",
-        overlay.to_str().unwrap(),
-        "intruder",
-    ]);
+    let out = start(&daemon, "intruder", &disks, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
 
@@ -105,14 +108,7 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
         "overlayvm to stop",
     );
     // Once it stopped, the image is free again.
-    daemon.vmctl_ok(&[
-        "start",
-        "-b",
-        BIOS,
-        "-d",
-        overlay.to_str().unwrap(),
-        "successor",
-    ]);
+    start_ok(&daemon, "successor", &disks, &[]);
 }
 
 #[test]
@@ -122,14 +118,12 @@ fn an_image_that_does_not_open_is_refused() {
     // chain cannot read a header from it.
     let broken = daemon.dir().join("broken.qcow2");
     std::fs::write(&broken, b"QFI\xfb").unwrap();
-    let out = daemon.vmctl(&[
-        "start",
-        "-b",
-        BIOS,
-        "-d",
-        &format!("qcow2:{}", broken.display()),
+    let out = start(
+        &daemon,
         "brokenvm",
-    ]);
+        &[format!("qcow2:{}", broken.display())],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
     assert!(daemon.log().contains("can't open disk"), "{}", daemon.log());

@@ -176,30 +176,33 @@ impl Lifecycle {
     /// blocks while the VM is paused, so a paused guest's memory holds
     /// still. Returns false once the VM is ending.
     pub fn device_may_run(&self) -> bool {
-        if !self.attention.load(Ordering::SeqCst) {
-            return true;
-        }
-        let mut state = self.lock();
-        while state.paused && state.exit.is_none() {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        state.exit.is_none()
+        self.may_run(false)
     }
 
     /// Called by a vCPU between runs. Returns false when the vCPU must stop
     /// for good; parks while the VM is paused.
     pub fn vcpu_may_run(&self) -> bool {
+        self.may_run(true)
+    }
+
+    /// Waits out a pause; a vCPU (`parks`) also counts itself as parked so
+    /// that [`Lifecycle::pause`] knows when all of them stopped.
+    fn may_run(&self, parks: bool) -> bool {
         if !self.attention.load(Ordering::SeqCst) {
             return true;
         }
         let mut state = self.lock();
         if state.paused && state.exit.is_none() {
-            state.parked += 1;
-            self.changed.notify_all();
+            if parks {
+                state.parked += 1;
+                self.changed.notify_all();
+            }
             while state.paused && state.exit.is_none() {
                 state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            state.parked -= 1;
+            if parks {
+                state.parked -= 1;
+            }
         }
         state.exit.is_none()
     }

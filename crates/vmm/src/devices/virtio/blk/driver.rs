@@ -124,22 +124,32 @@ impl BlkDriver {
             .expect("status in memory")
     }
 
-    /// Makes a request of `kind` at `sector` with `data` descriptors
-    /// between header and status available; returns its head slot.
-    pub fn submit(&mut self, kind: u32, sector: u64, data: &[Descriptor]) -> u16 {
-        let slot = self.next_slot();
+    /// Header, `data` and status of a request whose chain starts at
+    /// descriptor slot `slot`.
+    fn request_chain(
+        &self,
+        slot: u16,
+        kind: u32,
+        sector: u64,
+        data: &[Descriptor],
+    ) -> Vec<Descriptor> {
         let mut chain = vec![self.header(slot, kind, sector)];
         chain.extend_from_slice(data);
         chain.push(self.status(slot));
+        chain
+    }
+
+    /// Makes a request of `kind` at `sector` with `data` descriptors
+    /// between header and status available; returns its head slot.
+    pub fn submit(&mut self, kind: u32, sector: u64, data: &[Descriptor]) -> u16 {
+        let chain = self.request_chain(self.next_slot(), kind, sector, data);
         self.queue.add_chain(&chain)
     }
 
     /// The same request through an indirect table.
     pub fn submit_indirect(&mut self, kind: u32, sector: u64, data: &[Descriptor]) -> u16 {
         let slot = self.next_slot();
-        let mut chain = vec![self.header(slot, kind, sector)];
-        chain.extend_from_slice(data);
-        chain.push(self.status(slot));
+        let chain = self.request_chain(slot, kind, sector, data);
         let table = INDIRECT_TABLES + 0x1000 * u64::from(slot % 16);
         let head = self.queue.write_indirect_chain(table, &chain);
         self.queue.make_available(head);

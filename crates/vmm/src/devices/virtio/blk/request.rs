@@ -192,7 +192,7 @@ fn data_request(sector: u64, data: Segments, limits: &Limits, write: bool) -> Op
     if write && limits.read_only {
         return reject(VIRTIO_BLK_S_IOERR, "write to a read-only disk");
     }
-    if len % SECTOR_SIZE != 0 {
+    if !len.is_multiple_of(SECTOR_SIZE) {
         return reject(
             VIRTIO_BLK_S_IOERR,
             format!("{len} bytes is not whole sectors"),
@@ -231,7 +231,7 @@ fn ranges_request(
         return reject(VIRTIO_BLK_S_IOERR, "discard on a read-only disk");
     }
     let len = total_len(data);
-    if len == 0 || len % RANGE_LEN != 0 || len / RANGE_LEN > u64::from(MAX_RANGES) {
+    if len == 0 || !len.is_multiple_of(RANGE_LEN) || len / RANGE_LEN > u64::from(MAX_RANGES) {
         return reject(VIRTIO_BLK_S_IOERR, format!("{len} bytes of ranges"));
     }
     let mut bytes = vec![0u8; len as usize];
