@@ -35,6 +35,7 @@ struct Rig {
     pio: Arc<Bus>,
     mem: GuestMemoryMmap,
     vm: Arc<kvm_ioctls::VmFd>,
+    lifecycle: Arc<Lifecycle>,
     _kvm: Kvm,
 }
 
@@ -44,11 +45,12 @@ fn rig() -> Rig {
     vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let (tx, _rx) = mpsc::channel();
+    let lifecycle = Arc::new(Lifecycle::new(tx));
     let ctx = TransportContext {
         vm: vm.clone(),
         router: Arc::new(GsiRouter::new(vm.clone())),
         mem: mem.clone(),
-        lifecycle: Arc::new(Lifecycle::new(tx)),
+        lifecycle: lifecycle.clone(),
     };
     let dir = TempDir::new("virtio-pci");
     let backend = disk::create_image(&dir.join("d.img"), DiskFormat::Raw, 1 << 20).unwrap();
@@ -76,6 +78,7 @@ fn rig() -> Rig {
         pio,
         mem,
         vm,
+        lifecycle,
         _kvm: kvm,
     }
 }
@@ -363,4 +366,17 @@ fn msix_vectors_are_masked_pending_and_delivered() {
         .bar_write(1, 28, &0u32.to_le_bytes());
     r.cfg_write(cap, 1 << 31);
     assert_eq!(pba(), 0);
+}
+
+#[test]
+fn a_paused_vm_gets_no_disk_service_until_it_resumes() {
+    let r = rig();
+    let mut q = r.start_driver(64);
+    r.lifecycle.pause(0);
+    flush_request(&r.mem, &mut q);
+    r.kick();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(q.pop_used(), None, "guest memory holds still while paused");
+    r.lifecycle.resume();
+    assert!(wait_used(&mut q).is_some());
 }
