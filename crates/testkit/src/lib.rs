@@ -1,6 +1,8 @@
 //! Test support shared by the crates' tests: tiny guests assembled in the
-//! test (real-mode firmware images), and a private vmd per test.
+//! test (real-mode firmware images), GRUB boot disks, and a private vmd
+//! per test.
 
 pub mod daemon;
+pub mod grub;
 pub mod guest;
 pub mod tmp;
