@@ -350,13 +350,9 @@ fn run_timers(shared: &Shared, resample: &EventFd) {
         let (wall, mono) = (SystemTime::now(), Instant::now());
         let wall_step = wall.duration_since(last_wall).unwrap_or(Duration::ZERO);
         let mono_step = mono.duration_since(last_mono);
-        let drift = if wall_step > mono_step {
-            wall_step - mono_step
-        } else {
-            // A backwards step shows as a wall step shorter than the
-            // monotonic one (or an error above, counted as zero).
-            mono_step - wall_step
-        };
+        // A backwards step shows as a wall step shorter than the monotonic
+        // one (or as an error above, counted as zero).
+        let drift = wall_step.abs_diff(mono_step);
         if drift > RTC_JUMP {
             tracing::info!("{}: host clock jumped by {drift:?}", shared.name);
             clock_jumped(shared);
