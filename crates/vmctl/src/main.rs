@@ -19,7 +19,7 @@ use getopt::{Getopt, Opt};
 
 /// Parses the global options and runs the command; returns the exit status.
 fn run(args: &[String]) -> i32 {
-    let mut getopt = Getopt::new(args, "v");
+    let mut getopt = Getopt::new(args, cli::GLOBAL_OPTIONS);
     let mut verbosity = 0;
     for opt in getopt.by_ref() {
         match opt {
