@@ -3,4 +3,5 @@
 
 pub mod daemon;
 pub mod guest;
+pub mod mdoc;
 pub mod tmp;

@@ -11,6 +11,8 @@ mod create;
 mod daemon;
 mod failure;
 mod getopt;
+#[cfg(test)]
+mod man_page;
 mod output;
 
 use cli::Lookup;

@@ -150,6 +150,15 @@ fn daemon_main(options: Options) -> i32 {
         }
     };
 
+    // The socket listens before vmd detaches, so a service manager that
+    // waits for the detach (systemd's Type=forking) finds it ready.
+    let listener = match control::listen_at(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("control socket {}: {e}", socket_path.display());
+            return 1;
+        }
+    };
     if !options.foreground
         && let Err(e) = nix::unistd::daemon(false, false)
     {
@@ -165,13 +174,6 @@ fn daemon_main(options: Options) -> i32 {
         options.verbosity,
     );
 
-    let listener = match control::listen_at(&socket_path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("control socket {}: {e}", socket_path.display());
-            return 1;
-        }
-    };
     // SAFETY: ignoring SIGPIPE and SIGUSR1 has no preconditions; a client
     // that goes away must not kill the daemon.
     unsafe {
