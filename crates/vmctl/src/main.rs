@@ -6,6 +6,8 @@
 mod args;
 mod cli;
 mod commands;
+#[cfg(test)]
+mod completion_tests;
 mod console;
 mod create;
 mod daemon;
