@@ -103,3 +103,56 @@ fn every_flag_in_the_page_exists() {
     let unknown: Vec<String> = page.all_flags().difference(&known).cloned().collect();
     assert!(unknown.is_empty(), "{PAGE} names flags vmctl lacks: {unknown:?}");
 }
+
+/// The vmctl command lines in the EXAMPLES of a page: the words after
+/// `vmctl`, up to a shell operator, continuation lines joined.
+pub fn example_command_lines(page: &Page) -> Vec<Vec<String>> {
+    let mut lines = Vec::new();
+    for block in page.literal_blocks("EXAMPLES") {
+        let joined = block.replace("\\\n", " ");
+        for line in joined.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some(start) = words.iter().position(|w| *w == "vmctl") else {
+                continue;
+            };
+            let args: Vec<String> = words[start + 1..]
+                .iter()
+                .take_while(|w| !w.starts_with(['<', '>', '|']))
+                .map(|w| w.trim_matches('"').to_string())
+                .collect();
+            lines.push(args);
+        }
+    }
+    lines
+}
+
+#[test]
+fn examples_use_real_commands_and_flags() {
+    use crate::cli::{Lookup, lookup};
+    use crate::getopt::Opt;
+
+    let page = Page::read(PAGE);
+    let examples = example_command_lines(&page);
+    assert!(examples.len() >= 8, "{examples:?}");
+    for args in examples {
+        let (word, rest) = args.split_first().expect("a command word");
+        let Lookup::Found(command) = lookup(word) else {
+            panic!("example `vmctl {}`: no command {word}", args.join(" "));
+        };
+        let mut getopt = command.getopt(rest);
+        for opt in getopt.by_ref() {
+            assert!(
+                matches!(opt, Opt::Found(..)),
+                "example `vmctl {}`: {opt:?}",
+                args.join(" ")
+            );
+        }
+        let operands = getopt.operands().len();
+        let allowed = if command.usage.is_empty() { 0 } else { 1 };
+        assert!(
+            operands <= allowed,
+            "example `vmctl {}`: {operands} operands",
+            args.join(" ")
+        );
+    }
+}
