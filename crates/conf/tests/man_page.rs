@@ -26,14 +26,23 @@ fn keywords_are_the_grammars() {
         .collect();
     let missing: Vec<&String> = grammar.difference(&marked).collect();
     let unknown: Vec<&String> = marked.difference(&grammar).collect();
-    assert!(missing.is_empty(), "keywords {PAGE} does not mention: {missing:?}");
-    assert!(unknown.is_empty(), "{PAGE} marks words the grammar lacks: {unknown:?}");
+    assert!(
+        missing.is_empty(),
+        "keywords {PAGE} does not mention: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "{PAGE} marks words the grammar lacks: {unknown:?}"
+    );
 }
 
 fn all_items(items: &mut dyn Iterator<Item = &Item>, out: &mut Vec<(String, String)>) {
     for item in items {
         if item.kind() == Some("Ic") {
-            out.push((item.name().unwrap_or_default().to_string(), item.body.clone()));
+            out.push((
+                item.name().unwrap_or_default().to_string(),
+                item.body.clone(),
+            ));
         }
         all_items(&mut item.nested_items(), out);
     }

@@ -25,8 +25,8 @@ pub fn page_path(name: &str) -> PathBuf {
 const CALLABLE: &[&str] = &[
     "Ad", "An", "Ao", "Ac", "Aq", "Ar", "Bo", "Bc", "Bq", "Brq", "Bro", "Brc", "Cm", "Dq", "Do",
     "Dc", "Dv", "Em", "Er", "Ev", "Fa", "Fl", "Fn", "Ic", "Li", "Ms", "Nm", "No", "Ns", "Oc", "Oo",
-    "Op", "Pa", "Pc", "Pf", "Po", "Pq", "Ql", "Qq", "Qo", "Qc", "Sq", "So", "Sc", "Sx", "Sy",
-    "Va", "Xc", "Xo", "Xr", "Ox", "Ux",
+    "Op", "Pa", "Pc", "Pf", "Po", "Pq", "Ql", "Qq", "Qo", "Qc", "Sq", "So", "Sc", "Sx", "Sy", "Va",
+    "Xc", "Xo", "Xr", "Ox", "Ux",
 ];
 
 fn is_macro(token: &str) -> bool {

@@ -85,11 +85,10 @@ fn global_flags() {
     let page = Page::read(PAGE);
     let global = getopt_flags(GLOBAL_OPTIONS, &[]);
     assert_eq!(page.synopsis_flags(), global);
-    let described: BTreeSet<String> =
-        described_flags(page.section("DESCRIPTION").items())
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+    let described: BTreeSet<String> = described_flags(page.section("DESCRIPTION").items())
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
     assert_eq!(described, global);
 }
 
@@ -101,12 +100,15 @@ fn every_flag_in_the_page_exists() {
         known.extend(program_flags(command));
     }
     let unknown: Vec<String> = page.all_flags().difference(&known).cloned().collect();
-    assert!(unknown.is_empty(), "{PAGE} names flags vmctl lacks: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "{PAGE} names flags vmctl lacks: {unknown:?}"
+    );
 }
 
 /// The vmctl command lines in the EXAMPLES of a page: the words after
 /// `vmctl`, up to a shell operator, continuation lines joined.
-pub fn example_command_lines(page: &Page) -> Vec<Vec<String>> {
+fn example_command_lines(page: &Page) -> Vec<Vec<String>> {
     let mut lines = Vec::new();
     for block in page.literal_blocks("EXAMPLES") {
         let joined = block.replace("\\\n", " ");
@@ -155,4 +157,39 @@ fn examples_use_real_commands_and_flags() {
             args.join(" ")
         );
     }
+}
+
+#[test]
+fn every_console_escape_is_documented() {
+    use crate::console::escape::{Escape, EscapeReader, Typed};
+
+    // What vmctl does with `~` followed by each byte.
+    let mut implemented = BTreeSet::new();
+    for byte in 0..=255u8 {
+        let mut reader = EscapeReader::new();
+        reader.feed(b'~');
+        let known = match reader.feed(byte) {
+            Typed::Escape(Escape::Ignored) => false,
+            Typed::Escape(_) => true,
+            Typed::Send(sent) => sent == b'~',
+            Typed::Swallowed => false,
+        };
+        if known {
+            let name = match byte {
+                0..=31 => format!("~^{}", char::from(byte + 64)),
+                _ => format!("~{}", char::from(byte)),
+            };
+            implemented.insert(name);
+        }
+    }
+    let page = Page::read(PAGE);
+    let console = commands(&page)
+        .into_iter()
+        .find(|item| item.name() == Some("console"))
+        .expect("console entry");
+    let documented: BTreeSet<String> = console
+        .nested_items()
+        .flat_map(|item| testkit::mdoc::macro_arguments(&item.head, "Ic"))
+        .collect();
+    assert_eq!(documented, implemented, "escapes in {PAGE} vs vmctl's");
 }

@@ -38,5 +38,8 @@ fn synopsis_and_options_match_the_program() {
     }
     assert_eq!(described, parsed, "options described in {PAGE}");
     let unknown: Vec<String> = page.all_flags().difference(&parsed).cloned().collect();
-    assert!(unknown.is_empty(), "{PAGE} names flags vmd lacks: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "{PAGE} names flags vmd lacks: {unknown:?}"
+    );
 }

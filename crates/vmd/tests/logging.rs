@@ -272,7 +272,10 @@ fn detached_vmd_logs_to_syslog_as_vmd() {
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(daemon.pid, libc::SIGTERM) };
     let last = daemon.wait_for(|m| m.text == "terminating");
-    assert_eq!((last.pid, last.priority), (daemon.pid, LOG_DAEMON | LOG_INFO));
+    assert_eq!(
+        (last.pid, last.priority),
+        (daemon.pid, LOG_DAEMON | LOG_INFO)
+    );
 }
 
 #[test]

@@ -43,11 +43,7 @@ const FILES: &[(&str, u32, Source)] = &[
         0o644,
         Repo("completions/vmctl.bash"),
     ),
-    (
-        "usr/share/doc/vmd/copyright",
-        0o644,
-        Repo("dist/copyright"),
-    ),
+    ("usr/share/doc/vmd/copyright", 0o644, Repo("dist/copyright")),
     (
         "usr/share/doc/vmd/examples/vm.conf",
         0o644,
@@ -380,7 +376,10 @@ fn systemd_analyze_verify_accepts_the_unit() {
             text.replace("ExecStop=/usr/sbin/vmctl", "ExecStop=/usr/sbin/vmctl-gone"),
         ),
         ("an unknown setting", text.replace("KillMode=", "KilMode=")),
-        ("a bad value", text.replace("KillMode=mixed", "KillMode=some")),
+        (
+            "a bad value",
+            text.replace("KillMode=mixed", "KillMode=some"),
+        ),
         (
             "a missing manual page",
             text.replace("man:vm.conf(5)", "man:vm.conf.missing(5)"),
@@ -393,10 +392,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     }
 
     // What the unit must do (vmd.md §1, linux-mapping.md §6.4).
-    let settings: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .collect();
+    let settings: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('=')).collect();
     for expected in [
         ("ExecStart", "/usr/sbin/vmd"),
         ("ExecStop", "/usr/sbin/vmctl stop -a -w"),

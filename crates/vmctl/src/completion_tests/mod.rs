@@ -136,9 +136,7 @@ impl Harness {
             .env("TERM", "xterm")
             .current_dir(dir)
             .output()
-            .unwrap_or_else(|e| {
-                panic!("run {shell:?} ({e}); scripts/install-deps.sh installs it")
-            });
+            .unwrap_or_else(|e| panic!("run {shell:?} ({e}); scripts/install-deps.sh installs it"));
         assert!(
             output.status.success(),
             "{shell:?} on {line:?}: {}",
@@ -197,7 +195,10 @@ fn command_words() {
     let names = set(COMMANDS.iter().map(|c| c.name));
     check(&harness, "vmctl ", &names);
     check(&harness, "vmctl -v ", &names);
-    let st = set(COMMANDS.iter().map(|c| c.name).filter(|n| n.starts_with("st")));
+    let st = set(COMMANDS
+        .iter()
+        .map(|c| c.name)
+        .filter(|n| n.starts_with("st")));
     check(&harness, "vmctl st", &st);
     check(&harness, "vmctl -", &set(["-v"]));
 }
@@ -208,14 +209,27 @@ fn each_commands_flags() {
     for command in COMMANDS {
         let long: Vec<&str> = command.long_options.iter().map(|o| o.name).collect();
         let flags = getopt_flags(command.options, &long);
-        check_filtered(&harness, &format!("vmctl {} -", command.name), &flags, is_flag);
+        check_filtered(
+            &harness,
+            &format!("vmctl {} -", command.name),
+            &flags,
+            is_flag,
+        );
         // The word may be abbreviated as vmctl allows.
         let short = &command.name[..command.name.len() - 1];
-        if COMMANDS.iter().filter(|c| c.name.starts_with(short)).count() == 1 {
+        if COMMANDS
+            .iter()
+            .filter(|c| c.name.starts_with(short))
+            .count()
+            == 1
+        {
             check_filtered(&harness, &format!("vmctl {short} -"), &flags, is_flag);
         }
         if !long.is_empty() {
-            let longs = flags.iter().filter(|f| f.starts_with("--")).map(String::as_str);
+            let longs = flags
+                .iter()
+                .filter(|f| f.starts_with("--"))
+                .map(String::as_str);
             let line = format!("vmctl {} --", command.name);
             check_filtered(&harness, &line, &set(longs), is_flag);
         }
