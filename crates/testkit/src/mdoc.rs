@@ -334,9 +334,14 @@ impl Page {
 /// page is clean. Panics if mandoc is missing (scripts/install-deps.sh
 /// installs it).
 pub fn mandoc_lint(name: &str) -> Vec<String> {
+    mandoc_lint_in(&repo_root().join("man"), name)
+}
+
+/// [`mandoc_lint`] on the page `name` in `dir`.
+pub fn mandoc_lint_in(dir: &Path, name: &str) -> Vec<String> {
     let output = Command::new("mandoc")
         .args(["-Tlint", "-Wstyle", name])
-        .current_dir(repo_root().join("man"))
+        .current_dir(dir)
         .output()
         .unwrap_or_else(|e| panic!("run mandoc ({e}); scripts/install-deps.sh installs it"));
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
@@ -356,6 +361,35 @@ pub fn mandoc_lint(name: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The project's pages: everything in man/.
+    fn pages() -> Vec<String> {
+        let mut pages: Vec<String> = std::fs::read_dir(repo_root().join("man"))
+            .expect("man/")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        pages.sort();
+        pages
+    }
+
+    #[test]
+    fn every_page_passes_mandoc_lint() {
+        let pages = pages();
+        assert_eq!(pages, ["vm.conf.5", "vmctl.8", "vmd.8"]);
+        for page in pages {
+            assert_eq!(mandoc_lint(&page), Vec::<String>::new(), "{page}");
+        }
+    }
+
+    #[test]
+    fn lint_finds_mistakes() {
+        // The same check on a copy of a page with a mistake reports it.
+        let dir = crate::tmp::TempDir::new("lint");
+        let text = std::fs::read_to_string(page_path("vmd.8")).unwrap();
+        let broken = text.replace(".Sh SEE ALSO", ".Sh SEE ALSO\n.Xr");
+        std::fs::write(dir.join("bad.8"), broken).unwrap();
+        assert!(!mandoc_lint_in(dir.path(), "bad.8").is_empty());
+    }
 
     #[test]
     fn flags_from_markup() {

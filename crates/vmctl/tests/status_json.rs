@@ -197,58 +197,28 @@ fn the_schema_rejects_what_vmctl_must_not_print() {
     schema.check(&json!([good.clone()])).unwrap();
     schema.check(&json!([])).unwrap();
 
+    let with = |key: &str, value: Value| {
+        let mut object = good.clone();
+        object[key] = value;
+        object
+    };
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("tty");
     let broken: Vec<(&str, Value)> = vec![
         ("an object, not an array", good.clone()),
-        ("a member missing", {
-            let mut v = good.clone();
-            v.as_object_mut().unwrap().remove("tty");
-            v
-        }),
-        ("an unknown member", {
-            let mut v = good.clone();
-            v["colour"] = json!("blue");
-            v
-        }),
-        ("an unknown state", {
-            let mut v = good.clone();
-            v["state"] = json!("disabled");
-            v
-        }),
-        ("memory as text", {
-            let mut v = good.clone();
-            v["maxmem"] = json!("512M");
-            v
-        }),
-        ("a stopped VM with a pid", {
-            let mut v = good.clone();
-            v["state"] = json!("stopped");
-            v
-        }),
-        ("a running VM without a pid", {
-            let mut v = good.clone();
-            v["pid"] = Value::Null;
-            v
-        }),
-        ("a tty relative to /dev", {
-            let mut v = good.clone();
-            v["tty"] = json!("pts/1");
-            v
-        }),
-        ("a group name without a group", {
-            let mut v = good.clone();
-            v["group"] = json!("wheel");
-            v
-        }),
-        ("a negative id", {
-            let mut v = good.clone();
-            v["id"] = json!(-1);
-            v
-        }),
-        ("an empty name", {
-            let mut v = good.clone();
-            v["name"] = json!("");
-            v
-        }),
+        ("a member missing", missing),
+        ("an unknown member", with("colour", json!("blue"))),
+        ("an unknown state", with("state", json!("disabled"))),
+        ("memory as text", with("maxmem", json!("512M"))),
+        ("a stopped VM with a pid", with("state", json!("stopped"))),
+        ("a running VM without a pid", with("pid", Value::Null)),
+        ("a tty relative to /dev", with("tty", json!("pts/1"))),
+        (
+            "a group name without a group",
+            with("group", json!("wheel")),
+        ),
+        ("a negative id", with("id", json!(-1))),
+        ("an empty name", with("name", json!(""))),
     ];
     for (what, object) in broken {
         let value = if what.starts_with("an object") {

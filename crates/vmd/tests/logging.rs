@@ -179,29 +179,29 @@ impl DetachedDaemon {
         panic!("no such message; received: {:#?}", self.received);
     }
 
-    fn vmctl(&self, args: &[&str]) -> Output {
-        let output = Command::new(binary("vmctl"))
+    fn run_vmctl(&self, args: &[&str]) -> Output {
+        Command::new(binary("vmctl"))
             .args(args)
             .env("VMD_SOCKET", &self.socket)
             .stdin(Stdio::null())
             .output()
-            .expect("run vmctl");
+            .expect("run vmctl")
+    }
+
+    /// Runs vmctl and insists that it succeeds.
+    fn vmctl(&self, args: &[&str]) {
+        let output = self.run_vmctl(args);
         assert!(
             output.status.success(),
             "vmctl {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        output
     }
 
     /// `vmctl status`, which exits 1 when no VM is listed; only its
     /// conversation with the daemon matters here.
     fn status(&self) {
-        let output = Command::new(binary("vmctl"))
-            .arg("status")
-            .env("VMD_SOCKET", &self.socket)
-            .output()
-            .expect("run vmctl");
+        let output = self.run_vmctl(&["status"]);
         assert!(String::from_utf8_lossy(&output.stdout).starts_with("   ID   PID"));
     }
 
