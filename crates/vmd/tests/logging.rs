@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::daemon::binary;
+use testkit::daemon::{binary, vmctl_at};
 use testkit::tmp::TempDir;
 
 const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
@@ -179,18 +179,9 @@ impl DetachedDaemon {
         panic!("no such message; received: {:#?}", self.received);
     }
 
-    fn run_vmctl(&self, args: &[&str]) -> Output {
-        Command::new(binary("vmctl"))
-            .args(args)
-            .env("VMD_SOCKET", &self.socket)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vmctl")
-    }
-
     /// Runs vmctl and insists that it succeeds.
     fn vmctl(&self, args: &[&str]) {
-        let output = self.run_vmctl(args);
+        let output = vmctl_at(&self.socket, args);
         assert!(
             output.status.success(),
             "vmctl {args:?}: {}",
@@ -201,7 +192,7 @@ impl DetachedDaemon {
     /// `vmctl status`, which exits 1 when no VM is listed; only its
     /// conversation with the daemon matters here.
     fn status(&self) {
-        let output = self.run_vmctl(&["status"]);
+        let output = vmctl_at(&self.socket, &["status"]);
         assert!(String::from_utf8_lossy(&output.stdout).starts_with("   ID   PID"));
     }
 
