@@ -5,4 +5,5 @@
 pub mod daemon;
 pub mod grub;
 pub mod guest;
+pub mod mdoc;
 pub mod tmp;
