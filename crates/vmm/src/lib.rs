@@ -2,6 +2,7 @@
 //! MMIO buses, the devices, and firmware boot. A VM process (see
 //! [`process`]) builds one of these from what vmd sends it.
 
+pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod console;
@@ -9,6 +10,8 @@ pub mod cpuid;
 pub mod devices;
 pub mod lifecycle;
 pub mod memory;
+pub mod mptable;
+pub mod platform;
 pub mod process;
 pub mod vcpu;
 pub mod vm;
