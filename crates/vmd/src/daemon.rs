@@ -23,6 +23,7 @@ use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchFds, ToVm, VmLaunc
 use crate::config::{self, ConfigSource};
 use crate::control::Client;
 use crate::events::Event;
+use crate::kernel_files;
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
@@ -486,6 +487,7 @@ impl Daemon {
             return Err(ErrorCode::EPERM);
         }
 
+        let boot_image_chosen = vm.next_kernel.is_some();
         let boot_image: OwnedFd = match vm.next_kernel.take() {
             Some(fd) => fd,
             None => open_boot_image(vm.params.boot.as_deref())?,
@@ -498,13 +500,19 @@ impl Daemon {
             );
             return Err(ErrorCode::ENOTSUP);
         }
-        if vm.params.cmdline.is_some() || vm.params.initrd.is_some() {
-            tracing::warn!(
-                "{}: direct kernel boot is not available in this build",
-                vm.name
-            );
-            return Err(ErrorCode::ENOTSUP);
-        }
+        // A VM from vm.conf boots files root chose; an ad-hoc VM's files
+        // were chosen by the user who created it.
+        let chosen_by = (!vm.configured).then_some(vm.owner.uid);
+        let initrd = vm
+            .params
+            .initrd
+            .as_deref()
+            .map(|path| kernel_files::open_initrd(path, chosen_by))
+            .transpose()?;
+        let kernel_given = vm.params.boot.is_some() || boot_image_chosen;
+        let firmware = kernel_given
+            .then(kernel_files::open_default_firmware)
+            .flatten();
 
         if vm.pty.is_none() {
             vm.pty = Some(Pty::open().map_err(|e| ErrorCode::from_io(&e))?);
@@ -519,7 +527,8 @@ impl Daemon {
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
             pty_slave: fds.push(pty.open_slave().map_err(|e| ErrorCode::from_io(&e))?.into()),
             boot_image: fds.push(boot_image),
-            initrd: None,
+            initrd: initrd.map(|fd| fds.push(fd)),
+            firmware: firmware.map(|fd| fds.push(fd)),
         };
         let launch = VmLaunch {
             id: vm.id,

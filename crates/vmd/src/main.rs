@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod daemon;
 mod events;
+mod kernel_files;
 mod logging;
 mod permissions;
 mod pty;

@@ -62,6 +62,15 @@ pub enum VmEvent {
     Exit(ExitReason),
 }
 
+/// What a vCPU does after checking in with the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuNext {
+    Run,
+    /// Run, after having been parked by a pause: the guest's clock jumped.
+    RunAfterPause,
+    Stop,
+}
+
 #[derive(Default)]
 struct State {
     paused: bool,
@@ -172,14 +181,16 @@ impl Lifecycle {
         self.lock().paused
     }
 
-    /// Called by a vCPU between runs. Returns false when the vCPU must stop
-    /// for good; parks while the VM is paused.
-    pub fn vcpu_may_run(&self) -> bool {
+    /// Called by a vCPU between runs: parks while the VM is paused, and
+    /// says whether to run on (and whether a pause just ended) or stop.
+    pub fn vcpu_next(&self) -> VcpuNext {
         if !self.attention.load(Ordering::SeqCst) {
-            return true;
+            return VcpuNext::Run;
         }
         let mut state = self.lock();
+        let mut parked = false;
         if state.paused && state.exit.is_none() {
+            parked = true;
             state.parked += 1;
             self.changed.notify_all();
             while state.paused && state.exit.is_none() {
@@ -187,6 +198,10 @@ impl Lifecycle {
             }
             state.parked -= 1;
         }
-        state.exit.is_none()
+        match (state.exit.is_none(), parked) {
+            (false, _) => VcpuNext::Stop,
+            (true, true) => VcpuNext::RunAfterPause,
+            (true, false) => VcpuNext::Run,
+        }
     }
 }

@@ -35,6 +35,8 @@ fn run_guest_with_memory(program: &str, memory: u64) -> (String, ExitReason) {
         pty_master: File::from(pty.master),
         pty_slave: File::from(pty.slave),
         boot_image: File::open(&image_path).unwrap(),
+        initrd: None,
+        firmware: None,
     };
     let launch = VmLaunch {
         id: 1,
@@ -309,7 +311,8 @@ nl: db 13, 10, 0
 sig: db 0, 0, 0, 0, 0
 "#,
     );
-    assert_eq!(field(&out, "files"), "03");
+    // e820, sercon-port, screen-and-debug, and the three ACPI files.
+    assert_eq!(field(&out, "files"), "06");
     assert_eq!(field(&out, "name"), "etc/e820");
     assert_eq!(field(&out, "dma"), "QEMU");
     assert_eq!(field(&out, "status"), "00");
