@@ -2,5 +2,6 @@
 //! test (real-mode firmware images), and a private vmd per test.
 
 pub mod daemon;
+pub mod fixtures;
 pub mod guest;
 pub mod tmp;

@@ -12,7 +12,6 @@ use crate::devices::acpi_pm::{
 use crate::devices::pci::root::{RESET_CONTROL_PORT, RESET_VALUE};
 
 /// Offsets of the FADT fields that hold addresses of other tables.
-pub const FIRMWARE_CTRL: usize = 36;
 pub const DSDT: usize = 40;
 pub const X_FIRMWARE_CTRL: usize = 132;
 pub const X_DSDT: usize = 140;
@@ -62,9 +61,9 @@ pub fn table(facs: u64, dsdt: u64) -> Vec<u8> {
     fadt.iapc_boot_arch = (IAPC_LEGACY_DEVICES | IAPC_VGA_NOT_PRESENT).into();
     fadt.reset_reg = io_register(RESET_CONTROL_PORT, 1);
     fadt.reset_value = RESET_VALUE;
-    // Tables live below 4 GiB: both the 32-bit and the 64-bit fields hold
-    // the same address, for firmware and old guests that read only one.
-    fadt.firmware_ctrl = (facs as u32).into();
+    // The FACS only in the 64-bit field: ACPI wants FIRMWARE_CTRL zero
+    // when X_FIRMWARE_CTRL is set. The DSDT in both (tables live below
+    // 4 GiB), for firmware that reads only the 32-bit one.
     fadt.x_firmware_ctrl = facs.into();
     fadt.dsdt = (dsdt as u32).into();
     fadt.x_dsdt = dsdt.into();

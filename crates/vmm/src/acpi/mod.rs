@@ -143,7 +143,6 @@ impl AcpiTables {
             size,
         };
         let mut pointers = vec![
-            tables_pointer(offsets.fadt + fadt::FIRMWARE_CTRL, 4),
             tables_pointer(offsets.fadt + fadt::DSDT, 4),
             tables_pointer(offsets.fadt + fadt::X_FIRMWARE_CTRL, 8),
             tables_pointer(offsets.fadt + fadt::X_DSDT, 8),
