@@ -141,7 +141,10 @@ nl: db 13, 10, 0
     assert_ne!(features & (1 << 3), 0, "CLOCKSOURCE2: {out}");
     assert_ne!(features & (1 << 24), 0, "CLOCKSOURCE_STABLE_BIT: {out}");
     let version = hex(&out, "version");
-    assert!(version != 0 && version.is_multiple_of(2), "pvclock version: {out}");
+    assert!(
+        version != 0 && version.is_multiple_of(2),
+        "pvclock version: {out}"
+    );
     assert_ne!(hex(&out, "mul"), 0, "tsc_to_system_mul: {out}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
