@@ -137,16 +137,20 @@ fn check_linux_log(daemon: &TestDaemon, vm: &str, console: &str, memory: u64, cp
     );
 }
 
-/// The VCPUS column of `name`.
-fn vcpus(daemon: &TestDaemon, name: &str) -> String {
+/// The row of `name` in `vmctl status`, split into columns.
+fn status_row(daemon: &TestDaemon, name: &str) -> Vec<String> {
     let out = daemon.vmctl(&["status"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
         .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
         .find(|cols| cols.last().map(String::as_str) == Some(name))
-        .map(|cols| cols[2].clone())
         .unwrap_or_else(|| panic!("{name} is not listed"))
+}
+
+/// The VCPUS column of `name`.
+fn vcpus(daemon: &TestDaemon, name: &str) -> String {
+    status_row(daemon, name)[2].clone()
 }
 
 #[test]
@@ -224,6 +228,11 @@ fn seabios_starts_four_cpus_and_installs_our_acpi_tables() {
     daemon.wait_for_log("smp: firmware: table(50434146)=", Duration::from_secs(60));
     assert!(daemon.log().contains("(via xsdt)"), "{}", daemon.log());
     assert_eq!(vcpus(&daemon, "smp"), "4");
+    // Pausing parks all four vCPU threads; unpausing lets them go on.
+    daemon.vmctl_ok(&["pause", "smp"]);
+    assert_eq!(status_row(&daemon, "smp")[7], "paused");
+    daemon.vmctl_ok(&["unpause", "smp"]);
+    assert_eq!(status_row(&daemon, "smp")[7], "running");
 }
 
 #[test]

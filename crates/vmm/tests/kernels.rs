@@ -155,6 +155,57 @@ nl: db 13, 10, 0
 }
 
 #[test]
+fn a_paused_guest_learns_it_was_stopped() {
+    // kvmclock on, then wait for KVM to raise PVCLOCK_GUEST_STOPPED in the
+    // time structure's flags: it does when the VMM calls KVM_KVMCLOCK_CTRL,
+    // which it does for every vCPU when a pause ends.
+    let guest = Guest {
+        vcpus: 2,
+        ..Guest::new(firmware(
+            r#"
+main:
+    xor ax, ax
+    mov es, ax
+    mov ecx, 0x4b564d01
+    mov eax, 0x5001
+    xor edx, edx
+    wrmsr
+    PRINT ready
+    ; give up after 10 s of the ACPI PM timer (3579545 Hz)
+    mov dx, 0x608
+    in eax, dx
+    mov edi, eax
+.poll:
+    test byte [es:0x501d], 2
+    jnz .stopped
+    in eax, dx
+    sub eax, edi
+    cmp eax, 35795450
+    jb .poll
+    PRINT timeout
+    DONE
+.stopped:
+    PRINT stopped
+    DONE
+ready: db "ready", 13, 10, 0
+stopped: db "guest-stopped", 13, 10, 0
+timeout: db "no-stop-flag", 13, 10, 0
+"#,
+        ))
+    }
+    .start();
+    guest.wait_for_output("ready");
+    let vcpus = guest.vm.vcpu_count();
+    assert_eq!(vcpus, 2);
+    guest.lifecycle.pause(vcpus);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    guest.lifecycle.resume();
+    let (out, reason) = guest.wait();
+    assert_eq!(reason, ExitReason::Reboot, "{out}");
+    assert!(out.contains("guest-stopped"), "{out}");
+}
+
+#[test]
 fn acpi_fixed_hardware_and_s5_power_off() {
     let (out, reason) = Guest::new(firmware(
         r#"

@@ -75,24 +75,23 @@ impl Guest {
 
     /// Boots the guest and returns its COM1 output and how the VM ended.
     pub fn run(self) -> (String, ExitReason) {
+        self.start().wait()
+    }
+
+    /// Boots the guest and leaves it running.
+    pub fn start(self) -> Running {
         let dir = testkit::tmp::TempDir::new("guest");
         let (launch, files) = self.launch(&dir);
-        let (tx, rx) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
         let lifecycle = Arc::new(Lifecycle::new(tx));
         let mut vm = Vm::build(&launch, files, lifecycle.clone()).expect("build vm");
         vm.start().expect("start vm");
-        let reason = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(VmEvent::Exit(reason)) => reason,
-            Err(_) => {
-                lifecycle.request_exit(ExitReason::PowerOff);
-                panic!(
-                    "guest did not finish; it printed:\n{}",
-                    String::from_utf8_lossy(&vm.console.history())
-                );
-            }
-        };
-        let output = String::from_utf8_lossy(&vm.console.history()).into_owned();
-        (output, reason)
+        Running {
+            vm,
+            lifecycle,
+            events,
+            _dir: dir,
+        }
     }
 
     /// Why the VM cannot be built; panics if it can.
@@ -104,6 +103,45 @@ impl Guest {
             Ok(_) => panic!("the VM was built"),
             Err(e) => e,
         }
+    }
+}
+
+/// A guest that runs.
+pub struct Running {
+    pub vm: Vm,
+    pub lifecycle: Arc<Lifecycle>,
+    events: mpsc::Receiver<VmEvent>,
+    _dir: testkit::tmp::TempDir,
+}
+
+impl Running {
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.vm.console.history()).into_owned()
+    }
+
+    /// Waits until the guest printed `needle`.
+    pub fn wait_for_output(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.output().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in {:?}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the VM to end; returns its output and why it ended.
+    pub fn wait(self) -> (String, ExitReason) {
+        let reason = match self.events.recv_timeout(Duration::from_secs(120)) {
+            Ok(VmEvent::Exit(reason)) => reason,
+            Err(_) => {
+                self.lifecycle.request_exit(ExitReason::PowerOff);
+                panic!("guest did not finish; it printed:\n{}", self.output());
+            }
+        };
+        (self.output(), reason)
     }
 }
 
