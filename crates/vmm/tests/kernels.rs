@@ -66,14 +66,9 @@ print_hex32:
 %endmacro
 "#;
 
-fn hex(out: &str, name: &str) -> u64 {
-    u64::from_str_radix(field(out, name), 16).unwrap_or_else(|e| panic!("{name}: {e} in {out:?}"))
-}
-
-#[test]
-fn kvm_signature_features_and_a_working_kvmclock() {
-    let (out, _) = Guest::new(firmware(
-        r#"
+/// Real-mode `print_hex32`: EAX as eight hex digits on COM1 (with the
+/// firmware prelude's `PRINT_HEX8`).
+const PRINT_HEX32_16: &str = r#"
 print_hex32:
     push eax
     push cx
@@ -85,7 +80,17 @@ print_hex32:
     pop cx
     pop eax
     ret
-main:
+"#;
+
+fn hex(out: &str, name: &str) -> u64 {
+    u64::from_str_radix(field(out, name), 16).unwrap_or_else(|e| panic!("{name}: {e} in {out:?}"))
+}
+
+#[test]
+fn kvm_signature_features_and_a_working_kvmclock() {
+    let (out, _) = Guest::new(firmware(&format!(
+        r#"
+{PRINT_HEX32_16}main:
     xor ax, ax
     mov es, ax
     mov eax, 0x40000000
@@ -133,8 +138,8 @@ version: db " version=", 0
 mul: db " mul=", 0
 wallsec: db " wallsec=", 0
 nl: db 13, 10, 0
-"#,
-    ))
+"#
+    )))
     .run();
     assert_eq!(field(&out, "sig"), "KVMKVMKVM");
     let features = hex(&out, "features");
@@ -207,20 +212,9 @@ timeout: db "no-stop-flag", 13, 10, 0
 
 #[test]
 fn acpi_fixed_hardware_and_s5_power_off() {
-    let (out, reason) = Guest::new(firmware(
+    let (out, reason) = Guest::new(firmware(&format!(
         r#"
-print_hex32:
-    push eax
-    push cx
-    mov cx, 4
-.byte:
-    rol eax, 8
-    PRINT_HEX8
-    loop .byte
-    pop cx
-    pop eax
-    ret
-main:
+{PRINT_HEX32_16}main:
     mov dx, 0x604
     in ax, dx
     mov bx, ax
@@ -251,8 +245,8 @@ main:
 cnt: db "cnt=", 0
 ticks: db " ticks=", 0
 nl: db 13, 10, 0
-"#,
-    ))
+"#
+    )))
     .run();
     assert_eq!(reason, ExitReason::PowerOff, "{out}");
     assert_eq!(hex(&out, "cnt") & 1, 1, "SCI_EN: {out}");

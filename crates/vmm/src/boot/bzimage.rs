@@ -149,22 +149,36 @@ pub fn e820(layout: &Layout) -> Vec<boot_e820_entry> {
         .collect()
 }
 
-/// A bzImage with a protected-mode entry, ready to load.
+/// A bzImage and what comes with it, checked, ready to load.
 pub struct Kernel {
-    image: Vec<u8>,
-    header: Header,
-    cmdline: Cmdline,
-    initrd: Option<Initrd>,
+    pub(super) image: Vec<u8>,
+    pub(super) header: Header,
+    pub(super) cmdline: Cmdline,
+    pub(super) initrd: Option<Initrd>,
 }
 
 impl Kernel {
+    /// A kernel entered in protected mode, its command line at
+    /// [`CMDLINE_ADDR`].
     pub fn prepare(
         image: Vec<u8>,
         header: Header,
         cmdline: Option<&str>,
         initrd: Option<Initrd>,
     ) -> Result<Kernel, BootError> {
-        let limit = header.cmdline_limit().min(CMDLINE_ROOM - 1);
+        Kernel::prepare_with_room(image, header, cmdline, initrd, CMDLINE_ROOM)
+    }
+
+    /// Checks the command line against the kernel's limit and the `room`
+    /// the loader has for it (NUL included), whichever is smaller.
+    pub fn prepare_with_room(
+        image: Vec<u8>,
+        header: Header,
+        cmdline: Option<&str>,
+        initrd: Option<Initrd>,
+        room: usize,
+    ) -> Result<Kernel, BootError> {
+        let limit = header.cmdline_limit().min(room - 1);
         Ok(Kernel {
             cmdline: command_line(cmdline, limit)?,
             image,

@@ -10,14 +10,13 @@
 //! command line there, the protected-mode part at 1 MiB, the initrd as
 //! high as allowed, clear of the firmware's tables at the top of RAM.
 
-use linux_loader::loader::Cmdline;
 use proto::ErrorCode;
 use vm_memory::ByteValued;
 
-use super::bzimage::Header;
+use super::bzimage::{self, Header};
 use super::initrd::{self, Initrd, Placement};
 use super::linuxboot_rom::{self, Transfer};
-use super::{BootError, bios, command_line};
+use super::{BootError, bios};
 use crate::devices::fw_cfg::FwCfg;
 use crate::memory::{FOUR_GIB, GuestRam, HIGHMEM_START, MIB};
 
@@ -44,10 +43,7 @@ const CMDLINE_FILE: &str = "etc/vmd/linux-cmdline";
 const INITRD_FILE: &str = "etc/vmd/linux-initrd";
 
 pub struct Kernel {
-    image: Vec<u8>,
-    header: Header,
-    cmdline: Cmdline,
-    initrd: Option<Initrd>,
+    linux: bzimage::Kernel,
     firmware: Vec<u8>,
 }
 
@@ -63,12 +59,14 @@ impl Kernel {
         if image.len() <= header.setup_len() {
             return Err(BootError::image("bzImage has no protected-mode part"));
         }
-        let limit = header.cmdline_limit().min(CMDLINE_ROOM - 1);
         Ok(Kernel {
-            cmdline: command_line(cmdline, limit)?,
-            image,
-            header,
-            initrd,
+            linux: bzimage::Kernel::prepare_with_room(
+                image,
+                header,
+                cmdline,
+                initrd,
+                CMDLINE_ROOM,
+            )?,
             firmware,
         })
     }
@@ -81,9 +79,10 @@ impl Kernel {
     /// through fw_cfg.
     pub fn load(self, ram: &GuestRam, fw_cfg: &mut FwCfg) -> Result<Option<Placement>, BootError> {
         bios::load(&ram.mem, &self.firmware).map_err(|e| BootError::image(e.to_string()))?;
-        let setup_len = self.header.setup_len();
-        let kernel = &self.image[setup_len..];
-        let kernel_end = self.header.memory_end(HIGHMEM_START, kernel.len() as u64);
+        let linux = self.linux;
+        let setup_len = linux.header.setup_len();
+        let kernel = &linux.image[setup_len..];
+        let kernel_end = linux.header.memory_end(HIGHMEM_START, kernel.len() as u64);
         if kernel_end > ram.layout.low_ram_end() {
             return Err(BootError::new(
                 ErrorCode::KERNEL_TOO_LARGE,
@@ -92,9 +91,9 @@ impl Kernel {
         }
 
         let mut initrd_data = None;
-        let placement = match self.initrd {
+        let placement = match linux.initrd {
             Some(mut file) => {
-                let highest = self.header.initrd_max().min(FOUR_GIB - 1);
+                let highest = linux.header.initrd_max().min(FOUR_GIB - 1);
                 let placement = initrd::place(
                     &ram.layout,
                     file.size,
@@ -108,7 +107,7 @@ impl Kernel {
             None => None,
         };
 
-        let mut header = self.header.0;
+        let mut header = linux.header.0;
         header.type_of_loader = LOADER_UNDEFINED;
         header.loadflags |= CAN_USE_HEAP;
         header.heap_end_ptr = HEAP_END - 0x200;
@@ -117,15 +116,15 @@ impl Kernel {
             header.ramdisk_image = p.addr as u32;
             header.ramdisk_size = p.size as u32;
         }
-        let mut setup = self.image[..setup_len].to_vec();
+        let mut setup = linux.image[..setup_len].to_vec();
         let header_bytes = header.as_slice();
         // Only the header the kernel declares (up to the end its jump
         // skips) is written back; the rest is the kernel's setup code.
         let declared =
-            (0x202 + usize::from(self.image[0x201])).min(HEADER_OFFSET + header_bytes.len());
+            (0x202 + usize::from(linux.image[0x201])).min(HEADER_OFFSET + header_bytes.len());
         setup[HEADER_OFFSET..declared].copy_from_slice(&header_bytes[..declared - HEADER_OFFSET]);
 
-        let cmdline = self
+        let cmdline = linux
             .cmdline
             .as_cstring()
             .map_err(|e| BootError::image(e.to_string()))?
