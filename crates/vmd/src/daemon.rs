@@ -551,6 +551,13 @@ impl Daemon {
                     ErrorCode::from_io(&e)
                 })?;
         self.next_run += 1;
+        if boot_image_chosen && !vm.configured {
+            // An ad-hoc VM's -b kernel is used once (a guest reboot comes
+            // up with the default firmware); its command line and initrd
+            // go with it.
+            vm.params.cmdline = None;
+            vm.params.initrd = None;
+        }
         vm.last_start = Some(now);
         vm.flags &= !(state::SHUTDOWN | state::PAUSED | state::WAITING);
         vm.run = Some(Running {

@@ -236,6 +236,59 @@ fn seabios_starts_four_cpus_and_installs_our_acpi_tables() {
 }
 
 #[test]
+fn a_kernel_given_with_b_is_used_once_with_its_arguments() {
+    // A tiny 32-bit kernel that says it ran and resets the machine.
+    let code = testkit::guest::assemble(
+        r#"
+bits 32
+org 0x100000
+    mov esi, msg
+.next:
+    mov al, [esi]
+    test al, al
+    jz .done
+    mov dx, 0x3f8
+    out dx, al
+    inc esi
+    jmp .next
+.done:
+    mov al, 0xfe
+    out 0x64, al
+    hlt
+msg: db "tiny kernel ran", 13, 10, 0
+"#,
+    );
+    let daemon = TestDaemon::start();
+    let kernel = daemon.dir().join("tiny.bzImage");
+    std::fs::write(&kernel, testkit::guest::bzimage_32(&code, 255)).unwrap();
+    let initrd = daemon.dir().join("tiny.initrd");
+    std::fs::write(&initrd, b"initrd").unwrap();
+    daemon.vmctl_ok(&[
+        "start",
+        "-b",
+        path_str(&kernel),
+        "--cmdline",
+        "console=ttyS0",
+        "--initrd",
+        path_str(&initrd),
+        "once",
+    ]);
+    // The guest's reset brings up the default firmware, without the
+    // kernel's command line and initrd (which it would refuse).
+    let text = daemon.console_until("once", "SeaBIOS (version", Duration::from_secs(90));
+    assert!(
+        text.find("tiny kernel ran").unwrap() < text.find("SeaBIOS").unwrap(),
+        "{text}"
+    );
+    assert!(daemon.log().contains("once: vm 1 is rebooting"));
+    assert!(
+        !daemon.log().contains("failed to restart"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
 fn kernel_argument_errors_are_clear() {
     let linux = Linux::get();
     let daemon = TestDaemon::start();

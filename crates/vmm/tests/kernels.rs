@@ -7,7 +7,7 @@ mod common;
 use common::{Guest, field};
 use proto::ErrorCode;
 use proto::vmchannel::ExitReason;
-use testkit::guest::{assemble, firmware};
+use testkit::guest::{assemble, bzimage_32, firmware};
 
 /// 32-bit helpers: `print_str` (NUL-terminated string at ESI) and
 /// `print_hex32` (EAX as eight hex digits) on COM1; `ABS(label)` is a
@@ -356,26 +356,6 @@ fn openbsd_elf_kernel_gets_vmd_boot_arguments() {
         "ELF header copy after the kernel: {out}"
     );
     assert!(hex(&out, "end") > 0x20_1000, "{out}");
-}
-
-/// A bzImage whose protected-mode part is `code` and which offers only
-/// the 32-bit entry (no XLF_KERNEL_64), taking at most `cmdline_size`.
-fn bzimage_32(code: &[u8], cmdline_size: u32) -> Vec<u8> {
-    let mut image = vec![0u8; 2 * 512];
-    let mut put = |at: usize, bytes: &[u8]| image[at..at + bytes.len()].copy_from_slice(bytes);
-    put(0x1f1, &[1]); // setup_sects
-    put(0x1fe, &0xaa55u16.to_le_bytes());
-    put(0x201, &[0x6a]); // the jump over the header
-    put(0x202, b"HdrS");
-    put(0x206, &0x020fu16.to_le_bytes());
-    put(0x211, &[0x01]); // LOADED_HIGH
-    put(0x214, &0x10_0000u32.to_le_bytes()); // code32_start
-    put(0x22c, &0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
-    put(0x230, &0x20_0000u32.to_le_bytes()); // kernel_alignment
-    put(0x238, &cmdline_size.to_le_bytes());
-    put(0x260, &0x10_0000u32.to_le_bytes()); // init_size
-    image.extend_from_slice(code);
-    image
 }
 
 #[test]
