@@ -270,9 +270,9 @@ ehdr:
     dd 1
     dq VBASE + (start - text)
     dq phdrs - ehdr
-    dq 0
+    dq shdrs - ehdr
     dd 0
-    dw 64, 56, 2, 64, 0, 0
+    dw 64, 56, 2, 64, 4, 3
 phdrs:
     dd 1, 7                                 ; PT_LOAD, RWX
     dq text - ehdr, VBASE, BASE
@@ -311,9 +311,17 @@ start:
     add edi, 4
     loop .or
     SHOW s_random, ebx
-    mov ebx, [ebp + 16]
-    mov edi, ABS(text_end) + 0x1000         ; end of the kernel's memory
+    ; The ELF header copy at the end of the kernel's memory, the section
+    ; headers after it, the string table's contents where they point.
+    mov edi, ABS(text_end) + 0x1000
     SHOW s_symbols, [edi]
+    SHOW s_shoff, [edi + 0x28]
+    movzx ebx, word [edi + 0x3c]
+    SHOW s_shnum, ebx
+    lea ebx, [edi + 0x40 + 2 * 0x40]        ; .strtab's header
+    SHOW s_strflags, [ebx + 8]
+    mov ebx, [ebx + 0x18]
+    SHOW s_marker, [edi + ebx + 1]
     RESET
 s_cs: db "cs=", 0
 s_bootdev: db " bootdev=", 0
@@ -328,9 +336,39 @@ s_efer: db " efer=", 0
 s_cr0: db " cr0=", 0
 s_random: db " random=", 0
 s_symbols: db " symbols=", 0
+s_shoff: db " shoff=", 0
+s_shnum: db " shnum=", 0
+s_strflags: db " strflags=", 0
+s_marker: db " marker=", 0
 align 8
 random: times 32 db 0
 text_end:
+; Not loaded: the symbol table, its strings and the section headers.
+symtab: times 24 db 0
+    dd 1
+    db 0x12, 0
+    dw 1
+    dq VBASE + (start - text), 0
+symtab_end:
+strtab: db 0, "vmd_marker", 0
+strtab_end:
+shstrtab: db 0, ".symtab", 0, ".strtab", 0, ".shstrtab", 0
+shstrtab_end:
+align 8
+shdrs:
+    times 64 db 0
+    dd 1, 2                                 ; .symtab, SHT_SYMTAB
+    dq 0, 0, symtab - ehdr, symtab_end - symtab
+    dd 2, 1
+    dq 8, 24
+    dd 9, 3                                 ; .strtab, SHT_STRTAB
+    dq 0, 0, strtab - ehdr, strtab_end - strtab
+    dd 0, 0
+    dq 1, 0
+    dd 17, 3                                ; .shstrtab, SHT_STRTAB
+    dq 0, 0, shstrtab - ehdr, shstrtab_end - shstrtab
+    dd 0, 0
+    dq 1, 0
 "#
     ))
 }
@@ -354,6 +392,22 @@ fn openbsd_elf_kernel_gets_vmd_boot_arguments() {
         hex(&out, "symbols"),
         0x464c_457f,
         "ELF header copy after the kernel: {out}"
+    );
+    assert_eq!(
+        hex(&out, "shoff"),
+        0x40,
+        "section headers follow the copy: {out}"
+    );
+    assert_eq!(hex(&out, "shnum"), 4, "{out}");
+    assert_eq!(
+        hex(&out, "strflags") & 2,
+        2,
+        "kept sections are allocated: {out}"
+    );
+    assert_eq!(
+        hex(&out, "marker"),
+        0x5f64_6d76,
+        "the string table, where its header says: {out}"
     );
     assert!(hex(&out, "end") > 0x20_1000, "{out}");
 }
