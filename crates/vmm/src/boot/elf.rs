@@ -149,3 +149,60 @@ pub fn inspect(image: &[u8]) -> Result<Flavor, BootError> {
         Flavor::Other
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-bit ELF file with one PT_NOTE segment holding one note.
+    fn elf_with_note(owner: &[u8], kind: u32) -> Vec<u8> {
+        let mut note = Vec::new();
+        note.extend_from_slice(&(owner.len() as u32 + 1).to_le_bytes());
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&kind.to_le_bytes());
+        note.extend_from_slice(owner);
+        note.push(0);
+        note.resize(note.len().div_ceil(4) * 4, 0);
+        note.extend_from_slice(&0x0100_0000u32.to_le_bytes());
+
+        let mut f = vec![0u8; 64 + 56];
+        f[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+        f[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+        f[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[52..54].copy_from_slice(&64u16.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 64;
+        f[ph..ph + 4].copy_from_slice(&PT_NOTE.to_le_bytes());
+        f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        f[ph + 32..ph + 40].copy_from_slice(&(note.len() as u64).to_le_bytes());
+        f[ph + 40..ph + 48].copy_from_slice(&(note.len() as u64).to_le_bytes());
+        f[ph + 48..ph + 56].copy_from_slice(&4u64.to_le_bytes());
+        f.extend_from_slice(&note);
+        f
+    }
+
+    #[test]
+    fn flavors() {
+        assert_eq!(
+            inspect(&elf_with_note(b"Xen", XEN_ELFNOTE_PHYS32_ENTRY)).unwrap(),
+            Flavor::Pvh
+        );
+        assert_eq!(
+            inspect(&elf_with_note(b"Linux", 1)).unwrap(),
+            Flavor::LinuxWithoutPvh
+        );
+        assert_eq!(
+            inspect(&elf_with_note(b"Xen", 5)).unwrap(),
+            Flavor::Other,
+            "another Xen note is no PVH entry"
+        );
+        assert_eq!(
+            inspect(&elf_with_note(b"OpenBSD", 1)).unwrap(),
+            Flavor::Other
+        );
+        assert!(inspect(b"\x7fELF\x03").is_err());
+    }
+}
