@@ -8,7 +8,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use proto::vmchannel::ExitReason;
 
 use crate::bus::Bus;
-use crate::lifecycle::{self, Lifecycle, VcpuNext};
+use crate::lifecycle::{self, Lifecycle};
 
 /// Where the vCPU's exits go.
 pub struct VcpuContext {
@@ -81,22 +81,15 @@ pub fn run(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
     let run_area = vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
     lifecycle::register_kvm_run(run_area);
     ctx.lifecycle.add_vcpu_thread();
-    // Checks in with the lifecycle: false when the vCPU must stop.
-    let may_run = |vcpu: &VcpuFd| match ctx.lifecycle.vcpu_next() {
-        VcpuNext::Stop => false,
-        VcpuNext::Run => true,
-        VcpuNext::RunAfterPause => {
-            // Tell a kvmclock guest it was stopped, so its watchdogs do
-            // not take the jump for a lockup. Refused when the guest has
-            // not enabled kvmclock, which is fine.
-            let _ = vcpu.kvmclock_ctrl();
-            true
-        }
+    // A guest using kvmclock learns it was paused (no soft-lockup alarm);
+    // one that does not answers EINVAL, which is fine.
+    let resumed = |vcpu: &VcpuFd| {
+        let _ = vcpu.kvmclock_ctrl();
     };
     // A kick that arrived before registration is covered by this check.
-    while may_run(&vcpu) {
+    while ctx.lifecycle.vcpu_may_run(|| resumed(&vcpu)) {
         vcpu.set_kvm_immediate_exit(0);
-        if !may_run(&vcpu) {
+        if !ctx.lifecycle.vcpu_may_run(|| resumed(&vcpu)) {
             break;
         }
         // SAFETY: run_area is this vCPU's live kvm_run mapping; the io
