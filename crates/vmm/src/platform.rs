@@ -12,7 +12,6 @@ use crate::devices::pci::PciRoot;
 /// VMM keeps). Its ID register resets to 0, and the tables say the same.
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 pub const IOAPIC_ID: u8 = 0;
-pub const IOAPIC_PINS: u32 = 24;
 /// The version KVM's IOAPIC reports (82093AA-compatible).
 pub const IOAPIC_VERSION: u8 = 0x11;
 /// Every vCPU's local APIC, at the architectural default base.

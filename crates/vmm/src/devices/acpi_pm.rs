@@ -41,10 +41,8 @@ pub const SCI_IRQ: u8 = 9;
 /// The `_S5` sleep type value the DSDT publishes and PM1a_CNT decodes.
 pub const SLP_TYP_S5: u16 = 5;
 
-/// PM1 status and enable bits.
-pub const TMR_STS: u16 = 1 << 0;
+/// PM1 status and enable bit of the fixed power button.
 pub const PWRBTN_STS: u16 = 1 << 8;
-pub const WAK_STS: u16 = 1 << 15;
 /// Enable bits a guest may set: only the power button's (the timer's
 /// overflow event is not generated).
 const PM1_EN_WRITABLE: u16 = PWRBTN_STS;
