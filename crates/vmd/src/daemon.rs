@@ -116,6 +116,11 @@ impl Daemon {
                 Event::FromVm { run, message, fds } => self.vm_message(run, message, fds),
                 Event::VmChannelClosed(run) => {
                     tracing::debug!("vm process channel {run} closed");
+                    if let Some(index) = self.registry.by_run(run)
+                        && let Some(running) = self.registry.vms[index].run.as_mut()
+                    {
+                        running.channel_closed = true;
+                    }
                     self.reap();
                 }
                 Event::ChildExited => self.reap(),
@@ -572,6 +577,7 @@ impl Daemon {
             unpause_waiters: Vec::new(),
             exit_reason: None,
             launch_failure: None,
+            channel_closed: false,
         });
         Ok(())
     }
@@ -869,6 +875,7 @@ impl Daemon {
             let exited = self.registry.vms[index]
                 .run
                 .as_mut()
+                .filter(|r| r.channel_closed)
                 .and_then(|r| r.process.try_wait());
             match exited {
                 Some(status) => {
