@@ -3,6 +3,7 @@
 //! per test.
 
 pub mod daemon;
+pub mod fixtures;
 pub mod grub;
 pub mod guest;
 pub mod mdoc;
