@@ -952,11 +952,11 @@ impl Daemon {
                 }
             }
             FromVm::LaunchFailed { code, reason } => {
+                // The requester learns of it once the process has exited
+                // and the VM is cleaned up, so that what it asks next sees
+                // the outcome.
                 tracing::warn!("{}: failed to start vm: {reason}", vm.name);
                 run.launch_failure = Some(code);
-                if let Some(starter) = run.starter.take() {
-                    starter.send(&Response::Start(Err(code)));
-                }
             }
             FromVm::Paused(result) => {
                 if result.is_ok() {
