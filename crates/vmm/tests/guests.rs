@@ -511,3 +511,27 @@ ready: db "ready", 0
     let (_, reason) = running.wait();
     assert_eq!(reason, ExitReason::PowerOff);
 }
+
+#[test]
+fn vmmci_guest_initiated_reboot_resets_after_the_grace_period() {
+    let program = format!(
+        r#"
+main:
+    call find_vmmci
+    lea dx, [bx + 0x12]
+    mov al, 4
+    out dx, al
+    lea dx, [bx + 0x14]
+    mov eax, 2
+    out dx, eax
+    PRINT rebooting
+.spin:
+    jmp .spin
+rebooting: db "rebooting", 0
+{FIND_VMMCI}
+"#
+    );
+    let (out, reason) = run_guest(&program);
+    assert_eq!(out, "rebooting");
+    assert_eq!(reason, ExitReason::Reboot);
+}
