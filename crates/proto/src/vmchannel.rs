@@ -92,6 +92,19 @@ pub struct VmLaunch {
     /// Console output of the previous run of this VM (kept across reboots),
     /// to seed the replay buffer.
     pub console_history: Vec<u8>,
+    /// Who the VM process becomes before it builds the VM, and the empty
+    /// directory it is locked into; `None` runs it unconfined (the VMM's
+    /// own in-process tests).
+    pub sandbox: Option<SandboxIdentity>,
+}
+
+/// The unprivileged identity of VM processes (`_vmd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    /// An empty, root-owned directory (`/var/empty`).
+    pub root: String,
 }
 
 /// vmd → VM process.

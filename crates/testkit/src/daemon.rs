@@ -59,6 +59,11 @@ impl TestDaemon {
 
     /// Starts vmd with extra arguments (e.g. `-f file`).
     pub fn start_with(args: &[&str]) -> TestDaemon {
+        TestDaemon::start_with_env(args, &[])
+    }
+
+    /// Starts vmd with extra arguments and environment variables.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> TestDaemon {
         let dir = TempDir::new("daemon");
         let socket = dir.join("vmd.sock");
         let log = dir.join("vmd.log");
@@ -67,6 +72,7 @@ impl TestDaemon {
             .args(["-d", "-vv"])
             .args(args)
             .env("VMD_SOCKET", &socket)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)

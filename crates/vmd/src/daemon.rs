@@ -18,7 +18,9 @@ use conf::model::{GlobalSettings, Switch};
 use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
 use proto::names::validate_vm_name;
-use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchDisk, LaunchFds, ToVm, VmLaunch};
+use proto::vmchannel::{
+    EXIT_REBOOT, ExitReason, FromVm, LaunchDisk, LaunchFds, SandboxIdentity, ToVm, VmLaunch,
+};
 
 use crate::config::{self, ConfigSource};
 use crate::control::Client;
@@ -59,6 +61,8 @@ pub struct Daemon {
     switches: Vec<Switch>,
     /// When the next batch of a staggered start is due.
     next_batch: Option<Instant>,
+    /// Who VM processes become.
+    sandbox: SandboxIdentity,
 }
 
 impl Daemon {
@@ -69,6 +73,7 @@ impl Daemon {
         verbosity: u8,
         socket_path: PathBuf,
         config: ConfigSource,
+        sandbox: SandboxIdentity,
     ) -> Daemon {
         Daemon {
             registry: Registry::new(),
@@ -83,6 +88,7 @@ impl Daemon {
             settings: GlobalSettings::with_online_cpus(conf::model::online_cpus()),
             switches: Vec::new(),
             next_batch: None,
+            sandbox,
         }
     }
 
@@ -675,6 +681,7 @@ impl Daemon {
             boot_device,
             verbose: self.verbosity,
             console_history: std::mem::take(&mut vm.console_history),
+            sandbox: Some(self.sandbox.clone()),
         };
         let process =
             VmProcess::spawn(&launch, &fds.raw(), run_id, self.spawn, self.events.clone())
@@ -1046,6 +1053,12 @@ impl Daemon {
         let requested_stop = vm.flags & state::SHUTDOWN != 0;
         let rebooted = status.code() == Some(EXIT_REBOOT) && !requested_stop;
         match (status.code(), status.signal()) {
+            (_, Some(libc::SIGSYS)) => tracing::error!(
+                "{}: vm {} process killed by signal {} (a system call its sandbox forbids)",
+                vm.name,
+                vm.id,
+                libc::SIGSYS
+            ),
             (_, Some(signal)) if !requested_stop => {
                 tracing::warn!(
                     "{}: vm {} process killed by signal {signal}",

@@ -35,6 +35,7 @@ use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
 use crate::platform::Platform;
+use crate::sandbox::{self, ThreadKind};
 use crate::smbios;
 use crate::vcpu::{self, VcpuContext};
 use proto::vmchannel::ExitReason;
@@ -336,21 +337,19 @@ impl Vm {
         let console = self.console.clone();
         let master = self.pty_master.try_clone()?;
         let input: Arc<Mutex<dyn console::ConsoleInput>> = self.serial.clone();
-        std::thread::Builder::new()
-            .name("console".into())
-            .spawn(move || console::relay(console, master, input))?;
+        sandbox::spawn(ThreadKind::Device, "console".into(), move || {
+            console::relay(console, master, input)
+        })?;
 
         let cmos = self.cmos.clone();
         let (stop, paused) = (self.lifecycle.clone(), self.lifecycle.clone());
-        std::thread::Builder::new()
-            .name("rtc".into())
-            .spawn(move || {
-                cmos::run_timer(
-                    cmos,
-                    move || stop.exit_requested(),
-                    move || paused.is_paused(),
-                )
-            })?;
+        sandbox::spawn(ThreadKind::Device, "rtc".into(), move || {
+            cmos::run_timer(
+                cmos,
+                move || stop.exit_requested(),
+                move || paused.is_paused(),
+            )
+        })?;
 
         for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
             let ctx = VcpuContext {
@@ -359,9 +358,9 @@ impl Vm {
                 mmio: self.mmio.clone(),
                 lifecycle: self.lifecycle.clone(),
             };
-            std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run(vcpu, index as u32, ctx))?;
+            sandbox::spawn(ThreadKind::Vcpu, format!("vcpu{index}"), move || {
+                vcpu::run(vcpu, index as u32, ctx)
+            })?;
         }
         Ok(())
     }

@@ -70,6 +70,7 @@ impl Guest {
             boot_device: None,
             verbose: 0,
             console_history: vec![],
+            sandbox: None,
         };
         (launch, files)
     }

@@ -99,9 +99,11 @@ impl Worker {
             watch(fd.as_raw_fd(), TOKEN_FIRST_QUEUE + i as u64)?;
         }
         let thread_control = control.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || run(epoll, events, &thread_control))?;
+        let thread = crate::sandbox::spawn(
+            crate::sandbox::ThreadKind::Device,
+            name.to_string(),
+            move || run(epoll, events, &thread_control),
+        )?;
         Ok(Worker {
             control,
             thread: Some(thread),
