@@ -1,6 +1,8 @@
 //! Test support shared by the crates' tests: tiny guests assembled in the
-//! test (real-mode firmware images), and a private vmd per test.
+//! test (real-mode firmware images), a private vmd per test, and network
+//! namespaces.
 
 pub mod daemon;
 pub mod guest;
+pub mod netns;
 pub mod tmp;
