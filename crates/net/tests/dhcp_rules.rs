@@ -160,10 +160,13 @@ fn a_request_to_the_host_mac_is_answered() {
     assert!(lease(false).respond(&request.frame()).is_some());
 }
 
+/// A change that breaks one rule.
+type Change = Box<dyn Fn(&mut RequestFrame)>;
+
 /// Every rule, broken one at a time.
 #[test]
 fn frames_that_break_a_rule_are_not_answered() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut RequestFrame)>, NotAnswered)> = vec![
+    let cases: Vec<(&str, Change, NotAnswered)> = vec![
         (
             "unicast to someone else",
             Box::new(|r| r.eth_dst = [2, 0, 0, 0, 0, 9]),

@@ -102,7 +102,7 @@ impl NetNs {
         args.extend_from_slice(type_args);
         let made = self.run("ip", &args).status.success();
         if made {
-            self.ip(&["link", "del", &probe]);
+            self.ip(&["link", "del", probe]);
         }
         made
     }
