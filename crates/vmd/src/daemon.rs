@@ -468,13 +468,37 @@ impl Daemon {
             tracing::info!("instance {name} of {template}: {}", refusal.reason);
             refusal.code
         })?;
+        self.register_adhoc(
+            name,
+            uid,
+            (instance.params, instance.owner, instance.allow),
+            kernel,
+            request.boot_device,
+        )
+    }
+
+    /// Adds a VM created by a start request (not from vm.conf) with its
+    /// one-shot boot choices; returns its index.
+    fn register_adhoc(
+        &mut self,
+        name: String,
+        uid: u32,
+        (params, owner, allow_instance): (
+            VmParams,
+            Owner,
+            Option<conf::model::InstancePermissions>,
+        ),
+        kernel: Option<OwnedFd>,
+        boot_device: Option<proto::control::BootDevice>,
+    ) -> Result<usize, ErrorCode> {
         let Some(id) = self.registry.assign_id(&name, uid) else {
+            tracing::warn!("too many vms");
             return Err(ErrorCode::ENOMEM);
         };
-        let mut vm = VmRecord::new(id, name, instance.params, instance.owner, false);
-        vm.allow_instance = instance.allow;
+        let mut vm = VmRecord::new(id, name, params, owner, false);
+        vm.allow_instance = allow_instance;
         vm.next_kernel = kernel;
-        vm.next_boot_device = request.boot_device;
+        vm.next_boot_device = boot_device;
         self.registry.vms.push(vm);
         Ok(self.registry.vms.len() - 1)
     }
@@ -513,10 +537,6 @@ impl Daemon {
         if !has_devices {
             return Err(ErrorCode::DISK_MISSING);
         }
-        let Some(id) = self.registry.assign_id(&name, client.uid) else {
-            tracing::warn!("too many vms");
-            return Err(ErrorCode::ENOMEM);
-        };
         let params = VmParams {
             memory: request.memory.unwrap_or(DEFAULT_MEMORY),
             vcpus,
@@ -534,20 +554,17 @@ impl Daemon {
             ),
             boot_device: None,
         };
-        let mut vm = VmRecord::new(
-            id,
+        let owner = Owner {
+            uid: client.uid,
+            gid: None,
+        };
+        self.register_adhoc(
             name,
-            params,
-            Owner {
-                uid: client.uid,
-                gid: None,
-            },
-            false,
-        );
-        vm.next_kernel = kernel;
-        vm.next_boot_device = request.boot_device;
-        self.registry.vms.push(vm);
-        Ok(self.registry.vms.len() - 1)
+            client.uid,
+            (params, owner, None),
+            kernel,
+            request.boot_device,
+        )
     }
 
     /// Opens what the VM needs and spawns its process (vmd.md §6.3). On

@@ -429,3 +429,17 @@ main:
     );
     daemon.vmctl_ok(&["stop", "-f", "ticker"]);
 }
+
+#[test]
+fn vm_processes_do_not_outlive_a_killed_daemon() {
+    let daemon = TestDaemon::start();
+    daemon.vmctl_ok(&["start", "-b", BIOS, "orphan"]);
+    let pid = status_row(&daemon, "orphan").unwrap()[1].clone();
+    // SAFETY: killing the daemon this test started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
+    daemon.wait_for(
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Duration::from_secs(10),
+        "the VM process to end with its daemon",
+    );
+}
