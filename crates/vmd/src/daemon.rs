@@ -24,6 +24,7 @@ use crate::config::{self, ConfigSource};
 use crate::control::Client;
 use crate::events::Event;
 use crate::instances;
+use crate::network::{Network, VmNics};
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
@@ -56,6 +57,8 @@ pub struct Daemon {
     config: ConfigSource,
     settings: GlobalSettings,
     switches: Vec<Switch>,
+    /// Bridges and taps.
+    network: Network,
     /// When the next batch of a staggered start is due.
     next_batch: Option<Instant>,
 }
@@ -81,6 +84,7 @@ impl Daemon {
             config,
             settings: GlobalSettings::with_online_cpus(conf::model::online_cpus()),
             switches: Vec::new(),
+            network: Network::new(),
             next_batch: None,
         }
     }
@@ -154,6 +158,7 @@ impl Daemon {
             tracing::warn!("agentx is not supported on this system; ignored");
         }
         self.apply_socket_owner();
+        let known = self.switches.len();
         for switch in config.switches {
             if self.switches.iter().any(|s| s.name == switch.name) {
                 continue;
@@ -161,6 +166,7 @@ impl Daemon {
             tracing::debug!("switch {} ({}) configured", switch.name, switch.interface);
             self.switches.push(switch);
         }
+        self.network.apply_switches(&self.switches[known..]);
         for vm in config.vms {
             if self.registry.vms.iter().any(|known| known.name == vm.name) {
                 tracing::debug!("vm {} already exists, skipped", vm.name);
@@ -617,9 +623,9 @@ impl Daemon {
             None => open_boot_image(vm.params.boot.as_deref())?,
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() || !vm.params.disks.is_empty() || !vm.params.nics.is_empty() {
+        if vm.params.cdrom.is_some() || !vm.params.disks.is_empty() {
             tracing::warn!(
-                "{}: disks, cd-rom and network interfaces are not available in this build",
+                "{}: disks and cd-rom are not available in this build",
                 vm.name
             );
             return Err(ErrorCode::ENOTSUP);
@@ -647,6 +653,16 @@ impl Daemon {
             boot_image: fds.push(boot_image),
             initrd: None,
         };
+        let (nics, taps) = self.network.create_nics(
+            &VmNics {
+                id: vm.id,
+                name: &vm.name,
+                nics: &vm.params.nics,
+            },
+            &self.switches,
+            &self.settings,
+            &mut fds,
+        )?;
         let launch = VmLaunch {
             id: vm.id,
             name: vm.name.clone(),
@@ -656,7 +672,7 @@ impl Daemon {
             cmdline: vm.params.cmdline.clone(),
             disks: Vec::new(),
             cdrom: None,
-            nics: Vec::new(),
+            nics,
             boot_device,
             verbose: self.verbosity,
             console_history: std::mem::take(&mut vm.console_history),
@@ -682,6 +698,7 @@ impl Daemon {
             unpause_waiters: Vec::new(),
             exit_reason: None,
             launch_failure: None,
+            taps,
         });
         Ok(())
     }
@@ -1040,6 +1057,7 @@ impl Daemon {
         }
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
+        run.taps.remove();
         let console = run.console.take();
         let console_pending = run.console_pending;
 

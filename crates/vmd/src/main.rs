@@ -9,6 +9,7 @@ mod daemon;
 mod events;
 mod instances;
 mod logging;
+mod network;
 mod permissions;
 mod pty;
 mod registry;

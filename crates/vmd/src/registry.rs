@@ -73,6 +73,8 @@ pub struct Running {
     pub exit_reason: Option<ExitReason>,
     /// Why it failed to launch, if it did.
     pub launch_failure: Option<proto::ErrorCode>,
+    /// Its taps, removed when this run is dropped.
+    pub taps: crate::network::VmTaps,
 }
 
 pub struct VmRecord {

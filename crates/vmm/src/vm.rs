@@ -67,6 +67,8 @@ pub struct LaunchFiles {
     pub pty_master: File,
     pub pty_slave: File,
     pub boot_image: File,
+    /// One tap per NIC, in NIC order.
+    pub taps: Vec<File>,
 }
 
 impl LaunchFiles {
@@ -84,6 +86,11 @@ impl LaunchFiles {
             pty_master: File::from(take(launch.fds.pty_master, "the pty master")?),
             pty_slave: File::from(take(launch.fds.pty_slave, "the pty slave")?),
             boot_image: File::from(take(launch.fds.boot_image, "the boot image")?),
+            taps: launch
+                .nics
+                .iter()
+                .map(|nic| take(nic.tap, "a tap").map(File::from))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -106,6 +113,8 @@ pub struct Vm {
     vm_fd: VmFd,
     /// kvmclock as it was when the VM was paused.
     paused_clock: Mutex<Option<kvm_bindings::kvm_clock_data>>,
+    /// The NICs' taps: they exist as long as the VM process holds them.
+    _taps: Vec<File>,
     _kvm: Kvm,
 }
 
@@ -171,6 +180,7 @@ impl Vm {
             pty_slave: files.pty_slave,
             vm_fd,
             paused_clock: Mutex::new(None),
+            _taps: files.taps,
             _kvm: kvm,
         })
     }
