@@ -658,6 +658,7 @@ impl Daemon {
                 id: vm.id,
                 name: &vm.name,
                 nics: &vm.params.nics,
+                net_boot: boot_device == Some(proto::control::BootDevice::Net),
             },
             &self.switches,
             &self.settings,

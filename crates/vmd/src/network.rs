@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::OwnedFd;
 
 use conf::model::{GlobalSettings, Interface, LocalInet6, Switch, Tap};
 use net::descriptions::{switch_description, tap_description};
@@ -29,11 +30,20 @@ pub struct Network {
     random_inet6: Option<Ipv6Addr>,
 }
 
+/// Where Debian's ipxe-qemu puts iPXE for virtio-net: the legacy PXE
+/// image (1af4:1041, the modern device) followed by the EFI one.
+pub const PXE_ROM_PATHS: [&str; 2] = [
+    "/usr/lib/ipxe/qemu/efi-virtio.rom",
+    "/usr/share/qemu/efi-virtio.rom",
+];
+
 /// A VM being started, as far as its NICs are concerned.
 pub struct VmNics<'a> {
     pub id: u32,
     pub name: &'a str,
     pub nics: &'a [NicParams],
+    /// Boot device `net`: the first NIC carries the PXE option ROM.
+    pub net_boot: bool,
 }
 
 impl Network {
@@ -115,6 +125,10 @@ impl Network {
                     guest: pair.guest.octets(),
                 }),
                 tap: fds.push(host.tap.into_fd()),
+                boot_rom: match vm.net_boot && index == 0 {
+                    true => open_pxe_rom().map(|rom| fds.push(rom)),
+                    false => None,
+                },
             });
         }
         Ok((launch, taps))
@@ -181,6 +195,21 @@ fn configured_switch<'s>(iface: &Interface, switches: &'s [Switch]) -> Option<&'
         tracing::warn!("switch \"{name}\" not found");
     }
     found
+}
+
+/// The PXE option ROM, if one is installed; without it a network boot
+/// still gets its DHCP answers, but the firmware has nothing to run.
+fn open_pxe_rom() -> Option<OwnedFd> {
+    let rom = PXE_ROM_PATHS
+        .iter()
+        .find_map(|path| std::fs::File::open(path).ok());
+    if rom.is_none() {
+        tracing::warn!(
+            "no PXE option ROM ({}): install ipxe-qemu",
+            PXE_ROM_PATHS[0]
+        );
+    }
+    rom.map(OwnedFd::from)
 }
 
 fn io_code(what: &str, e: &io::Error) -> ErrorCode {
