@@ -19,7 +19,7 @@ use imago::storage::PreallocateMode;
 use imago::storage::drivers::CommonStorageHelper;
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
-use nix::sys::uio::{preadv, pwritev};
+use nix::sys::uio::{pread, preadv, pwrite, pwritev};
 
 /// Most iovecs one preadv/pwritev call takes (Linux UIO_MAXIOV).
 const MAX_IOVECS: usize = 1024;
@@ -95,7 +95,13 @@ impl ImageFile {
         IoSliceMut::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
             let count = bufs.len().min(MAX_IOVECS);
-            let n = retry_eintr(|| preadv(self.file.as_fd(), &mut bufs[..count], to_off(offset)?))?;
+            // One buffer (most guest requests): plain pread, which skips
+            // the kernel's iovec import.
+            let n = if count == 1 {
+                retry_eintr(|| pread(self.file.as_fd(), &mut bufs[0], to_off(offset)?))?
+            } else {
+                retry_eintr(|| preadv(self.file.as_fd(), &mut bufs[..count], to_off(offset)?))?
+            };
             if n == 0 {
                 let missing = wanted - (offset - start);
                 if self.past_eof == PastEof::SectorSlack && missing >= 512 {
@@ -129,7 +135,11 @@ impl ImageFile {
         IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
             let count = bufs.len().min(MAX_IOVECS);
-            let n = retry_eintr(|| pwritev(self.file.as_fd(), &bufs[..count], to_off(offset)?))?;
+            let n = if count == 1 {
+                retry_eintr(|| pwrite(self.file.as_fd(), &bufs[0], to_off(offset)?))?
+            } else {
+                retry_eintr(|| pwritev(self.file.as_fd(), &bufs[..count], to_off(offset)?))?
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

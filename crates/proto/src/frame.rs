@@ -17,8 +17,10 @@ use serde::de::DeserializeOwned;
 /// description are the largest regular messages and stay far below it.
 pub const MAX_MESSAGE: usize = 128 * 1024;
 
-/// Most descriptors one message may carry.
-pub const MAX_FDS: usize = 16;
+/// Most descriptors one message may carry. A VM launch is the largest:
+/// /dev/kvm, the pty pair, the boot image and initrd, four disks of up to
+/// four chained images each, four taps and a CD-ROM.
+pub const MAX_FDS: usize = 32;
 
 /// A decoded message and the descriptors that came with it.
 #[derive(Debug)]

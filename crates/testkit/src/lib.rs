@@ -1,8 +1,9 @@
 //! Test support shared by the crates' tests: tiny guests assembled in the
-//! test (real-mode firmware images), a private vmd per test, and network
-//! namespaces.
+//! test (real-mode firmware images), GRUB boot disks, a private vmd per
+//! test, and network namespaces.
 
 pub mod daemon;
+pub mod grub;
 pub mod guest;
 pub mod netns;
 pub mod tmp;

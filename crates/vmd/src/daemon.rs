@@ -18,7 +18,7 @@ use conf::model::{GlobalSettings, Switch};
 use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
 use proto::names::validate_vm_name;
-use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchFds, ToVm, VmLaunch};
+use proto::vmchannel::{EXIT_REBOOT, ExitReason, FromVm, LaunchDisk, LaunchFds, ToVm, VmLaunch};
 
 use crate::config::{self, ConfigSource};
 use crate::control::Client;
@@ -623,11 +623,8 @@ impl Daemon {
             None => open_boot_image(vm.params.boot.as_deref())?,
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() || !vm.params.disks.is_empty() {
-            tracing::warn!(
-                "{}: disks and cd-rom are not available in this build",
-                vm.name
-            );
+        if vm.params.cdrom.is_some() {
+            tracing::warn!("{}: cd-rom is not available in this build", vm.name);
             return Err(ErrorCode::ENOTSUP);
         }
         if vm.params.cmdline.is_some() || vm.params.initrd.is_some() {
@@ -646,6 +643,7 @@ impl Daemon {
             tracing::warn!("{}: cannot give {} to uid {user}: {e}", vm.name, pty.path);
         }
         let mut fds = LaunchDescriptors::new();
+        let disks = open_disks(&vm.params.disks, &mut fds)?;
         let launch_fds = LaunchFds {
             kvm: fds.push(kvm.into()),
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
@@ -671,7 +669,7 @@ impl Daemon {
             vcpus: vm.params.vcpus,
             fds: launch_fds,
             cmdline: vm.params.cmdline.clone(),
-            disks: Vec::new(),
+            disks,
             cdrom: None,
             nics,
             boot_device,
@@ -1156,4 +1154,33 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
                 ErrorCode::BIOS_MISSING
             }),
     }
+}
+
+/// Opens each disk's image chain, the top image locked exclusively so no
+/// second VM can have it (linux-mapping.md §6.1), and adds the descriptors
+/// to the launch. Any failure is vmctl's "could not open disk image(s)".
+fn open_disks(
+    disks: &[proto::control::DiskSpec],
+    fds: &mut LaunchDescriptors,
+) -> Result<Vec<LaunchDisk>, ErrorCode> {
+    let mut out = Vec::new();
+    for spec in disks {
+        let chain = disk::ImageChain::open(&spec.path, spec.format, disk::Access::ReadWrite)
+            .map_err(|e| {
+                tracing::warn!("can't open disk {}: {e}", spec.path);
+                ErrorCode::DISK_MISSING
+            })?;
+        let indices = chain
+            .into_images()
+            .into_iter()
+            .map(|image| fds.push(OwnedFd::from(image.file)))
+            .collect();
+        out.push(LaunchDisk {
+            path: spec.path.clone(),
+            format: spec.format,
+            fds: indices,
+            read_only: false,
+        });
+    }
+    Ok(out)
 }

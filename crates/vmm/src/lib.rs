@@ -7,6 +7,7 @@ pub mod bus;
 pub mod console;
 pub mod cpuid;
 pub mod devices;
+pub mod irq_routing;
 pub mod lifecycle;
 pub mod memory;
 pub mod process;

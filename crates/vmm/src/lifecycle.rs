@@ -172,26 +172,43 @@ impl Lifecycle {
         self.lock().paused
     }
 
+    /// Called by device I/O threads before they touch guest memory:
+    /// blocks while the VM is paused, so a paused guest's memory holds
+    /// still. Returns false once the VM is ending.
+    pub fn device_may_run(&self) -> bool {
+        self.may_run(false, || {})
+    }
+
     /// Called by a vCPU between runs. Returns false when the vCPU must stop
     /// for good; parks while the VM is paused, and calls `on_resume` once
     /// it may run again after a pause.
     pub fn vcpu_may_run(&self, on_resume: impl FnOnce()) -> bool {
+        self.may_run(true, on_resume)
+    }
+
+    /// Waits out a pause; a vCPU (`parks`) also counts itself as parked so
+    /// that [`Lifecycle::pause`] knows when all of them stopped.
+    fn may_run(&self, parks: bool, on_resume: impl FnOnce()) -> bool {
         if !self.attention.load(Ordering::SeqCst) {
             return true;
         }
         let mut state = self.lock();
-        let parked = state.paused && state.exit.is_none();
-        if parked {
-            state.parked += 1;
-            self.changed.notify_all();
+        let waited = state.paused && state.exit.is_none();
+        if waited {
+            if parks {
+                state.parked += 1;
+                self.changed.notify_all();
+            }
             while state.paused && state.exit.is_none() {
                 state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            state.parked -= 1;
+            if parks {
+                state.parked -= 1;
+            }
         }
         let running = state.exit.is_none();
         drop(state);
-        if parked && running {
+        if waited && running {
             on_resume();
         }
         running

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use proto::ErrorCode;
-use proto::vmchannel::VmLaunch;
+use proto::control::BootDevice;
+use proto::vmchannel::{LaunchDisk, VmLaunch};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -21,9 +22,13 @@ use crate::devices::debug_port::{DEBUG_PORT, DebugPort};
 use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
 use crate::devices::i8042::{I8042_COMMAND_PORT, I8042Reset};
 use crate::devices::pci::host_bridge::HostBridge;
+use crate::devices::pci::irq_lines::{self, IrqLines};
 use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
+use crate::devices::virtio::blk::{self, Blk};
+use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
+use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
 use crate::smbios;
@@ -67,8 +72,17 @@ pub struct LaunchFiles {
     pub pty_master: File,
     pub pty_slave: File,
     pub boot_image: File,
-    /// One tap per NIC, in NIC order.
-    pub taps: Vec<File>,
+    /// Per disk, the images of its chain, top first.
+    pub disks: Vec<Vec<File>>,
+    /// Per NIC, its tap and option ROM.
+    pub nics: Vec<NicFiles>,
+}
+
+/// A NIC's descriptors.
+pub struct NicFiles {
+    pub tap: File,
+    /// The PXE ROM the firmware runs for it (network boot only).
+    pub boot_rom: Option<File>,
 }
 
 impl LaunchFiles {
@@ -81,16 +95,36 @@ impl LaunchFiles {
                 .and_then(Option::take)
                 .ok_or_else(|| LaunchError::new(ErrorCode::EINVAL, format!("launch lacks {what}")))
         };
-        Ok(LaunchFiles {
-            kvm: take(launch.fds.kvm, "/dev/kvm")?,
-            pty_master: File::from(take(launch.fds.pty_master, "the pty master")?),
-            pty_slave: File::from(take(launch.fds.pty_slave, "the pty slave")?),
-            boot_image: File::from(take(launch.fds.boot_image, "the boot image")?),
-            taps: launch
-                .nics
+        let kvm = take(launch.fds.kvm, "/dev/kvm")?;
+        let pty_master = File::from(take(launch.fds.pty_master, "the pty master")?);
+        let pty_slave = File::from(take(launch.fds.pty_slave, "the pty slave")?);
+        let boot_image = File::from(take(launch.fds.boot_image, "the boot image")?);
+        let mut disks = Vec::new();
+        for disk in &launch.disks {
+            let chain = disk
+                .fds
                 .iter()
-                .map(|nic| take(nic.tap, "a tap").map(File::from))
-                .collect::<Result<_, _>>()?,
+                .map(|&index| take(index, "a disk image").map(File::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            disks.push(chain);
+        }
+        let mut nics = Vec::new();
+        for nic in &launch.nics {
+            nics.push(NicFiles {
+                tap: File::from(take(nic.tap, "a tap")?),
+                boot_rom: match nic.boot_rom {
+                    Some(index) => Some(File::from(take(index, "an option ROM")?)),
+                    None => None,
+                },
+            });
+        }
+        Ok(LaunchFiles {
+            kvm,
+            pty_master,
+            pty_slave,
+            boot_image,
+            disks,
+            nics,
         })
     }
 }
@@ -110,11 +144,11 @@ pub struct Vm {
     pty_master: File,
     pub pty_slave: File,
     /// The KVM VM; also keeps its memory regions and irqfds alive.
-    vm_fd: VmFd,
+    vm_fd: Arc<VmFd>,
     /// kvmclock as it was when the VM was paused.
     paused_clock: Mutex<Option<kvm_bindings::kvm_clock_data>>,
     /// The NICs' taps: they exist as long as the VM process holds them.
-    _taps: Vec<File>,
+    _nics: Vec<NicFiles>,
     _kvm: Kvm,
 }
 
@@ -145,7 +179,9 @@ impl Vm {
     ) -> Result<Vm, LaunchError> {
         let image = read_image(&files.boot_image)?;
         check_boot_image(&image)?;
+        let disks = open_disks(&launch.disks, files.disks)?;
         let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
+        let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(
             &vm_fd,
             Layout::with_bios_size(launch.memory, image.len() as u64),
@@ -159,10 +195,24 @@ impl Vm {
             Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
         let legacy = legacy_devices(&vm_fd, &ram, vcpu_count, console.clone())?;
         add_smbios(&legacy.fw_cfg, launch, &ram.layout, vcpu_count)?;
-        let pci = pci_devices();
         let pio = Arc::new(Bus::new());
-        attach_port_devices(&pio, &legacy, pci, launch, &lifecycle)?;
         let mmio = Arc::new(Bus::new());
+        let transport = TransportContext {
+            vm: vm_fd.clone(),
+            router: Arc::new(GsiRouter::new(vm_fd.clone())),
+            mem: ram.mem.clone(),
+            lifecycle: lifecycle.clone(),
+        };
+        let pci = pci_devices(&pio, &mmio, &transport, disks, &launch.name)?;
+        if let Some(order) = boot_order(launch.boot_device, &pci) {
+            legacy
+                .fw_cfg
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add_file("bootorder", order.into_bytes())
+                .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
+        }
+        attach_port_devices(&pio, &legacy, pci.root, launch, &lifecycle)?;
         let vcpus = create_vcpus(&kvm, &vm_fd, vcpu_count)?;
 
         Ok(Vm {
@@ -180,7 +230,7 @@ impl Vm {
             pty_slave: files.pty_slave,
             vm_fd,
             paused_clock: Mutex::new(None),
-            _taps: files.taps,
+            _nics: files.nics,
             _kvm: kvm,
         })
     }
@@ -412,11 +462,80 @@ fn add_smbios(
     Ok(())
 }
 
-/// Bus 0 and the devices in its slots, in vmd's slot order.
-fn pci_devices() -> Arc<Mutex<PciRoot>> {
-    let mut pci = PciRoot::new();
-    pci.add(shared(HostBridge::new()));
-    Arc::new(Mutex::new(pci))
+/// One opened disk, ready for its device.
+struct OpenDisk {
+    backend: Arc<dyn disk::BlockBackend>,
+    path: String,
+}
+
+/// Adopts the images vmd opened (and locked) for each disk.
+fn open_disks(disks: &[LaunchDisk], files: Vec<Vec<File>>) -> Result<Vec<OpenDisk>, LaunchError> {
+    let mut out = Vec::new();
+    for (disk, files) in disks.iter().zip(files) {
+        let access = if disk.read_only {
+            disk::Access::ReadOnly
+        } else {
+            disk::Access::ReadWrite
+        };
+        let backend = disk::ImageChain::from_files(&disk.path, disk.format, access, files)
+            .and_then(disk::ImageChain::into_backend)
+            .map_err(|e| LaunchError::new(ErrorCode::DISK_MISSING, e.to_string()))?;
+        out.push(OpenDisk {
+            backend: Arc::from(backend),
+            path: disk.path.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The PCI bus as built, and where the boot devices ended up.
+struct PciDevices {
+    root: Arc<Mutex<PciRoot>>,
+    first_disk_slot: Option<usize>,
+}
+
+/// Bus 0 and the devices in its slots, in vmd's order (vmd.md §8.5): host
+/// bridge, entropy, network interfaces, disks, CD-ROM, vmmci. Each device
+/// that interrupts takes the next IRQ of the PCI list.
+fn pci_devices(
+    pio: &Arc<Bus>,
+    mmio: &Arc<Bus>,
+    transport: &TransportContext,
+    disks: Vec<OpenDisk>,
+    name: &str,
+) -> Result<PciDevices, LaunchError> {
+    let mut root = PciRoot::new(pio, mmio);
+    let mut irqs = IrqLines::new();
+    let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
+    root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut first_disk_slot = None;
+    for (index, disk) in disks.into_iter().enumerate() {
+        let device = VirtioPciDevice::new(
+            &format!("{name}-vioblk{index}"),
+            Box::new(Blk::new(disk.backend, &disk.path)),
+            blk::pci_identity(),
+            irqs.next_irq(),
+            transport.clone(),
+        )
+        .map_err(|e| LaunchError::io("virtio-blk", &e))?;
+        let slot = root.add(shared(device)).ok_or_else(full)?;
+        first_disk_slot.get_or_insert(slot);
+    }
+    irq_lines::set_level_triggered(&transport.vm, irqs.used())
+        .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
+    Ok(PciDevices {
+        root: Arc::new(Mutex::new(root)),
+        first_disk_slot,
+    })
+}
+
+/// fw_cfg `bootorder` for a boot device override (vmd.md §8.4): the BIOS
+/// tries only the named device. SeaBIOS prints PCI slots in hex.
+fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
+    match device? {
+        BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
+        BootDevice::Cdrom | BootDevice::Net => None,
+    }
 }
 
 /// Puts the legacy devices and PCI's configuration ports on the port bus.

@@ -35,7 +35,8 @@ fn run_guest_with_memory(program: &str, memory: u64) -> (String, ExitReason) {
         pty_master: File::from(pty.master),
         pty_slave: File::from(pty.slave),
         boot_image: File::open(&image_path).unwrap(),
-        taps: Vec::new(),
+        disks: vec![],
+        nics: Vec::new(),
     };
     let launch = VmLaunch {
         id: 1,

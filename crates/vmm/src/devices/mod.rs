@@ -7,3 +7,4 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod pci;
 pub mod serial;
+pub mod virtio;

@@ -7,6 +7,12 @@
 //! register is read-only here: it holds the IRQ the device really uses
 //! (vmd.md §8.5 keeps IRQs fixed), which stock SeaBIOS would otherwise
 //! overwrite with "unknown" on a host bridge it does not recognise.
+//!
+//! BARs and capabilities are declared by the device at creation; the
+//! writable mask of a BAR is its size mask, so the register file alone
+//! answers sizing and relocation.
+
+use super::bars::{BarKind, BarRange};
 
 pub const VENDOR_ID: usize = 0x00;
 pub const DEVICE_ID: usize = 0x02;
@@ -32,6 +38,9 @@ pub const STATUS_CAPABILITIES: u16 = 0x10;
 pub const STATUS_INTERRUPT: u16 = 0x08;
 
 pub const CONFIG_SIZE: usize = 256;
+pub const BAR_COUNT: usize = 6;
+/// Where the capability list starts: right after the type-0 header.
+const FIRST_CAPABILITY: usize = 0x40;
 
 /// What a device says about itself.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,6 +59,12 @@ pub struct Identity {
 pub struct ConfigSpace {
     bytes: [u8; CONFIG_SIZE],
     writable: [u8; CONFIG_SIZE],
+    /// Declared BARs: kind and size by index.
+    bars: [Option<(BarKind, u64)>; BAR_COUNT],
+    /// Offset of the last capability, to link the next one.
+    last_capability: Option<usize>,
+    /// Where the next capability goes.
+    next_capability: usize,
 }
 
 impl ConfigSpace {
@@ -57,6 +72,9 @@ impl ConfigSpace {
         let mut cs = ConfigSpace {
             bytes: [0; CONFIG_SIZE],
             writable: [0; CONFIG_SIZE],
+            bars: [None; BAR_COUNT],
+            last_capability: None,
+            next_capability: FIRST_CAPABILITY,
         };
         cs.set_u16(VENDOR_ID, id.vendor);
         cs.set_u16(DEVICE_ID, id.device);
@@ -157,6 +175,99 @@ impl ConfigSpace {
     pub fn command(&self) -> u16 {
         self.u16(COMMAND)
     }
+
+    /// Declares BAR `index` (a 64-bit BAR also takes `index + 1`) of
+    /// `size` bytes, a power of two of at least 16.
+    pub fn add_bar(&mut self, index: usize, kind: BarKind, size: u64) {
+        assert!(size.is_power_of_two() && size >= 16, "BAR size {size:#x}");
+        assert!(index < BAR_COUNT && (kind != BarKind::Memory64 || index + 1 < BAR_COUNT));
+        self.bars[index] = Some((kind, size));
+        let offset = BAR0 + 4 * index;
+        let mask = !(size - 1);
+        self.set_u32(offset, kind.flag_bits());
+        self.set_writable_u32(offset, (mask as u32) & !kind.flag_mask());
+        if kind == BarKind::Memory64 {
+            self.set_writable_u32(offset + 4, (mask >> 32) as u32);
+        }
+    }
+
+    /// Puts BAR `index` at `base` (device side: vmd's initial placement).
+    pub fn set_bar_address(&mut self, index: usize, base: u64) {
+        let Some((kind, _)) = self.bars.get(index).copied().flatten() else {
+            return;
+        };
+        let offset = BAR0 + 4 * index;
+        self.set_u32(offset, (base as u32 & !kind.flag_mask()) | kind.flag_bits());
+        if kind == BarKind::Memory64 {
+            self.set_u32(offset + 4, (base >> 32) as u32);
+        }
+    }
+
+    /// The declared BARs with their current addresses.
+    pub fn bars(&self) -> Vec<BarRange> {
+        let mut out = Vec::new();
+        for (index, bar) in self.bars.iter().enumerate() {
+            let Some((kind, size)) = *bar else { continue };
+            let offset = BAR0 + 4 * index;
+            let mut base = u64::from(self.u32(offset) & !kind.flag_mask());
+            if kind == BarKind::Memory64 {
+                base |= u64::from(self.u32(offset + 4)) << 32;
+            }
+            out.push(BarRange {
+                index: index as u8,
+                kind,
+                base,
+                size,
+            });
+        }
+        out
+    }
+
+    /// The BARs the device answers at now: enabled by the command
+    /// register's I/O or memory bit and at a usable address.
+    pub fn decoded_bars(&self) -> Vec<BarRange> {
+        let command = self.command();
+        self.bars()
+            .into_iter()
+            .filter(|bar| {
+                let enabled = if bar.kind.is_io() {
+                    command & COMMAND_IO != 0
+                } else {
+                    command & COMMAND_MEMORY != 0
+                };
+                enabled && bar.is_decodable()
+            })
+            .collect()
+    }
+
+    /// Appends a capability with `id` and `body` (the bytes after the id
+    /// and next-pointer). `writable` marks the body bits the guest may
+    /// change (same length as `body`, or empty for none). Returns the
+    /// capability's offset.
+    pub fn add_capability(&mut self, id: u8, body: &[u8], writable: &[u8]) -> usize {
+        let offset = self.next_capability;
+        assert!(
+            offset + 2 + body.len() <= CONFIG_SIZE,
+            "capabilities overflow"
+        );
+        self.bytes[offset] = id;
+        self.bytes[offset + 1] = 0;
+        self.bytes[offset + 2..offset + 2 + body.len()].copy_from_slice(body);
+        for (i, &mask) in writable.iter().enumerate() {
+            self.writable[offset + 2 + i] = mask;
+        }
+        match self.last_capability {
+            None => {
+                self.bytes[CAPABILITIES] = offset as u8;
+                let status = self.u16(STATUS) | STATUS_CAPABILITIES;
+                self.set_u16(STATUS, status);
+            }
+            Some(last) => self.bytes[last + 1] = offset as u8,
+        }
+        self.last_capability = Some(offset);
+        self.next_capability = (offset + 2 + body.len()).next_multiple_of(4);
+        offset
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +301,59 @@ mod tests {
         cs.write(INTERRUPT_LINE, &[0xff]);
         assert_eq!(cs.u8(INTERRUPT_LINE), 5);
         assert_eq!(cs.u8(INTERRUPT_PIN), 1);
+    }
+
+    #[test]
+    fn bars_size_relocate_and_decode() {
+        let mut cs = ConfigSpace::new(Identity::default());
+        cs.add_bar(0, BarKind::Io, 0x1000);
+        cs.add_bar(1, BarKind::Memory32, 0x1000);
+        cs.add_bar(2, BarKind::Memory64, 0x4000);
+        cs.set_bar_address(0, 0x1000);
+        assert_eq!(cs.u32(BAR0), 0x1001);
+        // Sizing: all ones reads back the size mask and the flag bits.
+        cs.write(BAR0, &[0xff; 4]);
+        assert_eq!(cs.u32(BAR0), 0xffff_f001);
+        cs.write(BAR0 + 4, &[0xff; 4]);
+        assert_eq!(cs.u32(BAR0 + 4), 0xffff_f000);
+        cs.write(BAR0 + 8, &[0xff; 4]);
+        cs.write(BAR0 + 12, &[0xff; 4]);
+        assert_eq!(cs.u32(BAR0 + 8), 0xffff_c004);
+        assert_eq!(cs.u32(BAR0 + 12), 0xffff_ffff);
+        assert_eq!(cs.u32(BAR0 + 16), 0, "no BAR 4");
+        // Relocation.
+        cs.write(BAR0, &0xc000u32.to_le_bytes());
+        cs.write(BAR0 + 4, &0xfebf_0000u32.to_le_bytes());
+        cs.write(BAR0 + 8, &0x0000_0000u32.to_le_bytes());
+        cs.write(BAR0 + 12, &0x1u32.to_le_bytes());
+        let bars = cs.bars();
+        assert_eq!(bars[0].base, 0xc000);
+        assert_eq!(bars[1].base, 0xfebf_0000);
+        assert_eq!(bars[2].base, 0x1_0000_0000);
+        assert!(cs.decoded_bars().is_empty(), "decoding disabled");
+        cs.write(COMMAND, &[COMMAND_IO as u8, 0]);
+        let decoded = cs.decoded_bars();
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].kind, BarKind::Io);
+        cs.write(COMMAND, &[(COMMAND_IO | COMMAND_MEMORY) as u8, 0]);
+        assert_eq!(cs.decoded_bars().len(), 3);
+    }
+
+    #[test]
+    fn capability_list_links_and_masks() {
+        let mut cs = ConfigSpace::new(Identity::default());
+        assert_eq!(cs.u16(STATUS) & STATUS_CAPABILITIES, 0);
+        let a = cs.add_capability(0x11, &[0, 0, 1, 2, 3, 4, 5, 6, 7, 8], &[0, 0xc0]);
+        let b = cs.add_capability(0x09, &[14, 1, 2], &[]);
+        assert_eq!(a, 0x40);
+        assert_eq!(b, 0x4c);
+        assert_ne!(cs.u16(STATUS) & STATUS_CAPABILITIES, 0);
+        assert_eq!(cs.u8(CAPABILITIES), 0x40);
+        assert_eq!(cs.u8(a + 1), 0x4c);
+        assert_eq!(cs.u8(b + 1), 0);
+        cs.write(a + 2, &[0xff, 0xff]);
+        assert_eq!(cs.u16(a + 2), 0xc000);
+        cs.write(b + 2, &[0xff]);
+        assert_eq!(cs.u8(b + 2), 14);
     }
 }

@@ -1,10 +1,16 @@
 //! The PCI root: 32 slots on bus 0, reached through configuration
 //! mechanism #1 (address at 0xCF8, data at 0xCFC–0xCFF), plus the reset
 //! control register at 0xCF9 that shares the address port's range.
+//!
+//! The root also owns BAR decoding: after every configuration write it
+//! compares what the device decodes now with what is on the port and MMIO
+//! buses and moves the ranges, so firmware and guests may relocate BARs
+//! (vmd.md §8.5) and devices re-register their ioeventfds.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::bus::BusDevice;
+use super::bars::{BarAllocator, BarRange};
+use crate::bus::{Bus, BusDevice};
 
 pub const CONFIG_PORTS_BASE: u64 = 0xcf8;
 pub const CONFIG_PORTS_LEN: u64 = 8;
@@ -20,35 +26,156 @@ pub trait PciDevice: Send {
     fn config_read(&mut self, offset: usize, data: &mut [u8]);
     /// Writes configuration space at `offset`.
     fn config_write(&mut self, offset: usize, data: &[u8]);
+    /// Every BAR the device has, with its current address (decoding or
+    /// not). The root assigns initial addresses to these.
+    fn bars(&self) -> Vec<BarRange> {
+        Vec::new()
+    }
+    /// Device side: puts BAR `index` at `base` before the guest runs.
+    fn set_bar_address(&mut self, _index: u8, _base: u64) {}
+    /// The BARs that decode now (command register enables, usable
+    /// addresses); the root keeps the buses in step with this.
+    fn decoded_bars(&self) -> Vec<BarRange> {
+        Vec::new()
+    }
+    /// A read at `offset` inside BAR `bar`.
+    fn bar_read(&mut self, _bar: u8, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    /// A write at `offset` inside BAR `bar`.
+    fn bar_write(&mut self, _bar: u8, _offset: u64, _data: &[u8]) {}
+    /// The root put `bar` on a bus (`true`) or took it off (`false`):
+    /// devices with ioeventfds inside the BAR move them here.
+    fn bar_mapped(&mut self, _bar: BarRange, _mapped: bool) {}
 }
 
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
+/// One BAR of one device as a bus range.
+struct BarWindow {
+    device: SharedPciDevice,
+    bar: u8,
+}
+
+impl BusDevice for BarWindow {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        lock(&self.device).bar_read(self.bar, offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        lock(&self.device).bar_write(self.bar, offset, data);
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Slot {
+    device: SharedPciDevice,
+    /// The BARs currently on a bus.
+    mapped: Vec<BarRange>,
+}
+
 /// Bus 0: one function per slot, slots taken in creation order.
-#[derive(Default)]
 pub struct PciRoot {
-    slots: Vec<SharedPciDevice>,
+    slots: Vec<Slot>,
+    allocator: BarAllocator,
+    // Weak: the port bus holds the configuration ports, which hold us.
+    pio: Weak<Bus>,
+    mmio: Weak<Bus>,
 }
 
 impl PciRoot {
-    pub fn new() -> PciRoot {
-        PciRoot::default()
+    /// A root whose devices' BARs go on `pio` and `mmio`.
+    pub fn new(pio: &Arc<Bus>, mmio: &Arc<Bus>) -> PciRoot {
+        PciRoot {
+            slots: Vec::new(),
+            allocator: BarAllocator::new(),
+            pio: Arc::downgrade(pio),
+            mmio: Arc::downgrade(mmio),
+        }
     }
 
-    /// Puts `device` in the next free slot and returns the slot number.
+    /// Puts `device` in the next free slot, gives its BARs their initial
+    /// addresses and maps them. Returns the slot number, or `None` when
+    /// the bus is full or a BAR finds no room.
     pub fn add(&mut self, device: SharedPciDevice) -> Option<usize> {
         if self.slots.len() >= SLOTS {
             return None;
         }
-        self.slots.push(device);
-        Some(self.slots.len() - 1)
+        {
+            let mut dev = lock(&device);
+            for bar in dev.bars() {
+                let base = self.allocator.allocate(bar.kind, bar.size)?;
+                dev.set_bar_address(bar.index, base);
+            }
+        }
+        self.slots.push(Slot {
+            device,
+            mapped: Vec::new(),
+        });
+        let slot = self.slots.len() - 1;
+        self.sync_bars(slot);
+        Some(slot)
     }
 
     fn device(&self, bus: u32, slot: u32, function: u32) -> Option<&SharedPciDevice> {
         if bus != 0 || function != 0 {
             return None;
         }
-        self.slots.get(slot as usize)
+        self.slots.get(slot as usize).map(|s| &s.device)
+    }
+
+    fn bus_for(&self, bar: &BarRange) -> Option<Arc<Bus>> {
+        if bar.kind.is_io() {
+            self.pio.upgrade()
+        } else {
+            self.mmio.upgrade()
+        }
+    }
+
+    /// Brings the buses in line with what the device in `slot` decodes.
+    fn sync_bars(&mut self, slot: usize) {
+        let Some(entry) = self.slots.get(slot) else {
+            return;
+        };
+        let device = entry.device.clone();
+        let wanted = lock(&device).decoded_bars();
+        let current = std::mem::take(&mut self.slots[slot].mapped);
+        let mut kept = Vec::new();
+        for bar in current {
+            if wanted.contains(&bar) {
+                kept.push(bar);
+                continue;
+            }
+            if let Some(bus) = self.bus_for(&bar) {
+                bus.remove(bar.base);
+            }
+            lock(&device).bar_mapped(bar, false);
+        }
+        for bar in wanted {
+            if kept.contains(&bar) {
+                continue;
+            }
+            let Some(bus) = self.bus_for(&bar) else {
+                continue;
+            };
+            let window = Arc::new(Mutex::new(BarWindow {
+                device: device.clone(),
+                bar: bar.index,
+            }));
+            match bus.insert(bar.base, bar.size, window) {
+                Ok(()) => {
+                    lock(&device).bar_mapped(bar, true);
+                    kept.push(bar);
+                }
+                // The guest put a BAR on top of something else; it stays
+                // unreachable until moved, as on hardware with a clash.
+                Err(e) => tracing::debug!("pci slot {slot}: BAR {}: {e}", bar.index),
+            }
+        }
+        self.slots[slot].mapped = kept;
     }
 }
 
@@ -120,12 +247,13 @@ impl BusDevice for PciConfigPorts {
                 let Some((bus, slot, function, register)) = self.target(offset - 4) else {
                     return;
                 };
-                let root = self.root.lock().unwrap_or_else(|e| e.into_inner());
+                let mut root = self.root.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(device) = root.device(bus, slot, function) {
                     device
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .config_write(register, data);
+                    root.sync_bars(slot as usize);
                 }
             }
             _ => {}
@@ -140,7 +268,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn ports() -> (PciConfigPorts, Arc<AtomicBool>) {
-        let mut root = PciRoot::new();
+        let (pio, mmio) = (Arc::new(Bus::new()), Arc::new(Bus::new()));
+        let mut root = PciRoot::new(&pio, &mmio);
         assert_eq!(root.add(Arc::new(Mutex::new(HostBridge::new()))), Some(0));
         let reset = Arc::new(AtomicBool::new(false));
         let r = reset.clone();

@@ -1,0 +1,167 @@
+//! The block device's I/O-thread side: each checked request goes to the
+//! disk backend with the guest's buffers as the scatter-gather list (no
+//! bounce buffer), and its status byte is written back.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::sync::Arc;
+
+use disk::BlockBackend;
+use smallvec::SmallVec;
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestMemoryBackend};
+
+use super::request::{self, Limits, Operation, SectorRange};
+use super::{ID_BYTES, SEG_MAX};
+use crate::devices::virtio::queue::{self, Chain, Segment};
+use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
+use crate::memory::GuestMemoryMmap;
+
+/// Descriptors accepted in one chain: header, data buffers, status, and
+/// room for drivers that split the header or status.
+pub const MAX_DESCRIPTORS: usize = SEG_MAX as usize + 4;
+
+pub struct BlkHandler {
+    pub backend: Arc<dyn BlockBackend>,
+    pub limits: Limits,
+    pub serial: [u8; ID_BYTES],
+    pub name: String,
+}
+
+type HostSlices = SmallVec<[(*mut u8, usize); 4]>;
+
+/// Host views of guest buffers, for vectored I/O.
+///
+/// Every segment was checked to lie in guest memory; a buffer spanning
+/// two memory regions becomes two slices.
+fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSlices> {
+    let mut out = HostSlices::new();
+    for s in segments {
+        for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
+            let slice = slice.ok()?;
+            out.push((slice.ptr_guard_mut().as_ptr(), slice.len()));
+        }
+    }
+    Some(out)
+}
+
+impl BlkHandler {
+    fn read(&self, mem: &GuestMemoryMmap, offset: u64, data: &[Segment]) -> std::io::Result<()> {
+        let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
+        // SAFETY: each pointer and length is a range of guest memory that
+        // stays mapped as long as `mem` lives. The guest runs concurrently
+        // and owns these bytes, so Rust's exclusivity cannot be promised
+        // for guest memory in any case; the slices only serve as the
+        // destination of the backend's reads and are never read here.
+        let mut bufs: SmallVec<[IoSliceMut<'_>; 4]> = slices
+            .iter()
+            .map(|&(ptr, len)| IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
+            .collect();
+        self.backend.read_vectored_at(&mut bufs, offset)
+    }
+
+    fn write(&self, mem: &GuestMemoryMmap, offset: u64, data: &[Segment]) -> std::io::Result<()> {
+        let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
+        // SAFETY: as in `read`; the slices are only the source of the
+        // backend's writes.
+        let bufs: SmallVec<[IoSlice<'_>; 4]> = slices
+            .iter()
+            .map(|&(ptr, len)| IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) }))
+            .collect();
+        self.backend.write_vectored_at(&bufs, offset)
+    }
+
+    fn get_id(&self, mem: &GuestMemoryMmap, data: &[Segment]) -> std::io::Result<u64> {
+        let mut written = 0u64;
+        for s in request::sub_segments(data, 0, ID_BYTES as u64) {
+            let from = written as usize;
+            let to = from + s.len as usize;
+            mem.write_slice(&self.serial[from..to], s.addr)
+                .map_err(|_| outside_memory())?;
+            written += u64::from(s.len);
+        }
+        Ok(written)
+    }
+
+    fn ranges(&self, ranges: &[SectorRange], zeroes: bool) -> std::io::Result<()> {
+        for r in ranges.iter().filter(|r| !r.is_empty()) {
+            if zeroes && !r.unmap {
+                self.backend.write_zeroes(r.offset(), r.len())?;
+            } else {
+                // Discard, and write-zeroes that may unmap: the backend
+                // promises zeroes afterwards either way.
+                self.backend.discard(r.offset(), r.len())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves one chain; returns the bytes written into it.
+    pub fn serve(&self, chain: &Chain, mem: &GuestMemoryMmap) -> Result<u32, DeviceBroken> {
+        let request = request::parse(chain, mem, &self.limits)?;
+        let (result, data_written) = match &request.operation {
+            Operation::Read { offset, data } => {
+                (self.read(mem, *offset, data), queue::total_len(data))
+            }
+            Operation::Write { offset, data } => (self.write(mem, *offset, data), 0),
+            Operation::Flush => (self.backend.flush(), 0),
+            Operation::GetId { data } => match self.get_id(mem, data) {
+                Ok(n) => (Ok(()), n),
+                Err(e) => (Err(e), 0),
+            },
+            Operation::Discard(ranges) => (self.ranges(ranges, false), 0),
+            Operation::WriteZeroes(ranges) => (self.ranges(ranges, true), 0),
+            Operation::Reject { status, why } => {
+                tracing::debug!("{}: request refused: {why}", self.name);
+                return write_status(mem, request.status, *status).map(|()| 1);
+            }
+        };
+        let status = match result {
+            Ok(()) => VIRTIO_BLK_S_OK,
+            Err(e) => {
+                tracing::warn!("{}: {:?} failed: {e}", self.name, request.operation);
+                VIRTIO_BLK_S_IOERR
+            }
+        } as u8;
+        write_status(mem, request.status, status)?;
+        Ok((data_written + 1).min(u64::from(u32::MAX)) as u32)
+    }
+}
+
+fn outside_memory() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "buffer outside guest memory",
+    )
+}
+
+fn write_status(
+    mem: &GuestMemoryMmap,
+    at: vm_memory::GuestAddress,
+    status: u8,
+) -> Result<(), DeviceBroken> {
+    mem.write_obj(status, at)
+        .map_err(|e| DeviceBroken(format!("status byte at {:#x}: {e}", at.0)))
+}
+
+impl QueueHandler for BlkHandler {
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        interrupt: &dyn Interrupt,
+        budget: usize,
+    ) -> Result<bool, DeviceBroken> {
+        let served = queue::serve_requests(
+            index,
+            queue,
+            mem,
+            interrupt,
+            MAX_DESCRIPTORS,
+            budget,
+            |chain| self.serve(chain, mem),
+        )?;
+        Ok(served.more)
+    }
+}

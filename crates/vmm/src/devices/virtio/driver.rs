@@ -1,0 +1,235 @@
+//! The driver's side of a split virtqueue, laid out in guest memory the
+//! way a guest kernel would: for the device tests, the benchmark and the
+//! fuzz target, which exercise devices without a guest.
+//!
+//! Descriptors are placed as the caller says, including broken ones, so
+//! hostile drivers can be played as easily as correct ones.
+
+use std::sync::atomic::Ordering;
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
+
+/// One descriptor as the driver writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
+
+impl Descriptor {
+    /// A buffer the device reads.
+    pub fn readable(addr: u64, len: u32) -> Descriptor {
+        Descriptor {
+            addr,
+            len,
+            flags: 0,
+            next: 0,
+        }
+    }
+
+    /// A buffer the device writes.
+    pub fn writable(addr: u64, len: u32) -> Descriptor {
+        Descriptor {
+            addr,
+            len,
+            flags: VRING_DESC_F_WRITE as u16,
+            next: 0,
+        }
+    }
+
+    fn bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.len.to_le_bytes());
+        b[12..14].copy_from_slice(&self.flags.to_le_bytes());
+        b[14..16].copy_from_slice(&self.next.to_le_bytes());
+        b
+    }
+}
+
+/// Bytes a split queue of `size` entries takes with this layout.
+pub fn queue_footprint(size: u16) -> u64 {
+    let n = u64::from(size);
+    let used = (16 * n + 6 + 2 * n).next_multiple_of(4);
+    used + 6 + 8 * n
+}
+
+/// A split virtqueue driven from the driver's side.
+pub struct DriverQueue {
+    mem: GuestMemoryMmap,
+    size: u16,
+    desc_table: u64,
+    avail: u64,
+    used: u64,
+    next_desc: u16,
+    avail_idx: u16,
+    used_seen: u16,
+}
+
+impl DriverQueue {
+    /// A queue of `size` entries (a power of two) at `base` (16-aligned).
+    pub fn new(mem: &GuestMemoryMmap, base: u64, size: u16) -> DriverQueue {
+        let n = u64::from(size);
+        let avail = base + 16 * n;
+        let used = (avail + 6 + 2 * n).next_multiple_of(4);
+        let q = DriverQueue {
+            mem: mem.clone(),
+            size,
+            desc_table: base,
+            avail,
+            used,
+            next_desc: 0,
+            avail_idx: 0,
+            used_seen: 0,
+        };
+        let zeroes = vec![0u8; queue_footprint(size) as usize];
+        mem.write_slice(&zeroes, GuestAddress(base))
+            .expect("queue inside guest memory");
+        q
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The table slot the next written chain starts at.
+    pub fn next_free(&self) -> u16 {
+        self.next_desc
+    }
+
+    pub fn desc_table(&self) -> u64 {
+        self.desc_table
+    }
+
+    pub fn avail_ring(&self) -> u64 {
+        self.avail
+    }
+
+    pub fn used_ring(&self) -> u64 {
+        self.used
+    }
+
+    /// The device's view of this queue, set up and ready, as the
+    /// transport builds it at DRIVER_OK.
+    pub fn device_queue(&self, event_idx: bool) -> Queue {
+        let mut q = Queue::new(self.size).expect("power-of-two size");
+        q.set_desc_table_address(
+            Some(self.desc_table as u32),
+            Some((self.desc_table >> 32) as u32),
+        );
+        q.set_avail_ring_address(Some(self.avail as u32), Some((self.avail >> 32) as u32));
+        q.set_used_ring_address(Some(self.used as u32), Some((self.used >> 32) as u32));
+        q.set_event_idx(event_idx);
+        q.set_ready(true);
+        q
+    }
+
+    /// Writes descriptor `index` of the table as given.
+    pub fn write_descriptor(&self, index: u16, desc: Descriptor) {
+        let at = self.desc_table + 16 * u64::from(index % self.size);
+        self.mem
+            .write_slice(&desc.bytes(), GuestAddress(at))
+            .expect("descriptor table in memory");
+    }
+
+    /// Writes `descs` as a linked chain into free table slots and returns
+    /// the head index (not yet made available).
+    pub fn write_chain(&mut self, descs: &[Descriptor]) -> u16 {
+        let head = self.next_desc;
+        for (i, d) in descs.iter().enumerate() {
+            let index = self.next_desc;
+            self.next_desc = (self.next_desc + 1) % self.size;
+            let mut d = *d;
+            if i + 1 < descs.len() {
+                d.flags |= VRING_DESC_F_NEXT as u16;
+                d.next = self.next_desc;
+            }
+            self.write_descriptor(index, d);
+        }
+        head
+    }
+
+    /// Writes `descs` as an indirect table at `table` and one descriptor
+    /// pointing at it; returns that descriptor's index.
+    pub fn write_indirect_chain(&mut self, table: u64, descs: &[Descriptor]) -> u16 {
+        for (i, d) in descs.iter().enumerate() {
+            let mut d = *d;
+            if i + 1 < descs.len() {
+                d.flags |= VRING_DESC_F_NEXT as u16;
+                d.next = i as u16 + 1;
+            }
+            self.mem
+                .write_slice(&d.bytes(), GuestAddress(table + 16 * i as u64))
+                .expect("indirect table in memory");
+        }
+        self.write_chain(&[Descriptor {
+            addr: table,
+            len: 16 * descs.len() as u32,
+            flags: VRING_DESC_F_INDIRECT as u16,
+            next: 0,
+        }])
+    }
+
+    /// Offers the chain starting at `head` to the device.
+    pub fn make_available(&mut self, head: u16) {
+        let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);
+        self.mem
+            .write_obj(head, GuestAddress(slot))
+            .expect("avail ring in memory");
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.mem
+            .store(
+                self.avail_idx,
+                GuestAddress(self.avail + 2),
+                Ordering::Release,
+            )
+            .expect("avail ring in memory");
+    }
+
+    /// Sets the available index to any value (hostile drivers).
+    pub fn set_avail_idx(&mut self, idx: u16) {
+        self.avail_idx = idx;
+        self.mem
+            .store(idx, GuestAddress(self.avail + 2), Ordering::Release)
+            .expect("avail ring in memory");
+    }
+
+    /// Writes a chain and makes it available; returns its head.
+    pub fn add_chain(&mut self, descs: &[Descriptor]) -> u16 {
+        let head = self.write_chain(descs);
+        self.make_available(head);
+        head
+    }
+
+    /// Asks for an interrupt only once the device used entry `idx`
+    /// (event-idx's `used_event`).
+    pub fn set_used_event(&self, idx: u16) {
+        let at = self.avail + 4 + 2 * u64::from(self.size);
+        self.mem
+            .store(idx, GuestAddress(at), Ordering::Release)
+            .expect("avail ring in memory");
+    }
+
+    /// The next completion the device put on the used ring: head index
+    /// and bytes written.
+    pub fn pop_used(&mut self) -> Option<(u32, u32)> {
+        let idx: u16 = self
+            .mem
+            .load(GuestAddress(self.used + 2), Ordering::Acquire)
+            .ok()?;
+        if idx == self.used_seen {
+            return None;
+        }
+        let at = self.used + 4 + 8 * u64::from(self.used_seen % self.size);
+        let id: u32 = self.mem.read_obj(GuestAddress(at)).ok()?;
+        let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).ok()?;
+        self.used_seen = self.used_seen.wrapping_add(1);
+        Some((id, len))
+    }
+}

@@ -1,0 +1,94 @@
+//! virtio 1.x devices (vmd.md §8.7): the device models and the PCI
+//! transport that carries them.
+//!
+//! * [`VirtioDevice`]: what a device model provides: its type, features,
+//!   queues and configuration space, and a [`QueueHandler`] when the
+//!   driver has set it up.
+//! * [`queue`]: popping, validating and completing descriptor chains on
+//!   the rust-vmm split virtqueue; the only place descriptors are walked.
+//! * [`pci`]: the modern virtio-pci transport (common, notify, ISR and
+//!   device configuration in BAR0, MSI-X in BAR1), ioeventfds and irqfds.
+//! * [`worker`]: the I/O thread of one device: epoll on the queue
+//!   notifications and the interrupt resample, off the vCPU threads.
+//! * [`blk`]: the block device.
+
+pub mod blk;
+pub mod driver;
+pub mod pci;
+pub mod queue;
+pub mod worker;
+
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::Queue;
+
+use crate::memory::GuestMemoryMmap;
+
+/// Largest queue a driver may choose (vmd.md §10, "virtio queue max").
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+/// Features every device of this project offers: modern only, indirect
+/// descriptors and event-idx notification suppression (linux-mapping.md
+/// §10 item 10).
+pub const TRANSPORT_FEATURES: u64 =
+    1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX;
+
+pub fn has_feature(features: u64, bit: u32) -> bool {
+    features & (1 << bit) != 0
+}
+
+/// How a device model tells the driver something happened.
+pub trait Interrupt: Send + Sync {
+    /// Buffers of queue `queue` were used.
+    fn signal_queue(&self, queue: u16);
+    /// The device configuration (or the device status: NEEDS_RESET)
+    /// changed.
+    fn signal_config(&self);
+}
+
+/// The driver broke the rules in a way the device cannot answer with an
+/// error status: the device needs a reset (status NEEDS_RESET).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceBroken(pub String);
+
+impl std::fmt::Display for DeviceBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Serves a device's queues once the driver set DRIVER_OK. Runs on the
+/// device's I/O thread.
+pub trait QueueHandler: Send {
+    /// The driver notified queue `index` (or work is left from an earlier
+    /// pass). Serves at most `budget` chains; returns whether chains are
+    /// left, so the worker can come back after looking at other events.
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        interrupt: &dyn Interrupt,
+        budget: usize,
+    ) -> Result<bool, DeviceBroken>;
+}
+
+/// A virtio device model, independent of the transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device type (2 for block); the PCI device id is
+    /// 0x1040 plus this.
+    fn device_type(&self) -> u16;
+    /// The size each queue starts with; their number is the length.
+    fn queue_sizes(&self) -> &[u16];
+    /// Feature bits offered, including [`TRANSPORT_FEATURES`].
+    fn features(&self) -> u64;
+    /// Bytes of device-specific configuration.
+    fn config_len(&self) -> u64;
+    /// Reads the device-specific configuration.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration (most are read-only).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The handler for the queues, given the features the driver
+    /// accepted.
+    fn activate(&mut self, features: u64) -> Box<dyn QueueHandler>;
+}

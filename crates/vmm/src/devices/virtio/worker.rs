@@ -1,0 +1,246 @@
+//! The I/O thread of one virtio device.
+//!
+//! It lives as long as the device and waits in epoll on the queues'
+//! notification eventfds (written by KVM when the guest kicks), on the
+//! INTx resample eventfd (written by KVM when the guest acknowledges the
+//! interrupt), and on a control eventfd through which the transport hands
+//! it the queues at DRIVER_OK and takes them back on reset.
+//!
+//! Control requests are synchronous: when [`Worker::reset`] returns, the
+//! thread has dropped the queues and finished the request it was serving,
+//! so nothing touches guest memory for a reset device. The thread waits
+//! while the VM is paused.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{DeviceBroken, Interrupt, QueueHandler};
+use crate::lifecycle::Lifecycle;
+use crate::memory::GuestMemoryMmap;
+
+/// Chains served per queue before the thread looks at its other events.
+const BUDGET: usize = 256;
+
+const TOKEN_CONTROL: u64 = 0;
+const TOKEN_RESAMPLE: u64 = 1;
+const TOKEN_FIRST_QUEUE: u64 = 2;
+
+/// What the device needs to serve its queues.
+pub struct Activation {
+    /// One entry per queue; `None` for queues the driver did not enable.
+    pub queues: Vec<Option<Queue>>,
+    pub handler: Box<dyn QueueHandler>,
+    pub mem: GuestMemoryMmap,
+}
+
+enum Command {
+    Activate(Activation),
+    Reset,
+    Stop,
+}
+
+#[derive(Default)]
+struct ControlState {
+    command: Option<Command>,
+    /// Commands completed, so a caller knows its own was.
+    completed: u64,
+    issued: u64,
+}
+
+struct Control {
+    state: Mutex<ControlState>,
+    done: Condvar,
+    wake: EventFd,
+}
+
+/// What the I/O thread watches besides its queues.
+pub struct WorkerEvents {
+    /// One per queue, in queue order.
+    pub notifiers: Vec<EventFd>,
+    /// INTx resample and what to do on it.
+    pub resample: Option<(EventFd, Box<dyn Fn() + Send>)>,
+    pub interrupt: Arc<dyn Interrupt>,
+    /// Called when the driver broke the device (sets NEEDS_RESET).
+    pub on_broken: Box<dyn Fn(&DeviceBroken) + Send>,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Handle on a device's I/O thread; dropping it stops the thread.
+pub struct Worker {
+    control: Arc<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn spawn(name: &str, events: WorkerEvents) -> std::io::Result<Worker> {
+        let control = Arc::new(Control {
+            state: Mutex::new(ControlState::default()),
+            done: Condvar::new(),
+            wake: EventFd::new(libc::EFD_NONBLOCK)?,
+        });
+        let epoll = Epoll::new()?;
+        let watch = |fd: i32, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        watch(control.wake.as_raw_fd(), TOKEN_CONTROL)?;
+        if let Some((fd, _)) = &events.resample {
+            watch(fd.as_raw_fd(), TOKEN_RESAMPLE)?;
+        }
+        for (i, fd) in events.notifiers.iter().enumerate() {
+            watch(fd.as_raw_fd(), TOKEN_FIRST_QUEUE + i as u64)?;
+        }
+        let thread_control = control.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || run(epoll, events, &thread_control))?;
+        Ok(Worker {
+            control,
+            thread: Some(thread),
+        })
+    }
+
+    fn command(&self, command: Command) {
+        let mut state = self.control.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.command = Some(command);
+        state.issued += 1;
+        let mine = state.issued;
+        let _ = self.control.wake.write(1);
+        while state.completed < mine {
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return;
+            }
+            state = self
+                .control
+                .done
+                .wait_timeout(state, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Hands the queues to the thread (DRIVER_OK).
+    pub fn activate(&self, activation: Activation) {
+        self.command(Command::Activate(activation));
+    }
+
+    /// Takes the queues back; returns once the thread let go of them.
+    pub fn reset(&self) {
+        self.command(Command::Reset);
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.command(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Active {
+    queues: Vec<Option<Queue>>,
+    handler: Box<dyn QueueHandler>,
+    mem: GuestMemoryMmap,
+    /// Queues whose budget ran out and that are due another pass.
+    due: Vec<bool>,
+}
+
+fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
+    let mut active: Option<Active> = None;
+    let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len()];
+    loop {
+        let due = active.as_ref().is_some_and(|a| a.due.iter().any(|&d| d));
+        let timeout = if due { 0 } else { -1 };
+        let n = match epoll.wait(timeout, &mut ready) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("virtio worker: epoll: {e}");
+                return;
+            }
+        };
+        for event in &ready[..n] {
+            match event.data() {
+                TOKEN_CONTROL => {
+                    let _ = control.wake.read();
+                    let mut state = control.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let command = state.command.take();
+                    let stop = matches!(command, Some(Command::Stop));
+                    match command {
+                        Some(Command::Activate(a)) => {
+                            let due = vec![true; a.queues.len()];
+                            active = Some(Active {
+                                queues: a.queues,
+                                handler: a.handler,
+                                mem: a.mem,
+                                due,
+                            });
+                        }
+                        Some(Command::Reset) | Some(Command::Stop) => active = None,
+                        None => {}
+                    }
+                    state.completed = state.issued;
+                    control.done.notify_all();
+                    if stop {
+                        return;
+                    }
+                }
+                TOKEN_RESAMPLE => {
+                    if let Some((fd, on_resample)) = &events.resample {
+                        let _ = fd.read();
+                        on_resample();
+                    }
+                }
+                token => {
+                    let index = (token - TOKEN_FIRST_QUEUE) as usize;
+                    if let Some(fd) = events.notifiers.get(index) {
+                        let _ = fd.read();
+                    }
+                    if let Some(a) = active.as_mut()
+                        && let Some(due) = a.due.get_mut(index)
+                    {
+                        *due = true;
+                    }
+                }
+            }
+        }
+        let Some(a) = active.as_mut() else { continue };
+        if !events.lifecycle.device_may_run() {
+            return;
+        }
+        let mut broken = None;
+        for index in 0..a.queues.len() {
+            if !std::mem::take(&mut a.due[index]) {
+                continue;
+            }
+            let Some(queue) = a.queues[index].as_mut() else {
+                continue;
+            };
+            match a
+                .handler
+                .process_queue(index, queue, &a.mem, events.interrupt.as_ref(), BUDGET)
+            {
+                Ok(more) => a.due[index] = more,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = broken {
+            // Nothing more is served until the driver resets the device.
+            active = None;
+            (events.on_broken)(&e);
+        }
+    }
+}
