@@ -27,12 +27,14 @@ use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
 use crate::devices::virtio::blk::{self, Blk};
+use crate::devices::virtio::net::{self as vionet, Net, NetConfig};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
 use crate::smbios;
 use crate::vcpu::{self, VcpuContext};
+use net::dhcp::Lease;
 use proto::vmchannel::ExitReason;
 
 /// Why a VM could not be built: the code vmctl reports, and the detail the
@@ -147,8 +149,6 @@ pub struct Vm {
     vm_fd: Arc<VmFd>,
     /// kvmclock as it was when the VM was paused.
     paused_clock: Mutex<Option<kvm_bindings::kvm_clock_data>>,
-    /// The NICs' taps: they exist as long as the VM process holds them.
-    _nics: Vec<NicFiles>,
     _kvm: Kvm,
 }
 
@@ -180,6 +180,7 @@ impl Vm {
         let image = read_image(&files.boot_image)?;
         check_boot_image(&image)?;
         let disks = open_disks(&launch.disks, files.disks)?;
+        let nics = open_nics(launch, files.nics)?;
         let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
         let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(
@@ -203,7 +204,7 @@ impl Vm {
             mem: ram.mem.clone(),
             lifecycle: lifecycle.clone(),
         };
-        let pci = pci_devices(&pio, &mmio, &transport, disks, &launch.name)?;
+        let pci = pci_devices(&pio, &mmio, &transport, nics, disks, &launch.name)?;
         if let Some(order) = boot_order(launch.boot_device, &pci) {
             legacy
                 .fw_cfg
@@ -230,7 +231,6 @@ impl Vm {
             pty_slave: files.pty_slave,
             vm_fd,
             paused_clock: Mutex::new(None),
-            _nics: files.nics,
             _kvm: kvm,
         })
     }
@@ -488,9 +488,49 @@ fn open_disks(disks: &[LaunchDisk], files: Vec<Vec<File>>) -> Result<Vec<OpenDis
     Ok(out)
 }
 
+/// A NIC ready to become a virtio-net device.
+struct OpenNic {
+    config: NetConfig,
+    /// iPXE, for a network boot.
+    boot_rom: Option<Vec<u8>>,
+}
+
+/// The NICs of the launch description with their taps (vmd.md §9): the
+/// DHCP responder of a local interface leases the guest its address.
+fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, LaunchError> {
+    let net_boot = launch.boot_device == Some(BootDevice::Net);
+    let mut out = Vec::new();
+    for (index, (nic, files)) in launch.nics.iter().zip(files).enumerate() {
+        let lease = nic.local.map(|local| Lease {
+            vm_mac: nic.guest_mac,
+            host_mac: nic.host_mac,
+            host: local.host.into(),
+            guest: local.guest.into(),
+            net_boot,
+            vm_name: launch.name.clone(),
+        });
+        let boot_rom = match files.boot_rom {
+            Some(rom) => Some(read_image(&rom)?),
+            None => None,
+        };
+        out.push(OpenNic {
+            config: NetConfig {
+                name: format!("{}-vionet{index}", launch.name),
+                tap: files.tap,
+                guest_mac: nic.guest_mac,
+                locked: nic.locked,
+                lease,
+            },
+            boot_rom,
+        });
+    }
+    Ok(out)
+}
+
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
+    first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
 }
 
@@ -501,6 +541,7 @@ fn pci_devices(
     pio: &Arc<Bus>,
     mmio: &Arc<Bus>,
     transport: &TransportContext,
+    nics: Vec<OpenNic>,
     disks: Vec<OpenDisk>,
     name: &str,
 ) -> Result<PciDevices, LaunchError> {
@@ -508,6 +549,22 @@ fn pci_devices(
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut first_nic_slot = None;
+    for nic in nics {
+        let mut device = VirtioPciDevice::new(
+            &nic.config.name.clone(),
+            Box::new(Net::new(nic.config)),
+            vionet::pci_identity(),
+            irqs.next_irq(),
+            transport.clone(),
+        )
+        .map_err(|e| LaunchError::io("virtio-net", &e))?;
+        if let Some(rom) = nic.boot_rom {
+            device = device.with_option_rom(rom);
+        }
+        let slot = root.add(shared(device)).ok_or_else(full)?;
+        first_nic_slot.get_or_insert(slot);
+    }
     let mut first_disk_slot = None;
     for (index, disk) in disks.into_iter().enumerate() {
         let device = VirtioPciDevice::new(
@@ -525,6 +582,7 @@ fn pci_devices(
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),
+        first_nic_slot,
         first_disk_slot,
     })
 }
@@ -534,7 +592,9 @@ fn pci_devices(
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
-        BootDevice::Cdrom | BootDevice::Net => None,
+        // The first NIC's option ROM (iPXE) is what boots.
+        BootDevice::Net => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_nic_slot?)),
+        BootDevice::Cdrom => None,
     }
 }
 
