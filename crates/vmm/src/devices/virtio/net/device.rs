@@ -64,7 +64,8 @@ impl Net {
         self.stats.clone()
     }
 
-    fn offered() -> u64 {
+    /// Every feature the device offers.
+    pub fn offered() -> u64 {
         let bits = [
             VIRTIO_NET_F_CSUM,
             VIRTIO_NET_F_GUEST_CSUM,

@@ -65,6 +65,8 @@ pub struct NetHandler {
     pub(super) woken: u64,
     /// Reused for every vectored read and write.
     pub(super) iovecs: Vec<libc::iovec>,
+    /// Catches what does not fit in the receive buffers.
+    pub(super) spill: Vec<u8>,
     /// Drops logged so far, so a hostile guest cannot flood the log.
     pub(super) drops_logged: u32,
 }
@@ -95,6 +97,7 @@ impl NetHandler {
             tx_blocked: false,
             woken: 0,
             iovecs: Vec::new(),
+            spill: Vec::new(),
             drops_logged: 0,
         }
     }

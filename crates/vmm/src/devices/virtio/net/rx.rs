@@ -27,7 +27,7 @@ pub const MAX_DESCRIPTORS: usize = 64;
 /// jumbo frame and its headers (taps rarely have a larger MTU).
 const PLAIN_ROOM: usize = HEADER_LEN + 9018;
 /// Room a frame may need with them: a 64 KiB super-frame.
-const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
+pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
 
 /// Where the next frame comes from.
 enum Next {
@@ -149,7 +149,6 @@ fn held_segments(h: &NetHandler) -> Segments {
 /// One read from the tap into the held buffers.
 fn read_tap(h: &mut NetHandler, mem: &GuestMemoryMmap) -> Next {
     let segments = held_segments(h);
-    let room = crate::devices::virtio::queue::total_len(&segments) as usize;
     let Some(slices) = host_slices(mem, &segments) else {
         return Next::Idle;
     };
@@ -159,10 +158,25 @@ fn read_tap(h: &mut NetHandler, mem: &GuestMemoryMmap) -> Next {
             iov_base: ptr.cast(),
             iov_len: len,
         }));
-    let count = h.iovecs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
-    // SAFETY: every iovec is a range of guest memory that stays mapped
-    // while `mem` lives; the kernel writes the frame into them.
-    let read = unsafe { libc::readv(h.tap.as_raw_fd(), h.iovecs.as_ptr(), count) };
+    h.iovecs.truncate(libc::UIO_MAXIOV as usize - 1);
+    let room: usize = h.iovecs.iter().map(|v| v.iov_len).sum();
+    // A frame larger than the buffers runs on into this spill area (the
+    // tap would cut it short without saying so) and is then dropped.
+    h.spill.resize(GSO_ROOM, 0);
+    h.iovecs.push(libc::iovec {
+        iov_base: h.spill.as_mut_ptr().cast(),
+        iov_len: h.spill.len(),
+    });
+    // SAFETY: every iovec but the last is a range of guest memory that
+    // stays mapped while `mem` lives, the last is `h.spill`; the kernel
+    // writes the frame into them.
+    let read = unsafe {
+        libc::readv(
+            h.tap.as_raw_fd(),
+            h.iovecs.as_ptr(),
+            h.iovecs.len() as libc::c_int,
+        )
+    };
     if read < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::WouldBlock {
@@ -174,8 +188,6 @@ fn read_tap(h: &mut NetHandler, mem: &GuestMemoryMmap) -> Next {
         return Next::Idle;
     }
     let len = read as usize;
-    // A frame larger than the buffers comes back cut short, with its real
-    // length.
     if len > room || len < HEADER_LEN + MIN_FRAME {
         NetStats::add(&h.stats.rx_dropped, 1);
         h.dropped(
