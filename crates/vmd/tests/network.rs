@@ -173,3 +173,24 @@ fn an_unknown_switch_leaves_the_tap_unattached_and_ipv6_comes_with_local_inet6()
     drop(daemon);
     assert_eq!(tap_count(&ns), 0);
 }
+
+/// `-B net -L`: the first NIC offers iPXE as its option ROM and SeaBIOS
+/// runs it (on these test machines iPXE stops at its first
+/// protected-mode interrupt, after its banner; its DHCP exchange is shown
+/// against udhcpc in the device tests and by hand in docs/networking.md).
+#[test]
+fn a_network_boot_runs_ipxe_from_the_nic_and_its_tap_goes_at_stop() {
+    let ns = NetNs::new("vmdpxe");
+    let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
+    daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "128M", "-B", "net", "-L", "pxe"]);
+    let (tap, _) = link_with_alias(&ns, "vm1-if0-pxe").expect("the local NIC's tap");
+    let addrs = ns.ip(&["addr", "show", "dev", &tap]);
+    assert!(addrs.contains("inet 100.64.1.2/31"), "{addrs}");
+
+    let console = daemon.console_until("pxe", "iPXE (http://ipxe.org)", Duration::from_secs(120));
+    assert!(console.contains("PCI"), "{console}");
+
+    // It may have stopped by itself by now (see above); stop it if not.
+    let _ = daemon.vmctl(&["stop", "-f", "pxe"]);
+    daemon.wait_for(|| ns.link_details(&tap).is_none(), GONE, "the tap to go");
+}
