@@ -84,6 +84,52 @@ pub fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSl
     Some(out)
 }
 
+/// Copies bytes `[offset, offset + buf.len())` of the buffers behind
+/// `slices` (from [`host_slices`]) into `buf`; false if they are shorter.
+/// The fast path for the few header bytes a device reads per request.
+pub fn copy_from_slices(slices: &HostSlices, mut offset: usize, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    for &(ptr, len) in slices {
+        if done == buf.len() {
+            break;
+        }
+        if offset >= len {
+            offset -= len;
+            continue;
+        }
+        let n = (len - offset).min(buf.len() - done);
+        // SAFETY: `ptr..ptr + len` is mapped guest memory (host_slices
+        // checked it); the guest may change it meanwhile, which only
+        // changes the bytes copied.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.add(offset), buf[done..].as_mut_ptr(), n) };
+        done += n;
+        offset = 0;
+    }
+    done == buf.len()
+}
+
+/// Copies `bytes` into the buffers behind `slices` from byte `offset` on;
+/// false if they are shorter.
+pub fn copy_to_slices(slices: &HostSlices, mut offset: usize, bytes: &[u8]) -> bool {
+    let mut done = 0;
+    for &(ptr, len) in slices {
+        if done == bytes.len() {
+            break;
+        }
+        if offset >= len {
+            offset -= len;
+            continue;
+        }
+        let n = (len - offset).min(bytes.len() - done);
+        // SAFETY: as in `copy_from_slices`; the device owns these buffers
+        // until it hands them back.
+        unsafe { std::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), ptr.add(offset), n) };
+        done += n;
+        offset = 0;
+    }
+    done == bytes.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +170,15 @@ mod tests {
         assert!(!write_stream(&mem, &segs, 4, b"12345"), "past the end");
         let mut long = [0u8; 9];
         assert!(!read_stream(&mem, &segs, &mut long));
+
+        let slices = host_slices(&mem, &segs).unwrap();
+        let mut mid = [0u8; 4];
+        assert!(copy_from_slices(&slices, 2, &mut mid));
+        assert_eq!(&mid, b"bcde");
+        assert!(copy_to_slices(&slices, 6, b"XY"));
+        assert!(read_stream(&mem, &segs, &mut back));
+        assert_eq!(&back, b"\0abcdeX");
+        assert!(!copy_to_slices(&slices, 7, b"XY"), "past the end");
+        assert!(!copy_from_slices(&slices, 5, &mut mid));
     }
 }

@@ -166,11 +166,18 @@ pub fn wants_whole_frame(policy: &TxPolicy, frame_len: usize, start: &[u8]) -> b
         && start.get(udp + 2..udp + 4) == Some(&net::dhcp::SERVER_PORT.to_be_bytes()[..])
 }
 
-/// Decides a transmitted frame's fate. `frame` holds its first bytes (at
-/// least [`PEEK_LEN`] or the whole frame if shorter, and all of it when
-/// [`wants_whole_frame`] says so); `frame_len` is its full length.
+/// Whether [`inspect_tx`] needs to see the frame's bytes, not only its
+/// header and length.
+pub fn looks_inside(policy: &TxPolicy) -> bool {
+    policy.lock.is_some() || policy.lease.is_some()
+}
+
+/// Decides a transmitted frame's fate; `frame_len` is its full length.
+/// When [`looks_inside`] says so, `frame` holds its first bytes (at least
+/// [`PEEK_LEN`] or the whole frame if shorter, and all of it when
+/// [`wants_whole_frame`] says so); otherwise it may be empty.
 pub fn inspect_tx(header: &Header, frame_len: usize, frame: &[u8], policy: &TxPolicy) -> TxVerdict {
-    if frame_len < MIN_FRAME || frame.len() < MIN_FRAME {
+    if frame_len < MIN_FRAME {
         return TxVerdict::Drop(Refused::Runt);
     }
     if frame_len > MAX_FRAME {

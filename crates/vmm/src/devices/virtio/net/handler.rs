@@ -56,6 +56,8 @@ pub struct NetHandler {
     pub stats: Arc<NetStats>,
     /// Receive buffers taken off the queue and not yet used.
     pub(super) rx_buffers: VecDeque<Chain>,
+    /// Bytes those buffers hold.
+    pub(super) rx_held: usize,
     /// Frames made by the device (DHCP replies) for the guest.
     pub(super) replies: VecDeque<Vec<u8>>,
     /// The tap refused a write for lack of room: transmitting waits for it
@@ -93,6 +95,7 @@ impl NetHandler {
             tx_policy,
             stats,
             rx_buffers: VecDeque::new(),
+            rx_held: 0,
             replies: VecDeque::new(),
             tx_blocked: false,
             woken: 0,

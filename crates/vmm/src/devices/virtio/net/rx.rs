@@ -17,15 +17,16 @@ use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats};
 use crate::devices::virtio::queue::{Segments, read_chain};
-use crate::devices::virtio::segments::{host_slices, read_stream, sub_segments, write_stream};
+use crate::devices::virtio::segments::{HostSlices, copy_from_slices, copy_to_slices, host_slices};
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
 /// Descriptors accepted in one receive chain.
 pub const MAX_DESCRIPTORS: usize = 64;
-/// Room a frame may need without segmentation offloads: a 9000-byte
-/// jumbo frame and its headers (taps rarely have a larger MTU).
-const PLAIN_ROOM: usize = HEADER_LEN + 9018;
+/// Room a frame may need without segmentation offloads: a full frame at
+/// a tap's default MTU, VLAN tag included. Taps with a larger MTU need
+/// mergeable buffers or big ones; a frame that does not fit is dropped.
+const PLAIN_ROOM: usize = HEADER_LEN + 1518;
 /// Room a frame may need with them: a 64 KiB super-frame.
 pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
 
@@ -65,13 +66,16 @@ pub fn process(
                     return Ok(false);
                 }
             }
+            let Some(slices) = host_slices(mem, &held_segments(h)) else {
+                return Err(broken("buffer outside guest memory".into()));
+            };
             let next = match h.replies.pop_front() {
-                Some(reply) => place_copy(h, mem, &reply),
-                None => read_tap(h, mem),
+                Some(reply) => place_copy(h, &slices, &reply),
+                None => read_tap(h, &slices),
             };
             match next {
                 Next::Placed(len) => {
-                    if complete(h, queue, mem, len)? {
+                    if complete(h, queue, mem, &slices, len)? {
                         delivered += 1;
                     }
                 }
@@ -99,23 +103,25 @@ fn room_needed(h: &NetHandler) -> usize {
     }
 }
 
-fn held_room(h: &NetHandler) -> usize {
-    h.rx_buffers.iter().map(|c| c.writable_len() as usize).sum()
-}
-
 /// Takes buffers off the queue until a frame of any size fits (one buffer
-/// without mergeable buffers). Returns whether there is at least one.
+/// without mergeable buffers). Returns whether the held buffers are enough
+/// to read into: with mergeable buffers that is room for the largest
+/// frame, or every buffer the queue can hold if the driver posts less.
 fn take_buffers(
     h: &mut NetHandler,
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
 ) -> Result<bool, DeviceBroken> {
     let want = room_needed(h);
-    while if h.mergeable {
-        held_room(h) < want
-    } else {
-        h.rx_buffers.is_empty()
-    } {
+    let all = usize::from(queue.size());
+    let enough = |h: &NetHandler| {
+        if h.mergeable {
+            h.rx_held >= want || h.rx_buffers.len() >= all
+        } else {
+            !h.rx_buffers.is_empty()
+        }
+    };
+    while !enough(h) {
         let chain = {
             let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
             match iter.next() {
@@ -130,9 +136,10 @@ fn take_buffers(
                 chain.head
             )));
         }
+        h.rx_held += chain.writable_len() as usize;
         h.rx_buffers.push_back(chain);
     }
-    Ok(!h.rx_buffers.is_empty())
+    Ok(enough(h))
 }
 
 /// The held buffers as one stream: all of them with mergeable buffers,
@@ -147,11 +154,7 @@ fn held_segments(h: &NetHandler) -> Segments {
 }
 
 /// One read from the tap into the held buffers.
-fn read_tap(h: &mut NetHandler, mem: &GuestMemoryMmap) -> Next {
-    let segments = held_segments(h);
-    let Some(slices) = host_slices(mem, &segments) else {
-        return Next::Idle;
-    };
+fn read_tap(h: &mut NetHandler, slices: &HostSlices) -> Next {
     h.iovecs.clear();
     h.iovecs
         .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
@@ -201,16 +204,14 @@ fn read_tap(h: &mut NetHandler, mem: &GuestMemoryMmap) -> Next {
 
 /// Copies a frame the device made into the held buffers, behind a plain
 /// header.
-fn place_copy(h: &mut NetHandler, mem: &GuestMemoryMmap, frame: &[u8]) -> Next {
-    let segments = held_segments(h);
-    let mut bytes = Header::default().to_bytes().to_vec();
-    bytes.extend_from_slice(frame);
-    if !write_stream(mem, &segments, 0, &bytes) {
+fn place_copy(h: &mut NetHandler, slices: &HostSlices, frame: &[u8]) -> Next {
+    let header = Header::default().to_bytes();
+    if !copy_to_slices(slices, 0, &header) || !copy_to_slices(slices, HEADER_LEN, frame) {
         NetStats::add(&h.stats.rx_dropped, 1);
         h.dropped("device-made", "larger than the receive buffers");
         return Next::Dropped;
     }
-    Next::Placed(bytes.len())
+    Next::Placed(HEADER_LEN + frame.len())
 }
 
 /// Checks the placed frame, fixes its header and hands its buffers to the
@@ -219,11 +220,11 @@ fn complete(
     h: &mut NetHandler,
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
+    slices: &HostSlices,
     len: usize,
 ) -> Result<bool, DeviceBroken> {
-    let segments = held_segments(h);
     let mut raw = [0u8; HEADER_LEN + MIN_FRAME];
-    if !read_stream(mem, &segments, &mut raw) {
+    if !copy_from_slices(slices, 0, &mut raw) {
         return Ok(false);
     }
     let header = Header::parse(raw[..HEADER_LEN].try_into().expect("header length"));
@@ -240,31 +241,30 @@ fn complete(
             return Ok(false);
         }
     };
-    // Which buffers the frame filled, and how much of each.
-    let mut used = Vec::new();
+    // The buffers the frame filled, in order.
+    let mut buffers = 0u16;
     let mut left = len;
     for chain in &h.rx_buffers {
         if left == 0 {
             break;
         }
-        let take = left.min(chain.writable_len() as usize);
-        used.push((chain.head, take as u32));
-        left -= take;
+        left -= left.min(chain.writable_len() as usize);
+        buffers += 1;
     }
-    header.num_buffers = used.len() as u16;
-    if !write_stream(
-        mem,
-        &sub_segments(&segments, 0, HEADER_LEN as u64),
-        0,
-        &header.to_bytes(),
-    ) {
+    header.num_buffers = buffers;
+    if !copy_to_slices(slices, 0, &header.to_bytes()) {
         return Ok(false);
     }
-    for (head, written) in &used {
+    let mut left = len;
+    for _ in 0..buffers {
+        let chain = h.rx_buffers.pop_front().expect("counted above");
+        let size = chain.writable_len() as usize;
+        h.rx_held -= size;
+        let written = left.min(size);
+        left -= written;
         queue
-            .add_used(mem, *head, *written)
+            .add_used(mem, chain.head, written as u32)
             .map_err(|e| broken(e.to_string()))?;
-        h.rx_buffers.pop_front();
     }
     NetStats::add(&h.stats.rx_frames, 1);
     NetStats::add(&h.stats.rx_bytes, (len - HEADER_LEN) as u64);

@@ -12,7 +12,7 @@ use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats};
 use crate::devices::virtio::queue::{Chain, read_chain};
-use crate::devices::virtio::segments::{host_slices, read_stream, sub_segments};
+use crate::devices::virtio::segments::{HostSlices, copy_from_slices, host_slices};
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
@@ -27,6 +27,10 @@ enum Sent {
     Blocked,
 }
 
+/// Chains taken off the queue at once, so the available ring is walked
+/// once per batch rather than once per frame.
+const BATCH: usize = 64;
+
 pub fn process(
     h: &mut NetHandler,
     queue: &mut Queue,
@@ -36,6 +40,7 @@ pub fn process(
 ) -> Result<bool, DeviceBroken> {
     let broken = |what: String| DeviceBroken(format!("transmit queue: {what}"));
     let mut served = 0usize;
+    let mut batch: Vec<Chain> = Vec::with_capacity(BATCH);
     let result = (|| loop {
         queue
             .disable_notification(mem)
@@ -44,25 +49,34 @@ pub fn process(
             if served >= budget {
                 return Ok(true);
             }
-            let chain = {
+            batch.clear();
+            {
                 let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
-                match iter.next() {
-                    Some(chain) => chain,
-                    None => break,
+                while batch.len() < BATCH.min(budget - served) {
+                    let Some(chain) = iter.next() else { break };
+                    batch.push(
+                        read_chain(chain, MAX_DESCRIPTORS).map_err(|e| broken(e.to_string()))?,
+                    );
                 }
-            };
-            let chain = read_chain(chain, MAX_DESCRIPTORS).map_err(|e| broken(e.to_string()))?;
-            match send(h, mem, &chain) {
-                Sent::Done => {
-                    queue
-                        .add_used(mem, chain.head, 0)
-                        .map_err(|e| broken(e.to_string()))?;
-                    served += 1;
-                }
-                Sent::Blocked => {
-                    queue.set_next_avail(queue.next_avail().wrapping_sub(1));
-                    h.tx_blocked = true;
-                    return Ok(false);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for (i, chain) in batch.iter().enumerate() {
+                match send(h, mem, chain) {
+                    Sent::Done => {
+                        queue
+                            .add_used(mem, chain.head, 0)
+                            .map_err(|e| broken(e.to_string()))?;
+                        served += 1;
+                    }
+                    Sent::Blocked => {
+                        // This chain and the ones after it go back.
+                        let back = (batch.len() - i) as u16;
+                        queue.set_next_avail(queue.next_avail().wrapping_sub(back));
+                        h.tx_blocked = true;
+                        return Ok(false);
+                    }
                 }
             }
         }
@@ -83,27 +97,30 @@ pub fn process(
 fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain) -> Sent {
     let total = chain.readable_len() as usize;
     let mut header = [0u8; HEADER_LEN];
-    if total < HEADER_LEN || !read_stream(mem, &chain.readable, &mut header) {
-        drop_frame(h, frame::Refused::Runt);
-        return Sent::Done;
-    }
-    let header = Header::parse(&header);
-    let frame_len = total - HEADER_LEN;
-    let body = sub_segments(&chain.readable, HEADER_LEN as u64, u64::MAX);
-    let mut start = vec![0u8; frame_len.min(PEEK_LEN)];
-    if !read_stream(mem, &body, &mut start) {
-        drop_frame(h, frame::Refused::Runt);
-        return Sent::Done;
-    }
-    if frame::wants_whole_frame(&h.tx_policy, frame_len, &start) {
-        start.resize(frame_len, 0);
-        if !read_stream(mem, &body, &mut start) {
+    let slices = match host_slices(mem, &chain.readable) {
+        Some(slices) if total >= HEADER_LEN && copy_from_slices(&slices, 0, &mut header) => slices,
+        _ => {
             drop_frame(h, frame::Refused::Runt);
             return Sent::Done;
         }
+    };
+    let header = Header::parse(&header);
+    let frame_len = total - HEADER_LEN;
+    let mut peek = [0u8; PEEK_LEN];
+    let mut whole = Vec::new();
+    let mut seen: &[u8] = &[];
+    if frame::looks_inside(&h.tx_policy) {
+        let n = frame_len.min(PEEK_LEN);
+        copy_from_slices(&slices, HEADER_LEN, &mut peek[..n]);
+        seen = &peek[..n];
+        if frame::wants_whole_frame(&h.tx_policy, frame_len, seen) {
+            whole.resize(frame_len, 0);
+            copy_from_slices(&slices, HEADER_LEN, &mut whole);
+            seen = &whole;
+        }
     }
-    match frame::inspect_tx(&header, frame_len, &start, &h.tx_policy) {
-        TxVerdict::Send => write_to_tap(h, mem, chain, frame_len),
+    match frame::inspect_tx(&header, frame_len, seen, &h.tx_policy) {
+        TxVerdict::Send => write_to_tap(h, &slices, frame_len),
         TxVerdict::Reply(reply) => {
             h.push_reply(reply);
             Sent::Done
@@ -120,16 +137,7 @@ fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
     h.dropped("transmitted", why);
 }
 
-fn write_to_tap(
-    h: &mut NetHandler,
-    mem: &GuestMemoryMmap,
-    chain: &Chain,
-    frame_len: usize,
-) -> Sent {
-    let Some(slices) = host_slices(mem, &chain.readable) else {
-        drop_frame(h, frame::Refused::Runt);
-        return Sent::Done;
-    };
+fn write_to_tap(h: &mut NetHandler, slices: &HostSlices, frame_len: usize) -> Sent {
     h.iovecs.clear();
     h.iovecs
         .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
