@@ -7,17 +7,13 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use net::dhcp::Lease;
 use net::tap::{Tap, VNET_HDR_LEN};
 use testkit::netns::NetNs;
-use testkit::tmp::TempDir;
-
-const BUSYBOX: &str = "/bin/busybox";
+use testkit::udhcpc::Udhcpc;
 
 /// Serves `tap` with `lease` until `stop`; returns how many requests it
 /// answered.
@@ -58,31 +54,16 @@ fn serve(tap: &Tap, lease: &Lease, stop: &AtomicBool) -> usize {
     answered
 }
 
-/// Runs udhcpc on a fresh tap with a responder for VM `vm_id` behind it;
-/// returns the variables udhcpc handed its script when it bound.
+/// Runs udhcpc on a fresh tap with a responder for VM 5 behind it;
+/// returns the variables udhcpc handed its script when it bound, and how
+/// many requests were answered.
 fn lease_through_udhcpc(
     tag: &str,
     net_boot: bool,
     vm_name: &str,
 ) -> (BTreeMap<String, String>, usize) {
-    assert!(
-        Path::new(BUSYBOX).exists(),
-        "busybox-static is not installed"
-    );
     let ns = NetNs::new(tag);
-    let dir = TempDir::new(tag);
-    let bound = dir.join("bound.env");
-    let script = dir.join("script.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
-            bound.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-
+    let client = Udhcpc::new(tag);
     let tap = ns.enter(|| Tap::create(Some("tapc0")).unwrap());
     ns.ip(&["link", "set", "tapc0", "up"]);
     let pair = net::local_addr::ipv4_pair(Ipv4Addr::new(100, 64, 0, 0), 10, 5, 0).unwrap();
@@ -100,23 +81,7 @@ fn lease_through_udhcpc(
     let (out, answered) = std::thread::scope(|scope| {
         let server = scope.spawn(|| serve(&tap, &lease, &stop));
         let started = Instant::now();
-        let out = ns.run(
-            BUSYBOX,
-            &[
-                "udhcpc",
-                "-i",
-                "tapc0",
-                "-f",
-                "-q",
-                "-n",
-                "-t",
-                "5",
-                "-T",
-                "1",
-                "-s",
-                script.to_str().unwrap(),
-            ],
-        );
+        let out = client.command(&ns, "tapc0").output().unwrap();
         assert!(started.elapsed() < Duration::from_secs(30));
         stop.store(true, Ordering::Relaxed);
         (out, server.join().unwrap())
@@ -127,13 +92,7 @@ fn lease_through_udhcpc(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let env = std::fs::read_to_string(&bound).expect("udhcpc bound a lease");
-    let vars = env
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    (vars, answered)
+    (client.lease().expect("udhcpc bound a lease"), answered)
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Test support shared by the crates' tests: tiny guests assembled in the
 //! test (real-mode firmware images), GRUB boot disks, a private vmd per
-//! test, and network namespaces.
+//! test, network namespaces and a real DHCP client.
 
 pub mod daemon;
 pub mod grub;
 pub mod guest;
 pub mod netns;
 pub mod tmp;
+pub mod udhcpc;

@@ -197,8 +197,8 @@ fn tx_limit(p: Pattern) -> Rate {
     }
 }
 
-fn tx_device(p: Pattern) -> Rate {
-    let tap = new_tap("bench-tx1");
+/// A driver for a device on `tap` that took `p`'s features.
+fn driver(tap: &Tap, p: Pattern) -> NetDriver {
     let cfg = NetConfig {
         name: "bench".into(),
         tap: tap.file().try_clone().unwrap(),
@@ -206,7 +206,12 @@ fn tx_device(p: Pattern) -> Rate {
         locked: false,
         lease: None,
     };
-    let mut d = NetDriver::new(cfg, features(p), QUEUE_SIZE);
+    NetDriver::new(cfg, features(p), QUEUE_SIZE)
+}
+
+fn tx_device(p: Pattern) -> Rate {
+    let tap = new_tap("bench-tx1");
+    let mut d = driver(&tap, p);
     let (header, frame) = frame(p);
     // Every slot holds the frame once; the same chains are offered again
     // and again, as a driver recycles its buffers.
@@ -347,14 +352,7 @@ fn rx_limit(p: Pattern) -> Rate {
 
 fn rx_device(p: Pattern) -> Rate {
     let tap = new_tap("bench-rx1");
-    let cfg = NetConfig {
-        name: "bench".into(),
-        tap: tap.file().try_clone().unwrap(),
-        guest_mac: MAC,
-        locked: false,
-        lease: None,
-    };
-    let mut d = NetDriver::new(cfg, features(p), QUEUE_SIZE);
+    let mut d = driver(&tap, p);
     let mut heads = Vec::new();
     for i in 0..QUEUE_SIZE {
         let addr = RX_BUFFERS + SLOT * u64::from(i);

@@ -62,6 +62,22 @@ fn tap(ns: &NetNs, name: &str, addr: Option<[u8; 4]>) -> (File, [u8; 6]) {
     (tap.file().try_clone().unwrap(), mac)
 }
 
+/// A tap with the host address and the guest's MAC known as 10.9.0.2,
+/// so the host sends to the guest without asking by ARP first.
+fn tap_with_guest_neighbour(ns: &NetNs, name: &str) -> (File, [u8; 6]) {
+    let found = tap(ns, name, Some(HOST_IP));
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.9.0.2",
+        "lladdr",
+        "fe:e1:bb:d1:00:01",
+        "dev",
+        name,
+    ]);
+    found
+}
+
 /// A raw packet socket on `ifname` in `ns`; with `vnet` it speaks
 /// virtio-net headers (PACKET_VNET_HDR).
 fn packet_socket(ns: &NetNs, ifname: &str, vnet: bool) -> OwnedFd {
@@ -190,6 +206,17 @@ fn partial_csum_header(frame: &[u8], gso: Option<u16>) -> Header {
     }
 }
 
+/// A datagram the host's stack sends to 10.9.0.2, as the guest receives
+/// it.
+fn datagram_to_the_guest(ns: &NetNs, d: &mut NetDriver) -> Received {
+    let sender = ns.enter(|| UdpSocket::bind("10.9.0.1:0").unwrap());
+    sender.send_to(b"to the guest", "10.9.0.2:9").unwrap();
+    receive(d, 1, Duration::from_secs(5))
+        .into_iter()
+        .find(|r| ethertype(&r.frame) == 0x0800)
+        .expect("the datagram")
+}
+
 #[test]
 fn frames_go_out_to_the_tap_and_answers_come_back() {
     let ns = NetNs::new("vnetarp");
@@ -230,16 +257,7 @@ fn frames_go_out_to_the_tap_and_answers_come_back() {
 #[test]
 fn checksum_offload_passes_through_the_header_both_ways() {
     let ns = NetNs::new("vnetcsum");
-    let (tap, host_mac) = tap(&ns, "tapv1", Some(HOST_IP));
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.9.0.2",
-        "lladdr",
-        "fe:e1:bb:d1:00:01",
-        "dev",
-        "tapv1",
-    ]);
+    let (tap, host_mac) = tap_with_guest_neighbour(&ns, "tapv1");
     let features = plain() | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM);
     let mut d = NetDriver::new(config(tap, GUEST_MAC), features, 256);
     d.post_rx(16, 1526);
@@ -265,13 +283,7 @@ fn checksum_offload_passes_through_the_header_both_ways() {
 
     // Host to guest: the guest takes checksums, so the kernel leaves them
     // to it and says so.
-    let sender = ns.enter(|| UdpSocket::bind("10.9.0.1:0").unwrap());
-    sender.send_to(b"to the guest", "10.9.0.2:9").unwrap();
-    let got = receive(&mut d, 1, Duration::from_secs(5));
-    let r = got
-        .iter()
-        .find(|r| ethertype(&r.frame) == 0x0800)
-        .expect("the datagram");
+    let r = datagram_to_the_guest(&ns, &mut d);
     assert_eq!(
         r.header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8,
         VIRTIO_NET_HDR_F_NEEDS_CSUM as u8,
@@ -284,25 +296,10 @@ fn checksum_offload_passes_through_the_header_both_ways() {
 #[test]
 fn without_checksum_offload_the_kernel_finishes_frames_and_offloaded_ones_are_refused() {
     let ns = NetNs::new("vnetnocsum");
-    let (tap, host_mac) = tap(&ns, "tapv2", Some(HOST_IP));
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.9.0.2",
-        "lladdr",
-        "fe:e1:bb:d1:00:01",
-        "dev",
-        "tapv2",
-    ]);
+    let (tap, host_mac) = tap_with_guest_neighbour(&ns, "tapv2");
     let mut d = NetDriver::new(config(tap, GUEST_MAC), plain(), 256);
     d.post_rx(16, 1526);
-    let sender = ns.enter(|| UdpSocket::bind("10.9.0.1:0").unwrap());
-    sender.send_to(b"to the guest", "10.9.0.2:9").unwrap();
-    let got = receive(&mut d, 1, Duration::from_secs(5));
-    let r = got
-        .iter()
-        .find(|r| ethertype(&r.frame) == 0x0800)
-        .expect("the datagram");
+    let r = datagram_to_the_guest(&ns, &mut d);
     assert_eq!(r.header.flags, 0);
     let packet = etherparse::SlicedPacket::from_ethernet(&r.frame).unwrap();
     let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(udp))) =
@@ -499,24 +496,9 @@ fn the_device_answers_udhcpc_and_sends_no_dhcp_to_the_host() {
     let mut d = NetDriver::new(cfg, features, 256);
     d.post_rx(32, 2048);
 
-    let dir = testkit::tmp::TempDir::new("vnetdhcp");
-    let bound = dir.join("bound.env");
-    let script = dir.join("script.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
-            bound.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut client = ns
-        .command("/bin/busybox")
-        .args([
-            "udhcpc", "-i", "tapguest", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s",
-        ])
-        .arg(&script)
+    let udhcpc = testkit::udhcpc::Udhcpc::new("vnetdhcp");
+    let mut client = udhcpc
+        .command(&ns, "tapguest")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -547,17 +529,21 @@ fn the_device_answers_udhcpc_and_sends_no_dhcp_to_the_host() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert!(status.success(), "udhcpc failed");
-    let env = std::fs::read_to_string(&bound).expect("udhcpc bound a lease");
-    for expected in [
-        "ip=100.64.9.3",
-        "subnet=255.255.255.254",
-        "router=100.64.9.2",
-        "dns=100.64.9.2",
-        "lease=4294967295",
-        "boot_file=auto_install",
-        "hostname=netboot",
+    let lease = udhcpc.lease().expect("udhcpc bound a lease");
+    for (key, value) in [
+        ("ip", "100.64.9.3"),
+        ("subnet", "255.255.255.254"),
+        ("router", "100.64.9.2"),
+        ("dns", "100.64.9.2"),
+        ("lease", "4294967295"),
+        ("boot_file", "auto_install"),
+        ("hostname", "netboot"),
     ] {
-        assert!(env.lines().any(|l| l == expected), "{expected} in:\n{env}");
+        assert_eq!(
+            lease.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {lease:?}"
+        );
     }
     assert_eq!(NetStats::get(&d.stats.dhcp_replies), 2);
     let dhcp_on_host = recv_on(&host_side, Duration::from_millis(100), |f| {
