@@ -10,10 +10,11 @@ if ! dpkg-query -W -f='${Status}' seabios 2>/dev/null | grep -q 'ok installed'; 
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq seabios
 fi
 cargo build --release --bins
+bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release"
 
 export VMD_SOCKET="${VMD_SOCKET:-/tmp/vmd-demo.sock}"
 log=/tmp/vmd-demo.log
-"$PWD/target/release/vmd" -d >"$log" 2>&1 &
+"$bin/vmd" -d >"$log" 2>&1 &
 vmd_pid=$!
 trap 'kill "$vmd_pid" 2>/dev/null; wait "$vmd_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -22,4 +23,4 @@ for _ in $(seq 50); do
 done
 
 echo "vmd is running (log: $log); starting a VM. Leave the console with ~."
-target/release/vmctl start -m 512M -b /usr/share/seabios/bios-256k.bin -c demo
+"$bin/vmctl" start -m 512M -b /usr/share/seabios/bios-256k.bin -c demo

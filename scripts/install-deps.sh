@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on Debian: the firmware and payloads
 # the end-to-end tests boot, the image tools they compare against, QEMU for
-# the benchmarks, and cargo-nextest. Installs only what is missing.
+# the benchmarks, the tools the packaging and documentation tests run
+# (mandoc, make, dpkg-deb, systemd-analyze, man, the shells whose
+# completions are tested), and cargo-nextest. Installs only what is missing.
 set -euo pipefail
 
 packages=(
@@ -9,6 +11,7 @@ packages=(
     grub-pc-bin grub-common mtools dosfstools fdisk xorriso
     ipxe ipxe-qemu busybox-static cpio lz4
     acpica-tools mandoc iproute2 nasm
+    make binutils dpkg man-db systemd util-linux zsh fish
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,14 @@ macro_rules! keywords {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub(crate) enum Keyword { $($variant,)* }
 
+        /// The text of every reserved word.
+        pub(crate) const RESERVED_WORDS: &[&str] = &[$(
+            match std::str::from_utf8($word) {
+                Ok(word) => word,
+                Err(_) => panic!("keywords are ASCII"),
+            },
+        )*];
+
         impl Keyword {
             pub fn from_word(word: &[u8]) -> Option<Keyword> {
                 match word {
@@ -70,6 +78,14 @@ keywords! {
     Up = b"up",
     Vm = b"vm",
 }
+
+/// The Linux extensions' words (`cpus`, `cmdline`, `initrd`): recognised
+/// by position and not reserved, so that every file the reference accepts
+/// still parses.
+pub(crate) const CPUS: &str = "cpus";
+pub(crate) const CMDLINE: &str = "cmdline";
+pub(crate) const INITRD: &str = "initrd";
+pub(crate) const EXTENSION_WORDS: &[&str] = &[CPUS, CMDLINE, INITRD];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TokenKind {

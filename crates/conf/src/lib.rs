@@ -90,6 +90,14 @@ pub use model::{
 use host::{error_text, is_not_found};
 use parser::Parser;
 
+/// The reserved words of the grammar (vmconf.md §1), `add`, `id` and
+/// `size` included although nothing uses them.
+pub const RESERVED_WORDS: &[&str] = lexer::RESERVED_WORDS;
+
+/// The words of the Linux extensions (`cpus`, `cmdline`, `initrd`), which
+/// are not reserved.
+pub const EXTENSION_WORDS: &[&str] = lexer::EXTENSION_WORDS;
+
 /// The configuration file vmd reads when not given `-f`.
 pub const DEFAULT_PATH: &str = "/etc/vm.conf";
 

@@ -16,7 +16,7 @@ use proto::names::{NameError, validate_vm_name};
 
 use crate::diagnostics::{Location, Report, Warning};
 use crate::host::{Host, error_text};
-use crate::lexer::{Keyword, Lexer, Token, TokenKind};
+use crate::lexer::{self, Keyword, Lexer, Token, TokenKind};
 use crate::macros::{Define, MacroTable};
 use crate::model::{
     Agentx, Config, DEFAULT_AGENTX_PATH, InstancePermissions, Interface, LocalInet6,
@@ -815,7 +815,7 @@ impl<'h> Parser<'h> {
             }
             // Linux extensions: words, not reserved keywords, so that no
             // file that is valid for the reference stops parsing.
-            TokenKind::Str(word) if word == "cpus" => {
+            TokenKind::Str(word) if word == lexer::CPUS => {
                 self.next();
                 let (count, line) = self.number()?;
                 if vm.vcpus.is_some() {
@@ -826,7 +826,7 @@ impl<'h> Parser<'h> {
                     vm.vcpus = Some(count as u32);
                 }
             }
-            TokenKind::Str(word) if word == "cmdline" => {
+            TokenKind::Str(word) if word == lexer::CMDLINE => {
                 self.next();
                 let (cmdline, _) = self.string()?;
                 if vm.cmdline.is_some() {
@@ -835,7 +835,7 @@ impl<'h> Parser<'h> {
                     vm.cmdline = Some(cmdline);
                 }
             }
-            TokenKind::Str(word) if word == "initrd" => {
+            TokenKind::Str(word) if word == lexer::INITRD => {
                 self.next();
                 let (path, line) = self.string()?;
                 if vm.initrd.is_some() {
@@ -1070,7 +1070,7 @@ impl<'h> Parser<'h> {
             TokenKind::Keyword(Keyword::Instance) => &mut permissions.instance,
             TokenKind::Keyword(Keyword::Interface) => &mut permissions.interface,
             TokenKind::Keyword(Keyword::Memory) => &mut permissions.memory,
-            TokenKind::Str(word) if word == "cpus" => &mut permissions.cpus,
+            TokenKind::Str(word) if word == lexer::CPUS => &mut permissions.cpus,
             TokenKind::Keyword(Keyword::Owner) => {
                 self.next();
                 if let Some(owner) = self.owner_spec()? {

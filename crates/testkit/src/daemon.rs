@@ -33,6 +33,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Runs vmctl against the daemon listening on `socket`.
+pub fn vmctl_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(binary("vmctl"))
+        .args(args)
+        .env("VMD_SOCKET", socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmctl")
+}
+
 /// One running vmd.
 pub struct TestDaemon {
     dir: TempDir,
@@ -98,12 +108,7 @@ impl TestDaemon {
 
     /// Runs vmctl against this daemon.
     pub fn vmctl(&self, args: &[&str]) -> Output {
-        Command::new(binary("vmctl"))
-            .args(args)
-            .env("VMD_SOCKET", &self.socket)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vmctl")
+        vmctl_at(&self.socket, args)
     }
 
     /// Runs vmctl and insists that it succeeds; returns its stdout.

@@ -95,6 +95,26 @@ reset_vector:
 times 0x10000 - ($ - $$) db 0
 "#;
 
+/// A subroutine for guest programs: finds vmmci (slot 1 when it is the
+/// only device), enables its I/O BAR and leaves the BAR's base in BX.
+pub const FIND_VMMCI: &str = r#"
+find_vmmci:
+    mov eax, 0x80000804
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    mov ax, 1
+    out dx, ax
+    mov eax, 0x80000810
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    and ax, 0xfffc
+    mov bx, ax
+    ret
+"#;
+
 /// Assembles `source` (flat binary) with nasm.
 pub fn assemble(source: &str) -> Vec<u8> {
     let dir = TempDir::new("nasm");

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod grub;
 pub mod guest;
+pub mod mdoc;
 pub mod netns;
 pub mod tmp;
 pub mod udhcpc;

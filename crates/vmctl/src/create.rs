@@ -11,7 +11,8 @@ use std::path::Path;
 
 use disk::{Access, BaseError, ConvertError, DiskFormat, ImageChain};
 
-use crate::getopt::{Getopt, Opt};
+use crate::cli::{self, CommandId};
+use crate::getopt::Opt;
 use crate::output;
 
 /// The usage string of the command table (vmctl.md §1.1).
@@ -88,7 +89,7 @@ fn create(args: &[String], report: &mut dyn Report) -> Result<(), Failed> {
     let mut base: Option<String> = None;
     let mut input: Option<String> = None;
     let mut size: Option<u64> = None;
-    let mut opts = Getopt::new(args, "b:i:s:");
+    let mut opts = cli::command(CommandId::Create).getopt(args);
     for opt in opts.by_ref() {
         match opt {
             Opt::Found('b', Some(value)) => base = Some(value),

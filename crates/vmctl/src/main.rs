@@ -6,11 +6,15 @@
 mod args;
 mod cli;
 mod commands;
+#[cfg(test)]
+mod completion_tests;
 mod console;
 mod create;
 mod daemon;
 mod failure;
 mod getopt;
+#[cfg(test)]
+mod man_page;
 mod output;
 
 use cli::Lookup;
@@ -19,7 +23,7 @@ use getopt::{Getopt, Opt};
 
 /// Parses the global options and runs the command; returns the exit status.
 fn run(args: &[String]) -> i32 {
-    let mut getopt = Getopt::new(args, "v");
+    let mut getopt = Getopt::new(args, cli::GLOBAL_OPTIONS);
     let mut verbosity = 0;
     for opt in getopt.by_ref() {
         match opt {

@@ -208,7 +208,10 @@ fn piped_session_replays_relays_and_ends_when_the_vm_stops() {
     vm.finish.send(Finish::Closed).unwrap();
     assert_eq!(wait_exit(&mut child), 0);
     assert_eq!(stdout.bytes(), b"REPLAY\r\nguest says hi\r\nafter eof\n");
-    assert_eq!(stderr.text(), format!("{}\r\n[EOT]\n", vm.connected_line()));
+    assert_eq!(
+        stderr.final_text(),
+        format!("{}\r\n[EOT]\n", vm.connected_line())
+    );
     assert_eq!(
         vm.vmd.requests(),
         [
@@ -231,7 +234,10 @@ fn console_by_id_ends_on_tty_hangup() {
     vm.guest = None;
     assert_eq!(wait_exit(&mut child), 0);
     assert_eq!(stdout.bytes(), b"last words\r\n");
-    assert_eq!(stderr.text(), format!("{}\r\n[EOT]\n", vm.connected_line()));
+    assert_eq!(
+        stderr.final_text(),
+        format!("{}\r\n[EOT]\n", vm.connected_line())
+    );
 }
 
 #[test]
@@ -244,7 +250,7 @@ fn piped_session_ends_on_sigterm_and_sigint() {
         signal(&child, sig);
         assert_eq!(wait_exit(&mut child), 0);
         assert_eq!(
-            stderr.text(),
+            stderr.final_text(),
             format!("{}\r\n[{label}]\n", vm.connected_line())
         );
     }
@@ -299,7 +305,10 @@ fn start_with_console() {
     vm.finish.send(Finish::Closed).unwrap();
     assert_eq!(wait_exit(&mut child), 0);
     // The console replaces the success message.
-    assert_eq!(stderr.text(), format!("{}\r\n[EOT]\n", vm.connected_line()));
+    assert_eq!(
+        stderr.final_text(),
+        format!("{}\r\n[EOT]\n", vm.connected_line())
+    );
     assert!(matches!(vm.vmd.requests()[0], Request::Start(_)));
 }
 
@@ -381,7 +390,7 @@ fn interactive_escapes() {
     assert_eq!(wait_exit(&mut child), 0);
     assert!(terminal.echoes(), "terminal not restored");
     assert_eq!(
-        stderr.text(),
+        stderr.final_text(),
         format!("{}{HELP}\r\n[EOT]\n", vm.connected_line())
     );
     assert_eq!(vm.breaks.load(Ordering::SeqCst), 1);
@@ -398,7 +407,7 @@ fn interactive_session_ends_on_sighup_with_the_terminal_restored() {
     assert_eq!(wait_exit(&mut child), 0);
     assert!(terminal.echoes());
     assert_eq!(
-        stderr.text(),
+        stderr.final_text(),
         format!("{}\r\n[SIGHUP]\n", vm.connected_line())
     );
 }

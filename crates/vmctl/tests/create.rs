@@ -13,6 +13,10 @@ mod output;
 mod getopt;
 
 #[allow(dead_code)]
+#[path = "../src/cli.rs"]
+mod cli;
+
+#[allow(dead_code)]
 #[path = "../src/create.rs"]
 mod create;
 

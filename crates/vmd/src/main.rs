@@ -9,6 +9,8 @@ mod daemon;
 mod events;
 mod instances;
 mod logging;
+#[cfg(test)]
+mod man_page;
 mod network;
 mod permissions;
 mod pty;
@@ -29,6 +31,8 @@ use crate::logging::Destination;
 use crate::vmproc::VM_PROCESS_ARG;
 
 const USAGE: &str = "usage: vmd [-dnv] [-D macro=value] [-f file]";
+/// The getopt option string; vmd(8) is checked against it.
+const OPTIONS: &str = "dnvD:f:";
 const DEFAULT_CONFIG: &str = "/etc/vm.conf";
 
 /// The command line, parsed.
@@ -43,7 +47,7 @@ struct Options {
 
 fn parse_options(args: &[String]) -> Result<Options, ()> {
     let mut options = Options::default();
-    let mut getopt = Getopt::new(args, "dnvD:f:");
+    let mut getopt = Getopt::new(args, OPTIONS);
     for opt in getopt.by_ref() {
         match opt {
             Opt::Found('d', _) => options.foreground = true,
@@ -151,6 +155,15 @@ fn daemon_main(options: Options) -> i32 {
         }
     };
 
+    // The socket listens before vmd detaches, so a service manager that
+    // waits for the detach (systemd's Type=forking) finds it ready.
+    let listener = match control::listen_at(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("control socket {}: {e}", socket_path.display());
+            return 1;
+        }
+    };
     if !options.foreground
         && let Err(e) = nix::unistd::daemon(false, false)
     {
@@ -166,13 +179,6 @@ fn daemon_main(options: Options) -> i32 {
         options.verbosity,
     );
 
-    let listener = match control::listen_at(&socket_path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("control socket {}: {e}", socket_path.display());
-            return 1;
-        }
-    };
     // SAFETY: ignoring SIGPIPE and SIGUSR1 has no preconditions; a client
     // that goes away must not kill the daemon.
     unsafe {

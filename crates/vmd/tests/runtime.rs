@@ -89,7 +89,7 @@ fn seabios_boots_and_the_vm_is_listed_then_stopped() {
     assert!(
         daemon
             .log()
-            .contains("no guest shutdown channel yet, terminating the vm")
+            .contains("the guest has no shutdown channel, terminating the vm")
     );
 }
 

@@ -60,6 +60,8 @@ pub fn register_kvm_run(run: *mut kvm_bindings::kvm_run) {
 pub enum VmEvent {
     /// The VM must end for this reason.
     Exit(ExitReason),
+    /// The guest announced it is shutting down (vmd shows `stopping`).
+    GuestShuttingDown,
 }
 
 #[derive(Default)]
@@ -132,6 +134,15 @@ impl Lifecycle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(VmEvent::Exit(reason));
+    }
+
+    /// Tells the control loop about something the guest did.
+    pub fn announce(&self, event: VmEvent) {
+        let _ = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(event);
     }
 
     pub fn exit_requested(&self) -> bool {

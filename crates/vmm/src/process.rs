@@ -124,6 +124,9 @@ fn control_loop(
     while let Ok(event) = events.recv() {
         match event {
             Event::Vm(VmEvent::Exit(reason)) => return reason,
+            Event::Vm(VmEvent::GuestShuttingDown) => {
+                let _ = channel.send(&FromVm::GuestShuttingDown);
+            }
             Event::DaemonGone => {
                 // vmd is gone: nobody can reach this VM any more.
                 vm.lifecycle.request_exit(ExitReason::PowerOff);
@@ -138,14 +141,9 @@ fn control_loop(
                     vm.resume();
                     let _ = channel.send(&FromVm::Unpaused(Ok(())));
                 }
-                ToVm::Shutdown { graceful } => {
-                    if graceful {
-                        tracing::info!(
-                            "{}: no guest shutdown channel yet, terminating the vm",
-                            vm.name
-                        );
-                    }
-                    vm.lifecycle.request_exit(ExitReason::PowerOff);
+                ToVm::Shutdown { graceful: true } => vm.request_shutdown(),
+                ToVm::Shutdown { graceful: false } => {
+                    vm.lifecycle.request_exit(ExitReason::PowerOff)
                 }
                 ToVm::ConsoleAttach { client } => {
                     let bytes = vm.console.attach(&vm.pty_slave);

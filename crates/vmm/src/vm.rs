@@ -29,6 +29,7 @@ use crate::devices::serial::{self, Serial};
 use crate::devices::virtio::blk::{self, Blk};
 use crate::devices::virtio::net::{self as vionet, Net, NetConfig};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
+use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
@@ -149,6 +150,8 @@ pub struct Vm {
     vm_fd: Arc<VmFd>,
     /// kvmclock as it was when the VM was paused.
     paused_clock: Mutex<Option<kvm_bindings::kvm_clock_data>>,
+    /// The guest's shutdown channel.
+    vmmci: VmmciHandle,
     _kvm: Kvm,
 }
 
@@ -213,6 +216,7 @@ impl Vm {
                 .add_file("bootorder", order.into_bytes())
                 .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
         }
+        let vmmci = pci.vmmci.clone();
         attach_port_devices(&pio, &legacy, pci.root, launch, &lifecycle)?;
         let vcpus = create_vcpus(&kvm, &vm_fd, vcpu_count)?;
 
@@ -231,12 +235,28 @@ impl Vm {
             pty_slave: files.pty_slave,
             vm_fd,
             paused_clock: Mutex::new(None),
+            vmmci,
             _kvm: kvm,
         })
     }
 
     pub fn vcpu_count(&self) -> usize {
         self.vcpu_count
+    }
+
+    /// Asks the guest to shut down (vmd.md §6.6): through vmmci when its
+    /// driver runs (the VM then ends when the guest reboots or a timer
+    /// runs out); a guest that cannot be asked is ended at once.
+    pub fn request_shutdown(&self) {
+        if self.vmmci.request_shutdown() {
+            tracing::info!("{}: asked the guest to shut down (vmmci)", self.name);
+            return;
+        }
+        tracing::info!(
+            "{}: the guest has no shutdown channel, terminating the vm",
+            self.name
+        );
+        self.lifecycle.request_exit(ExitReason::PowerOff);
     }
 
     /// Parks every vCPU and freezes the guest clock (vmd.md §6.7).
@@ -532,6 +552,7 @@ struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
     first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
+    vmmci: VmmciHandle,
 }
 
 /// Bus 0 and the devices in its slots, in vmd's order (vmd.md §8.5): host
@@ -578,12 +599,31 @@ fn pci_devices(
         let slot = root.add(shared(device)).ok_or_else(full)?;
         first_disk_slot.get_or_insert(slot);
     }
+    // vmmci always comes last; when the IRQ list runs out it shares a line
+    // instead of being left out as upstream does.
+    let irq = irqs.next_irq();
+    let intx = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| LaunchError::io("eventfd", &e))?;
+    let resample = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| LaunchError::io("eventfd", &e))?;
+    transport
+        .vm
+        .register_irqfd_with_resample(&intx, &resample, u32::from(irq))
+        .map_err(|e| LaunchError::kvm("KVM_IRQFD", e))?;
+    let (vmmci, vmmci_handle) = Vmmci::new(
+        &format!("{name}-vmmci"),
+        irq,
+        intx,
+        resample,
+        transport.lifecycle.clone(),
+    )
+    .map_err(|e| LaunchError::io("vmmci", &e))?;
+    root.add(shared(vmmci)).ok_or_else(full)?;
     irq_lines::set_level_triggered(&transport.vm, irqs.used())
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),
         first_nic_slot,
         first_disk_slot,
+        vmmci: vmmci_handle,
     })
 }
 

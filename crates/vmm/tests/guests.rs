@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use proto::vmchannel::{ExitReason, LaunchFds, VmLaunch};
-use testkit::guest::firmware;
+use testkit::guest::{FIND_VMMCI, firmware};
 use vmm::lifecycle::{Lifecycle, VmEvent};
 use vmm::vm::{LaunchFiles, Vm};
 
@@ -56,18 +56,71 @@ fn run_guest_with_memory(program: &str, memory: u64) -> (String, ExitReason) {
     let lifecycle = Arc::new(Lifecycle::new(tx));
     let mut vm = Vm::build(&launch, files, lifecycle.clone()).expect("build vm");
     vm.start().expect("start vm");
-    let reason = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(VmEvent::Exit(reason)) => reason,
-        Err(_) => {
-            lifecycle.request_exit(ExitReason::PowerOff);
-            panic!(
-                "guest did not finish; it printed:\n{}",
-                String::from_utf8_lossy(&vm.console.history())
-            );
+    let mut announced = false;
+    let reason = loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(VmEvent::Exit(reason)) => break reason,
+            Ok(VmEvent::GuestShuttingDown) => announced = true,
+            Err(_) => {
+                lifecycle.request_exit(ExitReason::PowerOff);
+                panic!(
+                    "guest did not finish; it printed:\n{}",
+                    String::from_utf8_lossy(&vm.console.history())
+                );
+            }
         }
     };
-    let output = String::from_utf8_lossy(&vm.console.history()).into_owned();
+    let mut output = String::from_utf8_lossy(&vm.console.history()).into_owned();
+    if announced {
+        output.push_str(" [announced shutdown]");
+    }
     (output, reason)
+}
+
+#[test]
+fn vmmci_registers_and_guest_initiated_power_off() {
+    let program = format!(
+        r#"
+main:
+    call find_vmmci
+    ; device features: all three offered
+    mov dx, bx
+    in eax, dx
+    PRINT_HEX8
+    ; driver OK
+    lea dx, [bx + 0x12]
+    mov al, 4
+    out dx, al
+    ; the host clock, in seconds, is far from zero
+    lea dx, [bx + 0x18]
+    in eax, dx
+    shr eax, 24
+    mov cl, al
+    PRINT sec
+    mov al, cl
+    PRINT_HEX8
+    ; power off from the guest side
+    lea dx, [bx + 0x14]
+    mov eax, 1
+    out dx, eax
+    PRINT bye
+.spin:
+    jmp .spin
+sec: db " sec=", 0
+bye: db " bye", 0
+{FIND_VMMCI}
+"#
+    );
+    let started = std::time::Instant::now();
+    let (out, reason) = run_guest(&program);
+    assert!(out.starts_with("07 sec="), "{out:?}");
+    assert_ne!(field(&out, "sec"), "00", "{out:?}");
+    assert!(out.contains("bye [announced shutdown]"), "{out:?}");
+    assert_eq!(reason, ExitReason::PowerOff);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "ended after the grace period"
+    );
 }
 
 fn field<'a>(output: &'a str, name: &str) -> &'a str {
@@ -347,6 +400,7 @@ main:
     PCI_READ 0x80000000, id
     PCI_READ 0x80000008, class
     PCI_READ 0x80000800, slot1
+    PCI_READ 0x80001000, slot2
     ; the address register reads back
     mov eax, 0x80001234
     mov dx, 0xcf8
@@ -371,6 +425,7 @@ main:
 id: db "id=", 0
 class: db " class=", 0
 slot1: db " slot1=", 0
+slot2: db " slot2=", 0
 addr: db " addr=", 0
 none: db " none=", 0
 nl: db 13, 10, 0
@@ -378,7 +433,9 @@ nl: db 13, 10, 0
     );
     assert_eq!(field(&out, "id"), "06660b5d");
     assert_eq!(&field(&out, "class")[..4], "0600");
-    assert_eq!(field(&out, "slot1"), "ffffffff");
+    // With no other devices, vmmci takes slot 1.
+    assert_eq!(field(&out, "slot1"), "07770b5d");
+    assert_eq!(field(&out, "slot2"), "ffffffff");
     assert_eq!(field(&out, "addr"), "1234");
     assert_eq!(field(&out, "none"), "ff");
 }

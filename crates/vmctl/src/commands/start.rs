@@ -16,11 +16,11 @@ use proto::error::ErrorCode;
 use proto::names::{MAX_NAME_LEN, NameError, validate_vm_name};
 
 use crate::args::{SizeKind, parse_count, parse_id, parse_size};
-use crate::cli::CommandId;
+use crate::cli::{self, CommandId, KEY_CMDLINE, KEY_INITRD};
 use crate::commands::console;
 use crate::daemon::{Daemon, error_text};
 use crate::failure::{CmdResult, Failure};
-use crate::getopt::{Getopt, LongOpt, Opt};
+use crate::getopt::Opt;
 use crate::output;
 
 /// `VM_MAX_DISKS_PER_VM`.
@@ -29,23 +29,6 @@ pub const MAX_DISKS: usize = 4;
 pub const MAX_NICS: usize = 4;
 /// `VMM_MAX_VCPUS_PER_VM`.
 pub const MAX_VCPUS: i64 = 64;
-
-const SHORT_OPTIONS: &str = "B:b:cd:i:Lm:n:p:r:t:";
-/// Keys under which getopt reports the long options; not short options.
-const KEY_CMDLINE: char = '\u{1}';
-const KEY_INITRD: char = '\u{2}';
-const LONG_OPTIONS: &[LongOpt] = &[
-    LongOpt {
-        name: "cmdline",
-        has_arg: true,
-        key: KEY_CMDLINE,
-    },
-    LongOpt {
-        name: "initrd",
-        has_arg: true,
-        key: KEY_INITRD,
-    },
-];
 
 /// A parsed and checked `start` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +189,7 @@ impl Options {
 /// Parses and checks a `start` command line. `warnings` receives the
 /// messages to print even when the command goes on (or fails later).
 pub fn parse(args: &[String], warnings: &mut Vec<String>) -> Result<StartPlan, Failure> {
-    let mut getopt = Getopt::new(args, SHORT_OPTIONS).with_long_options(LONG_OPTIONS);
+    let mut getopt = cli::command(CommandId::Start).getopt(args);
     let mut options = Options::default();
     for opt in getopt.by_ref() {
         match opt {

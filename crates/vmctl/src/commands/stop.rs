@@ -8,10 +8,10 @@ use proto::error::ErrorCode;
 
 use super::single_operand;
 use crate::args::parse_id;
-use crate::cli::CommandId;
+use crate::cli::{self, CommandId};
 use crate::daemon::{Daemon, list_vms};
 use crate::failure::{CmdResult, Failure};
-use crate::getopt::{Getopt, Opt};
+use crate::getopt::Opt;
 use crate::output;
 
 /// What `stop` was asked to do.
@@ -24,7 +24,7 @@ pub struct StopArgs {
 }
 
 pub fn parse_stop(args: &[String]) -> Result<StopArgs, Failure> {
-    let mut getopt = Getopt::new(args, "afw");
+    let mut getopt = cli::command(CommandId::Stop).getopt(args);
     let (mut force, mut wait, mut all) = (false, false, false);
     for opt in getopt.by_ref() {
         match opt {

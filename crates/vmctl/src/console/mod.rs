@@ -7,7 +7,7 @@
 //! requests over it), then relays the tty and the user's terminal until
 //! the user leaves, the VM stops or a signal ends it.
 
-mod escape;
+pub(crate) mod escape;
 mod line;
 mod local;
 mod relay;

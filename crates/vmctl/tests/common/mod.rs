@@ -215,12 +215,14 @@ pub fn listing(vms: &[VmInfo]) -> Vec<Response> {
 
 /// Collects what a child writes to a pipe, readable while it runs.
 #[derive(Clone)]
-pub struct Collected(Arc<Mutex<Vec<u8>>>);
+pub struct Collected(Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Collected {
     pub fn from(mut pipe: impl Read + Send + 'static) -> Collected {
         let buffer = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sink = Arc::clone(&buffer);
+        let finished = Arc::clone(&done);
         std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut chunk) {
@@ -229,8 +231,19 @@ impl Collected {
                 }
                 sink.lock().unwrap().extend_from_slice(&chunk[..n]);
             }
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        Collected(buffer)
+        Collected(buffer, done)
+    }
+
+    /// Everything the pipe carried, once its writer is gone (call after
+    /// the process exited: the reader may still be draining the pipe).
+    pub fn final_text(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.1.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.text()
     }
 
     pub fn bytes(&self) -> Vec<u8> {

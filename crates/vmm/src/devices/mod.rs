@@ -8,3 +8,4 @@ pub mod i8042;
 pub mod pci;
 pub mod serial;
 pub mod virtio;
+pub mod vmmci;

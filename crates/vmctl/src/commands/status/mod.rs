@@ -1,5 +1,7 @@
-//! `status [-r] [id]` and its alias `show` (vmctl.md §6.9).
+//! `status [-r] [id]` and its alias `show` (vmctl.md §6.9), plus the Linux
+//! extension `-j`: the same facts as JSON ([`json`]).
 
+mod json;
 mod table;
 
 pub use table::{Accounts, SystemAccounts, header, owner_label, row};
@@ -9,10 +11,10 @@ use std::io::Write;
 use proto::control::{VmInfo, VmRef};
 
 use crate::args::parse_id;
-use crate::cli::CommandId;
+use crate::cli::{self, CommandId};
 use crate::daemon::list_vms;
 use crate::failure::{CmdResult, Failure};
-use crate::getopt::{Getopt, Opt};
+use crate::getopt::Opt;
 
 /// Which rows to print.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,40 +39,54 @@ impl Filter {
     }
 }
 
-pub fn parse(args: &[String], id: CommandId) -> Result<Filter, Failure> {
-    let mut getopt = Getopt::new(args, "r");
-    let mut filter = Filter::default();
+/// A parsed `status` command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusArgs {
+    pub filter: Filter,
+    /// `-j`: JSON instead of the table.
+    pub json: bool,
+}
+
+pub fn parse(args: &[String], id: CommandId) -> Result<StatusArgs, Failure> {
+    let mut getopt = cli::command(id).getopt(args);
+    let mut parsed = StatusArgs::default();
     for opt in getopt.by_ref() {
         match opt {
-            Opt::Found('r', _) => filter.running_only = true,
+            Opt::Found('r', _) => parsed.filter.running_only = true,
+            Opt::Found('j', _) => parsed.json = true,
             _ => return Err(Failure::Usage(id)),
         }
     }
     match getopt.operands() {
         [] => {}
-        [word] => filter.target = Some(parse_id(Some(word), false)?),
+        [word] => parsed.filter.target = Some(parse_id(Some(word), false)?),
         _ => return Err(Failure::Usage(id)),
     }
-    Ok(filter)
+    Ok(parsed)
 }
 
 /// The lines to print for a VM list, and whether any VM passed `-r`
-/// (the exit status is 1 when none did, even though the header prints).
-pub fn render(vms: &[VmInfo], filter: &Filter, accounts: &dyn Accounts) -> (Vec<String>, bool) {
-    let mut lines = vec![header()];
-    lines.extend(
-        vms.iter()
-            .filter(|vm| filter.selects(vm))
-            .map(|vm| row(vm, &owner_label(vm.owner_uid, vm.owner_gid, accounts))),
-    );
+/// (the exit status is 1 when none did, even though the header, or an
+/// empty JSON array, prints).
+pub fn render(vms: &[VmInfo], args: &StatusArgs, accounts: &dyn Accounts) -> (Vec<String>, bool) {
+    let filter = &args.filter;
+    let selected = vms.iter().filter(|vm| filter.selects(vm));
+    let lines = if args.json {
+        vec![json::render(selected, accounts)]
+    } else {
+        let mut lines = vec![header()];
+        lines
+            .extend(selected.map(|vm| row(vm, &owner_label(vm.owner_uid, vm.owner_gid, accounts))));
+        lines
+    };
     let any = vms.iter().any(|vm| filter.passes_running(vm));
     (lines, any)
 }
 
 pub fn run(args: &[String], id: CommandId) -> CmdResult {
-    let filter = parse(args, id)?;
+    let args = parse(args, id)?;
     let vms = list_vms()?;
-    let (lines, any) = render(&vms, &filter, &SystemAccounts);
+    let (lines, any) = render(&vms, &args, &SystemAccounts);
     let mut stdout = std::io::stdout().lock();
     for line in &lines {
         // A closed stdout (e.g. `| head -1`) loses only the table.
@@ -114,14 +130,31 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
+    fn table(filter: Filter) -> StatusArgs {
+        StatusArgs {
+            filter,
+            json: false,
+        }
+    }
+
     #[test]
     fn parsing() {
-        assert_eq!(parse(&[], CommandId::Status), Ok(Filter::default()));
+        assert_eq!(parse(&[], CommandId::Status), Ok(StatusArgs::default()));
         assert_eq!(
             parse(&words("-r web"), CommandId::Show),
-            Ok(Filter {
+            Ok(table(Filter {
                 running_only: true,
                 target: Some(VmRef::Name("web".into()))
+            }))
+        );
+        assert_eq!(
+            parse(&words("-jr 3"), CommandId::Status),
+            Ok(StatusArgs {
+                filter: Filter {
+                    running_only: true,
+                    target: Some(VmRef::Id(3))
+                },
+                json: true
             })
         );
         assert_eq!(
@@ -148,7 +181,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
 
-        let (lines, any) = render(&vms, &Filter::default(), &NoAccounts);
+        let (lines, any) = render(&vms, &StatusArgs::default(), &NoAccounts);
         assert_eq!(names(&lines), ["a", "b", "c"]);
         assert!(any);
 
@@ -156,7 +189,7 @@ mod tests {
             running_only: true,
             target: None,
         };
-        let (lines, any) = render(&vms, &running, &NoAccounts);
+        let (lines, any) = render(&vms, &table(running.clone()), &NoAccounts);
         assert_eq!(names(&lines), ["a", "c"]);
         assert!(any);
 
@@ -164,7 +197,7 @@ mod tests {
             running_only: false,
             target: Some(VmRef::Id(2)),
         };
-        assert_eq!(names(&render(&vms, &by_id, &NoAccounts).0), ["b"]);
+        assert_eq!(names(&render(&vms, &table(by_id), &NoAccounts).0), ["b"]);
 
         // An id that matches nothing still exits 0; id 0 never matches.
         for target in [VmRef::Name("zzz".into()), VmRef::Id(0)] {
@@ -172,18 +205,32 @@ mod tests {
                 running_only: false,
                 target: Some(target),
             };
-            let (lines, any) = render(&vms, &filter, &NoAccounts);
+            let (lines, any) = render(&vms, &table(filter), &NoAccounts);
             assert_eq!(lines, [header()]);
             assert!(any);
         }
 
         // Nothing passes -r: header only, exit 1.
         let stopped = [vm(2, "b", false)];
-        let (lines, any) = render(&stopped, &running, &NoAccounts);
+        let (lines, any) = render(&stopped, &table(running.clone()), &NoAccounts);
         assert_eq!(lines, [header()]);
         assert!(!any);
-        let (lines, any) = render(&[], &Filter::default(), &NoAccounts);
+        let (lines, any) = render(&[], &StatusArgs::default(), &NoAccounts);
         assert_eq!(lines.len(), 1);
         assert!(!any);
+
+        // -j: the same selection and exit status, as one JSON line.
+        let json = StatusArgs {
+            filter: running,
+            json: true,
+        };
+        let (lines, any) = render(&vms, &json, &NoAccounts);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("[{\"id\":1,") && lines[0].contains("},{\"id\":3,"));
+        assert!(any);
+        assert_eq!(
+            render(&stopped, &json, &NoAccounts),
+            (vec!["[]".to_string()], false)
+        );
     }
 }

@@ -65,15 +65,35 @@ fn scaled(bytes: u64) -> String {
     fmt_scaled(i64::try_from(bytes).unwrap_or(i64::MAX))
 }
 
+/// What only a running VM has: its process id, the memory in use and its
+/// console tty (if any).
+pub struct Live<'a> {
+    pub pid: u32,
+    pub cur_mem: u64,
+    pub tty: Option<&'a str>,
+}
+
+/// The running VM's [`Live`] facts; `None` for a VM that does not run.
+pub fn live(vm: &VmInfo) -> Option<Live<'_>> {
+    match vm.pid {
+        Some(pid) if vm.running() => Some(Live {
+            pid,
+            cur_mem: vm.cur_mem,
+            tty: vm.tty.as_deref().filter(|tty| !tty.is_empty()),
+        }),
+        _ => None,
+    }
+}
+
 /// One VM's line. PID, CURMEM and TTY are `-` unless the VM runs.
 pub fn row(vm: &VmInfo, owner: &str) -> String {
-    let (pid, cur_mem, tty) = match vm.pid {
-        Some(pid) if vm.running() => (
-            pid.to_string(),
-            scaled(vm.cur_mem),
-            tty_label(vm.tty.as_deref()),
+    let (pid, cur_mem, tty) = match live(vm) {
+        Some(live) => (
+            live.pid.to_string(),
+            scaled(live.cur_mem),
+            tty_label(live.tty),
         ),
-        _ => ("-".into(), "-".into(), "-".into()),
+        None => ("-".into(), "-".into(), "-".into()),
     };
     format!(
         "{:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>12} {:>8} {}",

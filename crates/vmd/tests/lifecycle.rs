@@ -1,0 +1,134 @@
+//! Stopping VMs gracefully (vmd.md §6.6, §7): a guest with a running vmmci
+//! driver is asked and given time; one that does not answer is ended after
+//! the acknowledgement timeout; one without the driver is ended at once.
+
+use std::time::{Duration, Instant};
+
+use testkit::daemon::TestDaemon;
+use testkit::guest::{FIND_VMMCI, firmware};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A guest that starts its vmmci driver, says "ready", then runs `body`.
+fn vmmci_guest(daemon: &TestDaemon, name: &str, body: &str) -> String {
+    let program = format!(
+        r#"
+main:
+    call find_vmmci
+    lea dx, [bx + 0x12]
+    mov al, 4
+    out dx, al
+    PRINT ready
+{body}
+ready: db "ready", 13, 10, 0
+{FIND_VMMCI}
+"#
+    );
+    let path = daemon.dir().join(format!("{name}.bin"));
+    std::fs::write(&path, firmware(&program)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_guest_that_acknowledges_is_stopped_when_it_reboots() {
+    let daemon = TestDaemon::start();
+    let image = vmmci_guest(
+        &daemon,
+        "polite",
+        r#"
+    ; wait for a request, acknowledge it, then reset
+.poll:
+    lea dx, [bx + 0x14]
+    in eax, dx
+    test eax, eax
+    jz .poll
+    out dx, eax
+    PRINT ack
+    mov al, 0xfe
+    out 0x64, al
+.hang:
+    jmp .hang
+ack: db "acknowledged", 13, 10, 0
+"#,
+    );
+    daemon.vmctl_ok(&["start", "-b", &image, "polite"]);
+    let mut console = daemon.console("polite");
+    console
+        .read_until("ready", Duration::from_secs(30))
+        .unwrap();
+    let out = daemon.vmctl(&["stop", "-w", "polite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "stopping vm polite: terminated vm 1\n");
+    console
+        .read_until("acknowledged", Duration::from_secs(5))
+        .expect("the guest saw the request");
+    // The reset that follows a requested stop ends the VM; no restart.
+    assert!(!daemon.log().contains("polite: vm 1 is rebooting"));
+}
+
+#[test]
+fn a_guest_that_does_not_answer_is_ended_after_the_timeout() {
+    let daemon = TestDaemon::start();
+    let image = vmmci_guest(
+        &daemon,
+        "deaf",
+        r#"
+.spin:
+    jmp .spin
+"#,
+    );
+    daemon.vmctl_ok(&["start", "-b", &image, "deaf"]);
+    daemon.console_until("deaf", "ready", Duration::from_secs(30));
+    let started = Instant::now();
+    let out = daemon.vmctl(&["stop", "-w", "deaf"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "stopping vm deaf: terminated vm 1\n");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(30),
+        "ended after {took:?}"
+    );
+    assert!(daemon.log().contains("vmmci: timeout, ending the vm"));
+}
+
+#[test]
+fn a_guest_powering_itself_off_shows_stopping_then_ends() {
+    let daemon = TestDaemon::start();
+    let image = vmmci_guest(
+        &daemon,
+        "leaving",
+        r#"
+    lea dx, [bx + 0x14]
+    mov eax, 1
+    out dx, eax
+.spin:
+    jmp .spin
+"#,
+    );
+    daemon.vmctl_ok(&["start", "-b", &image, "leaving"]);
+    let state = || {
+        let out = daemon.vmctl(&["status", "leaving"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .map(|l| l.split_whitespace().nth(7).unwrap_or("").to_string())
+    };
+    daemon.wait_for(
+        || state().as_deref() == Some("stopping"),
+        Duration::from_secs(30),
+        "the VM to show stopping",
+    );
+    // A second stop while it is shutting down is refused without -f.
+    let out = daemon.vmctl(&["stop", "leaving"]);
+    assert_eq!(
+        stderr(&out),
+        "stopping vm leaving: failed: Operation already in progress\n"
+    );
+    daemon.wait_for(
+        || state().is_none(),
+        Duration::from_secs(10),
+        "the VM to end",
+    );
+}
