@@ -654,3 +654,174 @@ fn a_flooding_guest_is_served_in_budgets() {
     assert_eq!(d.tx_done().len(), 744);
     assert_eq!(Net::offered() & plain(), plain());
 }
+
+/// The device behind the real virtio-pci transport on a KVM VM (no vCPU
+/// runs): vmd's identity, the MAC in the configuration space, queues set
+/// up through BAR0, and frames moved by the device's own I/O thread — the
+/// tap in its epoll for receiving, a queue notification for sending. The
+/// option ROM answers behind the expansion ROM BAR once enabled.
+#[test]
+fn through_the_pci_transport_the_io_thread_moves_frames_both_ways() {
+    use std::sync::{Arc, Mutex};
+    use vm_memory::GuestAddress;
+    use vmm::bus::{Bus, BusDevice};
+    use vmm::devices::pci::root::PciDevice;
+    use vmm::devices::pci::{PciConfigPorts, PciRoot};
+    use vmm::devices::virtio::driver::{Descriptor, DriverQueue};
+    use vmm::devices::virtio::pci::{TransportContext, VirtioPciDevice};
+    use vmm::memory::GuestMemoryMmap;
+
+    let ns = NetNs::new("vnetpci");
+    let (tap, host_mac) = tap(&ns, "tappci", None);
+    let socket = packet_socket(&ns, "tappci", false);
+    let kvm = kvm_ioctls::Kvm::new().expect("/dev/kvm");
+    let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
+    vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+    let (events, _) = std::sync::mpsc::channel();
+    let ctx = TransportContext {
+        vm: vm.clone(),
+        router: Arc::new(vmm::irq_routing::GsiRouter::new(vm.clone())),
+        mem: mem.clone(),
+        lifecycle: Arc::new(vmm::lifecycle::Lifecycle::new(events)),
+    };
+    let rom: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let device = VirtioPciDevice::new(
+        "test-vionet0",
+        Box::new(Net::new(config(tap, GUEST_MAC))),
+        vmm::devices::virtio::net::pci_identity(),
+        5,
+        ctx,
+    )
+    .unwrap()
+    .with_option_rom(rom.clone());
+    let device = Arc::new(Mutex::new(device));
+    let (pio, mmio) = (Arc::new(Bus::new()), Arc::new(Bus::new()));
+    let mut root = PciRoot::new(&pio, &mmio);
+    root.add(Arc::new(Mutex::new(
+        vmm::devices::pci::host_bridge::HostBridge::new(),
+    )));
+    root.add(device.clone()).unwrap();
+    let mut ports = PciConfigPorts::new(Arc::new(Mutex::new(root)), Box::new(|| {}));
+    let mut cfg = |reg: u32, write: Option<u32>| {
+        ports.write(0, &(0x8000_0000u32 | 1 << 11 | reg).to_le_bytes());
+        match write {
+            Some(v) => {
+                ports.write(4, &v.to_le_bytes());
+                0
+            }
+            None => {
+                let mut d = [0u8; 4];
+                ports.read(4, &mut d);
+                u32::from_le_bytes(d)
+            }
+        }
+    };
+    assert_eq!(cfg(0x00, None), 0x1041_1af4, "virtio-net, modern");
+    assert_eq!(cfg(0x08, None), 0x0880_0001, "class 08/80, revision 1");
+    assert_eq!(cfg(0x2c, None), 0x0001_0b5d, "subsystem 0b5d:0001");
+    // The expansion ROM: sized, placed, enabled, read.
+    cfg(0x30, Some(!1));
+    assert_eq!(cfg(0x30, None), 0xffff_f000, "4 KiB for a 3000-byte ROM");
+    cfg(0x30, Some(0xfe00_0001));
+    let mut head = [0u8; 4];
+    assert!(mmio.read(0xfe00_0000 + 100, &mut head));
+    assert_eq!(head, [100, 101, 102, 103]);
+
+    let bar0 = device.lock().unwrap().bars()[0].base;
+    let reg_write = |offset: u64, value: u32, len: usize| {
+        assert!(pio.write(bar0 + offset, &value.to_le_bytes()[..len]));
+    };
+    let reg_read = |offset: u64, len: usize| {
+        let mut d = [0u8; 4];
+        assert!(pio.read(bar0 + offset, &mut d[..len]));
+        u32::from_le_bytes(d)
+    };
+    let mut mac = Vec::new();
+    for i in 0..6 {
+        mac.push(reg_read(0x300 + i, 1) as u8);
+    }
+    assert_eq!(mac, GUEST_MAC, "the MAC in the device configuration");
+    assert_eq!(reg_read(0x306, 2), VIRTIO_NET_S_LINK_UP, "link up");
+
+    // Negotiate VERSION_1 and MAC, set up both queues, DRIVER_OK.
+    reg_write(0x14, 1 | 2, 1);
+    reg_write(0x08, 0, 4);
+    reg_write(0x0c, 1 << VIRTIO_NET_F_MAC, 4);
+    reg_write(0x08, 1, 4);
+    reg_write(0x0c, 1, 4);
+    reg_write(0x14, 1 | 2 | 8, 1);
+    let mut queues = Vec::new();
+    for (index, at) in [(0u16, 0x1000u64), (1, 0x8000)] {
+        let q = DriverQueue::new(&mem, at, 64);
+        reg_write(0x16, u32::from(index), 2);
+        reg_write(0x18, 64, 2);
+        for (lo, addr) in [
+            (0x20, q.desc_table()),
+            (0x28, q.avail_ring()),
+            (0x30, q.used_ring()),
+        ] {
+            reg_write(lo, addr as u32, 4);
+            reg_write(lo + 4, (addr >> 32) as u32, 4);
+        }
+        reg_write(0x1c, 1, 2);
+        queues.push(q);
+    }
+    reg_write(0x14, 1 | 2 | 8 | 4, 1);
+    let (mut rx, mut tx) = {
+        let mut it = queues.into_iter();
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    for i in 0..8 {
+        rx.add_chain(&[Descriptor::writable(0x10_0000 + 0x1000 * i, 1526)]);
+    }
+    reg_write(0x100, 0, 2);
+
+    // Host to guest: the I/O thread notices the tap by itself.
+    let mut frame = GUEST_MAC.to_vec();
+    frame.extend_from_slice(&host_mac);
+    frame.extend_from_slice(&[0x88, 0xb5]);
+    frame.extend_from_slice(b"through the I/O thread");
+    frame.resize(60, 0);
+    send_on(&socket, &frame);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut delivered = None;
+    while delivered.is_none() && Instant::now() < deadline {
+        while let Some((head, len)) = rx.pop_used() {
+            let mut bytes = vec![0u8; len as usize];
+            vm_memory::Bytes::read_slice(
+                &mem,
+                &mut bytes,
+                GuestAddress(0x10_0000 + 0x1000 * u64::from(head)),
+            )
+            .unwrap();
+            if bytes.len() > HEADER_LEN + 14
+                && bytes[HEADER_LEN + 12..HEADER_LEN + 14] == [0x88, 0xb5]
+            {
+                delivered = Some(bytes[HEADER_LEN..].to_vec());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        delivered.as_deref(),
+        Some(&frame[..]),
+        "the frame in the receive ring"
+    );
+    assert_ne!(reg_read(0x200, 1) & 1, 0, "a queue interrupt is pending");
+
+    // Guest to host: a notification on the transmit queue.
+    let mut out = [0xffu8; 6].to_vec();
+    out.extend_from_slice(&GUEST_MAC);
+    out.extend_from_slice(&[0x88, 0xb5]);
+    out.extend_from_slice(b"out through the I/O thread");
+    out.resize(60, 0);
+    let mut bytes = vec![0u8; HEADER_LEN];
+    bytes.extend_from_slice(&out);
+    vm_memory::Bytes::write_slice(&mem, &bytes, GuestAddress(0x20_0000)).unwrap();
+    tx.add_chain(&[Descriptor::readable(0x20_0000, bytes.len() as u32)]);
+    reg_write(0x100, 1, 2);
+    let seen = recv_on(&socket, Duration::from_millis(500), |f| f == &out[..]);
+    assert_eq!(seen.len(), 1, "the frame on the tap");
+    assert!(tx.pop_used().is_some(), "the transmit buffer given back");
+}
