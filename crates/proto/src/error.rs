@@ -14,6 +14,13 @@ impl ErrorCode {
     pub const CDROM_MISSING: ErrorCode = ErrorCode(1005);
     pub const CDROM_INVALID: ErrorCode = ErrorCode(1006);
     pub const PARENT_INVALID: ErrorCode = ErrorCode(1007);
+    // Linux extensions (interface.md: `--cmdline`, `--initrd`).
+    pub const INITRD_MISSING: ErrorCode = ErrorCode(1101);
+    pub const INITRD_TOO_LARGE: ErrorCode = ErrorCode(1102);
+    pub const CMDLINE_TOO_LONG: ErrorCode = ErrorCode(1103);
+    pub const CMDLINE_INVALID: ErrorCode = ErrorCode(1104);
+    pub const KERNEL_ARGS_UNSUPPORTED: ErrorCode = ErrorCode(1105);
+    pub const KERNEL_TOO_LARGE: ErrorCode = ErrorCode(1106);
 
     pub const EPERM: ErrorCode = ErrorCode(libc::EPERM);
     pub const ENOENT: ErrorCode = ErrorCode(libc::ENOENT);
@@ -42,6 +49,14 @@ impl ErrorCode {
             ErrorCode::CDROM_MISSING => "could not find specified iso image",
             ErrorCode::CDROM_INVALID => "specified iso image is not a regular file",
             ErrorCode::PARENT_INVALID => "invalid template",
+            ErrorCode::INITRD_MISSING => "could not open initrd",
+            ErrorCode::INITRD_TOO_LARGE => "initrd does not fit in guest memory",
+            ErrorCode::CMDLINE_TOO_LONG => "kernel command line longer than the kernel accepts",
+            ErrorCode::CMDLINE_INVALID => "kernel command line must be printable ASCII",
+            ErrorCode::KERNEL_ARGS_UNSUPPORTED => {
+                "command line and initrd need a Linux kernel booted with -b"
+            }
+            ErrorCode::KERNEL_TOO_LARGE => "kernel does not fit in guest memory",
             _ => return None,
         })
     }

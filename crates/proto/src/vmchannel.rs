@@ -34,6 +34,10 @@ pub struct LaunchFds {
     pub boot_image: u8,
     /// Initial ramdisk for a direct kernel boot.
     pub initrd: Option<u8>,
+    /// The default firmware, sent along with a kernel: kernels that run
+    /// on BIOS services (a bzImage without a protected-mode entry, such
+    /// as iPXE's) boot through it.
+    pub firmware: Option<u8>,
 }
 
 /// A disk image and its backing chain, top image first, as opened by vmd.

@@ -142,3 +142,23 @@ pub fn firmware(program: &str) -> Vec<u8> {
     assert_eq!(image.len(), 0x10000, "guest program too large");
     image
 }
+
+/// A bzImage whose protected-mode part is `code` and which offers only
+/// the 32-bit entry (no XLF_KERNEL_64), taking at most `cmdline_size`.
+pub fn bzimage_32(code: &[u8], cmdline_size: u32) -> Vec<u8> {
+    let mut image = vec![0u8; 2 * 512];
+    let mut put = |at: usize, bytes: &[u8]| image[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0x1f1, &[1]); // setup_sects
+    put(0x1fe, &0xaa55u16.to_le_bytes());
+    put(0x201, &[0x6a]); // the jump over the header
+    put(0x202, b"HdrS");
+    put(0x206, &0x020fu16.to_le_bytes());
+    put(0x211, &[0x01]); // LOADED_HIGH
+    put(0x214, &0x10_0000u32.to_le_bytes()); // code32_start
+    put(0x22c, &0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
+    put(0x230, &0x20_0000u32.to_le_bytes()); // kernel_alignment
+    put(0x238, &cmdline_size.to_le_bytes());
+    put(0x260, &0x10_0000u32.to_le_bytes()); // init_size
+    image.extend_from_slice(code);
+    image
+}

@@ -3,6 +3,7 @@
 //! test, network namespaces and a real DHCP client.
 
 pub mod daemon;
+pub mod fixtures;
 pub mod grub;
 pub mod guest;
 pub mod mdoc;

@@ -60,12 +60,13 @@ pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let addr = UnixAddr::new(path)?;
+    // Bind under a temporary name and rename once listening, so that a
+    // client never finds a socket file that refuses connections.
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}", std::process::id()));
+    let staging = std::path::PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
+    let addr = UnixAddr::new(&staging)?;
     // Create the socket file with no access, then open it up to 0660.
     // SAFETY: umask only changes this process's file-creation mask.
     let old = unsafe { libc::umask(0o177) };
@@ -73,9 +74,17 @@ pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: restoring the previous mask.
     unsafe { libc::umask(old) };
     bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    let _ = nix::unistd::chown(path, Some(0.into()), Some(0.into()));
-    listen(&sock, Backlog::new(5).unwrap_or(Backlog::MAXCONN))?;
+    let ready = (|| {
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))?;
+        let _ = nix::unistd::chown(&staging, Some(0.into()), Some(0.into()));
+        listen(&sock, Backlog::new(5).unwrap_or(Backlog::MAXCONN))?;
+        // An existing socket (a previous daemon's) is replaced.
+        std::fs::rename(&staging, path)
+    })();
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
     Ok(sock)
 }
 

@@ -24,6 +24,7 @@ use crate::config::{self, ConfigSource};
 use crate::control::Client;
 use crate::events::Event;
 use crate::instances;
+use crate::kernel_files;
 use crate::network::{Network, VmNics};
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
@@ -120,6 +121,11 @@ impl Daemon {
                 Event::FromVm { run, message, fds } => self.vm_message(run, message, fds),
                 Event::VmChannelClosed(run) => {
                     tracing::debug!("vm process channel {run} closed");
+                    if let Some(index) = self.registry.by_run(run)
+                        && let Some(running) = self.registry.vms[index].run.as_mut()
+                    {
+                        running.channel_closed = true;
+                    }
                     self.reap();
                 }
                 Event::ChildExited => self.reap(),
@@ -618,6 +624,7 @@ impl Daemon {
             return Err(ErrorCode::EPERM);
         }
 
+        let boot_image_chosen = vm.next_kernel.is_some();
         let boot_image: OwnedFd = match vm.next_kernel.take() {
             Some(fd) => fd,
             None => open_boot_image(vm.params.boot.as_deref())?,
@@ -627,13 +634,19 @@ impl Daemon {
             tracing::warn!("{}: cd-rom is not available in this build", vm.name);
             return Err(ErrorCode::ENOTSUP);
         }
-        if vm.params.cmdline.is_some() || vm.params.initrd.is_some() {
-            tracing::warn!(
-                "{}: direct kernel boot is not available in this build",
-                vm.name
-            );
-            return Err(ErrorCode::ENOTSUP);
-        }
+        // A VM from vm.conf boots files root chose; an ad-hoc VM's files
+        // were chosen by the user who created it.
+        let chosen_by = (!vm.configured).then_some(vm.owner.uid);
+        let initrd = vm
+            .params
+            .initrd
+            .as_deref()
+            .map(|path| kernel_files::open_initrd(path, chosen_by))
+            .transpose()?;
+        let kernel_given = vm.params.boot.is_some() || boot_image_chosen;
+        let firmware = kernel_given
+            .then(kernel_files::open_default_firmware)
+            .flatten();
 
         if vm.pty.is_none() {
             vm.pty = Some(Pty::open().map_err(|e| ErrorCode::from_io(&e))?);
@@ -649,7 +662,8 @@ impl Daemon {
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
             pty_slave: fds.push(pty.open_slave().map_err(|e| ErrorCode::from_io(&e))?.into()),
             boot_image: fds.push(boot_image),
-            initrd: None,
+            initrd: initrd.map(|fd| fds.push(fd)),
+            firmware: firmware.map(|fd| fds.push(fd)),
         };
         let (nics, taps) = self.network.create_nics(
             &VmNics {
@@ -683,6 +697,13 @@ impl Daemon {
                     ErrorCode::from_io(&e)
                 })?;
         self.next_run += 1;
+        if boot_image_chosen && !vm.configured {
+            // An ad-hoc VM's -b kernel is used once (a guest reboot comes
+            // up with the default firmware); its command line and initrd
+            // go with it.
+            vm.params.cmdline = None;
+            vm.params.initrd = None;
+        }
         vm.last_start = Some(now);
         vm.flags &= !(state::SHUTDOWN | state::PAUSED | state::WAITING);
         vm.run = Some(Running {
@@ -697,6 +718,7 @@ impl Daemon {
             unpause_waiters: Vec::new(),
             exit_reason: None,
             launch_failure: None,
+            channel_closed: false,
             taps,
         });
         Ok(())
@@ -945,11 +967,11 @@ impl Daemon {
                 }
             }
             FromVm::LaunchFailed { code, reason } => {
+                // The requester learns of it once the process has exited
+                // and the VM is cleaned up, so that what it asks next sees
+                // the outcome.
                 tracing::warn!("{}: failed to start vm: {reason}", vm.name);
                 run.launch_failure = Some(code);
-                if let Some(starter) = run.starter.take() {
-                    starter.send(&Response::Start(Err(code)));
-                }
             }
             FromVm::Paused(result) => {
                 if result.is_ok() {
@@ -995,6 +1017,7 @@ impl Daemon {
             let exited = self.registry.vms[index]
                 .run
                 .as_mut()
+                .filter(|r| r.channel_closed)
                 .and_then(|r| r.process.try_wait());
             match exited {
                 Some(status) => {

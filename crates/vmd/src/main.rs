@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 mod events;
 mod instances;
+mod kernel_files;
 mod logging;
 #[cfg(test)]
 mod man_page;

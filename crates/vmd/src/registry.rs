@@ -73,6 +73,10 @@ pub struct Running {
     pub exit_reason: Option<ExitReason>,
     /// Why it failed to launch, if it did.
     pub launch_failure: Option<proto::ErrorCode>,
+    /// Every message of the run has been read. The process's exit is
+    /// acted on only then: the exit can be noticed before the last
+    /// messages (a launch failure's reason) are.
+    pub channel_closed: bool,
     /// Its taps, removed when this run is dropped.
     pub taps: crate::network::VmTaps,
 }

@@ -90,11 +90,52 @@ const POWER_EDX_INVARIANT_TSC: u32 = bit(8);
 const EXT8_EBX_SPEC_CTRL: u32 =
     bit(12) | bit(14) | bit(15) | bit(16) | bit(17) | bit(18) | bit(24) | bit(25) | bit(26);
 
-/// Applies vmm's masks and the topology of vCPU `index` of `count`.
+/// KVM's paravirtual leaves (linux-mapping.md §2.4): the signature, and
+/// the features a guest may use. kvmclock with the stable bit gives Linux
+/// guests a clock that does not drift; the rest are handled inside KVM
+/// and cost the VMM nothing. Asynchronous page faults are left out: they
+/// need the VMM's help to move a VM (send/receive).
+pub const KVM_SIGNATURE_LEAF: u32 = 0x4000_0000;
+pub const KVM_FEATURES_LEAF: u32 = 0x4000_0001;
+/// "KVMKVMKVM\0\0\0" as EBX, ECX, EDX.
+const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
+pub const KVM_FEATURE_CLOCKSOURCE: u32 = bit(0);
+pub const KVM_FEATURE_NOP_IO_DELAY: u32 = bit(1);
+pub const KVM_FEATURE_CLOCKSOURCE2: u32 = bit(3);
+pub const KVM_FEATURE_STEAL_TIME: u32 = bit(5);
+pub const KVM_FEATURE_PV_EOI: u32 = bit(6);
+pub const KVM_FEATURE_PV_UNHALT: u32 = bit(7);
+pub const KVM_FEATURE_PV_TLB_FLUSH: u32 = bit(9);
+pub const KVM_FEATURE_PV_SEND_IPI: u32 = bit(11);
+pub const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = bit(24);
+const KVM_FEATURES_OFFERED: u32 = KVM_FEATURE_CLOCKSOURCE
+    | KVM_FEATURE_NOP_IO_DELAY
+    | KVM_FEATURE_CLOCKSOURCE2
+    | KVM_FEATURE_STEAL_TIME
+    | KVM_FEATURE_PV_EOI
+    | KVM_FEATURE_PV_UNHALT
+    | KVM_FEATURE_PV_TLB_FLUSH
+    | KVM_FEATURE_PV_SEND_IPI
+    | KVM_FEATURE_CLOCKSOURCE_STABLE_BIT;
+
+/// Applies vmm's masks and the topology of vCPU `index` of `count`, and
+/// offers KVM's paravirtual leaves.
 pub fn guest_cpuid(supported: &CpuId, index: u32, count: u32) -> CpuId {
     let mut cpuid = supported.clone();
     for entry in cpuid.as_mut_slice() {
         adjust(entry, index, count);
+    }
+    for leaf in [KVM_SIGNATURE_LEAF, KVM_FEATURES_LEAF] {
+        if !cpuid.as_slice().iter().any(|e| e.function == leaf) {
+            // A KVM that does not list a leaf supports none of its bits;
+            // the signature alone still names the hypervisor.
+            let mut entry = kvm_cpuid_entry2 {
+                function: leaf,
+                ..Default::default()
+            };
+            adjust(&mut entry, index, count);
+            let _ = cpuid.push(entry);
+        }
     }
     cpuid
 }
@@ -144,6 +185,17 @@ fn adjust(e: &mut kvm_cpuid_entry2, index: u32, count: u32) {
                 }
             }
         }
+        KVM_SIGNATURE_LEAF => {
+            e.eax = KVM_FEATURES_LEAF;
+            [e.ebx, e.ecx, e.edx] = KVM_SIGNATURE;
+        }
+        KVM_FEATURES_LEAF => {
+            e.eax &= KVM_FEATURES_OFFERED;
+            e.ebx = 0;
+            e.ecx = 0;
+            // No hints (KVM_HINTS_REALTIME would claim dedicated CPUs).
+            e.edx = 0;
+        }
         0x8000_0001 => {
             e.ecx &= !(EXT_ECX_SVM | EXT_ECX_MWAITX);
             e.edx &= !EXT_EDX_RDTSCP;
@@ -172,6 +224,36 @@ mod tests {
             edx: v,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn kvm_leaves_offer_a_stable_kvmclock() {
+        let supported = CpuId::from_entries(&[
+            entry(KVM_SIGNATURE_LEAF, 0, 0),
+            entry(KVM_FEATURES_LEAF, 0, u32::MAX),
+        ])
+        .unwrap();
+        let guest = guest_cpuid(&supported, 0, 1);
+        let e = guest.as_slice();
+        assert_eq!(e[0].eax, KVM_FEATURES_LEAF);
+        let signature: Vec<u8> = [e[0].ebx, e[0].ecx, e[0].edx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        assert_eq!(&signature, b"KVMKVMKVM\0\0\0");
+        let wanted = KVM_FEATURE_CLOCKSOURCE2 | KVM_FEATURE_CLOCKSOURCE_STABLE_BIT;
+        assert_eq!(e[1].eax & wanted, wanted);
+        assert_eq!(e[1].eax & bit(4), 0, "no async page faults");
+        assert_eq!(e[1].edx, 0);
+
+        // Leaves KVM did not list are added with what it supports: none.
+        let bare = guest_cpuid(&CpuId::from_entries(&[entry(1, 0, 0)]).unwrap(), 0, 1);
+        let features = bare
+            .as_slice()
+            .iter()
+            .find(|e| e.function == KVM_FEATURES_LEAF)
+            .unwrap();
+        assert_eq!(features.eax, 0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! MMIO buses, the devices, and firmware boot. A VM process (see
 //! [`process`]) builds one of these from what vmd sends it.
 
+pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod console;
@@ -10,6 +11,8 @@ pub mod devices;
 pub mod irq_routing;
 pub mod lifecycle;
 pub mod memory;
+pub mod mptable;
+pub mod platform;
 pub mod process;
 pub mod smbios;
 pub mod vcpu;

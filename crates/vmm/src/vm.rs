@@ -5,7 +5,7 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_bindings::{CpuId, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use proto::ErrorCode;
 use proto::control::BootDevice;
@@ -13,10 +13,11 @@ use proto::vmchannel::{LaunchDisk, VmLaunch};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::{ImageKind, bios};
+use crate::boot::{BootError, BootImage, BootRequest, Entry};
 use crate::bus::{Bus, shared};
 use crate::console::{self, Console};
 use crate::cpuid;
+use crate::devices::acpi_pm::{self, Pm1};
 use crate::devices::cmos::{self, Cmos};
 use crate::devices::debug_port::{DEBUG_PORT, DebugPort};
 use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
@@ -33,6 +34,7 @@ use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
+use crate::platform::Platform;
 use crate::smbios;
 use crate::vcpu::{self, VcpuContext};
 use net::dhcp::Lease;
@@ -77,6 +79,9 @@ pub struct LaunchFiles {
     pub boot_image: File,
     /// Per disk, the images of its chain, top first.
     pub disks: Vec<Vec<File>>,
+    pub initrd: Option<File>,
+    /// The default firmware, sent along with a kernel.
+    pub firmware: Option<File>,
     /// Per NIC, its tap and option ROM.
     pub nics: Vec<NicFiles>,
 }
@@ -127,6 +132,14 @@ impl LaunchFiles {
             pty_slave,
             boot_image,
             disks,
+            initrd: match launch.fds.initrd {
+                Some(index) => Some(File::from(take(index, "the initrd")?)),
+                None => None,
+            },
+            firmware: match launch.fds.firmware {
+                Some(index) => Some(File::from(take(index, "the firmware")?)),
+                None => None,
+            },
             nics,
         })
     }
@@ -155,15 +168,12 @@ pub struct Vm {
     _kvm: Kvm,
 }
 
-/// Largest boot image read into memory.
-const MAX_IMAGE: u64 = 256 * 1024 * 1024;
-
 fn read_image(mut file: &File) -> Result<Vec<u8>, LaunchError> {
     let len = file
         .metadata()
         .map_err(|e| LaunchError::io("boot image", &e))?
         .len();
-    if len > MAX_IMAGE {
+    if len > crate::boot::MAX_IMAGE {
         return Err(LaunchError::new(ErrorCode::EINVAL, "boot image too large"));
     }
     let mut image = Vec::with_capacity(len as usize);
@@ -180,24 +190,21 @@ impl Vm {
         files: LaunchFiles,
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Vm, LaunchError> {
-        let image = read_image(&files.boot_image)?;
-        check_boot_image(&image)?;
+        let boot = prepare_boot(launch, &files)?;
         let disks = open_disks(&launch.disks, files.disks)?;
         let nics = open_nics(launch, files.nics)?;
         let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
         let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(
             &vm_fd,
-            Layout::with_bios_size(launch.memory, image.len() as u64),
+            Layout::with_bios_size(launch.memory, boot.firmware_size()),
             &launch.name,
         )?;
-        bios::load(&ram.mem, &image)
-            .map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))?;
 
         let vcpu_count = launch.vcpus.max(1);
         let console =
             Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
-        let legacy = legacy_devices(&vm_fd, &ram, vcpu_count, console.clone())?;
+        let legacy = legacy_devices(&vm_fd, &ram, vcpu_count, console.clone(), &lifecycle)?;
         add_smbios(&legacy.fw_cfg, launch, &ram.layout, vcpu_count)?;
         let pio = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
@@ -217,8 +224,18 @@ impl Vm {
                 .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
         }
         let vmmci = pci.vmmci.clone();
-        attach_port_devices(&pio, &legacy, pci.root, launch, &lifecycle)?;
-        let vcpus = create_vcpus(&kvm, &vm_fd, vcpu_count)?;
+        attach_port_devices(&pio, &legacy, pci.root.clone(), launch, &lifecycle)?;
+        let cpuid = supported_cpuid(&kvm)?;
+        let entry = load_boot_image(
+            boot,
+            &ram,
+            &legacy,
+            &pci.root,
+            &cpuid,
+            vcpu_count,
+            &launch.name,
+        )?;
+        let vcpus = create_vcpus(&vm_fd, &cpuid, vcpu_count, &entry)?;
 
         Ok(Vm {
             name: launch.name.clone(),
@@ -330,17 +347,55 @@ impl Vm {
     }
 }
 
-/// Refuses boot images this build cannot boot.
-fn check_boot_image(image: &[u8]) -> Result<(), LaunchError> {
-    match ImageKind::detect(image) {
-        ImageKind::Bios => {
-            bios::validate(image).map_err(|e| LaunchError::new(ErrorCode::ENOEXEC, e.to_string()))
-        }
-        kind => Err(LaunchError::new(
-            ErrorCode::ENOEXEC,
-            format!("direct kernel boot ({kind:?}) is not supported by this build"),
-        )),
+/// Recognises the boot image and checks it with its command line and
+/// initrd before anything is allocated.
+fn prepare_boot(launch: &VmLaunch, files: &LaunchFiles) -> Result<BootImage, LaunchError> {
+    let clone = |file: &Option<File>, what: &str| {
+        file.as_ref()
+            .map(File::try_clone)
+            .transpose()
+            .map_err(|e| LaunchError::io(what, &e))
+    };
+    let boot_mac = match launch.boot_device {
+        Some(BootDevice::Net) => launch.nics.first().map(|nic| nic.guest_mac),
+        _ => None,
+    };
+    BootImage::prepare(BootRequest {
+        image: read_image(&files.boot_image)?,
+        cmdline: launch.cmdline.clone(),
+        initrd: clone(&files.initrd, "initrd")?,
+        firmware: clone(&files.firmware, "firmware")?,
+        boot_mac,
+    })
+    .map_err(boot_error)
+}
+
+fn boot_error(e: BootError) -> LaunchError {
+    LaunchError::new(e.code, e.message)
+}
+
+/// The platform as built (CPUs, PCI interrupts) and the boot image loaded
+/// for it: tables in memory for a kernel, through fw_cfg for firmware.
+fn load_boot_image(
+    boot: BootImage,
+    ram: &GuestRam,
+    legacy: &LegacyDevices,
+    pci: &Arc<Mutex<PciRoot>>,
+    cpuid: &CpuId,
+    vcpu_count: u32,
+    name: &str,
+) -> Result<Entry, LaunchError> {
+    let platform = Platform::new(
+        vcpu_count,
+        &cpuid::guest_cpuid(cpuid, 0, vcpu_count),
+        &pci.lock().unwrap_or_else(|e| e.into_inner()),
+    );
+    let mut fw_cfg = legacy.fw_cfg.lock().unwrap_or_else(|e| e.into_inner());
+    let loaded = boot.load(ram, &platform, &mut fw_cfg).map_err(boot_error)?;
+    if let Some(initrd) = loaded.initrd {
+        tracing::info!("{name}: initrd at {:#x}-{:#x}", initrd.addr, initrd.last());
     }
+    Ok(loaded.entry)
 }
 
 /// A KVM VM with the in-kernel interrupt controllers and PIT.
@@ -415,6 +470,8 @@ struct LegacyDevices {
     serial: Arc<Mutex<Serial>>,
     cmos: Arc<Mutex<Cmos>>,
     fw_cfg: Arc<Mutex<FwCfg>>,
+    /// The ACPI fixed hardware the FADT describes.
+    pm: Arc<Mutex<Pm1>>,
 }
 
 fn legacy_devices(
@@ -422,6 +479,7 @@ fn legacy_devices(
     ram: &GuestRam,
     vcpu_count: u32,
     console: Arc<Console>,
+    lifecycle: &Arc<Lifecycle>,
 ) -> Result<LegacyDevices, LaunchError> {
     let serial = shared(Serial::new(irqfd(vm_fd, serial::COM1_IRQ)?, console));
     let cmos = shared(Cmos::new(
@@ -444,10 +502,15 @@ fn legacy_devices(
             .add_file(name, data)
             .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
     }
+    let power_off = {
+        let lifecycle = lifecycle.clone();
+        move || lifecycle.request_exit(ExitReason::PowerOff)
+    };
     Ok(LegacyDevices {
         serial,
         cmos,
         fw_cfg: Arc::new(Mutex::new(fw_cfg)),
+        pm: shared(Pm1::new(Box::new(power_off))),
     })
 }
 
@@ -672,6 +735,7 @@ fn attach_port_devices(
         1,
         shared(DebugPort::new(&launch.name, launch.verbose > 0)),
     )?;
+    insert(acpi_pm::PM_BASE, acpi_pm::PM_LEN, legacy.pm.clone())?;
     insert(
         I8042_COMMAND_PORT,
         1,
@@ -685,21 +749,33 @@ fn attach_port_devices(
     Ok(())
 }
 
-/// The vCPUs with their CPUID; the first starts at the reset vector,
-/// the others wait for the guest to start them (INIT/SIPI).
-fn create_vcpus(kvm: &Kvm, vm_fd: &VmFd, count: u32) -> Result<Vec<VcpuFd>, LaunchError> {
-    let supported = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| LaunchError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, LaunchError> {
+    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| LaunchError::kvm("KVM_GET_SUPPORTED_CPUID", e))
+}
+
+/// The vCPUs with their CPUID. The first starts at the reset vector or at
+/// the kernel's entry; the others wait in the in-kernel LAPIC for the
+/// guest to start them with INIT/SIPI (firmware and kernels alike do).
+fn create_vcpus(
+    vm_fd: &VmFd,
+    supported: &CpuId,
+    count: u32,
+    entry: &Entry,
+) -> Result<Vec<VcpuFd>, LaunchError> {
     let mut vcpus = Vec::new();
     for index in 0..count {
         let vcpu = vm_fd
             .create_vcpu(u64::from(index))
             .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
-        vcpu.set_cpuid2(&cpuid::guest_cpuid(&supported, index, count))
+        vcpu.set_cpuid2(&cpuid::guest_cpuid(supported, index, count))
             .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
         if index == 0 {
-            vcpu::set_reset_state(&vcpu).map_err(|e| LaunchError::kvm("vcpu registers", e))?;
+            match entry {
+                Entry::ResetVector => vcpu::set_reset_state(&vcpu),
+                Entry::Kernel(state) => state.apply(&vcpu),
+            }
+            .map_err(|e| LaunchError::kvm("vcpu registers", e))?;
         }
         vcpus.push(vcpu);
     }

@@ -3,16 +3,14 @@
 //! program ends by pulsing the keyboard controller's reset line, which the
 //! VM reports as a reboot.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use proto::vmchannel::{ExitReason, LaunchFds, VmLaunch};
+use proto::vmchannel::ExitReason;
 use testkit::guest::{FIND_VMMCI, firmware};
-use vmm::lifecycle::{Lifecycle, VmEvent};
-use vmm::vm::{LaunchFiles, Vm};
+
+mod common;
+
+use common::{Guest, field};
 
 /// Boots `program` and returns what it printed and how the VM ended.
 fn run_guest(program: &str) -> (String, ExitReason) {
@@ -20,61 +18,11 @@ fn run_guest(program: &str) -> (String, ExitReason) {
 }
 
 fn run_guest_with_memory(program: &str, memory: u64) -> (String, ExitReason) {
-    let image = firmware(program);
-    let dir = testkit::tmp::TempDir::new("guest");
-    let image_path = dir.join("firmware.bin");
-    std::fs::write(&image_path, &image).unwrap();
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let kvm = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .expect("/dev/kvm");
-    let files = LaunchFiles {
-        kvm: OwnedFd::from(kvm),
-        pty_master: File::from(pty.master),
-        pty_slave: File::from(pty.slave),
-        boot_image: File::open(&image_path).unwrap(),
-        disks: vec![],
-        nics: Vec::new(),
-    };
-    let launch = VmLaunch {
-        id: 1,
-        name: "guest".into(),
+    Guest {
         memory,
-        vcpus: 1,
-        fds: LaunchFds::default(),
-        cmdline: None,
-        disks: vec![],
-        cdrom: None,
-        nics: vec![],
-        boot_device: None,
-        verbose: 0,
-        console_history: vec![],
-    };
-    let (tx, rx) = mpsc::channel();
-    let lifecycle = Arc::new(Lifecycle::new(tx));
-    let mut vm = Vm::build(&launch, files, lifecycle.clone()).expect("build vm");
-    vm.start().expect("start vm");
-    let mut announced = false;
-    let reason = loop {
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(VmEvent::Exit(reason)) => break reason,
-            Ok(VmEvent::GuestShuttingDown) => announced = true,
-            Err(_) => {
-                lifecycle.request_exit(ExitReason::PowerOff);
-                panic!(
-                    "guest did not finish; it printed:\n{}",
-                    String::from_utf8_lossy(&vm.console.history())
-                );
-            }
-        }
-    };
-    let mut output = String::from_utf8_lossy(&vm.console.history()).into_owned();
-    if announced {
-        output.push_str(" [announced shutdown]");
+        ..Guest::new(firmware(program))
     }
-    (output, reason)
+    .run()
 }
 
 #[test]
@@ -121,13 +69,6 @@ bye: db " bye", 0
         started.elapsed() >= Duration::from_millis(2500),
         "ended after the grace period"
     );
-}
-
-fn field<'a>(output: &'a str, name: &str) -> &'a str {
-    output
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {output:?}"))
 }
 
 #[test]
@@ -364,8 +305,9 @@ nl: db 13, 10, 0
 sig: db 0, 0, 0, 0, 0
 "#,
     );
-    // etc/e820, sercon-port, screen-and-debug, the two SMBIOS files.
-    assert_eq!(field(&out, "files"), "05");
+    // e820, sercon-port, screen-and-debug, the two SMBIOS files and the
+    // three ACPI files.
+    assert_eq!(field(&out, "files"), "08");
     assert_eq!(field(&out, "name"), "etc/e820");
     assert_eq!(field(&out, "dma"), "QEMU");
     assert_eq!(field(&out, "status"), "00");

@@ -1,6 +1,7 @@
 //! The devices of the VM, one per file: what happens when the guest touches
 //! a port or an address is found in the file named after the device.
 
+pub mod acpi_pm;
 pub mod cmos;
 pub mod debug_port;
 pub mod fw_cfg;

@@ -10,7 +10,9 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use super::bars::{BarAllocator, BarRange};
+use super::config_space::INTERRUPT_LINE;
 use crate::bus::{Bus, BusDevice};
+use crate::platform::PciInterrupt;
 
 pub const CONFIG_PORTS_BASE: u64 = 0xcf8;
 pub const CONFIG_PORTS_LEN: u64 = 8;
@@ -19,6 +21,10 @@ pub const SLOTS: usize = 32;
 /// Reset control: a write with RST_CPU set resets the machine.
 const RESET_CONTROL_OFFSET: u64 = 1;
 const RESET_CPU: u8 = 0x04;
+/// The reset control register's port, and the value (SYS_RST | RST_CPU)
+/// the FADT's reset register tells guests to write there.
+pub const RESET_CONTROL_PORT: u16 = (CONFIG_PORTS_BASE + RESET_CONTROL_OFFSET) as u16;
+pub const RESET_VALUE: u8 = 0x06;
 
 /// A function on bus 0.
 pub trait PciDevice: Send {
@@ -118,6 +124,26 @@ impl PciRoot {
         let slot = self.slots.len() - 1;
         self.sync_bars(slot);
         Some(slot)
+    }
+
+    /// The INTx routing of the bus as the platform tables describe it:
+    /// every function that declares an interrupt pin, with the IRQ its
+    /// interrupt-line register holds (fixed at creation, vmd.md §8.5).
+    pub fn interrupts(&self) -> Vec<PciInterrupt> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| {
+                let mut pin_and_line = [0u8; 2];
+                let mut device = lock(&entry.device);
+                device.config_read(INTERRUPT_LINE, &mut pin_and_line);
+                let [irq, pin] = pin_and_line;
+                (pin != 0 && pin != 0xff).then_some(PciInterrupt {
+                    slot: slot as u8,
+                    irq,
+                })
+            })
+            .collect()
     }
 
     fn device(&self, bus: u32, slot: u32, function: u32) -> Option<&SharedPciDevice> {

@@ -1,0 +1,247 @@
+//! ACPI fixed hardware: the PM1a event and control blocks and the PM timer
+//! the FADT points at, at 0x600–0x60B (free in vmd.md §8.3's port map).
+//! Every address, bit and value the ACPI tables publish about this
+//! hardware is defined here, so tables and device cannot drift apart.
+//!
+//! | port  | size | register |
+//! |-------|------|----------|
+//! | 0x600 | 2 | PM1a_STS: status, write 1 to clear |
+//! | 0x602 | 2 | PM1a_EN: event enables |
+//! | 0x604 | 2 | PM1a_CNT: SCI_EN (always set: there is no SMI command port, the machine is always in ACPI mode), SLP_TYP, SLP_EN |
+//! | 0x608 | 4 | PM_TMR: 32-bit free-running counter at 3.579545 MHz |
+//!
+//! Writing SLP_TYP = [`SLP_TYP_S5`] with SLP_EN powers the VM off (the
+//! DSDT's `_S5`). The power button is a fixed feature (FADT flag
+//! PWR_BUTTON clear): whoever presses it sets [`PWRBTN_STS`] with
+//! [`Pm1::press_power_button`] and, when [`Pm1::sci_pending`] holds,
+//! raises [`SCI_IRQ`] (level-triggered, shareable, active low as the MADT
+//! says) until the guest clears the status bit.
+
+use std::time::Instant;
+
+use crate::bus::BusDevice;
+
+/// First port of the block.
+pub const PM_BASE: u64 = 0x600;
+/// Ports the block spans (event 4, control 2, padding 2, timer 4).
+pub const PM_LEN: u64 = 0xc;
+pub const PM1A_EVT_BLK: u16 = PM_BASE as u16;
+pub const PM1_EVT_LEN: u8 = 4;
+pub const PM1A_CNT_BLK: u16 = PM_BASE as u16 + 4;
+pub const PM1_CNT_LEN: u8 = 2;
+pub const PM_TMR_BLK: u16 = PM_BASE as u16 + 8;
+pub const PM_TMR_LEN: u8 = 4;
+
+/// The system control interrupt: ISA IRQ 9, as on most PCs. It is also in
+/// vmd's PCI IRQ list (the fifth device's), so it may be shared: the MADT
+/// declares it level-triggered and active low, the attributes a PCI INTx
+/// routed by `_PRT` gets, so both users of the line agree.
+pub const SCI_IRQ: u8 = 9;
+
+/// The `_S5` sleep type value the DSDT publishes and PM1a_CNT decodes.
+pub const SLP_TYP_S5: u16 = 5;
+
+/// PM1 status and enable bit of the fixed power button.
+pub const PWRBTN_STS: u16 = 1 << 8;
+/// Enable bits a guest may set: only the power button's (the timer's
+/// overflow event is not generated).
+const PM1_EN_WRITABLE: u16 = PWRBTN_STS;
+
+/// PM1 control bits.
+pub const SCI_EN: u16 = 1 << 0;
+const SLP_TYP_SHIFT: u16 = 10;
+const SLP_TYP_MASK: u16 = 0x7 << SLP_TYP_SHIFT;
+pub const SLP_EN: u16 = 1 << 13;
+/// Bits of PM1a_CNT that read back what was written (BM_RLD, GBL_RLS,
+/// SLP_TYP).
+const PM1_CNT_STORED: u16 = 0x0006 | SLP_TYP_MASK;
+
+/// The PM timer's rate, in Hz.
+pub const PM_TIMER_HZ: u64 = 3_579_545;
+
+// Register offsets inside the block.
+const STS: u64 = 0;
+const EN: u64 = 2;
+const CNT: u64 = 4;
+const TMR: u64 = 8;
+
+pub struct Pm1 {
+    status: u16,
+    enable: u16,
+    control: u16,
+    started: Instant,
+    on_power_off: Box<dyn Fn() + Send>,
+}
+
+impl Pm1 {
+    /// `on_power_off` runs when the guest enters S5.
+    pub fn new(on_power_off: Box<dyn Fn() + Send>) -> Pm1 {
+        Pm1 {
+            status: 0,
+            enable: 0,
+            control: SCI_EN,
+            started: Instant::now(),
+            on_power_off,
+        }
+    }
+
+    /// Records a power-button press.
+    pub fn press_power_button(&mut self) {
+        self.status |= PWRBTN_STS;
+    }
+
+    /// Whether the SCI line should be asserted.
+    pub fn sci_pending(&self) -> bool {
+        self.status & self.enable != 0
+    }
+
+    fn timer(&self) -> u32 {
+        let ns = self.started.elapsed().as_nanos();
+        (ns * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u32
+    }
+
+    fn register(&self, offset: u64) -> u32 {
+        match offset {
+            STS => u32::from(self.status),
+            EN => u32::from(self.enable),
+            CNT => u32::from(self.control),
+            TMR => self.timer(),
+            _ => 0,
+        }
+    }
+
+    fn write_register(&mut self, offset: u64, value: u16) {
+        match offset {
+            STS => self.status &= !value,
+            EN => self.enable = value & PM1_EN_WRITABLE,
+            CNT => {
+                self.control = SCI_EN | (value & PM1_CNT_STORED);
+                let sleep_type = (value & SLP_TYP_MASK) >> SLP_TYP_SHIFT;
+                if value & SLP_EN != 0 && sleep_type == SLP_TYP_S5 {
+                    (self.on_power_off)();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Which register an access at `offset` hits, and the byte inside it.
+fn locate(offset: u64) -> Option<(u64, u64)> {
+    match offset {
+        0..=1 => Some((STS, offset)),
+        2..=3 => Some((EN, offset - 2)),
+        4..=5 => Some((CNT, offset - 4)),
+        8..=11 => Some((TMR, offset - 8)),
+        _ => None,
+    }
+}
+
+impl BusDevice for Pm1 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = match locate(offset + i as u64) {
+                Some((register, at)) => (self.register(register) >> (8 * at)) as u8,
+                None => 0xff,
+            };
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        // The 16-bit registers are written whole (the ACPI access width);
+        // a byte write changes its half and keeps the other.
+        let Some((register, at)) = locate(offset) else {
+            return;
+        };
+        if register == TMR {
+            return;
+        }
+        let old = match register {
+            // Status bits are write-1-to-clear: untouched bytes write 0.
+            STS => 0u16,
+            _ => self.register(register) as u16,
+        };
+        let mut bytes = old.to_le_bytes();
+        for (i, &b) in data
+            .iter()
+            .enumerate()
+            .take(2usize.saturating_sub(at as usize))
+        {
+            bytes[at as usize + i] = b;
+        }
+        self.write_register(register, u16::from_le_bytes(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn pm() -> (Pm1, Arc<AtomicBool>) {
+        let off = Arc::new(AtomicBool::new(false));
+        let flag = off.clone();
+        (
+            Pm1::new(Box::new(move || flag.store(true, Ordering::SeqCst))),
+            off,
+        )
+    }
+
+    fn read16(pm: &mut Pm1, offset: u64) -> u16 {
+        let mut b = [0u8; 2];
+        pm.read(offset, &mut b);
+        u16::from_le_bytes(b)
+    }
+
+    #[test]
+    fn always_in_acpi_mode_and_s5_powers_off() {
+        let (mut pm, off) = pm();
+        assert_eq!(read16(&mut pm, CNT) & SCI_EN, SCI_EN);
+        // Another sleep state is not offered: nothing happens.
+        pm.write(CNT, &(SLP_EN | (1 << SLP_TYP_SHIFT)).to_le_bytes());
+        assert!(!off.load(Ordering::SeqCst));
+        // SLP_TYP alone stores the type, SLP_EN reads back 0.
+        pm.write(CNT, &(SLP_TYP_S5 << SLP_TYP_SHIFT).to_le_bytes());
+        assert_eq!(read16(&mut pm, CNT), SCI_EN | (SLP_TYP_S5 << SLP_TYP_SHIFT));
+        assert!(!off.load(Ordering::SeqCst));
+        pm.write(CNT, &((SLP_TYP_S5 << SLP_TYP_SHIFT) | SLP_EN).to_le_bytes());
+        assert!(off.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn power_button_status_enable_and_clear() {
+        let (mut pm, _) = pm();
+        pm.press_power_button();
+        assert_eq!(read16(&mut pm, STS), PWRBTN_STS);
+        assert!(!pm.sci_pending(), "not enabled yet");
+        pm.write(EN, &0xffffu16.to_le_bytes());
+        assert_eq!(read16(&mut pm, EN), PWRBTN_STS, "only the button enables");
+        assert!(pm.sci_pending());
+        // Writing 0 leaves the status; writing the bit clears it.
+        pm.write(STS, &0u16.to_le_bytes());
+        assert_eq!(read16(&mut pm, STS), PWRBTN_STS);
+        pm.write(STS + 1, &[(PWRBTN_STS >> 8) as u8]);
+        assert_eq!(read16(&mut pm, STS), 0);
+        assert!(!pm.sci_pending());
+    }
+
+    #[test]
+    fn timer_counts_at_its_rate() {
+        let (mut pm, _) = pm();
+        let read = |pm: &mut Pm1| {
+            let mut b = [0u8; 4];
+            pm.read(TMR, &mut b);
+            u32::from_le_bytes(b)
+        };
+        let a = read(&mut pm);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = read(&mut pm);
+        let ticks = b.wrapping_sub(a) as u64;
+        // 20 ms is 71591 ticks; allow for a slow scheduler.
+        assert!(ticks >= 71_000, "{ticks}");
+        assert!(ticks < PM_TIMER_HZ, "{ticks}");
+        pm.write(TMR, &[0; 4]);
+        assert!(read(&mut pm) >= b, "the timer is read-only");
+    }
+}
