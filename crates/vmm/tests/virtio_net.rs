@@ -238,7 +238,17 @@ fn frames_go_out_to_the_tap_and_answers_come_back() {
     );
     let mut frame = Vec::new();
     arp.write(&mut frame).unwrap();
-    d.transmit(&Header::default(), &frame);
+    // Header apart and the frame in two pieces, as older drivers lay it out.
+    use vmm::devices::virtio::driver::Descriptor;
+    let at = vmm::devices::virtio::net::driver::tx_buffers(256);
+    let mut bytes = Header::default().to_bytes().to_vec();
+    bytes.extend_from_slice(&frame);
+    vm_memory::Bytes::write_slice(&d.mem, &bytes, vm_memory::GuestAddress(at)).unwrap();
+    d.tx.add_chain(&[
+        Descriptor::readable(at, HEADER_LEN as u32),
+        Descriptor::readable(at + HEADER_LEN as u64, 20),
+        Descriptor::readable(at + HEADER_LEN as u64 + 20, (frame.len() - 20) as u32),
+    ]);
     d.process_tx().unwrap();
     assert_eq!(d.tx_done().len(), 1);
     let got = receive(&mut d, 1, Duration::from_secs(5));

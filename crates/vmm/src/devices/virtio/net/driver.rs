@@ -109,22 +109,19 @@ impl NetDriver {
         }
     }
 
-    /// Puts `header` and `frame` in a transmit buffer (split in two
-    /// descriptors, header apart, as Linux does) and offers it.
+    /// Puts `header` and `frame` in one transmit buffer and offers it, as
+    /// a modern Linux driver does (the header in the frame's headroom, one
+    /// descriptor).
     pub fn transmit(&mut self, header: &Header, frame: &[u8]) -> u16 {
         let head = self.tx.next_free();
         let addr = self.tx_base + SLOT * u64::from(head % self.tx.size());
+        let mut bytes = header.to_bytes().to_vec();
+        bytes.extend_from_slice(frame);
         self.mem
-            .write_slice(&header.to_bytes(), GuestAddress(addr))
+            .write_slice(&bytes, GuestAddress(addr))
             .expect("transmit buffer");
-        let data = addr + HEADER_LEN as u64;
-        self.mem
-            .write_slice(frame, GuestAddress(data))
-            .expect("transmit buffer");
-        self.tx.add_chain(&[
-            Descriptor::readable(addr, HEADER_LEN as u32),
-            Descriptor::readable(data, frame.len() as u32),
-        ])
+        self.tx
+            .add_chain(&[Descriptor::readable(addr, bytes.len() as u32)])
     }
 
     /// Lets the device serve the transmit queue, then the receive queue
