@@ -134,7 +134,12 @@ fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain) -> Sent {
 
 fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
     NetStats::add(&h.stats.tx_dropped, 1);
-    h.dropped("transmitted", why);
+    if why == frame::Refused::Locked {
+        // vmd's words for a spoofed source (vmd.md §9.5).
+        h.dropped("transmitted", "bad source address");
+    } else {
+        h.dropped("transmitted", why);
+    }
 }
 
 fn write_to_tap(h: &mut NetHandler, slices: &HostSlices, frame_len: usize) -> Sent {
