@@ -60,9 +60,6 @@ pub struct NetHandler {
     pub(super) rx_held: usize,
     /// Frames made by the device (DHCP replies) for the guest.
     pub(super) replies: VecDeque<Vec<u8>>,
-    /// The tap refused a write for lack of room: transmitting waits for it
-    /// to become writable.
-    pub(super) tx_blocked: bool,
     /// Queues to serve next (bit per queue).
     pub(super) woken: u64,
     /// Reused for every vectored read and write.
@@ -97,7 +94,6 @@ impl NetHandler {
             rx_buffers: VecDeque::new(),
             rx_held: 0,
             replies: VecDeque::new(),
-            tx_blocked: false,
             woken: 0,
             iovecs: Vec::new(),
             spill: Vec::new(),

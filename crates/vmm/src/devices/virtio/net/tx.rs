@@ -74,7 +74,8 @@ pub fn process(
                         // This chain and the ones after it go back.
                         let back = (batch.len() - i) as u16;
                         queue.set_next_avail(queue.next_avail().wrapping_sub(back));
-                        h.tx_blocked = true;
+                        // The tap's writability (an edge in the I/O
+                        // thread's epoll) brings us back.
                         return Ok(false);
                     }
                 }
