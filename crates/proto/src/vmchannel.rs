@@ -62,6 +62,9 @@ pub struct LaunchNic {
     pub locked: bool,
     /// Local interface: guest and host IPv4 addresses for the DHCP responder.
     pub local: Option<LocalAddrs>,
+    /// Descriptor index of the PXE option ROM the firmware runs for this
+    /// NIC (boot device `net` with a BIOS, first NIC only).
+    pub boot_rom: Option<u8>,
 }
 
 /// The /31 of a local interface (vmd.md §9.2).

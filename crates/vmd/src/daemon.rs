@@ -27,6 +27,7 @@ use crate::control::Client;
 use crate::events::Event;
 use crate::instances;
 use crate::kernel_files;
+use crate::network::{Network, VmNics};
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
@@ -59,6 +60,8 @@ pub struct Daemon {
     config: ConfigSource,
     settings: GlobalSettings,
     switches: Vec<Switch>,
+    /// Bridges and taps.
+    network: Network,
     /// When the next batch of a staggered start is due.
     next_batch: Option<Instant>,
     /// Who VM processes become.
@@ -87,6 +90,7 @@ impl Daemon {
             config,
             settings: GlobalSettings::with_online_cpus(conf::model::online_cpus()),
             switches: Vec::new(),
+            network: Network::new(),
             next_batch: None,
             sandbox,
         }
@@ -166,6 +170,7 @@ impl Daemon {
             tracing::warn!("agentx is not supported on this system; ignored");
         }
         self.apply_socket_owner();
+        let known = self.switches.len();
         for switch in config.switches {
             if self.switches.iter().any(|s| s.name == switch.name) {
                 continue;
@@ -173,6 +178,7 @@ impl Daemon {
             tracing::debug!("switch {} ({}) configured", switch.name, switch.interface);
             self.switches.push(switch);
         }
+        self.network.apply_switches(&self.switches[known..]);
         for vm in config.vms {
             if self.registry.vms.iter().any(|known| known.name == vm.name) {
                 tracing::debug!("vm {} already exists, skipped", vm.name);
@@ -630,11 +636,8 @@ impl Daemon {
             None => open_boot_image(vm.params.boot.as_deref())?,
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() || !vm.params.nics.is_empty() {
-            tracing::warn!(
-                "{}: cd-rom and network interfaces are not available in this build",
-                vm.name
-            );
+        if vm.params.cdrom.is_some() {
+            tracing::warn!("{}: cd-rom is not available in this build", vm.name);
             return Err(ErrorCode::ENOTSUP);
         }
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
@@ -668,6 +671,17 @@ impl Daemon {
             initrd: initrd.map(|fd| fds.push(fd)),
             firmware: firmware.map(|fd| fds.push(fd)),
         };
+        let (nics, taps) = self.network.create_nics(
+            &VmNics {
+                id: vm.id,
+                name: &vm.name,
+                nics: &vm.params.nics,
+                net_boot: boot_device == Some(proto::control::BootDevice::Net),
+            },
+            &self.switches,
+            &self.settings,
+            &mut fds,
+        )?;
         let launch = VmLaunch {
             id: vm.id,
             name: vm.name.clone(),
@@ -677,7 +691,7 @@ impl Daemon {
             cmdline: vm.params.cmdline.clone(),
             disks,
             cdrom: None,
-            nics: Vec::new(),
+            nics,
             boot_device,
             verbose: self.verbosity,
             console_history: std::mem::take(&mut vm.console_history),
@@ -712,6 +726,7 @@ impl Daemon {
             exit_reason: None,
             launch_failure: None,
             channel_closed: false,
+            taps,
         });
         Ok(())
     }
@@ -1077,6 +1092,7 @@ impl Daemon {
         }
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
+        run.taps.remove();
         let console = run.console.take();
         let console_pending = run.console_pending;
 

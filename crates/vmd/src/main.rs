@@ -12,6 +12,7 @@ mod kernel_files;
 mod logging;
 #[cfg(test)]
 mod man_page;
+mod network;
 mod permissions;
 mod pty;
 mod registry;

@@ -77,6 +77,8 @@ pub struct Running {
     /// acted on only then: the exit can be noticed before the last
     /// messages (a launch failure's reason) are.
     pub channel_closed: bool,
+    /// Its taps, removed when this run is dropped.
+    pub taps: crate::network::VmTaps,
 }
 
 pub struct VmRecord {

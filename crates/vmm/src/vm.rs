@@ -29,6 +29,7 @@ use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
 use crate::devices::virtio::blk::{self, Blk};
+use crate::devices::virtio::net::{self as vionet, Net, NetConfig};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
 use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
@@ -38,6 +39,7 @@ use crate::platform::Platform;
 use crate::sandbox::{self, ThreadKind};
 use crate::smbios;
 use crate::vcpu::{self, VcpuContext};
+use net::dhcp::Lease;
 use proto::vmchannel::ExitReason;
 
 /// Why a VM could not be built: the code vmctl reports, and the detail the
@@ -82,6 +84,15 @@ pub struct LaunchFiles {
     pub initrd: Option<File>,
     /// The default firmware, sent along with a kernel.
     pub firmware: Option<File>,
+    /// Per NIC, its tap and option ROM.
+    pub nics: Vec<NicFiles>,
+}
+
+/// A NIC's descriptors.
+pub struct NicFiles {
+    pub tap: File,
+    /// The PXE ROM the firmware runs for it (network boot only).
+    pub boot_rom: Option<File>,
 }
 
 impl LaunchFiles {
@@ -107,6 +118,16 @@ impl LaunchFiles {
                 .collect::<Result<Vec<_>, _>>()?;
             disks.push(chain);
         }
+        let mut nics = Vec::new();
+        for nic in &launch.nics {
+            nics.push(NicFiles {
+                tap: File::from(take(nic.tap, "a tap")?),
+                boot_rom: match nic.boot_rom {
+                    Some(index) => Some(File::from(take(index, "an option ROM")?)),
+                    None => None,
+                },
+            });
+        }
         Ok(LaunchFiles {
             kvm,
             pty_master,
@@ -121,6 +142,7 @@ impl LaunchFiles {
                 Some(index) => Some(File::from(take(index, "the firmware")?)),
                 None => None,
             },
+            nics,
         })
     }
 }
@@ -178,6 +200,7 @@ impl Vm {
     ) -> Result<Vm, LaunchError> {
         let boot = prepare_boot(launch, &files)?;
         let disks = open_disks(&launch.disks, files.disks)?;
+        let nics = open_nics(launch, files.nics)?;
         let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
         let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(
@@ -199,7 +222,7 @@ impl Vm {
             mem: ram.mem.clone(),
             lifecycle: lifecycle.clone(),
         };
-        let pci = pci_devices(&pio, &mmio, &transport, disks, &launch.name)?;
+        let pci = pci_devices(&pio, &mmio, &transport, nics, disks, &launch.name)?;
         if let Some(order) = boot_order(launch.boot_device, &pci) {
             legacy
                 .fw_cfg
@@ -605,9 +628,49 @@ fn open_disks(disks: &[LaunchDisk], files: Vec<Vec<File>>) -> Result<Vec<OpenDis
     Ok(out)
 }
 
+/// A NIC ready to become a virtio-net device.
+struct OpenNic {
+    config: NetConfig,
+    /// iPXE, for a network boot.
+    boot_rom: Option<Vec<u8>>,
+}
+
+/// The NICs of the launch description with their taps (vmd.md §9): the
+/// DHCP responder of a local interface leases the guest its address.
+fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, LaunchError> {
+    let net_boot = launch.boot_device == Some(BootDevice::Net);
+    let mut out = Vec::new();
+    for (index, (nic, files)) in launch.nics.iter().zip(files).enumerate() {
+        let lease = nic.local.map(|local| Lease {
+            vm_mac: nic.guest_mac,
+            host_mac: nic.host_mac,
+            host: local.host.into(),
+            guest: local.guest.into(),
+            net_boot,
+            vm_name: launch.name.clone(),
+        });
+        let boot_rom = match files.boot_rom {
+            Some(rom) => Some(read_image(&rom)?),
+            None => None,
+        };
+        out.push(OpenNic {
+            config: NetConfig {
+                name: format!("{}-vionet{index}", launch.name),
+                tap: files.tap,
+                guest_mac: nic.guest_mac,
+                locked: nic.locked,
+                lease,
+            },
+            boot_rom,
+        });
+    }
+    Ok(out)
+}
+
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
+    first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
     vmmci: VmmciHandle,
 }
@@ -619,6 +682,7 @@ fn pci_devices(
     pio: &Arc<Bus>,
     mmio: &Arc<Bus>,
     transport: &TransportContext,
+    nics: Vec<OpenNic>,
     disks: Vec<OpenDisk>,
     name: &str,
 ) -> Result<PciDevices, LaunchError> {
@@ -626,6 +690,22 @@ fn pci_devices(
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut first_nic_slot = None;
+    for nic in nics {
+        let mut device = VirtioPciDevice::new(
+            &nic.config.name.clone(),
+            Box::new(Net::new(nic.config)),
+            vionet::pci_identity(),
+            irqs.next_irq(),
+            transport.clone(),
+        )
+        .map_err(|e| LaunchError::io("virtio-net", &e))?;
+        if let Some(rom) = nic.boot_rom {
+            device = device.with_option_rom(rom);
+        }
+        let slot = root.add(shared(device)).ok_or_else(full)?;
+        first_nic_slot.get_or_insert(slot);
+    }
     let mut first_disk_slot = None;
     for (index, disk) in disks.into_iter().enumerate() {
         let device = VirtioPciDevice::new(
@@ -668,6 +748,7 @@ fn pci_devices(
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),
+        first_nic_slot,
         first_disk_slot,
         vmmci: vmmci_handle,
     })
@@ -678,7 +759,9 @@ fn pci_devices(
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
-        BootDevice::Cdrom | BootDevice::Net => None,
+        // The first NIC's option ROM (iPXE) is what boots.
+        BootDevice::Net => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_nic_slot?)),
+        BootDevice::Cdrom => None,
     }
 }
 

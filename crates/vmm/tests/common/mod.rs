@@ -56,6 +56,7 @@ impl Guest {
             disks: vec![],
             initrd: self.initrd.as_deref().map(|data| write("initrd", data)),
             firmware: None,
+            nics: Vec::new(),
         };
         let launch = VmLaunch {
             id: 1,

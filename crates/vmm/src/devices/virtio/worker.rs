@@ -11,7 +11,7 @@
 //! so nothing touches guest memory for a reset device. The thread waits
 //! while the VM is paused.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -29,6 +29,18 @@ const BUDGET: usize = 256;
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_RESAMPLE: u64 = 1;
 const TOKEN_FIRST_QUEUE: u64 = 2;
+/// Device event sources get tokens from here on, clear of the queues'.
+const TOKEN_FIRST_SOURCE: u64 = 1 << 32;
+
+/// Something besides its queues a device's I/O thread waits on — a
+/// network device's tap — and the queues to serve when it is ready.
+pub struct EventSource {
+    /// Watched, not owned: the device keeps it open at least as long as
+    /// the worker lives.
+    pub fd: RawFd,
+    pub events: EventSet,
+    pub queues: Vec<usize>,
+}
 
 /// What the device needs to serve its queues.
 pub struct Activation {
@@ -65,6 +77,8 @@ pub struct WorkerEvents {
     /// INTx resample and what to do on it.
     pub resample: Option<(EventFd, Box<dyn Fn() + Send>)>,
     pub interrupt: Arc<dyn Interrupt>,
+    /// The device's own event sources.
+    pub sources: Vec<EventSource>,
     /// Called when the driver broke the device (sets NEEDS_RESET).
     pub on_broken: Box<dyn Fn(&DeviceBroken) + Send>,
     pub lifecycle: Arc<Lifecycle>,
@@ -97,6 +111,13 @@ impl Worker {
         }
         for (i, fd) in events.notifiers.iter().enumerate() {
             watch(fd.as_raw_fd(), TOKEN_FIRST_QUEUE + i as u64)?;
+        }
+        for (i, source) in events.sources.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                source.fd,
+                EpollEvent::new(source.events, TOKEN_FIRST_SOURCE + i as u64),
+            )?;
         }
         let thread_control = control.clone();
         let thread = crate::sandbox::spawn(
@@ -159,7 +180,7 @@ struct Active {
 
 fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
     let mut active: Option<Active> = None;
-    let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len()];
+    let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len() + events.sources.len()];
     loop {
         let due = active.as_ref().is_some_and(|a| a.due.iter().any(|&d| d));
         let timeout = if due { 0 } else { -1 };
@@ -203,6 +224,16 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                         on_resample();
                     }
                 }
+                token if token >= TOKEN_FIRST_SOURCE => {
+                    let source = events.sources.get((token - TOKEN_FIRST_SOURCE) as usize);
+                    if let (Some(source), Some(a)) = (source, active.as_mut()) {
+                        for &index in &source.queues {
+                            if let Some(due) = a.due.get_mut(index) {
+                                *due = true;
+                            }
+                        }
+                    }
+                }
                 token => {
                     let index = (token - TOKEN_FIRST_QUEUE) as usize;
                     if let Some(fd) = events.notifiers.get(index) {
@@ -237,6 +268,13 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                     broken = Some(e);
                     break;
                 }
+            }
+        }
+        // Work one queue made for another (a reply to inject).
+        let woken = a.handler.take_woken();
+        for (index, due) in a.due.iter_mut().enumerate() {
+            if index < 64 && woken & (1 << index) != 0 {
+                *due = true;
             }
         }
         if let Some(e) = broken {
