@@ -480,13 +480,15 @@ impl Daemon {
             tracing::info!("instance {name} of {template}: {}", refusal.reason);
             refusal.code
         })?;
-        self.register_adhoc(
+        let index = self.register_adhoc(
             name,
             uid,
             (instance.params, instance.owner, instance.allow),
             kernel,
             request.boot_device,
-        )
+        )?;
+        self.registry.vms[index].cdrom_chosen_by_user = request.cdrom.is_some() && uid != 0;
+        Ok(index)
     }
 
     /// Adds a VM created by a start request (not from vm.conf) with its
@@ -630,9 +632,9 @@ impl Daemon {
             None => open_boot_image(vm.params.boot.as_deref())?,
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() || !vm.params.nics.is_empty() {
+        if !vm.params.nics.is_empty() {
             tracing::warn!(
-                "{}: cd-rom and network interfaces are not available in this build",
+                "{}: network interfaces are not available in this build",
                 vm.name
             );
             return Err(ErrorCode::ENOTSUP);
@@ -659,6 +661,13 @@ impl Daemon {
             tracing::warn!("{}: cannot give {} to uid {user}: {e}", vm.name, pty.path);
         }
         let mut fds = LaunchDescriptors::new();
+        let cdrom = match &vm.params.cdrom {
+            Some(path) => {
+                let reader = vm.cdrom_chosen_by_user.then_some(user);
+                Some(fds.push(open_cdrom(path, reader)?))
+            }
+            None => None,
+        };
         let disks = open_disks(&vm.params.disks, &mut fds)?;
         let launch_fds = LaunchFds {
             kvm: fds.push(kvm.into()),
@@ -676,7 +685,7 @@ impl Daemon {
             fds: launch_fds,
             cmdline: vm.params.cmdline.clone(),
             disks,
-            cdrom: None,
+            cdrom,
             nics: Vec::new(),
             boot_device,
             verbose: self.verbosity,
@@ -1174,6 +1183,44 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
                 ErrorCode::BIOS_MISSING
             }),
     }
+}
+
+/// Opens the ISO image read-only (vmd.md §6.3 step 5): a path that does
+/// not lead to a file is CDROM_MISSING, one that leads to something else
+/// than a regular file CDROM_INVALID. `reader`, if given, is a user who
+/// must be able to read it. The shared lock keeps writers (a VM using the
+/// image as its disk) away while the CD is in use.
+fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, ErrorCode> {
+    let invalid = |why: &str| {
+        tracing::warn!("can't open cdrom {path}: {why}");
+        ErrorCode::CDROM_INVALID
+    };
+    let missing = |e: std::io::Error| {
+        tracing::warn!("can't open cdrom {path}: {e}");
+        ErrorCode::CDROM_MISSING
+    };
+    // Looked at before opening: opening a FIFO or a terminal could block
+    // the daemon or make it a controlling terminal.
+    if !std::fs::metadata(path).map_err(missing)?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(missing)?;
+    let meta = file.metadata().map_err(missing)?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    if let Some(uid) = reader
+        && !permissions::metadata_allows(&meta, uid, false)
+    {
+        tracing::warn!("no read access to cdrom {path} for uid {uid}");
+        return Err(ErrorCode::EPERM);
+    }
+    disk::lock::lock_image(&file, disk::lock::LockMode::Shared).map_err(missing)?;
+    Ok(OwnedFd::from(file))
 }
 
 /// Opens each disk's image chain, the top image locked exclusively so no

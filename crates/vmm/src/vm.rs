@@ -28,9 +28,12 @@ use crate::devices::pci::irq_lines::{self, IrqLines};
 use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::blk::{self, Blk};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
 use crate::devices::vmmci::{Vmmci, VmmciHandle};
+use crate::devices::virtio::rng::{self, Rng};
+use crate::devices::virtio::scsi::{self, Scsi};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
@@ -82,6 +85,8 @@ pub struct LaunchFiles {
     pub initrd: Option<File>,
     /// The default firmware, sent along with a kernel.
     pub firmware: Option<File>,
+    /// The ISO image of the CD-ROM.
+    pub cdrom: Option<File>,
 }
 
 impl LaunchFiles {
@@ -107,6 +112,10 @@ impl LaunchFiles {
                 .collect::<Result<Vec<_>, _>>()?;
             disks.push(chain);
         }
+        let cdrom = launch
+            .cdrom
+            .map(|index| take(index, "the cd-rom image").map(File::from))
+            .transpose()?;
         Ok(LaunchFiles {
             kvm,
             pty_master,
@@ -121,6 +130,7 @@ impl LaunchFiles {
                 Some(index) => Some(File::from(take(index, "the firmware")?)),
                 None => None,
             },
+            cdrom,
         })
     }
 }
@@ -178,6 +188,7 @@ impl Vm {
     ) -> Result<Vm, LaunchError> {
         let boot = prepare_boot(launch, &files)?;
         let disks = open_disks(&launch.disks, files.disks)?;
+        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
         let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
         let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(
@@ -199,7 +210,7 @@ impl Vm {
             mem: ram.mem.clone(),
             lifecycle: lifecycle.clone(),
         };
-        let pci = pci_devices(&pio, &mmio, &transport, disks, &launch.name)?;
+        let pci = pci_devices(&pio, &mmio, &transport, (disks, cdrom), &launch.name)?;
         if let Some(order) = boot_order(launch.boot_device, &pci) {
             legacy
                 .fw_cfg
@@ -605,11 +616,39 @@ fn open_disks(disks: &[LaunchDisk], files: Vec<Vec<File>>) -> Result<Vec<OpenDis
     Ok(out)
 }
 
+/// Adopts the ISO image vmd opened read-only: a raw image, whatever it
+/// holds. Its serial number names the file (device and inode), so the
+/// guest tells images apart without learning host paths.
+fn open_cdrom(file: File) -> Result<OpenCdrom, LaunchError> {
+    use std::os::unix::fs::MetadataExt;
+    let missing = |e: String| LaunchError::new(ErrorCode::CDROM_MISSING, e);
+    let meta = file.metadata().map_err(|e| missing(e.to_string()))?;
+    let backend = disk::ImageChain::from_files(
+        "cdrom",
+        disk::DiskFormat::Raw,
+        disk::Access::ReadOnly,
+        vec![file],
+    )
+    .and_then(disk::ImageChain::into_backend)
+    .map_err(|e| missing(e.to_string()))?;
+    Ok(OpenCdrom {
+        backend: Arc::from(backend),
+        serial: format!("{:X}-{:X}", meta.dev(), meta.ino()),
+    })
+}
+
+/// The opened ISO image and the serial number its drive reports.
+struct OpenCdrom {
+    backend: Arc<dyn disk::BlockBackend>,
+    serial: String,
+}
+
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
     first_disk_slot: Option<usize>,
     vmmci: VmmciHandle,
+    cdrom_slot: Option<usize>,
 }
 
 /// Bus 0 and the devices in its slots, in vmd's order (vmd.md §8.5): host
@@ -619,26 +658,42 @@ fn pci_devices(
     pio: &Arc<Bus>,
     mmio: &Arc<Bus>,
     transport: &TransportContext,
-    disks: Vec<OpenDisk>,
+    (disks, cdrom): (Vec<OpenDisk>, Option<OpenCdrom>),
     name: &str,
 ) -> Result<PciDevices, LaunchError> {
     let mut root = PciRoot::new(pio, mmio);
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
-    let mut first_disk_slot = None;
-    for (index, disk) in disks.into_iter().enumerate() {
+    let mut add_virtio = |what: &str, device: Box<dyn VirtioDevice>, identity| {
         let device = VirtioPciDevice::new(
-            &format!("{name}-vioblk{index}"),
-            Box::new(Blk::new(disk.backend, &disk.path)),
-            blk::pci_identity(),
+            &format!("{name}-{what}"),
+            device,
+            identity,
             irqs.next_irq(),
             transport.clone(),
         )
-        .map_err(|e| LaunchError::io("virtio-blk", &e))?;
-        let slot = root.add(shared(device)).ok_or_else(full)?;
+        .map_err(|e| LaunchError::io(what, &e))?;
+        root.add(shared(device)).ok_or_else(full)
+    };
+    add_virtio("viornd", Box::new(Rng::new()), rng::pci_identity())?;
+    let mut first_disk_slot = None;
+    for (index, disk) in disks.into_iter().enumerate() {
+        let slot = add_virtio(
+            &format!("vioblk{index}"),
+            Box::new(Blk::new(disk.backend, &disk.path)),
+            blk::pci_identity(),
+        )?;
         first_disk_slot.get_or_insert(slot);
     }
+    let cdrom_slot = match cdrom {
+        Some(cd) => Some(add_virtio(
+            "vioscsi",
+            Box::new(Scsi::new(cd.backend, &cd.serial)),
+            scsi::pci_identity(),
+        )?),
+        None => None,
+    };
     // vmmci always comes last; when the IRQ list runs out it shares a line
     // instead of being left out as upstream does.
     let irq = irqs.next_irq();
@@ -670,6 +725,7 @@ fn pci_devices(
         root: Arc::new(Mutex::new(root)),
         first_disk_slot,
         vmmci: vmmci_handle,
+        cdrom_slot,
     })
 }
 
@@ -678,7 +734,11 @@ fn pci_devices(
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
-        BootDevice::Cdrom | BootDevice::Net => None,
+        BootDevice::Cdrom => Some(format!(
+            "/pci@i0cf8/*@{:x}/*@0/*@0,40000100\nHALT",
+            pci.cdrom_slot?
+        )),
+        BootDevice::Net => None,
     }
 }
 

@@ -5,13 +5,59 @@
 //! Descriptors are placed as the caller says, including broken ones, so
 //! hostile drivers can be played as easily as correct ones.
 
-use std::sync::atomic::Ordering;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::Interrupt;
 use crate::memory::GuestMemoryMmap;
+
+/// Guest memory of `size` bytes from address 0.
+pub fn guest_memory(size: u64) -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).expect("guest memory")
+}
+
+/// A read-only raw image holding `bytes`, in memory (a memfd), as the
+/// disk crate opens it for a VM.
+pub fn memory_image(bytes: &[u8]) -> Arc<dyn disk::BlockBackend> {
+    use std::io::Write;
+    // SAFETY: a NUL-terminated name and flags; the descriptor is ours.
+    let fd = unsafe { libc::memfd_create(c"image".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes).expect("fill image");
+    let backend = disk::ImageChain::from_files(
+        "memory.img",
+        disk::DiskFormat::Raw,
+        disk::Access::ReadOnly,
+        vec![file],
+    )
+    .and_then(disk::ImageChain::into_backend)
+    .expect("raw image over a memfd");
+    Arc::from(backend)
+}
+
+/// Counts the interrupts a device raises.
+#[derive(Debug, Default)]
+pub struct CountingInterrupt {
+    pub queue: AtomicUsize,
+    pub config: AtomicUsize,
+}
+
+impl Interrupt for CountingInterrupt {
+    fn signal_queue(&self, _queue: u16) {
+        self.queue.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn signal_config(&self) {
+        self.config.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// One descriptor as the driver writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,200 @@
+//! The buffers of one direction of a chain, seen as one byte stream.
+//!
+//! The virtio spec lets a driver cut a request into descriptors wherever
+//! it likes, so devices never look at single descriptors: they take
+//! ranges of the stream ([`sub_segments`]), copy bytes in and out of it
+//! ([`read_bytes`], [`write_bytes`]), or have a disk backend read into it
+//! or write from it directly, without a bounce buffer
+//! ([`read_from_backend`], [`write_to_backend`]).
+//!
+//! Every segment was checked by [`super::queue::read_chain`] to lie in
+//! guest memory; a failure here means memory went away, which callers
+//! report as an I/O error.
+
+use std::io::{IoSlice, IoSliceMut};
+
+use disk::BlockBackend;
+use smallvec::SmallVec;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+
+use super::queue::{Segment, Segments};
+use crate::memory::GuestMemoryMmap;
+
+/// The part `[skip, skip + take)` of the byte stream `segments` form.
+pub fn sub_segments(segments: &[Segment], mut skip: u64, mut take: u64) -> Segments {
+    let mut out = Segments::new();
+    for s in segments {
+        if take == 0 {
+            break;
+        }
+        let len = u64::from(s.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = (len - skip).min(take);
+        out.push(Segment {
+            addr: GuestAddress(s.addr.0 + skip),
+            len: n as u32,
+        });
+        take -= n;
+        skip = 0;
+    }
+    out
+}
+
+/// Copies the first `buf.len()` bytes of the stream out of guest memory;
+/// false if the stream is shorter.
+pub fn read_bytes(mem: &GuestMemoryMmap, segments: &[Segment], buf: &mut [u8]) -> bool {
+    let mut at = 0usize;
+    for s in sub_segments(segments, 0, buf.len() as u64) {
+        let end = at + s.len as usize;
+        if mem.read_slice(&mut buf[at..end], s.addr).is_err() {
+            return false;
+        }
+        at = end;
+    }
+    at == buf.len()
+}
+
+/// Copies as much of `data` as the stream holds into guest memory;
+/// returns the number of bytes written.
+pub fn write_bytes(
+    mem: &GuestMemoryMmap,
+    segments: &[Segment],
+    data: &[u8],
+) -> std::io::Result<u64> {
+    let mut at = 0usize;
+    for s in sub_segments(segments, 0, data.len() as u64) {
+        let end = at + s.len as usize;
+        mem.write_slice(&data[at..end], s.addr)
+            .map_err(|_| outside_memory())?;
+        at = end;
+    }
+    Ok(at as u64)
+}
+
+pub fn outside_memory() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "buffer outside guest memory",
+    )
+}
+
+type HostSlices = SmallVec<[(*mut u8, usize); 4]>;
+
+/// Host views of guest buffers, for vectored I/O. A buffer spanning two
+/// memory regions becomes two slices.
+fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> std::io::Result<HostSlices> {
+    let mut out = HostSlices::new();
+    for s in segments {
+        for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
+            let slice = slice.map_err(|_| outside_memory())?;
+            out.push((slice.ptr_guard_mut().as_ptr(), slice.len()));
+        }
+    }
+    Ok(out)
+}
+
+/// Fills the guest buffers `data` from the backend, starting at byte
+/// `offset` of the disk.
+pub fn read_from_backend(
+    backend: &dyn BlockBackend,
+    mem: &GuestMemoryMmap,
+    offset: u64,
+    data: &[Segment],
+) -> std::io::Result<()> {
+    let slices = host_slices(mem, data)?;
+    // SAFETY: each pointer and length is a range of guest memory that
+    // stays mapped as long as `mem` lives. The guest runs concurrently
+    // and owns these bytes, so Rust's exclusivity cannot be promised for
+    // guest memory in any case; the slices only serve as the destination
+    // of the backend's reads and are never read here.
+    let mut bufs: SmallVec<[IoSliceMut<'_>; 4]> = slices
+        .iter()
+        .map(|&(ptr, len)| IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
+        .collect();
+    backend.read_vectored_at(&mut bufs, offset)
+}
+
+/// Writes the guest buffers `data` to the backend at byte `offset`.
+pub fn write_to_backend(
+    backend: &dyn BlockBackend,
+    mem: &GuestMemoryMmap,
+    offset: u64,
+    data: &[Segment],
+) -> std::io::Result<()> {
+    let slices = host_slices(mem, data)?;
+    // SAFETY: as in `read_from_backend`; the slices are only the source
+    // of the backend's writes.
+    let bufs: SmallVec<[IoSlice<'_>; 4]> = slices
+        .iter()
+        .map(|&(ptr, len)| IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) }))
+        .collect();
+    backend.write_vectored_at(&bufs, offset)
+}
+
+/// Zeroes the guest buffers `data`.
+pub fn zero(mem: &GuestMemoryMmap, data: &[Segment]) -> std::io::Result<()> {
+    const ZEROES: [u8; 4096] = [0; 4096];
+    for s in data {
+        let mut done = 0u64;
+        while done < u64::from(s.len) {
+            let n = (u64::from(s.len) - done).min(ZEROES.len() as u64);
+            mem.write_slice(&ZEROES[..n as usize], GuestAddress(s.addr.0 + done))
+                .map_err(|_| outside_memory())?;
+            done += n;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(addr: u64, len: u32) -> Segment {
+        Segment {
+            addr: GuestAddress(addr),
+            len,
+        }
+    }
+
+    #[test]
+    fn byte_streams_split_across_buffers() {
+        let segs = [seg(0x1000, 10), seg(0x2000, 6), seg(0x3000, 512)];
+        assert_eq!(
+            sub_segments(&segs, 0, 16).as_slice(),
+            [seg(0x1000, 10), seg(0x2000, 6)].as_slice()
+        );
+        assert_eq!(
+            sub_segments(&segs, 12, 8).as_slice(),
+            [seg(0x2002, 4), seg(0x3000, 4)].as_slice()
+        );
+        assert_eq!(
+            sub_segments(&segs, 16, u64::MAX).as_slice(),
+            [seg(0x3000, 512)]
+        );
+        assert_eq!(sub_segments(&segs, 600, 5).len(), 0);
+    }
+
+    #[test]
+    fn bytes_in_and_out_across_buffers() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let segs = [seg(0x1000, 3), seg(0x2000, 2), seg(0x3000, 100)];
+        assert_eq!(write_bytes(&mem, &segs, b"abcdefg").unwrap(), 7);
+        let mut back = [0u8; 7];
+        assert!(read_bytes(&mem, &segs, &mut back));
+        assert_eq!(&back, b"abcdefg");
+        let mut two = [0u8; 2];
+        mem.read_slice(&mut two, GuestAddress(0x2000)).unwrap();
+        assert_eq!(&two, b"de");
+        // More than the stream holds: what fits is written, reads fail.
+        let short = [seg(0x1000, 2)];
+        assert_eq!(write_bytes(&mem, &short, b"xyz").unwrap(), 2);
+        assert!(!read_bytes(&mem, &short, &mut [0u8; 3]));
+        zero(&mem, &segs).unwrap();
+        assert!(read_bytes(&mem, &segs, &mut back));
+        assert_eq!(back, [0u8; 7]);
+    }
+}
