@@ -1251,3 +1251,49 @@ fn open_disks(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn iso_images_open_only_as_regular_readable_files() {
+        let dir = std::env::temp_dir().join(format!("vmd-cdrom-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+        std::fs::write(path("cd.iso"), [0u8; 2048]).unwrap();
+        std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(open_cdrom(&path("cd.iso"), None).is_ok());
+        assert!(
+            open_cdrom(&path("cd.iso"), Some(0)).is_ok(),
+            "root reads all"
+        );
+        let nobody = 65534;
+        assert_eq!(
+            open_cdrom(&path("cd.iso"), Some(nobody)).err(),
+            Some(ErrorCode::EPERM),
+            "a user who chose an image must be able to read it"
+        );
+        std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(open_cdrom(&path("cd.iso"), Some(nobody)).is_ok());
+
+        assert_eq!(
+            open_cdrom(&path("absent.iso"), None).err(),
+            Some(ErrorCode::CDROM_MISSING)
+        );
+        assert_eq!(
+            open_cdrom(dir.to_str().unwrap(), None).err(),
+            Some(ErrorCode::CDROM_INVALID)
+        );
+        // A FIFO is refused without opening it (which would block).
+        nix::unistd::mkfifo(dir.join("fifo").as_path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            open_cdrom(&path("fifo"), None).err(),
+            Some(ErrorCode::CDROM_INVALID)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -97,9 +97,10 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
     assert!(text.contains(grub::STARTED), "{text}");
     assert!(text.contains(grub::CONFIG_LINE), "{text}");
     // `-B disk`: SeaBIOS read a boot order naming the first virtio-blk
-    // device's slot (the host bridge has slot 0) and nothing else.
+    // device's slot (the host bridge has slot 0, the entropy device 1)
+    // and nothing else.
     let log = daemon.log();
-    assert!(log.contains("firmware: 1: /pci@i0cf8/*@1"), "{log}");
+    assert!(log.contains("firmware: 1: /pci@i0cf8/*@2"), "{log}");
     assert!(log.contains("firmware: 2: HALT"), "{log}");
     daemon.vmctl_ok(&["stop", "-f", "overlayvm"]);
     daemon.wait_for(

@@ -31,9 +31,9 @@ use crate::devices::serial::{self, Serial};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::blk::{self, Blk};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
-use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::devices::virtio::rng::{self, Rng};
 use crate::devices::virtio::scsi::{self, Scsi};
+use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
@@ -731,13 +731,22 @@ fn pci_devices(
 
 /// fw_cfg `bootorder` for a boot device override (vmd.md §8.4): the BIOS
 /// tries only the named device. SeaBIOS prints PCI slots in hex.
+///
+/// For the CD, SeaBIOS names target 0 by the LUN number REPORT LUNS
+/// gave it, printed in hex after the comma. vmd's line has `40000100`
+/// there: vmd's device reports its LUN in the virtio address format,
+/// which SeaBIOS decodes to that number. This device reports LUN 0 as SAM
+/// encodes it, so SeaBIOS looks for `*@0,0`; both lines are given, vmd's
+/// first.
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
-        BootDevice::Cdrom => Some(format!(
-            "/pci@i0cf8/*@{:x}/*@0/*@0,40000100\nHALT",
-            pci.cdrom_slot?
-        )),
+        BootDevice::Cdrom => {
+            let controller = format!("/pci@i0cf8/*@{:x}/*@0", pci.cdrom_slot?);
+            Some(format!(
+                "{controller}/*@0,40000100\n{controller}/*@0,0\nHALT"
+            ))
+        }
         BootDevice::Net => None,
     }
 }

@@ -162,11 +162,7 @@ fn device() -> Vec<Allowed> {
         always(libc::SYS_fdatasync),
         always(libc::SYS_fallocate),
         always(libc::SYS_ftruncate),
-        ioctls(&[
-            libc::TCFLSH,
-            libc::TUNSETOFFLOAD,
-            libc::TUNSETVNETHDRSZ,
-        ]),
+        ioctls(&[libc::TCFLSH, libc::TUNSETOFFLOAD, libc::TUNSETVNETHDRSZ]),
     ]
 }
 
