@@ -43,6 +43,18 @@ pub fn vmctl_at(socket: &Path, args: &[&str]) -> Output {
         .expect("run vmctl")
 }
 
+/// Debian's SeaBIOS (package `seabios`), the firmware the end-to-end tests
+/// boot.
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+
+/// `start -b SEABIOS -m 64M <extra> <name>`.
+fn seabios_start_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["start", "-b", SEABIOS, "-m", "64M"];
+    args.extend_from_slice(extra);
+    args.push(name);
+    args
+}
+
 /// One running vmd.
 pub struct TestDaemon {
     dir: TempDir,
@@ -115,6 +127,17 @@ impl TestDaemon {
             self.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `vmctl start` of a new VM `name` booting SeaBIOS with 64 MiB and
+    /// `extra` options.
+    pub fn start_seabios_vm(&self, name: &str, extra: &[&str]) -> Output {
+        self.vmctl(&seabios_start_args(name, extra))
+    }
+
+    /// [`TestDaemon::start_seabios_vm`], insisting that it succeeds.
+    pub fn start_seabios_vm_ok(&self, name: &str, extra: &[&str]) {
+        self.vmctl_ok(&seabios_start_args(name, extra));
     }
 
     pub fn log(&self) -> String {

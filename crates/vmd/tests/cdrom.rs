@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use testkit::daemon::TestDaemon;
+use testkit::daemon::{SEABIOS, TestDaemon};
 use testkit::grub;
 
-const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// GRUB's core loads through int13 at a few KB/s on a software CPU.
 const BOOT: Duration = Duration::from_secs(150);
 
@@ -16,29 +15,11 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `vmctl start` of `name` with SeaBIOS, 64 MiB and `extra` options.
-fn start(daemon: &TestDaemon, name: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["start", "-b", BIOS, "-m", "64M"];
-    args.extend_from_slice(extra);
-    args.push(name);
-    daemon.vmctl(&args)
-}
-
-fn start_ok(daemon: &TestDaemon, name: &str, extra: &[&str]) {
-    let out = start(daemon, name, extra);
-    assert!(
-        out.status.success(),
-        "start {name}: {}\n--- vmd log ---\n{}",
-        stderr(&out),
-        daemon.log()
-    );
-}
-
 #[test]
 fn seabios_boots_grub_from_the_cd() {
     let daemon = TestDaemon::start();
     let iso = grub::boot_cd();
-    start_ok(&daemon, "cdvm", &["-r", iso.to_str().unwrap()]);
+    daemon.start_seabios_vm_ok("cdvm", &["-r", iso.to_str().unwrap()]);
     let text = daemon.console_until("cdvm", grub::CD_DONE, BOOT);
     assert!(text.contains(grub::CD_STARTED), "{text}");
     // A line GRUB read from the CD's file system.
@@ -60,7 +41,7 @@ fn disk_and_cd(daemon: &TestDaemon) -> (String, String) {
 fn boot_device_cdrom_boots_the_cd_before_a_bootable_disk() {
     let daemon = TestDaemon::start();
     let (disk, iso) = disk_and_cd(&daemon);
-    start_ok(&daemon, "both", &["-d", &disk, "-r", &iso, "-B", "cdrom"]);
+    daemon.start_seabios_vm_ok("both", &["-d", &disk, "-r", &iso, "-B", "cdrom"]);
     let text = daemon.console_until("both", grub::CD_DONE, BOOT);
     assert!(text.contains(grub::CD_CONFIG_LINE), "{text}");
     assert!(!text.contains(grub::STARTED), "the disk booted: {text}");
@@ -84,7 +65,7 @@ fn boot_device_cdrom_boots_the_cd_before_a_bootable_disk() {
 fn without_a_boot_device_the_disk_boots_first() {
     let daemon = TestDaemon::start();
     let (disk, iso) = disk_and_cd(&daemon);
-    start_ok(&daemon, "both", &["-d", &disk, "-r", &iso]);
+    daemon.start_seabios_vm_ok("both", &["-d", &disk, "-r", &iso]);
     let text = daemon.console_until("both", grub::DONE, BOOT);
     assert!(text.contains(grub::CONFIG_LINE), "{text}");
     assert!(!text.contains(grub::CD_STARTED), "the CD booted: {text}");
@@ -99,7 +80,7 @@ fn iso_images_that_are_missing_or_not_files_are_refused() {
     std::fs::write(
         &config,
         format!(
-            "vm \"gone\" {{\n    disable\n    boot \"{BIOS}\"\n    memory 64M\n    cdrom \"{}\"\n}}\n",
+            "vm \"gone\" {{\n    disable\n    boot \"{SEABIOS}\"\n    memory 64M\n    cdrom \"{}\"\n}}\n",
             missing.display()
         ),
     )
@@ -115,7 +96,7 @@ fn iso_images_that_are_missing_or_not_files_are_refused() {
         daemon.log()
     );
     // A directory passes vmctl's path check, not vmd's.
-    let out = start(&daemon, "dirvm", &["-r", dir.path().to_str().unwrap()]);
+    let out = daemon.start_seabios_vm("dirvm", &["-r", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),

@@ -7,12 +7,20 @@ use std::time::Duration;
 use testkit::daemon::TestDaemon;
 use testkit::grub;
 
-const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// GRUB's core loads through int13 at a few KB/s on a software CPU.
 const BOOT: Duration = Duration::from_secs(150);
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `-d` for each of `disks`, then `extra`.
+fn options<'a>(disks: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    for disk in disks {
+        args.extend_from_slice(&["-d", disk.as_str()]);
+    }
+    args
 }
 
 /// `vmctl start` of `name` with SeaBIOS, 64 MiB, `disks` and `extra`
@@ -23,23 +31,11 @@ fn start(
     disks: &[String],
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args = vec!["start", "-b", BIOS, "-m", "64M"];
-    args.extend_from_slice(extra);
-    for disk in disks {
-        args.extend_from_slice(&["-d", disk.as_str()]);
-    }
-    args.push(name);
-    daemon.vmctl(&args)
+    daemon.start_seabios_vm(name, &options(disks, extra))
 }
 
 fn start_ok(daemon: &TestDaemon, name: &str, disks: &[String], extra: &[&str]) {
-    let out = start(daemon, name, disks, extra);
-    assert!(
-        out.status.success(),
-        "start {name}: {}\n--- vmd log ---\n{}",
-        stderr(&out),
-        daemon.log()
-    );
+    daemon.start_seabios_vm_ok(name, &options(disks, extra));
 }
 
 #[test]

@@ -623,14 +623,8 @@ fn open_cdrom(file: File) -> Result<OpenCdrom, LaunchError> {
     use std::os::unix::fs::MetadataExt;
     let missing = |e: String| LaunchError::new(ErrorCode::CDROM_MISSING, e);
     let meta = file.metadata().map_err(|e| missing(e.to_string()))?;
-    let backend = disk::ImageChain::from_files(
-        "cdrom",
-        disk::DiskFormat::Raw,
-        disk::Access::ReadOnly,
-        vec![file],
-    )
-    .and_then(disk::ImageChain::into_backend)
-    .map_err(|e| missing(e.to_string()))?;
+    let backend =
+        disk::ImageChain::raw_read_only("cdrom", file).map_err(|e| missing(e.to_string()))?;
     Ok(OpenCdrom {
         backend: Arc::from(backend),
         serial: format!("{:X}-{:X}", meta.dev(), meta.ino()),
@@ -676,7 +670,7 @@ fn pci_devices(
         .map_err(|e| LaunchError::io(what, &e))?;
         root.add(shared(device)).ok_or_else(full)
     };
-    add_virtio("viornd", Box::new(Rng::new()), rng::pci_identity())?;
+    add_virtio("viornd", Box::<Rng>::default(), rng::pci_identity())?;
     let mut first_disk_slot = None;
     for (index, disk) in disks.into_iter().enumerate() {
         let slot = add_virtio(

@@ -5,8 +5,9 @@
 
 use std::time::Instant;
 
-use vm_memory::{Bytes, GuestAddress};
-use vmm::devices::virtio::driver::{CountingInterrupt, Descriptor, DriverQueue, guest_memory};
+use vmm::devices::virtio::driver::{
+    CountingInterrupt, Descriptor, DriverQueue, guest_memory, read_guest, write_guest,
+};
 use vmm::devices::virtio::rng::{BURST, MAX_PER_CHAIN, RATE, Rng};
 use vmm::devices::virtio::{QueueHandler, VirtioDevice};
 use vmm::memory::GuestMemoryMmap;
@@ -45,9 +46,7 @@ impl RngDriver {
         let descs: Vec<Descriptor> = buffers
             .iter()
             .map(|&(addr, len)| {
-                self.mem
-                    .write_slice(&vec![FILL; len as usize], GuestAddress(addr))
-                    .unwrap();
+                write_guest(&self.mem, addr, &vec![FILL; len as usize]);
                 Descriptor::writable(addr, len)
             })
             .collect();
@@ -61,17 +60,11 @@ impl RngDriver {
             .handler
             .process_queue(0, &mut self.device_queue, &self.mem, &self.interrupt, 256)
             .expect("device works");
-        let mut done = Vec::new();
-        while let Some(c) = self.queue.pop_used() {
-            done.push(c);
-        }
-        (more, done)
+        (more, self.queue.take_used())
     }
 
     fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut b = vec![0u8; len];
-        self.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
-        b
+        read_guest(&self.mem, addr, len)
     }
 }
 
@@ -88,16 +81,12 @@ fn the_device_fills_the_buffers_the_driver_asks_for() {
     drv.offer(&[(DATA + 0x1000, 100), (DATA + 0x2000, 4000)]);
     drv.offer(&[(DATA + 0x3000, 1)]);
     // The device-readable buffer a confused driver adds is left alone.
-    drv.mem
-        .write_slice(&[FILL; 32], GuestAddress(DATA + 0x5000))
-        .unwrap();
+    write_guest(&drv.mem, DATA + 0x5000, &[FILL; 32]);
     drv.queue.add_chain(&[
         Descriptor::readable(DATA + 0x5000, 32),
         Descriptor::writable(DATA + 0x6000, 256),
     ]);
-    drv.mem
-        .write_slice(&[FILL; 256], GuestAddress(DATA + 0x6000))
-        .unwrap();
+    write_guest(&drv.mem, DATA + 0x6000, &[FILL; 256]);
     let (more, done) = drv.serve();
     assert!(!more);
     let lengths: Vec<u32> = done.iter().map(|&(_, len)| len).collect();

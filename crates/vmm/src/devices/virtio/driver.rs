@@ -21,6 +21,20 @@ pub fn guest_memory(size: u64) -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).expect("guest memory")
 }
 
+/// Copies `data` into guest memory at `addr`.
+pub fn write_guest(mem: &GuestMemoryMmap, addr: u64, data: &[u8]) {
+    mem.write_slice(data, GuestAddress(addr))
+        .expect("data in guest memory");
+}
+
+/// `len` bytes of guest memory at `addr`.
+pub fn read_guest(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    mem.read_slice(&mut buf, GuestAddress(addr))
+        .expect("data in guest memory");
+    buf
+}
+
 /// A read-only raw image holding `bytes`, in memory (a memfd), as the
 /// disk crate opens it for a VM.
 pub fn memory_image(bytes: &[u8]) -> Arc<dyn disk::BlockBackend> {
@@ -31,15 +45,7 @@ pub fn memory_image(bytes: &[u8]) -> Arc<dyn disk::BlockBackend> {
     // SAFETY: a fresh descriptor owned by nobody else.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     file.write_all(bytes).expect("fill image");
-    let backend = disk::ImageChain::from_files(
-        "memory.img",
-        disk::DiskFormat::Raw,
-        disk::Access::ReadOnly,
-        vec![file],
-    )
-    .and_then(disk::ImageChain::into_backend)
-    .expect("raw image over a memfd");
-    Arc::from(backend)
+    Arc::from(disk::ImageChain::raw_read_only("memory.img", file).expect("raw image over a memfd"))
 }
 
 /// Counts the interrupts a device raises.
@@ -260,6 +266,12 @@ impl DriverQueue {
         self.mem
             .store(idx, GuestAddress(at), Ordering::Release)
             .expect("avail ring in memory");
+    }
+
+    /// Every completion the device put on the used ring since the last
+    /// look: head index and bytes written.
+    pub fn take_used(&mut self) -> Vec<(u32, u32)> {
+        std::iter::from_fn(|| self.pop_used()).collect()
     }
 
     /// The next completion the device put on the used ring: head index

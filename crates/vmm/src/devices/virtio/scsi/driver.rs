@@ -14,11 +14,12 @@ use std::sync::Arc;
 use disk::BlockBackend;
 use virtio_bindings::virtio_scsi::VIRTIO_SCSI_T_TMF;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress};
 
-use super::request::{COMMAND_HEADER_LEN, RESPONSE_HEADER_LEN};
+use super::request::RESPONSE_HEADER_LEN;
 use super::{CONTROL_QUEUE, REQUEST_QUEUE, Scsi};
-use crate::devices::virtio::driver::{CountingInterrupt, Descriptor, DriverQueue, guest_memory};
+use crate::devices::virtio::driver::{
+    CountingInterrupt, Descriptor, DriverQueue, guest_memory, read_guest, write_guest,
+};
 use crate::devices::virtio::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
@@ -239,27 +240,14 @@ impl ScsiDriver {
     /// Serves `queue` and returns its completions (head, length).
     pub fn run(&mut self, queue: usize) -> Result<Vec<(u32, u32)>, DeviceBroken> {
         self.process(queue)?;
-        let mut done = Vec::new();
-        while let Some(c) = self.queues[queue].pop_used() {
-            done.push(c);
-        }
-        Ok(done)
+        Ok(self.queues[queue].take_used())
     }
 
     pub fn write_data(&self, addr: u64, data: &[u8]) {
-        self.mem
-            .write_slice(data, GuestAddress(addr))
-            .expect("data in memory");
+        write_guest(&self.mem, addr, data);
     }
 
     pub fn read_data(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        self.mem
-            .read_slice(&mut buf, GuestAddress(addr))
-            .expect("data in memory");
-        buf
+        read_guest(&self.mem, addr, len)
     }
 }
-
-/// Bytes of a command header with the default CDB field.
-pub const DEFAULT_HEADER_LEN: u64 = COMMAND_HEADER_LEN + 32;
