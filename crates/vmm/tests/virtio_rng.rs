@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use virtio_bindings::virtio_ring::VRING_USED_F_NO_NOTIFY;
 use vmm::devices::virtio::driver::{
     CountingInterrupt, Descriptor, DriverQueue, guest_memory, read_guest, write_guest,
 };
@@ -156,5 +157,27 @@ fn a_greedy_driver_is_rationed() {
         started.elapsed() >= least,
         "{total} bytes in {:?}, faster than {RATE} bytes/s after the burst",
         started.elapsed()
+    );
+}
+
+#[test]
+fn an_empty_bucket_leaves_notifications_on() {
+    // One chain more than the burst: the last one served puts the bucket
+    // in debt with the ring empty.
+    let mut drv = RngDriver::new();
+    let chains = BURST / MAX_PER_CHAIN + 1;
+    for i in 0..chains {
+        drv.offer(&[(DATA + i * MAX_PER_CHAIN, MAX_PER_CHAIN as u32)]);
+    }
+    let mut served = 0;
+    while served < chains {
+        served += drv.serve().1.len() as u64;
+    }
+    // The used ring's flags: the driver must kick for its next request,
+    // or it would wait for ever.
+    let flags = read_guest(&drv.mem, drv.queue.used_ring(), 2);
+    assert_eq!(
+        u16::from_le_bytes([flags[0], flags[1]]) & VRING_USED_F_NO_NOTIFY as u16,
+        0
     );
 }

@@ -185,8 +185,13 @@ pub fn serve_requests_while(
                 return Ok(());
             }
             if !may_take() {
-                served.more = pending_chains(queue, mem) > 0;
-                return Ok(());
+                if pending_chains(queue, mem) > 0 {
+                    served.more = true;
+                    return Ok(());
+                }
+                // Nothing waits: notifications go back on as for an
+                // empty ring, or the next chain would never be noticed.
+                break;
             }
             let chain = {
                 let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;

@@ -112,6 +112,12 @@ impl ScsiHandler {
             return transport_reply(mem, &request.reply, VIRTIO_SCSI_S_FAILURE, data_len);
         }
         let outcome = cdb::parse(&request.cdb).and_then(|c| self.unit().execute(&c));
+        if outcome == Err(Sense::INVALID_OPCODE) {
+            tracing::debug!(
+                "vioscsi: command {:#04x} not implemented",
+                request.cdb.first().copied().unwrap_or(0)
+            );
+        }
         let (sense, transferred, wanted) = match outcome {
             Err(sense) => (Some(sense), 0, 0),
             Ok(DataIn::None) => (None, 0, 0),

@@ -14,6 +14,13 @@
 //! * [`sense`]: sense data.
 //! * [`handler`]: the I/O thread's side.
 //! * [`driver`]: a driver without a guest, for tests and fuzzing.
+//!
+//! Only target 0, LUN 0 exists, and the configuration says so. A command
+//! for any other address is answered BAD_TARGET, as vmd does (vmd.md
+//! §8.7); task management for another LUN of target 0 INCORRECT_LUN.
+//! What the unit does not implement ends in CHECK CONDITION with ILLEGAL
+//! REQUEST sense (INVALID COMMAND OPERATION CODE, or INVALID FIELD IN CDB
+//! pointing at the field), where vmd completes it without data.
 
 pub mod cdb;
 pub mod device;
