@@ -7,7 +7,7 @@
 //!   control queue): the code that reads a chain's header bytes.
 //! * [`cdb`]: the command descriptor block: every SCSI command byte the
 //!   guest sends is read there (the fuzz target).
-//! * [`unit`]: the CD-ROM logical unit: its state (tray, removal
+//! * [`unit`](mod@unit): the CD-ROM logical unit: its state (tray, removal
 //!   prevention, media events) and the outcome of each command.
 //! * [`spc`] and [`mmc`]: the data the primary (SPC-4) and multimedia
 //!   (MMC-6) commands return.

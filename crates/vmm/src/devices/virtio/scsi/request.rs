@@ -4,12 +4,13 @@
 //! control and request queues are read here; the CDB goes on to
 //! [`super::cdb`].
 //!
-//! A command request is two byte streams (see [`crate::devices::virtio::
-//! buffers`]): the readable one holds the LUN, tag, task attributes,
-//! priority, CRN and `cdb_size` bytes of CDB, then any data-out; the
-//! writable one holds the 12-byte response header, `sense_size` bytes of
-//! sense, then any data-in. `cdb_size` and `sense_size` are the driver's
-//! (device configuration); the default is 32 and 96.
+//! A command request is two byte streams (see
+//! [`buffers`]): the readable one holds
+//! the LUN, tag, task attributes, priority, CRN and `cdb_size` bytes of
+//! CDB, then any data-out; the writable one holds the 12-byte response
+//! header, `sense_size` bytes of sense, then any data-in. `cdb_size` and
+//! `sense_size` are the driver's (device configuration); the default is
+//! 32 and 96.
 //!
 //! A request whose header is short is answered with the response code
 //! FAILURE; only a chain with no room for a response is beyond answering
