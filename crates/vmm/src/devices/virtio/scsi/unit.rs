@@ -14,7 +14,7 @@ use disk::BlockBackend;
 use super::BLOCK_SIZE;
 use super::cdb::Command;
 use super::mmc::{self, Disc, MediaEvent, MediaStatus};
-use super::sense::{FIXED_SENSE_LEN, Sense};
+use super::sense::Sense;
 use super::spc;
 
 /// The data a command returns.
@@ -107,9 +107,7 @@ impl CdRom {
                     Some(_) => Sense::NO_SENSE,
                     None => self.not_ready(),
                 };
-                let data = sense.to_fixed();
-                debug_assert_eq!(data.len(), FIXED_SENSE_LEN);
-                bytes(data.to_vec(), allocation)
+                bytes(sense.to_fixed().to_vec(), allocation)
             }
             Inquiry {
                 vpd_page: None,
