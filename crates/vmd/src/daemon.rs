@@ -1214,7 +1214,7 @@ fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, ErrorCode> {
         return Err(invalid("not a regular file"));
     }
     if let Some(uid) = reader
-        && !permissions::metadata_allows(&meta, uid, false)
+        && !permissions::may_read(uid, &meta)
     {
         tracing::warn!("no read access to cdrom {path} for uid {uid}");
         return Err(ErrorCode::EPERM);

@@ -25,13 +25,10 @@ pub fn user_in_group(uid: u32, gid: u32) -> bool {
 /// the user owns it, else the group bits if the user is in its group, else
 /// the "other" bits. Root may use any regular file.
 pub fn user_may_access(path: &str, uid: u32, write: bool) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| metadata_allows(&meta, uid, write))
-}
-
-/// [`user_may_access`] for a file already open (its `fstat`), so the file
-/// judged is the file used.
-pub fn metadata_allows(meta: &std::fs::Metadata, uid: u32, write: bool) -> bool {
     use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
     if !meta.is_file() {
         return false;
     }
