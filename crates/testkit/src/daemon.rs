@@ -55,6 +55,30 @@ fn seabios_start_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `text` without ANSI escape sequences (ESC, then either `[` with
+/// parameters and a final letter, or one more character). SeaBIOS's serial
+/// console draws the text screen with cursor moves, and flushes it when
+/// the firmware next gets control, so its escapes can land in the middle
+/// of a boot loader's own serial output.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// One running vmd.
 pub struct TestDaemon {
     dir: TempDir,
@@ -295,5 +319,19 @@ impl Drop for ConsoleSession {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_escapes;
+
+    #[test]
+    fn escapes_are_stripped_where_they_land() {
+        assert_eq!(
+            strip_escapes("\x1b[0;30;47mWelco\x1b[05;05H\x1b[05;06Hme to GRUB\x1bc!"),
+            "Welcome to GRUB!"
+        );
+        assert_eq!(strip_escapes("plain\r\n"), "plain\r\n");
     }
 }

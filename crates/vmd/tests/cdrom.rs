@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use testkit::daemon::{SEABIOS, TestDaemon};
+use testkit::daemon::{SEABIOS, TestDaemon, strip_escapes};
 use testkit::grub;
 
 /// GRUB's core loads through int13 at a few KB/s on a software CPU.
@@ -20,7 +20,7 @@ fn seabios_boots_grub_from_the_cd() {
     let daemon = TestDaemon::start();
     let iso = grub::boot_cd();
     daemon.start_seabios_vm_ok("cdvm", &["-r", iso.to_str().unwrap()]);
-    let text = daemon.console_until("cdvm", grub::CD_DONE, BOOT);
+    let text = strip_escapes(&daemon.console_until("cdvm", grub::CD_DONE, BOOT));
     assert!(text.contains(grub::CD_STARTED), "{text}");
     // A line GRUB read from the CD's file system.
     assert!(text.contains(grub::CD_CONFIG_LINE), "{text}");
@@ -42,7 +42,7 @@ fn boot_device_cdrom_boots_the_cd_before_a_bootable_disk() {
     let daemon = TestDaemon::start();
     let (disk, iso) = disk_and_cd(&daemon);
     daemon.start_seabios_vm_ok("both", &["-d", &disk, "-r", &iso, "-B", "cdrom"]);
-    let text = daemon.console_until("both", grub::CD_DONE, BOOT);
+    let text = strip_escapes(&daemon.console_until("both", grub::CD_DONE, BOOT));
     assert!(text.contains(grub::CD_CONFIG_LINE), "{text}");
     assert!(!text.contains(grub::STARTED), "the disk booted: {text}");
     // SeaBIOS read a boot order naming target 0 of the SCSI controller
@@ -66,7 +66,7 @@ fn without_a_boot_device_the_disk_boots_first() {
     let daemon = TestDaemon::start();
     let (disk, iso) = disk_and_cd(&daemon);
     daemon.start_seabios_vm_ok("both", &["-d", &disk, "-r", &iso]);
-    let text = daemon.console_until("both", grub::DONE, BOOT);
+    let text = strip_escapes(&daemon.console_until("both", grub::DONE, BOOT));
     assert!(text.contains(grub::CONFIG_LINE), "{text}");
     assert!(!text.contains(grub::CD_STARTED), "the CD booted: {text}");
     daemon.vmctl_ok(&["stop", "-f", "both"]);
