@@ -106,6 +106,9 @@ pub struct VmRecord {
     /// Its `allow instance`: who may make instances of it, and what they
     /// may change. `None`: only root.
     pub allow_instance: Option<conf::model::InstancePermissions>,
+    /// An instance whose ISO image a user chose: whoever starts it must
+    /// be able to read the image (vmd.md §6.3 step 5).
+    pub cdrom_chosen_by_user: bool,
 }
 
 impl VmRecord {
@@ -126,6 +129,7 @@ impl VmRecord {
             console_history: Vec::new(),
             waiters: Vec::new(),
             allow_instance: None,
+            cdrom_chosen_by_user: false,
         }
     }
 

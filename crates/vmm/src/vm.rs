@@ -28,9 +28,12 @@ use crate::devices::pci::irq_lines::{self, IrqLines};
 use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::blk::{self, Blk};
 use crate::devices::virtio::net::{self as vionet, Net, NetConfig};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
+use crate::devices::virtio::rng::{self, Rng};
+use crate::devices::virtio::scsi::{self, Scsi};
 use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
@@ -86,6 +89,8 @@ pub struct LaunchFiles {
     pub firmware: Option<File>,
     /// Per NIC, its tap and option ROM.
     pub nics: Vec<NicFiles>,
+    /// The ISO image of the CD-ROM.
+    pub cdrom: Option<File>,
 }
 
 /// A NIC's descriptors.
@@ -128,6 +133,10 @@ impl LaunchFiles {
                 },
             });
         }
+        let cdrom = launch
+            .cdrom
+            .map(|index| take(index, "the cd-rom image").map(File::from))
+            .transpose()?;
         Ok(LaunchFiles {
             kvm,
             pty_master,
@@ -143,6 +152,7 @@ impl LaunchFiles {
                 None => None,
             },
             nics,
+            cdrom,
         })
     }
 }
@@ -201,6 +211,7 @@ impl Vm {
         let boot = prepare_boot(launch, &files)?;
         let disks = open_disks(&launch.disks, files.disks)?;
         let nics = open_nics(launch, files.nics)?;
+        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
         let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
         let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(
@@ -222,7 +233,7 @@ impl Vm {
             mem: ram.mem.clone(),
             lifecycle: lifecycle.clone(),
         };
-        let pci = pci_devices(&pio, &mmio, &transport, nics, disks, &launch.name)?;
+        let pci = pci_devices(&pio, &mmio, &transport, nics, (disks, cdrom), &launch.name)?;
         if let Some(order) = boot_order(launch.boot_device, &pci) {
             legacy
                 .fw_cfg
@@ -667,12 +678,34 @@ fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, La
     Ok(out)
 }
 
+/// Adopts the ISO image vmd opened read-only: a raw image, whatever it
+/// holds. Its serial number names the file (device and inode), so the
+/// guest tells images apart without learning host paths.
+fn open_cdrom(file: File) -> Result<OpenCdrom, LaunchError> {
+    use std::os::unix::fs::MetadataExt;
+    let missing = |e: String| LaunchError::new(ErrorCode::CDROM_MISSING, e);
+    let meta = file.metadata().map_err(|e| missing(e.to_string()))?;
+    let backend =
+        disk::ImageChain::raw_read_only("cdrom", file).map_err(|e| missing(e.to_string()))?;
+    Ok(OpenCdrom {
+        backend: Arc::from(backend),
+        serial: format!("{:X}-{:X}", meta.dev(), meta.ino()),
+    })
+}
+
+/// The opened ISO image and the serial number its drive reports.
+struct OpenCdrom {
+    backend: Arc<dyn disk::BlockBackend>,
+    serial: String,
+}
+
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
     first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
     vmmci: VmmciHandle,
+    cdrom_slot: Option<usize>,
 }
 
 /// Bus 0 and the devices in its slots, in vmd's order (vmd.md §8.5): host
@@ -683,42 +716,59 @@ fn pci_devices(
     mmio: &Arc<Bus>,
     transport: &TransportContext,
     nics: Vec<OpenNic>,
-    disks: Vec<OpenDisk>,
+    (disks, cdrom): (Vec<OpenDisk>, Option<OpenCdrom>),
     name: &str,
 ) -> Result<PciDevices, LaunchError> {
     let mut root = PciRoot::new(pio, mmio);
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut add_virtio =
+        |what: &str, device: Box<dyn VirtioDevice>, identity, rom: Option<Vec<u8>>| {
+            let device = VirtioPciDevice::new(
+                &format!("{name}-{what}"),
+                device,
+                identity,
+                irqs.next_irq(),
+                transport.clone(),
+            )
+            .map_err(|e| LaunchError::io(what, &e))?;
+            let device = match rom {
+                Some(rom) => device.with_option_rom(rom),
+                None => device,
+            };
+            root.add(shared(device)).ok_or_else(full)
+        };
+    add_virtio("viornd", Box::<Rng>::default(), rng::pci_identity(), None)?;
     let mut first_nic_slot = None;
-    for nic in nics {
-        let mut device = VirtioPciDevice::new(
-            &nic.config.name.clone(),
+    for (index, nic) in nics.into_iter().enumerate() {
+        let slot = add_virtio(
+            &format!("vionet{index}"),
             Box::new(Net::new(nic.config)),
             vionet::pci_identity(),
-            irqs.next_irq(),
-            transport.clone(),
-        )
-        .map_err(|e| LaunchError::io("virtio-net", &e))?;
-        if let Some(rom) = nic.boot_rom {
-            device = device.with_option_rom(rom);
-        }
-        let slot = root.add(shared(device)).ok_or_else(full)?;
+            nic.boot_rom,
+        )?;
         first_nic_slot.get_or_insert(slot);
     }
     let mut first_disk_slot = None;
     for (index, disk) in disks.into_iter().enumerate() {
-        let device = VirtioPciDevice::new(
-            &format!("{name}-vioblk{index}"),
+        let slot = add_virtio(
+            &format!("vioblk{index}"),
             Box::new(Blk::new(disk.backend, &disk.path)),
             blk::pci_identity(),
-            irqs.next_irq(),
-            transport.clone(),
-        )
-        .map_err(|e| LaunchError::io("virtio-blk", &e))?;
-        let slot = root.add(shared(device)).ok_or_else(full)?;
+            None,
+        )?;
         first_disk_slot.get_or_insert(slot);
     }
+    let cdrom_slot = match cdrom {
+        Some(cd) => Some(add_virtio(
+            "vioscsi",
+            Box::new(Scsi::new(cd.backend, &cd.serial)),
+            scsi::pci_identity(),
+            None,
+        )?),
+        None => None,
+    };
     // vmmci always comes last; when the IRQ list runs out it shares a line
     // instead of being left out as upstream does.
     let irq = irqs.next_irq();
@@ -751,17 +801,30 @@ fn pci_devices(
         first_nic_slot,
         first_disk_slot,
         vmmci: vmmci_handle,
+        cdrom_slot,
     })
 }
 
 /// fw_cfg `bootorder` for a boot device override (vmd.md §8.4): the BIOS
 /// tries only the named device. SeaBIOS prints PCI slots in hex.
+///
+/// For the CD, SeaBIOS names target 0 by the LUN number REPORT LUNS
+/// gave it, printed in hex after the comma. vmd's line has `40000100`
+/// there: vmd's device reports its LUN in the virtio address format,
+/// which SeaBIOS decodes to that number. This device reports LUN 0 as SAM
+/// encodes it, so SeaBIOS looks for `*@0,0`; both lines are given, vmd's
+/// first.
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
         // The first NIC's option ROM (iPXE) is what boots.
         BootDevice::Net => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_nic_slot?)),
-        BootDevice::Cdrom => None,
+        BootDevice::Cdrom => {
+            let controller = format!("/pci@i0cf8/*@{:x}/*@0", pci.cdrom_slot?);
+            Some(format!(
+                "{controller}/*@0,40000100\n{controller}/*@0,0\nHALT"
+            ))
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Guest {
     pub vcpus: u32,
     pub cmdline: Option<String>,
     pub initrd: Option<Vec<u8>>,
+    /// An ISO image for the CD-ROM.
+    pub cdrom: Option<Vec<u8>>,
 }
 
 impl Guest {
@@ -31,6 +33,7 @@ impl Guest {
             vcpus: 1,
             cmdline: None,
             initrd: None,
+            cdrom: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl Guest {
             initrd: self.initrd.as_deref().map(|data| write("initrd", data)),
             firmware: None,
             nics: Vec::new(),
+            cdrom: self.cdrom.as_deref().map(|data| write("cd.iso", data)),
         };
         let launch = VmLaunch {
             id: 1,
