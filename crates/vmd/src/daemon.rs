@@ -125,12 +125,24 @@ impl Daemon {
                 } => self.request(&client, request, fds),
                 Event::ClientGone(id) => self.client_gone(id),
                 Event::FromVm { run, message, fds } => self.vm_message(run, message, fds),
-                Event::VmChannelClosed(run) => {
+                Event::VmChannelClosed { run, malformed } => {
                     tracing::debug!("vm process channel {run} closed");
-                    if let Some(index) = self.registry.by_run(run)
-                        && let Some(running) = self.registry.vms[index].run.as_mut()
-                    {
-                        running.channel_closed = true;
+                    if let Some(index) = self.registry.by_run(run) {
+                        let vm = &mut self.registry.vms[index];
+                        if let Some(running) = vm.run.as_mut() {
+                            running.channel_closed = true;
+                            // A VM process that speaks garbage is broken or
+                            // taken over by its guest: it cannot be trusted
+                            // with its VM any longer.
+                            if let Some(why) = malformed {
+                                tracing::error!(
+                                    "{}: vm {} process sent a malformed message ({why}); killing it",
+                                    vm.name,
+                                    vm.id
+                                );
+                                running.process.kill();
+                            }
+                        }
                     }
                     self.reap();
                 }

@@ -24,8 +24,9 @@ pub enum Event {
         message: FromVm,
         fds: Vec<OwnedFd>,
     },
-    /// A VM process's channel closed.
-    VmChannelClosed(u64),
+    /// A VM process's channel closed; with the reason when the process
+    /// sent something that is not a valid message.
+    VmChannelClosed { run: u64, malformed: Option<String> },
     /// SIGCHLD: some child may have exited.
     ChildExited,
     /// SIGTERM or SIGINT: terminate every VM and exit.

@@ -132,8 +132,18 @@ fn read_vm(channel: Channel, run: u64, events: Sender<Event>) {
                     return;
                 }
             }
-            Ok(None) | Err(_) => {
-                let _ = events.send(Event::VmChannelClosed(run));
+            Ok(None) => {
+                let _ = events.send(Event::VmChannelClosed {
+                    run,
+                    malformed: None,
+                });
+                return;
+            }
+            Err(e) => {
+                let _ = events.send(Event::VmChannelClosed {
+                    run,
+                    malformed: Some(e.to_string()),
+                });
                 return;
             }
         }

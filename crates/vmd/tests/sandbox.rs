@@ -91,7 +91,7 @@ fn a_vm_process_runs_confined() {
 #[test]
 fn a_forbidden_system_call_kills_the_vm_and_vmd_reports_it() {
     // Debug builds honour this: the confined process calls kill(2).
-    let daemon = TestDaemon::start_with_env(&[], &[("VMD_SANDBOX_SELF_TEST", "1")]);
+    let daemon = TestDaemon::start_with_env(&[], &[("VMD_SANDBOX_SELF_TEST", "syscall")]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "doomed"]);
     daemon.wait_for_log(
         "doomed: vm 1 process killed by signal 31 (a system call its sandbox forbids)",
@@ -100,6 +100,36 @@ fn a_forbidden_system_call_kills_the_vm_and_vmd_reports_it() {
     // The daemon carries on.
     let out = daemon.vmctl(&["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("   ID"));
+}
+
+#[test]
+fn a_vm_process_sending_garbage_is_killed_and_the_daemon_carries_on() {
+    let daemon = TestDaemon::start_with_env(&[], &[("VMD_SANDBOX_SELF_TEST", "garbage")]);
+    daemon.vmctl_ok(&["start", "-b", BIOS, "babbler"]);
+    daemon.wait_for_log(
+        "babbler: vm 1 process sent a malformed message",
+        Duration::from_secs(30),
+    );
+    // The process is gone: the VM is stopped, or gone from the list.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = daemon.vmctl(&["status", "babbler"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().nth(1).is_none_or(|l| l.contains("stopped")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running:\n{text}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The daemon still serves requests (a new VM would babble too: the
+    // self-test applies to every VM process of this daemon).
+    let out = daemon.vmctl(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("   ID"));
+    daemon.vmctl_ok(&["start", "-b", BIOS, "next"]);
 }
 
 #[test]

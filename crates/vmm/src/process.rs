@@ -124,7 +124,7 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
         }
     }
     sandbox::confine_thread(ThreadKind::Control);
-    sandbox_self_test();
+    sandbox_self_test(&channel);
 
     let reason = control_loop(&vm, &channel, &events_rx, &hooks);
     finish(&vm, &channel, reason)
@@ -151,16 +151,29 @@ fn confine(launch: &proto::vmchannel::VmLaunch) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// Debug builds only: with `VMD_SANDBOX_SELF_TEST` set, the confined
-/// process tries a system call its sandbox forbids, so tests can see that
-/// the sandbox is there and that vmd reports the kill.
-fn sandbox_self_test() {
+/// Debug builds only: `VMD_SANDBOX_SELF_TEST` makes the confined process
+/// act as one its guest took over would, so tests can see that vmd holds:
+/// `syscall` tries a system call the sandbox forbids, `garbage` sends vmd
+/// bytes that are not a message.
+fn sandbox_self_test(channel: &Channel) {
     #[cfg(debug_assertions)]
-    if sandbox::is_confined() && std::env::var_os("VMD_SANDBOX_SELF_TEST").is_some() {
-        tracing::info!("sandbox self-test: calling kill(2)");
-        // SAFETY: kill with signal 0 only probes; the sandbox refuses it.
-        unsafe { libc::kill(1, 0) };
+    if sandbox::is_confined() {
+        match std::env::var("VMD_SANDBOX_SELF_TEST").as_deref() {
+            Ok("syscall") => {
+                tracing::info!("sandbox self-test: calling kill(2)");
+                // SAFETY: kill with signal 0 only probes; the sandbox refuses it.
+                unsafe { libc::kill(1, 0) };
+            }
+            Ok("garbage") => {
+                tracing::info!("sandbox self-test: sending vmd garbage");
+                use std::os::fd::AsFd;
+                let _ = proto::frame::send_bytes(channel.as_fd(), &[0xff; 16], &[]);
+            }
+            _ => {}
+        }
     }
+    #[cfg(not(debug_assertions))]
+    let _ = channel;
 }
 
 fn control_loop(
