@@ -262,6 +262,14 @@ impl Daemon {
     /// `vmctl reload` / SIGHUP: forget what is not running, read the file
     /// again, apply it.
     fn reload(&mut self) -> Result<(), String> {
+        // Parse first: a rejected file leaves the loaded configuration,
+        // stopped VMs included, as it was.
+        let loaded = self.config.load(1).map_err(|rejected| {
+            for line in rejected.error_lines() {
+                tracing::warn!("{line}");
+            }
+            "configuration rejected".to_string()
+        })?;
         let mut index = 0;
         while index < self.registry.vms.len() {
             if self.registry.vms[index].running() {
@@ -270,12 +278,6 @@ impl Daemon {
                 self.forget(index);
             }
         }
-        let loaded = self.config.load(1).map_err(|rejected| {
-            for line in rejected.error_lines() {
-                tracing::warn!("{line}");
-            }
-            "configuration rejected".to_string()
-        })?;
         self.switches.clear();
         self.apply(loaded, false);
         Ok(())

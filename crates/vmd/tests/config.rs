@@ -152,6 +152,19 @@ vm "tmpl" {{
     );
     assert_eq!(row(&daemon, "enabled").unwrap()[7], "running");
 
+    // A broken file is refused and what was loaded stays, stopped VMs too.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{good}\nvm \"broken\" {{ memory lots }}\n"),
+    )
+    .unwrap();
+    let out = daemon.vmctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", daemon.log());
+    assert_eq!(row(&daemon, "sleeper").unwrap()[3], "112M");
+    assert!(row(&daemon, "broken").is_none());
+    std::fs::write(&config, good).unwrap();
+
     // reset vms terminates every VM and forgets them all.
     daemon.vmctl_ok(&["reset", "vms"]);
     daemon.wait_for(
