@@ -166,9 +166,9 @@ fn a_paused_guest_learns_it_was_stopped() {
     // which it does for every vCPU when a pause ends.
     let guest = Guest {
         vcpus: 2,
-        ..Guest::new(firmware(
+        ..Guest::new(firmware(&format!(
             r#"
-main:
+{PRINT_HEX32_16}main:
     xor ax, ax
     mov es, ax
     mov ecx, 0x4b564d01
@@ -188,15 +188,18 @@ main:
     cmp eax, 35795450
     jb .poll
     PRINT timeout
+    call print_hex32
+    mov eax, edi
+    call print_hex32
     DONE
 .stopped:
     PRINT stopped
     DONE
 ready: db "ready", 13, 10, 0
 stopped: db "guest-stopped", 13, 10, 0
-timeout: db "no-stop-flag", 13, 10, 0
+timeout: db "no-stop-flag ", 0
 "#,
-        ))
+        )))
     }
     .start();
     guest.wait_for_output("ready");
