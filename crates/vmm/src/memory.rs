@@ -201,6 +201,18 @@ impl Layout {
             .unwrap_or(0)
     }
 
+    /// Whether `[start, start + len)` lies in one RAM range: where a boot
+    /// loader may put what the guest is to use, unlike the reserved areas
+    /// (which are partly backed, for firmware) and unlike no memory at all.
+    pub fn in_ram(&self, start: u64, len: u64) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        self.ranges
+            .iter()
+            .any(|r| r.kind == RangeKind::Ram && start >= r.start && end <= r.start + r.size)
+    }
+
     fn ram_in(&self, from: u64, to: u64) -> u64 {
         self.ranges
             .iter()
@@ -327,6 +339,20 @@ mod tests {
         assert_eq!(ram + (MIB - LOWMEM_END), 16 * GIB);
         assert_eq!(l.regions.len(), 3);
         assert_eq!(l.backing_size(), 16 * GIB + 4 * MIB);
+    }
+
+    #[test]
+    fn in_ram_is_within_one_ram_range() {
+        let l = Layout::new(512 * MIB);
+        assert!(l.in_ram(0, LOWMEM_END));
+        assert!(l.in_ram(MIB, 511 * MIB));
+        assert!(l.in_ram(MIB, 0));
+        assert!(!l.in_ram(LOWMEM_END - 1, 2), "into the legacy hole");
+        assert!(!l.in_ram(0xE0000, 16), "the BIOS area below 1 MiB");
+        assert!(!l.in_ram(0, MIB + 1), "across the legacy hole");
+        assert!(!l.in_ram(512 * MIB - 1, 2), "past the end of RAM");
+        assert!(!l.in_ram(BIOS_AREA_START, 16), "the firmware below 4 GiB");
+        assert!(!l.in_ram(u64::MAX, 2), "wrapping around");
     }
 
     #[test]

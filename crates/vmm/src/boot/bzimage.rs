@@ -122,17 +122,22 @@ impl Header {
     /// The end of the memory the kernel needs while it decompresses and
     /// relocates itself when loaded at `load`: protocol 2.10 says how
     /// much (`init_size`) from where it will run (`pref_address` for a
-    /// relocatable kernel loaded below it).
+    /// relocatable kernel loaded below it). Saturates: `pref_address` is
+    /// the image's to choose, and anything past the guest's RAM is too
+    /// much anyway.
     pub fn memory_end(&self, load: u64, payload: u64) -> u64 {
+        let loaded_end = load.saturating_add(payload);
         if self.version() < 0x020a {
-            return load + payload;
+            return loaded_end;
         }
         let runs_at = if self.0.relocatable_kernel != 0 {
             load.max(self.0.pref_address)
         } else {
             load
         };
-        (runs_at + u64::from(self.0.init_size)).max(load + payload)
+        runs_at
+            .saturating_add(u64::from(self.0.init_size))
+            .max(loaded_end)
     }
 }
 
@@ -295,7 +300,7 @@ fn zero_page(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::memory::MIB;
     use vm_memory::Bytes;
@@ -384,6 +389,20 @@ mod tests {
             ram.mem.read_obj::<u8>(GuestAddress(0x10_0000)).unwrap(),
             0xf4
         );
+    }
+
+    #[test]
+    fn a_preferred_address_near_the_top_is_too_large_not_an_overflow() {
+        // Was an overflowing `pref_address + init_size`: a panic in debug
+        // builds, a wrapped (small) end in release ones.
+        let mut image = fake_bzimage(0x10_0000, &[0xf4; 64]);
+        image[0x258..0x260].copy_from_slice(&(u64::MAX - 0x1000).to_le_bytes());
+        let header = Header::parse(&image).unwrap();
+        assert_eq!(header.memory_end(0x10_0000, 64), u64::MAX);
+        let ram = GuestRam::new(Layout::new(16 * MIB), "bz-pref").unwrap();
+        let kernel = Kernel::prepare(image, header, None, None).unwrap();
+        let err = kernel.load(&ram, 0xe0000).err().unwrap();
+        assert_eq!(err.code, ErrorCode::KERNEL_TOO_LARGE);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const SETUP_SEGMENT: u16 = 0x1000;
 const SETUP_ADDR: u64 = (SETUP_SEGMENT as u64) << 4;
 /// The heap ends (and the stack starts) here, relative to the setup code.
 const HEAP_END: u16 = 0xe000;
+/// `heap_end_ptr`: where the setup code's heap ends (the space above is
+/// its stack), relative to the setup code.
+const SETUP_HEAP_END: u16 = HEAP_END - 0x200;
 /// The command line follows the heap, up to the next 64 KiB.
 const CMDLINE_ADDR: u64 = SETUP_ADDR + HEAP_END as u64;
 const CMDLINE_ROOM: usize = 0x1_0000 - HEAP_END as usize;
@@ -58,6 +61,15 @@ impl Kernel {
         bios::validate(&firmware).map_err(|e| BootError::image(format!("firmware: {e}")))?;
         if image.len() <= header.setup_len() {
             return Err(BootError::image("bzImage has no protected-mode part"));
+        }
+        // The heap follows the setup code, the command line the heap: a
+        // longer setup would have both written over it.
+        if header.setup_len() > usize::from(SETUP_HEAP_END) {
+            return Err(BootError::image(format!(
+                "bzImage setup code of {} bytes is more than the {} bytes below its heap's end",
+                header.setup_len(),
+                SETUP_HEAP_END
+            )));
         }
         Ok(Kernel {
             linux: bzimage::Kernel::prepare_with_room(
@@ -110,7 +122,7 @@ impl Kernel {
         let mut header = linux.header.0;
         header.type_of_loader = LOADER_UNDEFINED;
         header.loadflags |= CAN_USE_HEAP;
-        header.heap_end_ptr = HEAP_END - 0x200;
+        header.heap_end_ptr = SETUP_HEAP_END;
         header.cmd_line_ptr = CMDLINE_ADDR as u32;
         if let Some(p) = placement {
             header.ramdisk_image = p.addr as u32;
@@ -153,5 +165,29 @@ impl Kernel {
             .add_file(ROM_FILE, rom)
             .map_err(|e| BootError::new(ErrorCode::EINVAL, e.to_string()))?;
         Ok(placement)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::bzimage::tests::fake_bzimage;
+
+    fn prepare(setup_sects: u8) -> Result<Kernel, BootError> {
+        let mut image = fake_bzimage(0, &[0xf4; 64]);
+        image[HEADER_OFFSET] = setup_sects;
+        let header = Header::parse(&image).unwrap();
+        image.resize(header.setup_len() + 64, 0xf4);
+        Kernel::prepare(image, header, None, None, vec![0; bios::BIOS_GRANULE])
+    }
+
+    #[test]
+    fn setup_code_must_end_below_its_heap() {
+        // 111 sectors and the boot sector: 0xe000 bytes, over 0xde00.
+        let err = prepare(111).err().unwrap();
+        assert!(err.message.contains("setup code"), "{}", err.message);
+        // Linux's own limit is 64 sectors; 110 leave 0x200 bytes of heap.
+        prepare(110).unwrap();
+        prepare(64).unwrap();
     }
 }

@@ -6,7 +6,7 @@
 //! triggers the transfer). Files get selectors from 0x20 upward in the order
 //! they are added; the directory at 0x19 lists them.
 
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::bus::BusDevice;
 use crate::memory::{GuestMemoryMmap, Layout};
@@ -164,6 +164,13 @@ impl FwCfg {
         let desc = GuestAddress(addr);
         let mut raw = [0u8; 16];
         if self.mem.read_slice(&mut raw, desc).is_err() {
+            // As QEMU does: the error bit goes to the control word if that
+            // much of the descriptor is in memory, so a guest polling it
+            // does not wait forever. Never part of the word: a write cut off
+            // by the end of memory would leave its first bytes.
+            if GuestMemoryBackend::check_range(&self.mem, desc, 4) {
+                let _ = self.mem.write_slice(&DMA_ERROR.to_be_bytes(), desc);
+            }
             return;
         }
         let control = u32::from_be_bytes(raw[0..4].try_into().unwrap_or_default());
@@ -386,6 +393,33 @@ mod tests {
         // A descriptor outside guest memory is ignored.
         dma.write(0, &0u32.to_be_bytes());
         dma.write(4, &0xF000_0000u32.to_be_bytes());
+    }
+
+    #[test]
+    fn dma_descriptor_cut_off_by_the_end_of_ram_fails_in_its_control_word() {
+        let (ram, cfg) = setup();
+        let mut dma = FwCfgDma(cfg);
+        // The last 8 bytes of RAM below the PCI hole: the control word is
+        // in memory, the buffer address is not.
+        let desc = ram.layout.low_ram_end() - 8;
+        let control = DMA_READ.to_be_bytes();
+        ram.mem.write_slice(&control, GuestAddress(desc)).unwrap();
+        dma.write(0, &0u32.to_be_bytes());
+        dma.write(4, &(desc as u32).to_be_bytes());
+        let mut word = [0u8; 4];
+        ram.mem.read_slice(&mut word, GuestAddress(desc)).unwrap();
+        assert_eq!(u32::from_be_bytes(word), DMA_ERROR);
+
+        // A control word cut off by the end of RAM is left alone.
+        let desc = ram.layout.low_ram_end() - 2;
+        ram.mem
+            .write_slice(&[0x5a, 0x5a], GuestAddress(desc))
+            .unwrap();
+        dma.write(0, &0u32.to_be_bytes());
+        dma.write(4, &(desc as u32).to_be_bytes());
+        let mut tail = [0u8; 2];
+        ram.mem.read_slice(&mut tail, GuestAddress(desc)).unwrap();
+        assert_eq!(tail, [0x5a, 0x5a]);
     }
 
     #[test]
