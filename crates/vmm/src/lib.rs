@@ -15,5 +15,6 @@ pub mod mptable;
 pub mod platform;
 pub mod process;
 pub mod smbios;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;

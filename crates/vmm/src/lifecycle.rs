@@ -145,6 +145,11 @@ impl Lifecycle {
             .send(event);
     }
 
+    /// Whether a pause or the VM's end is pending (cheap, for vCPUs).
+    pub fn needs_attention(&self) -> bool {
+        self.attention.load(Ordering::SeqCst)
+    }
+
     pub fn exit_requested(&self) -> bool {
         self.lock().exit.is_some()
     }
@@ -167,6 +172,21 @@ impl Lifecycle {
                 .wait_timeout(state, Duration::from_millis(10))
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Marks the VM paused before any vCPU thread exists (a received VM
+    /// restores its state first); the threads park as they start.
+    pub fn hold(&self) {
+        let mut state = self.lock();
+        state.paused = true;
+        self.attention.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a pause was asked for: a vCPU finishes what KVM left half
+    /// done (an exit to userspace completes on the next `KVM_RUN`) before
+    /// it parks, so its saved state is whole.
+    pub fn pause_requested(&self) -> bool {
+        self.attention.load(Ordering::SeqCst) && self.lock().paused
     }
 
     pub fn resume(&self) {

@@ -7,6 +7,7 @@ pub mod debug_port;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod pci;
+pub mod persist;
 pub mod serial;
 pub mod virtio;
 pub mod vmmci;

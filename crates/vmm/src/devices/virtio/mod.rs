@@ -22,6 +22,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::Queue;
 
+use crate::devices::persist::Persist;
 use crate::memory::GuestMemoryMmap;
 
 /// Largest queue a driver may choose (vmd.md §10, "virtio queue max").
@@ -73,8 +74,10 @@ pub trait QueueHandler: Send {
     ) -> Result<bool, DeviceBroken>;
 }
 
-/// A virtio device model, independent of the transport.
-pub trait VirtioDevice: Send {
+/// A virtio device model, independent of the transport. Its [`Persist`]
+/// state is what the model itself keeps beyond the transport's registers
+/// and queues (the transport saves those).
+pub trait VirtioDevice: Send + Persist {
     /// The virtio device type (2 for block); the PCI device id is
     /// 0x1040 plus this.
     fn device_type(&self) -> u16;

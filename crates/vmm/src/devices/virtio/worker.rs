@@ -9,13 +9,17 @@
 //! Control requests are synchronous: when [`Worker::reset`] returns, the
 //! thread has dropped the queues and finished the request it was serving,
 //! so nothing touches guest memory for a reset device. The thread waits
-//! while the VM is paused.
+//! while the VM is paused. Control requests are served only between
+//! passes over the queues, so a request is either done (on the used ring,
+//! its index advanced) or not taken (still available): once
+//! [`Worker::positions`] answers for a paused VM, the rings and the
+//! returned indices agree and stay so until the VM runs again.
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -41,12 +45,24 @@ pub struct Activation {
 enum Command {
     Activate(Activation),
     Reset,
+    Positions,
     Stop,
+}
+
+/// Where the device is in one queue: the next available entry it will
+/// take and the next used entry it will write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePosition {
+    pub next_avail: u16,
+    pub next_used: u16,
 }
 
 #[derive(Default)]
 struct ControlState {
     command: Option<Command>,
+    /// The answer to [`Command::Positions`]: `None` when no queues are
+    /// served, else one entry per queue (`None` for a disabled one).
+    positions: Option<Vec<Option<QueuePosition>>>,
     /// Commands completed, so a caller knows its own was.
     completed: u64,
     issued: u64,
@@ -136,6 +152,19 @@ impl Worker {
     pub fn reset(&self) {
         self.command(Command::Reset);
     }
+
+    /// Where the device stands in each queue, between two passes; `None`
+    /// when it serves no queues. With the VM paused the thread then stays
+    /// put, so the answer holds until the VM runs again.
+    pub fn positions(&self) -> Option<Vec<Option<QueuePosition>>> {
+        self.command(Command::Positions);
+        self.control
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .positions
+            .take()
+    }
 }
 
 impl Drop for Worker {
@@ -187,6 +216,19 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                             });
                         }
                         Some(Command::Reset) | Some(Command::Stop) => active = None,
+                        Some(Command::Positions) => {
+                            state.positions = active.as_ref().map(|a| {
+                                a.queues
+                                    .iter()
+                                    .map(|q| {
+                                        q.as_ref().map(|q| QueuePosition {
+                                            next_avail: q.next_avail(),
+                                            next_used: q.next_used(),
+                                        })
+                                    })
+                                    .collect()
+                            });
+                        }
                         None => {}
                     }
                     state.completed = state.issued;

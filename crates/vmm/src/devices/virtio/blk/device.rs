@@ -26,8 +26,8 @@ const CONFIG_LEN: usize = 60;
 const DISCARD_ALIGNMENT_SECTORS: u32 = 8;
 
 pub struct Blk {
-    backend: Arc<dyn BlockBackend>,
-    name: String,
+    pub(super) backend: Arc<dyn BlockBackend>,
+    pub(super) name: String,
     serial: [u8; ID_BYTES],
     config: [u8; CONFIG_LEN],
     features: u64,
