@@ -92,16 +92,17 @@ fn dd(src: &Path, dest: &Path, offset: u64, max_len: Option<usize>) {
     f.write_all(&data).expect("write image part");
 }
 
-fn build(dir: &Path) {
+fn build(dir: &Path, recipe: &Recipe) {
     let core = dir.join("core.img");
     let embed = dir.join("embed.cfg");
-    std::fs::write(&embed, embedded_config()).expect("write embedded config");
+    std::fs::write(&embed, &recipe.embedded).expect("write embedded config");
     run(Command::new("grub-mkimage")
         .args(["-O", "i386-pc", "-p", "(hd0,msdos1)/", "-c"])
         .arg(&embed)
         .arg("-o")
         .arg(&core)
-        .args(MODULES));
+        .args(MODULES)
+        .args(&recipe.extra_modules));
     let core_len = std::fs::metadata(&core).expect("core image").len();
     assert!(
         core_len < (PARTITION_START_SECTOR - 1) * 512,
@@ -163,14 +164,50 @@ impl FileLock {
     }
 }
 
+/// What goes into a GRUB disk: the embedded configuration and modules
+/// beyond the base set.
+struct Recipe {
+    embedded: String,
+    extra_modules: Vec<String>,
+}
+
 /// The cached 8 MiB raw disk image: MBR with GRUB's boot code, the core
 /// image from sector 1, and a FAT16 partition with `grub.cfg`. Do not
 /// boot it in place; copy it with [`boot_disk_copy`].
 pub fn boot_disk() -> PathBuf {
+    cached_disk(&Recipe {
+        embedded: embedded_config(),
+        extra_modules: Vec::new(),
+    })
+}
+
+/// A GRUB disk like [`boot_disk`] whose embedded configuration is
+/// `script` (run in GRUB's rescue parser after the serial console is set
+/// up), with `extra_modules` added to the core (e.g. `sleep`, `reboot`).
+pub fn scripted_disk(script: &str, extra_modules: &[&str]) -> PathBuf {
+    cached_disk(&Recipe {
+        embedded: format!(
+            "serial --unit=0 --speed=115200\n\
+             terminal_input serial\n\
+             terminal_output serial\n\
+             {script}\n"
+        ),
+        extra_modules: extra_modules.iter().map(|m| m.to_string()).collect(),
+    })
+}
+
+/// A private copy of a scripted disk at `dest`.
+pub fn scripted_disk_copy(script: &str, extra_modules: &[&str], dest: &Path) -> PathBuf {
+    std::fs::copy(scripted_disk(script, extra_modules), dest).expect("copy boot disk");
+    dest.to_path_buf()
+}
+
+fn cached_disk(recipe: &Recipe) -> PathBuf {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (
         RECIPE_VERSION,
-        embedded_config(),
+        &recipe.embedded,
+        &recipe.extra_modules,
         grub_cfg(),
         MODULES,
         grub_version(),
@@ -190,7 +227,7 @@ pub fn boot_disk() -> PathBuf {
     let staging = root.join(format!("staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).expect("staging directory");
-    build(&staging);
+    build(&staging, recipe);
     std::fs::rename(&staging, &dir).expect("publish fixture");
     image
 }

@@ -115,6 +115,42 @@ find_vmmci:
     ret
 "#;
 
+/// A subroutine for guest programs: programs the 8259 pair (master at
+/// vector 0x08, slave at 0x70), makes IRQ 9 level-triggered and unmasks
+/// only IRQ 9 (and the cascade), and points vector 0x71 at `sci_handler`,
+/// which the program defines. The program enables interrupts itself.
+pub const SCI_SETUP: &str = r#"
+setup_sci:
+    mov al, 0x11
+    out 0x20, al
+    out 0xa0, al
+    mov al, 0x08
+    out 0x21, al
+    mov al, 0x70
+    out 0xa1, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x02
+    out 0xa1, al
+    mov al, 0x01
+    out 0x21, al
+    out 0xa1, al
+    mov al, 0xfb
+    out 0x21, al
+    mov al, 0xfd
+    out 0xa1, al
+    mov dx, 0x4d1
+    mov al, 0x02
+    out dx, al
+    push es
+    xor ax, ax
+    mov es, ax
+    mov word [es:0x71 * 4], sci_handler
+    mov [es:0x71 * 4 + 2], cs
+    pop es
+    ret
+"#;
+
 /// Assembles `source` (flat binary) with nasm.
 pub fn assemble(source: &str) -> Vec<u8> {
     let dir = TempDir::new("nasm");

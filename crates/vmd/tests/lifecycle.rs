@@ -132,3 +132,103 @@ fn a_guest_powering_itself_off_shows_stopping_then_ends() {
         "the VM to end",
     );
 }
+
+// ----- with GRUB on a virtio disk: ACPI power-off, reboot, pause -----
+
+const BANNER: &str = "SeaBIOS (version";
+const GRUB_BOOT: Duration = Duration::from_secs(120);
+
+/// Starts a VM booting GRUB from a disk running `script`.
+fn start_grub(daemon: &TestDaemon, name: &str, script: &str, modules: &[&str]) {
+    let disk = testkit::grub::scripted_disk_copy(
+        script,
+        modules,
+        &daemon.dir().join(format!("{name}.img")),
+    );
+    daemon.vmctl_ok(&["start", "-m", "64M", "-d", disk.to_str().unwrap(), name]);
+}
+
+fn vm_row(daemon: &TestDaemon, name: &str) -> Option<Vec<String>> {
+    let out = daemon.vmctl(&["status", name]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .map(|l| l.split_whitespace().map(String::from).collect())
+}
+
+#[test]
+fn grub_halt_powers_the_vm_off_through_acpi() {
+    let daemon = TestDaemon::start();
+    start_grub(&daemon, "halter", "echo grub-halt-test: halting\nhalt", &[]);
+    let mut console = daemon.console("halter");
+    console
+        .read_until("grub-halt-test: halting", GRUB_BOOT)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while vm_row(&daemon, "halter").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "GRUB's halt did not power the VM off; console:\n{}\n--- log ---\n{}",
+            console.text(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !daemon.log().contains("halter: vm 1 is rebooting"),
+        "a power-off, not a reset"
+    );
+}
+
+#[test]
+fn grub_reboot_restarts_the_vm_with_the_same_id() {
+    let daemon = TestDaemon::start();
+    start_grub(
+        &daemon,
+        "rebooter",
+        "echo grub-reboot-test: rebooting\nreboot",
+        &["reboot"],
+    );
+    let mut console = daemon.console("rebooter");
+    console
+        .read_until("grub-reboot-test: rebooting", GRUB_BOOT)
+        .unwrap();
+    daemon.wait_for_log("rebooter: vm 1 is rebooting", Duration::from_secs(60));
+    // The firmware comes up again on the same console.
+    daemon.wait_for(
+        || console.text().matches(BANNER).count() >= 2,
+        Duration::from_secs(60),
+        "a second SeaBIOS banner",
+    );
+    assert_eq!(vm_row(&daemon, "rebooter").unwrap()[0], "1", "same id");
+    daemon.vmctl_ok(&["stop", "-f", "rebooter"]);
+}
+
+#[test]
+fn pause_freezes_a_grub_countdown_and_unpause_resumes_it() {
+    let daemon = TestDaemon::start();
+    start_grub(
+        &daemon,
+        "counter",
+        "echo grub-pause-test: counting\nsleep --verbose 40\necho grub-pause-test: done",
+        &["sleep"],
+    );
+    let mut console = daemon.console("counter");
+    console
+        .read_until("grub-pause-test: counting", GRUB_BOOT)
+        .unwrap();
+    // Let a few seconds tick by, then freeze.
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.vmctl_ok(&["pause", "counter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen = console.text();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(console.text(), frozen, "no output while paused");
+    daemon.vmctl_ok(&["unpause", "counter"]);
+    daemon.wait_for(
+        || console.text().len() > frozen.len(),
+        Duration::from_secs(20),
+        "the countdown to go on",
+    );
+    daemon.vmctl_ok(&["stop", "-f", "counter"]);
+}

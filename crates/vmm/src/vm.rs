@@ -22,6 +22,7 @@ use crate::devices::cmos::{self, Cmos};
 use crate::devices::debug_port::{DEBUG_PORT, DebugPort};
 use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
 use crate::devices::i8042::{I8042_COMMAND_PORT, I8042Reset};
+use crate::devices::level_irq::LevelIrq;
 use crate::devices::pci::host_bridge::HostBridge;
 use crate::devices::pci::irq_lines::{self, IrqLines};
 use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
@@ -135,6 +136,11 @@ impl LaunchFiles {
     }
 }
 
+/// How long a guest that took the ACPI power button may take to power
+/// off before the VM is ended anyway (the same as vmmci allows after an
+/// acknowledgement).
+pub const ACPI_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A built VM, ready to run.
 pub struct Vm {
     pub name: String,
@@ -152,8 +158,9 @@ pub struct Vm {
     vm_fd: Arc<VmFd>,
     /// kvmclock as it was when the VM was paused.
     paused_clock: Mutex<Option<kvm_bindings::kvm_clock_data>>,
-    /// The guest's shutdown channel.
+    /// The guest's shutdown channels: vmmci and the ACPI power button.
     vmmci: VmmciHandle,
+    pm: Arc<Mutex<Pm1>>,
     /// The devices whose state a send carries, in build order.
     saved_devices: Vec<SavedDevice>,
     /// Virtual size of each disk.
@@ -258,6 +265,7 @@ impl Assembly {
             vm_fd: self.vm_fd,
             paused_clock: Mutex::new(None),
             vmmci: self.pci.vmmci,
+            pm: self.legacy.pm,
             saved_devices: self.saved_devices,
             disk_sizes: self.disk_sizes,
             kvm: self.kvm,
@@ -441,18 +449,53 @@ impl Vm {
     }
 
     /// Asks the guest to shut down (vmd.md §6.6): through vmmci when its
-    /// driver runs (the VM then ends when the guest reboots or a timer
-    /// runs out); a guest that cannot be asked is ended at once.
+    /// driver runs (the VM then ends when the guest reboots or a vmmci
+    /// timer runs out) and with the ACPI power button when the guest
+    /// listens for it (the VM ends when the guest enters S5, or after
+    /// [`ACPI_SHUTDOWN_TIMEOUT`]). A guest that can be asked neither way is
+    /// ended at once, as vmd does.
     pub fn request_shutdown(&self) {
-        if self.vmmci.request_shutdown() {
-            tracing::info!("{}: asked the guest to shut down (vmmci)", self.name);
-            return;
+        let by_vmmci = self.vmmci.request_shutdown();
+        let by_acpi = {
+            let mut pm = self.pm.lock().unwrap_or_else(|e| e.into_inner());
+            let listens = pm.power_button_enabled();
+            if listens {
+                pm.press_power_button();
+            }
+            listens
+        };
+        match (by_vmmci, by_acpi) {
+            (false, false) => {
+                tracing::info!(
+                    "{}: the guest has no shutdown channel, terminating the vm",
+                    self.name
+                );
+                self.lifecycle.request_exit(ExitReason::PowerOff);
+            }
+            (true, _) => {
+                tracing::info!("{}: asked the guest to shut down (vmmci)", self.name);
+            }
+            (false, true) => {
+                tracing::info!("{}: pressed the ACPI power button", self.name);
+                let lifecycle = self.lifecycle.clone();
+                let name = self.name.clone();
+                let _ = std::thread::Builder::new()
+                    .name("acpi-timeout".into())
+                    .spawn(move || {
+                        let deadline = std::time::Instant::now() + ACPI_SHUTDOWN_TIMEOUT;
+                        while std::time::Instant::now() < deadline {
+                            if lifecycle.exit_requested() {
+                                return;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                        }
+                        tracing::info!(
+                            "{name}: no power-off after the power button, ending the vm"
+                        );
+                        lifecycle.request_exit(ExitReason::PowerOff);
+                    });
+            }
         }
-        tracing::info!(
-            "{}: the guest has no shutdown channel, terminating the vm",
-            self.name
-        );
-        self.lifecycle.request_exit(ExitReason::PowerOff);
     }
 
     /// Parks every vCPU and freezes the guest clock (vmd.md §6.7).
@@ -704,11 +747,26 @@ fn legacy_devices(
         let lifecycle = lifecycle.clone();
         move || lifecycle.request_exit(ExitReason::PowerOff)
     };
+    let pm = shared(Pm1::new(Box::new(power_off)));
+    let sci = {
+        let pm = pm.clone();
+        LevelIrq::new(
+            vm_fd,
+            u32::from(acpi_pm::SCI_IRQ),
+            "sci",
+            lifecycle.clone(),
+            move || pm.lock().unwrap_or_else(|e| e.into_inner()).sci_pending(),
+        )
+        .map_err(|e| LaunchError::io("sci", &e))?
+    };
+    pm.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .connect_sci(sci);
     Ok(LegacyDevices {
         serial,
         cmos,
         fw_cfg: Arc::new(Mutex::new(fw_cfg)),
-        pm: shared(Pm1::new(Box::new(power_off))),
+        pm,
     })
 }
 
@@ -821,7 +879,14 @@ fn pci_devices(
     )
     .map_err(|e| LaunchError::io("vmmci", &e))?;
     root.add(shared(vmmci)).ok_or_else(full)?;
-    irq_lines::set_level_triggered(&transport.vm, irqs.used())
+    // PCI INTx lines and the ACPI SCI are level-triggered.
+    let level: Vec<u8> = irqs
+        .used()
+        .iter()
+        .copied()
+        .chain([acpi_pm::SCI_IRQ])
+        .collect();
+    irq_lines::set_level_triggered(&transport.vm, &level)
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),

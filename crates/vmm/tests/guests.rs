@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use proto::vmchannel::ExitReason;
-use testkit::guest::{FIND_VMMCI, firmware};
+use testkit::guest::{FIND_VMMCI, SCI_SETUP, firmware};
 
 mod common;
 
@@ -440,5 +440,98 @@ never: db "survived", 0
 "#,
     );
     assert!(out.starts_with("resetting\r\n"), "{out:?}");
+    assert_eq!(reason, ExitReason::Reboot);
+}
+
+#[test]
+fn power_button_raises_the_sci_and_s5_powers_off() {
+    let program = format!(
+        r#"
+main:
+    call setup_sci
+    ; listen for the power button
+    mov dx, 0x602
+    mov ax, 0x100
+    out dx, ax
+    PRINT ready
+    sti
+.wait:
+    hlt
+    jmp .wait
+sci_handler:
+    mov dx, 0x600
+    in ax, dx
+    mov cx, ax
+    PRINT sts
+    mov al, ch
+    PRINT_HEX8
+    mov al, cl
+    PRINT_HEX8
+    ; acknowledge: clear the status bit, end of interrupt
+    mov dx, 0x600
+    mov ax, 0x100
+    out dx, ax
+    mov al, 0x20
+    out 0xa0, al
+    out 0x20, al
+    ; enter S5
+    mov dx, 0x604
+    mov ax, (5 << 10) | (1 << 13) | 1
+    out dx, ax
+    PRINT survived
+    iret
+ready: db "ready", 0
+sts: db " sts=", 0
+survived: db " survived", 0
+{SCI_SETUP}
+"#
+    );
+    let running = Guest::new(firmware(&program)).start();
+    running.wait_for_output("ready");
+    running.vm.request_shutdown();
+    let (out, reason) = running.wait();
+    assert_eq!(reason, ExitReason::PowerOff);
+    assert!(out.starts_with("ready sts=01"), "{out:?}");
+}
+
+#[test]
+fn a_guest_not_listening_for_the_power_button_is_ended_at_once() {
+    let running = Guest::new(firmware(
+        r#"
+main:
+    PRINT ready
+.spin:
+    jmp .spin
+ready: db "ready", 0
+"#,
+    ))
+    .start();
+    running.wait_for_output("ready");
+    running.vm.request_shutdown();
+    let (_, reason) = running.wait();
+    assert_eq!(reason, ExitReason::PowerOff);
+}
+
+#[test]
+fn vmmci_guest_initiated_reboot_resets_after_the_grace_period() {
+    let program = format!(
+        r#"
+main:
+    call find_vmmci
+    lea dx, [bx + 0x12]
+    mov al, 4
+    out dx, al
+    lea dx, [bx + 0x14]
+    mov eax, 2
+    out dx, eax
+    PRINT rebooting
+.spin:
+    jmp .spin
+rebooting: db "rebooting", 0
+{FIND_VMMCI}
+"#
+    );
+    let (out, reason) = run_guest(&program);
+    assert_eq!(out, "rebooting");
     assert_eq!(reason, ExitReason::Reboot);
 }

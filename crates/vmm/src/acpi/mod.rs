@@ -32,6 +32,8 @@ pub const OEM_REVISION: u32 = 1;
 
 /// Offset of the checksum byte in every table header.
 const HEADER_CHECKSUM: usize = 9;
+/// Offset of the RSDT address in the RSDP.
+const RSDP_RSDT: usize = 16;
 /// Offset of the XSDT address in the RSDP.
 const RSDP_XSDT: usize = 24;
 /// The RSDP's two checksums: over its first 20 bytes (ACPI 1.0), and over
@@ -74,6 +76,7 @@ pub struct Offsets {
     pub facs: usize,
     pub fadt: usize,
     pub madt: usize,
+    pub rsdt: usize,
     pub xsdt: usize,
 }
 
@@ -95,6 +98,15 @@ pub fn fix_checksum(table: &mut [u8]) {
     table[HEADER_CHECKSUM] = 0;
     let sum = table.iter().fold(0u8, |acc, b| acc.wrapping_add(*b));
     table[HEADER_CHECKSUM] = sum.wrapping_neg();
+}
+
+/// Recomputes the RSDP's checksum (first 20 bytes) and extended checksum.
+fn fix_rsdp_checksums(rsdp: &mut [u8]) {
+    let sum = |bytes: &[u8]| bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b));
+    rsdp[RSDP_CHECKSUM] = 0;
+    rsdp[RSDP_CHECKSUM] = sum(&rsdp[..RSDP_V1_LEN]).wrapping_neg();
+    rsdp[RSDP_EXTENDED_CHECKSUM] = 0;
+    rsdp[RSDP_EXTENDED_CHECKSUM] = sum(rsdp).wrapping_neg();
 }
 
 /// Appends `table` at the next multiple of `alignment`; returns its offset.
@@ -126,8 +138,18 @@ impl AcpiTables {
         let fadt = fadt::table(address(offsets.facs), address(offsets.dsdt));
         offsets.fadt = append(&mut blob, &fadt, TABLE_ALIGN);
         offsets.madt = append(&mut blob, &madt::table(platform), TABLE_ALIGN);
+        let entries = [offsets.fadt, offsets.madt];
+        // An RSDT besides the XSDT: boot loaders and older systems (GRUB's
+        // ACPI power-off among them) only follow the 32-bit table.
+        let mut rsdt = Sdt::new(*b"RSDT", 36, 1, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+        for &entry in &entries {
+            rsdt.append_slice(&(address(entry) as u32).to_le_bytes());
+        }
+        let mut rsdt_bytes = rsdt.as_slice().to_vec();
+        fix_checksum(&mut rsdt_bytes);
+        offsets.rsdt = append(&mut blob, &rsdt_bytes, TABLE_ALIGN);
         let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-        for entry in [offsets.fadt, offsets.madt] {
+        for entry in entries {
             xsdt.add_entry(address(entry));
         }
         let mut xsdt_bytes = Vec::new();
@@ -136,6 +158,9 @@ impl AcpiTables {
 
         let mut rsdp = Vec::new();
         Rsdp::new(OEM_ID, address(offsets.xsdt)).to_aml_bytes(&mut rsdp);
+        rsdp[RSDP_RSDT..RSDP_RSDT + 4]
+            .copy_from_slice(&(address(offsets.rsdt) as u32).to_le_bytes());
+        fix_rsdp_checksums(&mut rsdp);
 
         let tables_pointer = |offset: usize, size: u8| Pointer {
             blob: Blob::Tables,
@@ -147,7 +172,13 @@ impl AcpiTables {
             tables_pointer(offsets.fadt + fadt::X_FIRMWARE_CTRL, 8),
             tables_pointer(offsets.fadt + fadt::X_DSDT, 8),
         ];
-        pointers.extend((0..2).map(|i| tables_pointer(offsets.xsdt + 36 + 8 * i, 8)));
+        pointers.extend((0..entries.len()).map(|i| tables_pointer(offsets.rsdt + 36 + 4 * i, 4)));
+        pointers.extend((0..entries.len()).map(|i| tables_pointer(offsets.xsdt + 36 + 8 * i, 8)));
+        pointers.push(Pointer {
+            blob: Blob::Rsdp,
+            offset: RSDP_RSDT,
+            size: 4,
+        });
         pointers.push(Pointer {
             blob: Blob::Rsdp,
             offset: RSDP_XSDT,
@@ -157,16 +188,21 @@ impl AcpiTables {
         let table_len = |offset: usize| {
             u32::from_le_bytes(blob[offset + 4..offset + 8].try_into().unwrap_or_default()) as usize
         };
-        let mut checksums: Vec<ChecksumRange> =
-            [offsets.dsdt, offsets.fadt, offsets.madt, offsets.xsdt]
-                .into_iter()
-                .map(|offset| ChecksumRange {
-                    blob: Blob::Tables,
-                    field: offset + HEADER_CHECKSUM,
-                    start: offset,
-                    len: table_len(offset),
-                })
-                .collect();
+        let mut checksums: Vec<ChecksumRange> = [
+            offsets.dsdt,
+            offsets.fadt,
+            offsets.madt,
+            offsets.rsdt,
+            offsets.xsdt,
+        ]
+        .into_iter()
+        .map(|offset| ChecksumRange {
+            blob: Blob::Tables,
+            field: offset + HEADER_CHECKSUM,
+            start: offset,
+            len: table_len(offset),
+        })
+        .collect();
         checksums.push(ChecksumRange {
             blob: Blob::Rsdp,
             field: RSDP_CHECKSUM,
@@ -205,7 +241,7 @@ impl AcpiTables {
     /// diagnostics).
     pub fn table(&self, signature: &[u8; 4]) -> Option<&[u8]> {
         let o = self.offsets;
-        [o.dsdt, o.facs, o.fadt, o.madt, o.xsdt]
+        [o.dsdt, o.facs, o.fadt, o.madt, o.rsdt, o.xsdt]
             .into_iter()
             .find(|&offset| &self.tables[offset..offset + 4] == signature)
             .map(|offset| {

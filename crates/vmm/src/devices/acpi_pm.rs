@@ -17,9 +17,11 @@
 //! raises [`SCI_IRQ`] (level-triggered, shareable, active low as the MADT
 //! says) until the guest clears the status bit.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bus::BusDevice;
+use crate::devices::level_irq::LevelIrq;
 
 mod persist;
 
@@ -73,6 +75,8 @@ pub struct Pm1 {
     control: u16,
     started: Instant,
     on_power_off: Box<dyn Fn() + Send>,
+    /// The SCI, once connected.
+    sci: Option<Arc<LevelIrq>>,
 }
 
 impl Pm1 {
@@ -84,12 +88,34 @@ impl Pm1 {
             control: SCI_EN,
             started: Instant::now(),
             on_power_off,
+            sci: None,
         }
     }
 
-    /// Records a power-button press.
+    /// Connects the SCI line the device raises.
+    pub fn connect_sci(&mut self, sci: Arc<LevelIrq>) {
+        self.sci = Some(sci);
+    }
+
+    /// Records a power-button press and, if the guest listens for it,
+    /// raises the SCI.
     pub fn press_power_button(&mut self) {
         self.status |= PWRBTN_STS;
+        self.update_sci();
+    }
+
+    /// Whether the guest's ACPI code listens for the power button: an OS
+    /// that handles it enables its event.
+    pub fn power_button_enabled(&self) -> bool {
+        self.enable & PWRBTN_STS != 0
+    }
+
+    fn update_sci(&self) {
+        if self.sci_pending()
+            && let Some(sci) = &self.sci
+        {
+            sci.raise();
+        }
     }
 
     /// Whether the SCI line should be asserted.
@@ -115,7 +141,11 @@ impl Pm1 {
     fn write_register(&mut self, offset: u64, value: u16) {
         match offset {
             STS => self.status &= !value,
-            EN => self.enable = value & PM1_EN_WRITABLE,
+            EN => {
+                self.enable = value & PM1_EN_WRITABLE;
+                // Enabling an event that is already pending interrupts.
+                self.update_sci();
+            }
             CNT => {
                 self.control = SCI_EN | (value & PM1_CNT_STORED);
                 let sleep_type = (value & SLP_TYP_MASK) >> SLP_TYP_SHIFT;

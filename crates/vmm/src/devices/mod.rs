@@ -6,6 +6,7 @@ pub mod cmos;
 pub mod debug_port;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod level_irq;
 pub mod pci;
 pub mod persist;
 pub mod serial;

@@ -73,8 +73,11 @@ struct Registers {
     status: u8,
     isr: u8,
     command: u32,
-    /// When the running timer ends the VM.
+    /// When the running timer ends the VM, and how.
     deadline: Option<Instant>,
+    /// A guest that announced a reboot is reset when its timer runs out;
+    /// every other timer ends the VM.
+    reboot_on_timeout: bool,
     /// Host seconds and microseconds sampled by the last seconds read.
     sampled: (u64, u32),
 }
@@ -100,6 +103,7 @@ impl Shared {
 
     fn arm(&self, regs: &mut Registers, after: Duration) {
         regs.deadline = Some(Instant::now() + after);
+        regs.reboot_on_timeout = false;
         let _ = self.wake.write(1);
     }
 
@@ -247,7 +251,11 @@ impl Vmmci {
                 shared.arm(regs, POWEROFF_DELAY);
             }
             CMD_REBOOT if regs.command == CMD_NONE => {
+                // The guest should reset itself; if it has not after the
+                // grace period, vmd resets it.
                 tracing::info!("{}: vmmci: guest is rebooting", shared.name);
+                shared.arm(regs, POWEROFF_DELAY);
+                regs.reboot_on_timeout = true;
             }
             _ => {}
         }
@@ -336,15 +344,23 @@ fn run_timers(shared: &Shared, resample: &EventFd) {
             match regs.deadline {
                 Some(d) if Instant::now() >= d => {
                     regs.deadline = None;
-                    true
+                    Some(regs.reboot_on_timeout)
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if expired {
-            tracing::info!("{}: vmmci: timeout, ending the vm", shared.name);
-            shared.lifecycle.request_exit(ExitReason::PowerOff);
-            return;
+        match expired {
+            Some(true) => {
+                tracing::info!("{}: vmmci: resetting the rebooting guest", shared.name);
+                shared.lifecycle.request_exit(ExitReason::Reboot);
+                return;
+            }
+            Some(false) => {
+                tracing::info!("{}: vmmci: timeout, ending the vm", shared.name);
+                shared.lifecycle.request_exit(ExitReason::PowerOff);
+                return;
+            }
+            None => {}
         }
 
         // A host clock jump (suspend, settimeofday) shows as wall-clock

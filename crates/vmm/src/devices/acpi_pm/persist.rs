@@ -40,6 +40,8 @@ impl Persist for Pm1 {
         let phase = Duration::from_nanos((u128::from(s.timer_ns) % period_ns) as u64);
         let now = Instant::now();
         self.started = now.checked_sub(phase).unwrap_or(now);
+        // A pending event keeps its level-triggered line up.
+        self.update_sci();
         Ok(())
     }
 }

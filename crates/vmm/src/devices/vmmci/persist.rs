@@ -21,6 +21,8 @@ struct VmmciState {
     command: u32,
     /// Milliseconds left on the request timer, if one runs.
     timer_left_ms: Option<u64>,
+    /// When the timer runs out the VM is reset rather than ended.
+    reboot_on_timeout: bool,
     /// The host time the guest last sampled (seconds, microseconds).
     sampled: (u64, u32),
 }
@@ -41,6 +43,7 @@ impl Persist for Vmmci {
             isr: regs.isr,
             command: regs.command,
             timer_left_ms,
+            reboot_on_timeout: regs.reboot_on_timeout,
             sampled: regs.sampled,
         }))
     }
@@ -57,10 +60,16 @@ impl Persist for Vmmci {
             isr: s.isr,
             command: s.command,
             deadline: None,
+            reboot_on_timeout: false,
             sampled: s.sampled,
         };
         if let Some(ms) = s.timer_left_ms {
             self.shared.arm(&mut regs, Duration::from_millis(ms));
+            regs.reboot_on_timeout = s.reboot_on_timeout;
+        }
+        // An interrupt the guest has not taken yet keeps the line up.
+        if regs.isr != 0 {
+            self.shared.raise();
         }
         Ok(())
     }

@@ -178,6 +178,8 @@ impl Persist for VirtioPciDevice {
             .intx_disabled
             .store(s.intx_disabled, Ordering::SeqCst);
         self.interrupt.msix().restore_state(&s.msix)?;
+        // An interrupt the guest has not taken yet keeps the line up.
+        self.interrupt.resample();
         self.device.restore(&s.device)?;
         match (&s.positions, self.serving()) {
             (Some(queues), true) => {
