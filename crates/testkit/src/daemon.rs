@@ -99,6 +99,19 @@ impl TestDaemon {
         vmctl_at(&self.socket, args)
     }
 
+    /// Runs vmctl with the given stdin and stdout (files for `send` and
+    /// `receive`); stderr is captured.
+    pub fn vmctl_io(&self, args: &[&str], stdin: Stdio, stdout: Stdio) -> Output {
+        Command::new(binary("vmctl"))
+            .args(args)
+            .env("VMD_SOCKET", &self.socket)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run vmctl")
+    }
+
     /// Runs vmctl and insists that it succeeds; returns its stdout.
     pub fn vmctl_ok(&self, args: &[&str]) -> String {
         let out = self.vmctl(args);

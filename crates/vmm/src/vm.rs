@@ -152,6 +152,8 @@ pub struct Vm {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     vcpus: Vec<SharedVcpu>,
+    /// The CPUID each vCPU was given.
+    cpuids: Vec<CpuId>,
     pty_master: File,
     pub pty_slave: File,
     /// The KVM VM; also keeps its memory regions and irqfds alive.
@@ -246,10 +248,11 @@ impl Assembly {
     fn into_vm(
         self,
         launch: &VmLaunch,
-        vcpus: Vec<SharedVcpu>,
+        vcpus: Vec<(SharedVcpu, CpuId)>,
         pty: (File, File),
         lifecycle: Arc<Lifecycle>,
     ) -> Vm {
+        let (vcpus, cpuids) = vcpus.into_iter().unzip();
         Vm {
             name: launch.name.clone(),
             ram: self.ram,
@@ -260,6 +263,7 @@ impl Assembly {
             pio: self.pio,
             mmio: self.mmio,
             vcpus,
+            cpuids,
             pty_master: pty.0,
             pty_slave: pty.1,
             vm_fd: self.vm_fd,
@@ -381,13 +385,7 @@ impl Vm {
             let cpuid = state
                 .cpuid()
                 .map_err(|e| stream_error(StreamError::corrupt(e)))?;
-            let vcpu = parts
-                .vm_fd
-                .create_vcpu(u64::from(state.index))
-                .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
-            vcpu.set_cpuid2(&cpuid)
-                .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
-            vcpus.push(Arc::new(Mutex::new(vcpu)));
+            vcpus.push(create_vcpu(&parts.vm_fd, state.index, cpuid)?);
         }
         let pci_root = parts.pci.root.clone();
         let vm = parts.into_vm(
@@ -422,6 +420,7 @@ impl Vm {
             vm_fd: &self.vm_fd,
             ram: &self.ram,
             vcpus: &self.vcpus,
+            cpuids: &self.cpuids,
             devices: &self.saved_devices,
             disk_sizes: &self.disk_sizes,
         }
@@ -963,22 +962,37 @@ fn create_vcpus(
     supported: &CpuId,
     count: u32,
     entry: &Entry,
-) -> Result<Vec<SharedVcpu>, LaunchError> {
+) -> Result<Vec<(SharedVcpu, CpuId)>, LaunchError> {
     let mut vcpus = Vec::new();
     for index in 0..count {
-        let vcpu = vm_fd
-            .create_vcpu(u64::from(index))
-            .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
-        vcpu.set_cpuid2(&cpuid::guest_cpuid(supported, index, count))
-            .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
+        let (vcpu, cpuid) =
+            create_vcpu(vm_fd, index, cpuid::guest_cpuid(supported, index, count))?;
         if index == 0 {
+            let vcpu = vcpu.lock().unwrap_or_else(|e| e.into_inner());
             match entry {
                 Entry::ResetVector => vcpu::set_reset_state(&vcpu),
                 Entry::Kernel(state) => state.apply(&vcpu),
             }
             .map_err(|e| LaunchError::kvm("vcpu registers", e))?;
         }
-        vcpus.push(Arc::new(Mutex::new(vcpu)));
+        vcpus.push((vcpu, cpuid));
     }
     Ok(vcpus)
+}
+
+/// vCPU `index` with `cpuid`, which comes back with it: what KVM reports
+/// for a vCPU may differ from what it was given (KVM adds what the
+/// guest's own settings imply, and some hosts rewrite more), and a send
+/// carries what this VMM chose.
+fn create_vcpu(
+    vm_fd: &VmFd,
+    index: u32,
+    cpuid: CpuId,
+) -> Result<(SharedVcpu, CpuId), LaunchError> {
+    let vcpu = vm_fd
+        .create_vcpu(u64::from(index))
+        .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
+    Ok((Arc::new(Mutex::new(vcpu)), cpuid))
 }

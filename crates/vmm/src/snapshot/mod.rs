@@ -41,6 +41,8 @@ pub struct Machine<'a> {
     pub vm_fd: &'a VmFd,
     pub ram: &'a GuestRam,
     pub vcpus: &'a [SharedVcpu],
+    /// The CPUID each vCPU was given.
+    pub cpuids: &'a [kvm_bindings::CpuId],
     pub devices: &'a [SavedDevice],
     /// Virtual size of each disk, in the description's order.
     pub disk_sizes: &'a [u64],

@@ -40,8 +40,11 @@ pub fn write_stream(
     let vcpus = machine
         .vcpus
         .iter()
+        .zip(machine.cpuids)
         .enumerate()
-        .map(|(index, vcpu)| vcpu_state::save(&lock(vcpu), index as u32, &msrs, xsave_size))
+        .map(|(index, (vcpu, cpuid))| {
+            vcpu_state::save(&lock(vcpu), index as u32, cpuid, &msrs, xsave_size)
+        })
         .collect::<Result<Vec<VcpuState>, String>>()
         .map_err(StreamError::Save)?;
     let in_kernel = in_kernel::save(machine.vm_fd, clock).map_err(StreamError::Save)?;

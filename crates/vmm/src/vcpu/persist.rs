@@ -27,7 +27,7 @@ const XSAVE_LEGACY_SIZE: usize = std::mem::size_of::<kvm_xsave>();
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VcpuState {
     pub index: u32,
-    /// The CPUID this vCPU answers with.
+    /// The CPUID this vCPU was given (`KVM_SET_CPUID2`).
     pub cpuid: Vec<KvmBytes<kvm_cpuid_entry2>>,
     pub regs: KvmBytes<kvm_regs>,
     pub sregs: KvmBytes<kvm_sregs>,
@@ -183,16 +183,14 @@ fn set_msrs(vcpu: &VcpuFd, index: u32, msrs: &[(u32, u64)]) -> Result<(), String
     Ok(())
 }
 
-/// Takes the state of a parked vCPU.
+/// Takes the state of a parked vCPU that was given `cpuid`.
 pub fn save(
     vcpu: &VcpuFd,
     index: u32,
+    cpuid: &CpuId,
     msr_indices: &[u32],
     xsave_size: usize,
 ) -> Result<VcpuState, String> {
-    let cpuid = vcpu
-        .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(ioctl("KVM_GET_CPUID2"))?;
     Ok(VcpuState {
         index,
         cpuid: cpuid.as_slice().iter().copied().map(KvmBytes).collect(),

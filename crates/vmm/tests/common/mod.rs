@@ -135,15 +135,12 @@ pub fn description(memory: u64, vcpus: u32) -> VmDescription {
 pub fn receive(path: &Path) -> Result<Running, LaunchError> {
     let dir = testkit::tmp::TempDir::new("received");
     let mut stream = File::open(path).unwrap();
-    let (header_bytes, payload) =
-        vmm::snapshot::format::read_header_bytes(&mut stream).map_err(|e| LaunchError {
+    let kvm = File::open("/dev/kvm").expect("/dev/kvm");
+    let (header_bytes, header) =
+        vmm::snapshot::read_header(&mut stream, &kvm).map_err(|e| LaunchError {
             code: e.code(),
             reason: e.to_string(),
         })?;
-    let header = vmm::snapshot::Header::decode(&payload).map_err(|e| LaunchError {
-        code: e.code(),
-        reason: e.to_string(),
-    })?;
     let d = header.description;
     let guest = Guest {
         memory: d.memory,
