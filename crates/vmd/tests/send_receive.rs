@@ -91,7 +91,10 @@ fn send_ok(daemon: &TestDaemon, name: &str, to: &Path) {
         stderr(&out),
         daemon.log()
     );
-    assert_eq!(stderr(&out), format!("vmctl: sent vm {name} successfully\n"));
+    assert_eq!(
+        stderr(&out),
+        format!("vmctl: sent vm {name} successfully\n")
+    );
 }
 
 fn receive_ok(daemon: &TestDaemon, name: &str, from: &Path) {
@@ -157,7 +160,9 @@ fn grub_counts_down_across_two_moves_then_boots_its_entry_from_the_moved_disk() 
     };
     let values = countdown(&text);
     assert!(
-        values.first().is_some_and(|&n| n <= sent_again_at && n + 2 >= sent_again_at),
+        values
+            .first()
+            .is_some_and(|&n| n <= sent_again_at && n + 2 >= sent_again_at),
         "sent at {sent_again_at}, resumed with {values:?}"
     );
     assert!(text.contains(ENTERED), "{text}");

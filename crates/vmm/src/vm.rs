@@ -965,8 +965,7 @@ fn create_vcpus(
 ) -> Result<Vec<(SharedVcpu, CpuId)>, LaunchError> {
     let mut vcpus = Vec::new();
     for index in 0..count {
-        let (vcpu, cpuid) =
-            create_vcpu(vm_fd, index, cpuid::guest_cpuid(supported, index, count))?;
+        let (vcpu, cpuid) = create_vcpu(vm_fd, index, cpuid::guest_cpuid(supported, index, count))?;
         if index == 0 {
             let vcpu = vcpu.lock().unwrap_or_else(|e| e.into_inner());
             match entry {
@@ -984,11 +983,7 @@ fn create_vcpus(
 /// for a vCPU may differ from what it was given (KVM adds what the
 /// guest's own settings imply, and some hosts rewrite more), and a send
 /// carries what this VMM chose.
-fn create_vcpu(
-    vm_fd: &VmFd,
-    index: u32,
-    cpuid: CpuId,
-) -> Result<(SharedVcpu, CpuId), LaunchError> {
+fn create_vcpu(vm_fd: &VmFd, index: u32, cpuid: CpuId) -> Result<(SharedVcpu, CpuId), LaunchError> {
     let vcpu = vm_fd
         .create_vcpu(u64::from(index))
         .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;

@@ -334,7 +334,7 @@ impl<R: Read> FrameReader<R> {
     /// The next frame, read whole. Memory frames are better read with
     /// [`FrameReader::next_head`] and [`MemoryFrame`], straight into guest
     /// memory.
-    pub fn next(&mut self) -> Result<Frame, StreamError> {
+    pub fn next_frame(&mut self) -> Result<Frame, StreamError> {
         let (tag, head) = self.next_head()?;
         self.rest_of(tag, head)
     }
@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(header, again);
         let mut out = vec![(Tag::Header, header)];
         loop {
-            let f = r.next()?;
+            let f = r.next_frame()?;
             let end = f.tag == Tag::Trailer;
             out.push((f.tag, f.payload));
             if end {

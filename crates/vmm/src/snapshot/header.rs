@@ -58,7 +58,7 @@ impl Header {
     fn check(&self) -> Result<(), StreamError> {
         let d = &self.description;
         let bad = |what: &str| Err(StreamError::corrupt(format!("header: {what}")));
-        if d.memory < MIB || d.memory % MIB != 0 {
+        if d.memory < MIB || !d.memory.is_multiple_of(MIB) {
             return bad("memory size");
         }
         if d.vcpus == 0 || d.vcpus > MAX_VCPUS {

@@ -210,7 +210,7 @@ impl<'a> MemoryLoader<'a> {
             frame.read(&mut head)?;
             let addr = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
             let count = u64::from(u32::from_le_bytes(head[8..].try_into().unwrap_or_default()));
-            if addr % PAGE_SIZE != 0 || count == 0 {
+            if !addr.is_multiple_of(PAGE_SIZE) || count == 0 {
                 return Err(StreamError::corrupt(format!(
                     "memory run at {addr:#x} of {count} pages"
                 )));

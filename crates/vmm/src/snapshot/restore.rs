@@ -52,7 +52,7 @@ pub fn read_stream<R: Read>(
 ) -> Result<Received, StreamError> {
     let mut vcpus = Vec::new();
     for index in 0..header.description.vcpus {
-        let frame = reader.next()?;
+        let frame = reader.next_frame()?;
         expect(frame.tag, Tag::Vcpu)?;
         let vcpu: VcpuState = payload(frame.tag, &frame.payload)?;
         if vcpu.index != index {
@@ -63,12 +63,12 @@ pub fn read_stream<R: Read>(
         }
         vcpus.push(vcpu);
     }
-    let frame = reader.next()?;
+    let frame = reader.next_frame()?;
     expect(frame.tag, Tag::Kvm)?;
     let in_kernel: InKernelState = payload(frame.tag, &frame.payload)?;
     let mut devices = Vec::new();
     for name in &header.devices {
-        let frame = reader.next()?;
+        let frame = reader.next_frame()?;
         expect(frame.tag, Tag::Device)?;
         let record: DeviceRecord = payload(frame.tag, &frame.payload)?;
         if &record.name != name {

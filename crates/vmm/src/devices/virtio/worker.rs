@@ -8,8 +8,8 @@
 //!
 //! Control requests are synchronous: when [`Worker::reset`] returns, the
 //! thread has dropped the queues and finished the request it was serving,
-//! so nothing touches guest memory for a reset device. The thread waits
-//! while the VM is paused. Control requests are served only between
+//! so nothing touches guest memory for a reset device. While the VM is
+//! paused the thread serves no queue but still answers control requests. Control requests are served only between
 //! passes over the queues, so a request is either done (on the used ring,
 //! its index advanced) or not taken (still available): once
 //! [`Worker::positions`] answers for a paused VM, the rings and the
@@ -24,11 +24,13 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{DeviceBroken, Interrupt, QueueHandler};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{DeviceWork, Lifecycle};
 use crate::memory::GuestMemoryMmap;
 
 /// Chains served per queue before the thread looks at its other events.
 const BUDGET: usize = 256;
+/// How often a thread held by a pause looks whether it may go on.
+const HOLD_POLL_MS: i32 = 20;
 
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_RESAMPLE: u64 = 1;
@@ -189,7 +191,13 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
     let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len()];
     loop {
         let due = active.as_ref().is_some_and(|a| a.due.iter().any(|&d| d));
-        let timeout = if due { 0 } else { -1 };
+        let timeout = match events.lifecycle.device_may_work() {
+            DeviceWork::Stop => return,
+            // Paused: look again soon, serving control requests meanwhile.
+            DeviceWork::Hold => HOLD_POLL_MS,
+            DeviceWork::Go if due => 0,
+            DeviceWork::Go => -1,
+        };
         let n = match epoll.wait(timeout, &mut ready) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -257,8 +265,10 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
             }
         }
         let Some(a) = active.as_mut() else { continue };
-        if !events.lifecycle.device_may_run() {
-            return;
+        match events.lifecycle.device_may_work() {
+            DeviceWork::Go => {}
+            DeviceWork::Hold => continue,
+            DeviceWork::Stop => return,
         }
         let mut broken = None;
         for index in 0..a.queues.len() {
