@@ -124,6 +124,15 @@ impl TestDaemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The row of `name` in `vmctl status`, split into columns.
+    pub fn status_row(&self, name: &str) -> Option<Vec<String>> {
+        String::from_utf8_lossy(&self.vmctl(&["status"]).stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|cols| cols.last().map(String::as_str) == Some(name))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

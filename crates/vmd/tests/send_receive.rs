@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use testkit::daemon::{ConsoleSession, TestDaemon};
 use testkit::grub;
+use testkit::guest::firmware;
 
 const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// GRUB's core with `normal` loads through int13 at a few KB/s.
@@ -173,5 +174,222 @@ fn grub_counts_down_across_two_moves_then_boots_its_entry_from_the_moved_disk() 
         || !listed(&daemon, "gm3"),
         Duration::from_secs(30),
         "gm3 to power off",
+    );
+}
+
+/// A tiny guest that says `alive`, then prints a dot now and then,
+/// forever; written into the daemon's directory.
+fn ticker(daemon: &TestDaemon) -> String {
+    let path = daemon.dir().join("ticker.bin");
+    std::fs::write(
+        &path,
+        firmware(
+            r#"
+main:
+    PRINT alive
+.tick:
+    mov ecx, 100000
+.delay:
+    dec ecx
+    jnz .delay
+    SERIAL_OUT '.'
+    jmp .tick
+alive: db "alive", 13, 10, 0
+"#,
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// Starts a ticker called `name` (with `extra` options) and sends it to
+/// a file; returns the file's path.
+fn sent_ticker(daemon: &TestDaemon, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let image = ticker(daemon);
+    let mut args = vec!["start", "-b", image.as_str(), "-m", "64M"];
+    args.extend_from_slice(extra);
+    args.push(name);
+    daemon.vmctl_ok(&args);
+    daemon.console_until(name, "alive", Duration::from_secs(30));
+    let stream = daemon.dir().join(format!("{name}.state"));
+    send_ok(daemon, name, &stream);
+    stream
+}
+
+/// `vmctl receive` of `bytes` fails with `message` and leaves nothing.
+fn refused(daemon: &TestDaemon, bytes: &[u8], message: &str) {
+    let path = daemon.dir().join("refused.state");
+    std::fs::write(&path, bytes).unwrap();
+    let out = receive(daemon, "refused", &path);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out), format!("vmctl: {message}\n"));
+    assert!(!listed(daemon, "refused"), "a refused vm is not registered");
+}
+
+#[test]
+fn damaged_truncated_and_newer_streams_are_refused_and_leave_nothing_behind() {
+    let daemon = TestDaemon::start();
+    let stream = sent_ticker(&daemon, "t1", &[]);
+    let whole = std::fs::read(&stream).unwrap();
+
+    // Cut inside the header (vmd refuses before it registers anything),
+    // and inside guest memory (the VM process refuses; the VM goes away).
+    refused(&daemon, &whole[..40], "vm state stream is truncated");
+    refused(
+        &daemon,
+        &whole[..whole.len() - 5000],
+        "vm state stream is truncated",
+    );
+    refused(&daemon, &[], "vm state stream is truncated");
+    // A flipped bit in the header, and one near the end.
+    for at in [30, whole.len() - 3000] {
+        let mut bytes = whole.clone();
+        bytes[at] ^= 0x10;
+        refused(&daemon, &bytes, "vm state stream is corrupt");
+    }
+    refused(
+        &daemon,
+        b"not a stream at all",
+        "vm state stream is corrupt",
+    );
+    // A stream with something after it.
+    let mut longer = whole.clone();
+    longer.extend_from_slice(&whole[..64]);
+    refused(&daemon, &longer, "vm state stream is corrupt");
+    let mut newer = whole.clone();
+    newer[8] = 2;
+    refused(
+        &daemon,
+        &newer,
+        "vm state stream has an unsupported version",
+    );
+
+    // The intact stream is received, and runs on: a received VM ticks.
+    receive_ok(&daemon, "t2", &stream);
+    let mut session = daemon.console("t2");
+    assert!(
+        session.read_until("..", Duration::from_secs(30)).is_ok(),
+        "{}",
+        session.text()
+    );
+}
+
+#[test]
+fn a_host_without_a_cpu_feature_the_guest_saw_is_refused() {
+    use vmm::snapshot::format::{FrameWriter, Tag, read_header_bytes};
+    let daemon = TestDaemon::start();
+    let stream = sent_ticker(&daemon, "cpu", &[]);
+    let whole = std::fs::read(&stream).unwrap();
+    let mut rest = &whole[..];
+    let (_, payload) = read_header_bytes(&mut rest).unwrap();
+    let mut header = vmm::snapshot::Header::decode(&payload).unwrap();
+    // CPUID leaf 1 ECX bit 16 is reserved: no KVM supports it.
+    for entry in &mut header.cpuid {
+        if entry.0.function == 1 {
+            entry.0.ecx |= 1 << 16;
+        }
+    }
+    let mut doctored = Vec::new();
+    let mut w = FrameWriter::new(&mut doctored).unwrap();
+    w.frame(Tag::Header, &[&header.encode()]).unwrap();
+    drop(w);
+    doctored.extend_from_slice(rest);
+    refused(
+        &daemon,
+        &doctored,
+        "this host's CPU lacks features the vm uses",
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("leaf 0x1.0 ecx bits 0x10000 are missing"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn disks_are_opened_again_at_their_paths_and_must_not_have_changed() {
+    let daemon = TestDaemon::start();
+    let disk = daemon.dir().join("data.img");
+    File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    let disk_arg = disk.display().to_string();
+    let stream = sent_ticker(&daemon, "d1", &["-d", &disk_arg]);
+    // A disk of another size is not the disk the guest knew.
+    File::options()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let out = receive(&daemon, "d2", &stream);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "vmctl: a disk image differs from the one the vm was sent with\n"
+    );
+    assert!(!listed(&daemon, "d2"));
+    // Put back, it is the same disk again, opened and locked by the
+    // received VM.
+    File::options()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    receive_ok(&daemon, "d2", &stream);
+    let image = ticker(&daemon);
+    let out = daemon.vmctl(&["start", "-b", &image, "-m", "64M", "-d", &disk_arg, "d3"]);
+    assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
+}
+
+#[test]
+fn a_configured_vm_stays_listed_as_stopped_after_a_send() {
+    let scratch = testkit::tmp::TempDir::new("conf");
+    let config = scratch.join("vm.conf");
+    let daemon = TestDaemon::start();
+    let image = ticker(&daemon);
+    std::fs::write(
+        &config,
+        format!("vm \"conf\" {{\n    boot \"{image}\"\n    memory 64M\n}}\n"),
+    )
+    .unwrap();
+    daemon.vmctl_ok(&["load", config.to_str().unwrap()]);
+    daemon.console_until("conf", "alive", Duration::from_secs(30));
+    send_ok(&daemon, "conf", &daemon.dir().join("conf.state"));
+    let row = daemon.status_row("conf").expect("conf is still listed");
+    assert_eq!((row[1].as_str(), row[7].as_str()), ("-", "stopped"));
+    // Sending what does not run, or does not exist, is refused.
+    let out = send(&daemon, "conf", &daemon.dir().join("again.state"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "vmctl: command failed: Invalid argument\n");
+    let out = send(&daemon, "nosuchvm", &daemon.dir().join("none.state"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "vmctl: vm not found\n");
+}
+
+#[test]
+fn a_send_that_vmctl_cannot_write_out_leaves_the_vm_running() {
+    let daemon = TestDaemon::start();
+    let image = ticker(&daemon);
+    daemon.vmctl_ok(&["start", "-b", &image, "-m", "64M", "stay"]);
+    let mut session = daemon.console("stay");
+    assert!(session.read_until("alive", Duration::from_secs(30)).is_ok());
+    // vmctl's stdout is a pipe nobody reads: its first write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = daemon.vmctl_io(&["send", "stay"], Stdio::null(), Stdio::from(writer));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "vmctl: write: Broken pipe\n");
+    daemon.wait_for_log("stay: send failed", Duration::from_secs(10));
+    let row = daemon.status_row("stay").expect("still listed");
+    assert_eq!(row[7], "running", "{row:?}");
+    // And the guest goes on ticking.
+    let dots = session.text().matches('.').count();
+    let more = ".".repeat(dots + 3);
+    assert!(
+        session.read_until(&more, Duration::from_secs(30)).is_ok(),
+        "the guest stopped after the failed send: {}",
+        session.text()
     );
 }

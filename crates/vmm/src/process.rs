@@ -200,7 +200,7 @@ fn send(vm: &Vm, description: &VmDescription, out: File) -> Result<Sent, StreamE
     let was_paused = vm.lifecycle.is_paused();
     vm.pause();
     let started = std::time::Instant::now();
-    let result = vm.send(description, out);
+    let result = vm.send(description, &out);
     match &result {
         Ok(sent) => tracing::info!(
             "{}: sent {} bytes ({} pages of memory) in {:?}",

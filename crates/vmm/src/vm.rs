@@ -426,10 +426,11 @@ impl Vm {
         }
     }
 
-    /// Writes the VM's state to `out` (`vmctl send`). The VM must be
-    /// paused ([`Vm::pause`]); the devices finish the requests they are
-    /// serving and flush their disks as they save.
-    pub fn send(&self, description: &VmDescription, out: File) -> Result<Sent, StreamError> {
+    /// Writes the VM's state to `out` (`vmctl send`) and waits for the
+    /// reader's receipt. The VM must be paused ([`Vm::pause`]); the
+    /// devices finish the requests they are serving and flush their disks
+    /// as they save.
+    pub fn send(&self, description: &VmDescription, out: &File) -> Result<Sent, StreamError> {
         if !self.lifecycle.is_paused() || self.lifecycle.exit_requested() {
             return Err(StreamError::Save("the vm is not paused".into()));
         }
@@ -440,7 +441,9 @@ impl Vm {
                 .get_clock()
                 .map_err(|e| StreamError::Save(format!("KVM_GET_CLOCK: {e}")))?,
         };
-        save::write_stream(&self.machine(), description, clock, out)
+        let sent = save::write_stream(&self.machine(), description, clock, out)?;
+        save::await_receipt(out)?;
+        Ok(sent)
     }
 
     pub fn vcpu_count(&self) -> usize {

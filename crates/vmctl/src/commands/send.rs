@@ -1,13 +1,16 @@
 //! Legacy `send id` (vmctl.md §6.14): vmd writes the VM's state to one end
 //! of a socket pair; vmctl copies it to stdout. Unlike upstream, success is
-//! reported only once vmd confirms the stream is complete.
+//! reported only once vmd confirms the stream is complete, and the VM
+//! leaves only once vmctl confirmed that it wrote the whole stream out
+//! (docs/send-stream.md): a vmctl that fails to write, or dies, leaves the
+//! VM running where it was.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use proto::control::{Request, Response, VmRef};
+use proto::control::{Request, Response, SEND_RECEIVED, VmRef};
 use proto::error::ErrorCode;
 
 use super::single_operand;
@@ -70,7 +73,13 @@ pub fn run(args: &[String]) -> CmdResult {
 
         if stream_ready {
             match stream.read(&mut chunk) {
-                Ok(0) => stream_open = false,
+                Ok(0) => {
+                    stream_open = false;
+                    // Everything is out: tell the VM it may leave. Its
+                    // outcome comes from vmd.
+                    let _ = stream.write_all(&[SEND_RECEIVED]);
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
                 Ok(n) => stdout
                     .write_all(&chunk[..n])
                     .and_then(|()| stdout.flush())

@@ -3,7 +3,9 @@
 //! with the descriptor untouched), then the frames go out in their order
 //! with guest memory last.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 
 use kvm_bindings::kvm_clock_data;
 use proto::vmchannel::VmDescription;
@@ -87,4 +89,33 @@ pub fn write_stream(
     let pages = memory::write(&mut w, machine.ram)?;
     let bytes = w.finish()?;
     Ok(Sent { bytes, pages })
+}
+
+/// After the trailer: ends the stream for its reader and waits for the
+/// reader's receipt ([`proto::control::SEND_RECEIVED`]), so the VM leaves
+/// this host only once vmctl has the whole stream written out; a vmctl
+/// that failed or died gives none, and the VM stays. A descriptor that is
+/// no socket (a file: tests, tools) has no reader to answer, and the
+/// stream is in place already.
+pub fn await_receipt(out: &File) -> Result<(), StreamError> {
+    // SAFETY: shutdown(2) on a descriptor `out` owns.
+    if unsafe { libc::shutdown(out.as_raw_fd(), libc::SHUT_WR) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTSOCK) {
+            return Ok(());
+        }
+        return Err(StreamError::Io(e));
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        return match (&*out).read(&mut byte) {
+            Ok(1) if byte[0] == proto::control::SEND_RECEIVED => Ok(()),
+            Ok(_) => Err(StreamError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "vmctl did not confirm the stream",
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(StreamError::Io(e)),
+        };
+    }
 }

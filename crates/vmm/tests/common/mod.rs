@@ -190,7 +190,7 @@ impl Running {
         );
         let out = File::create(path).unwrap();
         let d = description(self.vm.ram.layout.memory, self.vm.vcpu_count() as u32);
-        self.vm.send(&d, out)
+        self.vm.send(&d, &out)
     }
 
     /// Waits until the guest printed `needle`.
