@@ -290,9 +290,10 @@ fn a_host_without_a_cpu_feature_the_guest_saw_is_refused() {
         }
     }
     let mut doctored = Vec::new();
-    let mut w = FrameWriter::new(&mut doctored).unwrap();
-    w.frame(Tag::Header, &[&header.encode()]).unwrap();
-    drop(w);
+    FrameWriter::new(&mut doctored)
+        .unwrap()
+        .frame(Tag::Header, &[&header.encode()])
+        .unwrap();
     doctored.extend_from_slice(rest);
     refused(
         &daemon,
