@@ -27,3 +27,9 @@ fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
+
+# The unprivileged user VM processes run as, and the empty directory they
+# are locked into: the package's own postinst makes them.
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO sh "$(dirname "$0")/../dist/postinst" configure

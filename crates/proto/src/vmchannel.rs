@@ -63,6 +63,9 @@ pub struct LaunchNic {
     pub locked: bool,
     /// Local interface: guest and host IPv4 addresses for the DHCP responder.
     pub local: Option<LocalAddrs>,
+    /// Descriptor index of the PXE option ROM the firmware runs for this
+    /// NIC (boot device `net` with a BIOS, first NIC only).
+    pub boot_rom: Option<u8>,
 }
 
 /// The /31 of a local interface (vmd.md §9.2).
@@ -96,6 +99,10 @@ pub struct VmLaunch {
     /// Set for a received VM (`vmctl receive`): its state comes from a
     /// stream instead of a boot.
     pub incoming: Option<IncomingState>,
+    /// Who the VM process becomes before it builds the VM, and the empty
+    /// directory it is locked into; `None` runs it unconfined (the VMM's
+    /// own in-process tests).
+    pub sandbox: Option<SandboxIdentity>,
 }
 
 /// Where a received VM's state comes from.
@@ -135,6 +142,15 @@ pub struct NicDescription {
     pub locked: bool,
     pub rdomain: Option<u8>,
     pub up: bool,
+}
+
+/// The unprivileged identity of VM processes (`_vmd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    /// An empty, root-owned directory (`/var/empty`).
+    pub root: String,
 }
 
 /// vmd → VM process.

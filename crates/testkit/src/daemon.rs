@@ -59,11 +59,30 @@ impl TestDaemon {
 
     /// Starts vmd with extra arguments (e.g. `-f file`).
     pub fn start_with(args: &[&str]) -> TestDaemon {
+        TestDaemon::start_with_env(args, &[])
+    }
+
+    /// Starts vmd with extra arguments and environment variables.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> TestDaemon {
+        let mut command = Command::new(binary("vmd"));
+        command.envs(envs.iter().copied());
+        TestDaemon::spawn(command, args)
+    }
+
+    /// Starts vmd inside network namespace `netns` (see
+    /// [`crate::netns::NetNs`]): its taps and bridges are made there.
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> TestDaemon {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(binary("vmd"));
+        TestDaemon::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> TestDaemon {
         let dir = TempDir::new("daemon");
         let socket = dir.join("vmd.sock");
         let log = dir.join("vmd.log");
         let log_file = std::fs::File::create(&log).expect("create vmd log");
-        let child = Command::new(binary("vmd"))
+        let child = command
             .args(["-d", "-vv"])
             .args(args)
             .env("VMD_SOCKET", &socket)

@@ -19,7 +19,8 @@ use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
 use proto::names::validate_vm_name;
 use proto::vmchannel::{
-    EXIT_REBOOT, ExitReason, FromVm, IncomingState, LaunchDisk, LaunchFds, ToVm, VmLaunch,
+    EXIT_REBOOT, ExitReason, FromVm, IncomingState, LaunchDisk, LaunchFds, SandboxIdentity, ToVm,
+    VmLaunch,
 };
 
 use crate::config::{self, ConfigSource};
@@ -27,6 +28,7 @@ use crate::control::Client;
 use crate::events::Event;
 use crate::instances;
 use crate::kernel_files;
+use crate::network::{Network, VmNics};
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
@@ -63,8 +65,12 @@ pub struct Daemon {
     config: ConfigSource,
     settings: GlobalSettings,
     switches: Vec<Switch>,
+    /// Bridges and taps.
+    network: Network,
     /// When the next batch of a staggered start is due.
     next_batch: Option<Instant>,
+    /// Who VM processes become.
+    sandbox: SandboxIdentity,
 }
 
 impl Daemon {
@@ -75,6 +81,7 @@ impl Daemon {
         verbosity: u8,
         socket_path: PathBuf,
         config: ConfigSource,
+        sandbox: SandboxIdentity,
     ) -> Daemon {
         Daemon {
             registry: Registry::new(),
@@ -88,7 +95,9 @@ impl Daemon {
             config,
             settings: GlobalSettings::with_online_cpus(conf::model::online_cpus()),
             switches: Vec::new(),
+            network: Network::new(),
             next_batch: None,
+            sandbox,
         }
     }
 
@@ -171,6 +180,7 @@ impl Daemon {
             tracing::warn!("agentx is not supported on this system; ignored");
         }
         self.apply_socket_owner();
+        let known = self.switches.len();
         for switch in config.switches {
             if self.switches.iter().any(|s| s.name == switch.name) {
                 continue;
@@ -178,6 +188,7 @@ impl Daemon {
             tracing::debug!("switch {} ({}) configured", switch.name, switch.interface);
             self.switches.push(switch);
         }
+        self.network.apply_switches(&self.switches[known..]);
         for vm in config.vms {
             if self.registry.vms.iter().any(|known| known.name == vm.name) {
                 tracing::debug!("vm {} already exists, skipped", vm.name);
@@ -634,11 +645,8 @@ impl Daemon {
             None => Some(open_boot_image(vm.params.boot.as_deref())?),
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() || !vm.params.nics.is_empty() {
-            tracing::warn!(
-                "{}: cd-rom and network interfaces are not available in this build",
-                vm.name
-            );
+        if vm.params.cdrom.is_some() {
+            tracing::warn!("{}: cd-rom is not available in this build", vm.name);
             return Err(ErrorCode::ENOTSUP);
         }
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
@@ -672,6 +680,17 @@ impl Daemon {
             initrd: initrd.map(|fd| fds.push(fd)),
             firmware: firmware.map(|fd| fds.push(fd)),
         };
+        let (nics, taps) = self.network.create_nics(
+            &VmNics {
+                id: vm.id,
+                name: &vm.name,
+                nics: &vm.params.nics,
+                net_boot: boot_device == Some(proto::control::BootDevice::Net),
+            },
+            &self.switches,
+            &self.settings,
+            &mut fds,
+        )?;
         let launch = VmLaunch {
             id: vm.id,
             name: vm.name.clone(),
@@ -681,7 +700,7 @@ impl Daemon {
             cmdline: vm.params.cmdline.clone(),
             disks,
             cdrom: None,
-            nics: Vec::new(),
+            nics,
             boot_device,
             verbose: self.verbosity,
             console_history: std::mem::take(&mut vm.console_history),
@@ -689,6 +708,7 @@ impl Daemon {
                 stream: fds.push(i.stream),
                 header: i.header_bytes,
             }),
+            sandbox: Some(self.sandbox.clone()),
         };
         let process =
             VmProcess::spawn(&launch, &fds.raw(), run_id, self.spawn, self.events.clone())
@@ -721,6 +741,7 @@ impl Daemon {
             channel_closed: false,
             sender: None,
             sent: false,
+            taps,
         });
         Ok(())
     }
@@ -1072,6 +1093,12 @@ impl Daemon {
         let requested_stop = vm.flags & state::SHUTDOWN != 0;
         let rebooted = status.code() == Some(EXIT_REBOOT) && !requested_stop;
         match (status.code(), status.signal()) {
+            (_, Some(libc::SIGSYS)) => tracing::error!(
+                "{}: vm {} process killed by signal {} (a system call its sandbox forbids)",
+                vm.name,
+                vm.id,
+                libc::SIGSYS
+            ),
             (_, Some(signal)) if !requested_stop => {
                 tracing::warn!(
                     "{}: vm {} process killed by signal {signal}",
@@ -1094,6 +1121,7 @@ impl Daemon {
         let rebooted = rebooted && !run.sent;
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
+        run.taps.remove();
         let console = run.console.take();
         let console_pending = run.console_pending;
 

@@ -12,6 +12,7 @@ mod kernel_files;
 mod logging;
 #[cfg(test)]
 mod man_page;
+mod network;
 mod permissions;
 mod pty;
 mod registry;
@@ -34,6 +35,10 @@ const USAGE: &str = "usage: vmd [-dnv] [-D macro=value] [-f file]";
 /// The getopt option string; vmd(8) is checked against it.
 const OPTIONS: &str = "dnvD:f:";
 const DEFAULT_CONFIG: &str = "/etc/vm.conf";
+/// The user VM processes run as.
+const VM_USER: &str = "_vmd";
+/// Where VM processes are locked in: an empty directory.
+const EMPTY_ROOT: &str = "/var/empty";
 
 /// The command line, parsed.
 #[derive(Debug, Default)]
@@ -98,6 +103,28 @@ fn vm_process(args: &[String]) -> i32 {
     )
 }
 
+/// The unprivileged user VM processes become (vmd.md §1: `unknown user
+/// _vmd` when it is missing) and the empty directory they are locked into,
+/// created if the system lacks it.
+fn sandbox_identity() -> Result<proto::vmchannel::SandboxIdentity, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let user = nix::unistd::User::from_name(VM_USER)
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("unknown user {VM_USER}"))?;
+    let root = std::path::Path::new(EMPTY_ROOT);
+    if !root.is_dir() {
+        std::fs::create_dir_all(root).map_err(|e| format!("{EMPTY_ROOT}: {e}"))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{EMPTY_ROOT}: {e}"))?;
+    }
+    Ok(proto::vmchannel::SandboxIdentity {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        root: EMPTY_ROOT.to_string(),
+    })
+}
+
 fn set_thread_name(title: &str) {
     // The kernel keeps 15 bytes of a task name.
     let short: String = title.chars().take(15).collect();
@@ -132,6 +159,13 @@ fn daemon_main(options: Options) -> i32 {
         eprintln!("need root privileges");
         return 1;
     }
+    let sandbox = match sandbox_identity() {
+        Ok(identity) => identity,
+        Err(message) => {
+            eprintln!("{message}");
+            return 1;
+        }
+    };
     let kvm = match OpenOptions::new()
         .read(true)
         .write(true)
@@ -222,6 +256,7 @@ fn daemon_main(options: Options) -> i32 {
         options.verbosity,
         socket_path,
         source,
+        sandbox,
     );
     daemon.apply(loaded, false);
     daemon.run(events_rx);

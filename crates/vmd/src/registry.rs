@@ -82,6 +82,8 @@ pub struct Running {
     pub sender: Option<Arc<Client>>,
     /// The VM process wrote the whole stream; it ends next.
     pub sent: bool,
+    /// Its taps, removed when this run is dropped.
+    pub taps: crate::network::VmTaps,
 }
 
 pub struct VmRecord {

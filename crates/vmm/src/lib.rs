@@ -14,6 +14,7 @@ pub mod memory;
 pub mod mptable;
 pub mod platform;
 pub mod process;
+pub mod sandbox;
 pub mod smbios;
 pub mod snapshot;
 pub mod vcpu;

@@ -17,9 +17,10 @@ use proto::vmchannel::{
 };
 
 use crate::lifecycle::{Lifecycle, VmEvent};
+use crate::sandbox::{self, ThreadKind};
 use crate::snapshot::StreamError;
 use crate::snapshot::save::Sent;
-use crate::vm::{LaunchFiles, Vm};
+use crate::vm::{LaunchError, LaunchFiles, Vm};
 
 enum Event {
     Vm(VmEvent),
@@ -57,13 +58,20 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
     let (vm_tx, vm_rx) = mpsc::channel::<VmEvent>();
     let lifecycle = Arc::new(Lifecycle::new(vm_tx));
 
-    let vm = LaunchFiles::take(&launch, received.fds).and_then(|files| {
-        if launch.incoming.is_some() {
-            Vm::restore(&launch, files, lifecycle.clone())
-        } else {
-            Vm::build(&launch, files, lifecycle.clone())
-        }
-    });
+    let vm = LaunchFiles::take(&launch, received.fds)
+        .and_then(|files| {
+            // Every resource is open now: lock the process in before the
+            // guest gets anywhere near it.
+            confine(&launch)?;
+            Ok(files)
+        })
+        .and_then(|files| {
+            if launch.incoming.is_some() {
+                Vm::restore(&launch, files, lifecycle.clone())
+            } else {
+                Vm::build(&launch, files, lifecycle.clone())
+            }
+        });
     let mut vm = match vm {
         Ok(vm) => vm,
         Err(e) => {
@@ -95,13 +103,16 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
     // Forward VM events and daemon messages into one queue.
     {
         let tx = events_tx.clone();
-        std::thread::spawn(move || {
+        let spawned = sandbox::spawn(ThreadKind::Control, "vm-events".into(), move || {
             while let Ok(event) = vm_rx.recv() {
                 if tx.send(Event::Vm(event)).is_err() {
                     return;
                 }
             }
         });
+        if spawned.is_err() {
+            return EXIT_ERROR;
+        }
     }
     {
         let tx = events_tx;
@@ -109,7 +120,7 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
             Ok(c) => c,
             Err(_) => return EXIT_ERROR,
         };
-        std::thread::spawn(move || {
+        let spawned = sandbox::spawn(ThreadKind::Control, "vmd-channel".into(), move || {
             loop {
                 match reader.recv::<ToVm>() {
                     Ok(Some(received)) => {
@@ -127,10 +138,48 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
                 }
             }
         });
+        if spawned.is_err() {
+            return EXIT_ERROR;
+        }
     }
+    sandbox::confine_thread(ThreadKind::Control);
+    sandbox_self_test();
 
     let reason = control_loop(&vm, &channel, &events_rx, &hooks);
     finish(&vm, &channel, reason)
+}
+
+/// Confines the process as vmd asked (vmd.md §2: the VM process runs as
+/// the unprivileged user, with nothing it does not need).
+fn confine(launch: &proto::vmchannel::VmLaunch) -> Result<(), LaunchError> {
+    let Some(identity) = &launch.sandbox else {
+        return Ok(());
+    };
+    let enforced = sandbox::confine_process(&sandbox::Identity {
+        uid: identity.uid,
+        gid: identity.gid,
+        root: std::path::Path::new(&identity.root),
+    })
+    .map_err(|e| LaunchError {
+        code: proto::ErrorCode::from_io(&e),
+        reason: format!("cannot confine the vm process: {e}"),
+    })?;
+    if !enforced {
+        tracing::debug!("{}: landlock is not available; chroot only", launch.name);
+    }
+    Ok(())
+}
+
+/// Debug builds only: with `VMD_SANDBOX_SELF_TEST` set, the confined
+/// process tries a system call its sandbox forbids, so tests can see that
+/// the sandbox is there and that vmd reports the kill.
+fn sandbox_self_test() {
+    #[cfg(debug_assertions)]
+    if sandbox::is_confined() && std::env::var_os("VMD_SANDBOX_SELF_TEST").is_some() {
+        tracing::info!("sandbox self-test: calling kill(2)");
+        // SAFETY: kill with signal 0 only probes; the sandbox refuses it.
+        unsafe { libc::kill(1, 0) };
+    }
 }
 
 fn control_loop(

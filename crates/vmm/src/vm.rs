@@ -29,17 +29,20 @@ use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
 use crate::devices::virtio::blk::{self, Blk};
+use crate::devices::virtio::net::{self as vionet, Net, NetConfig};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
 use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, GuestRam, Layout};
 use crate::platform::Platform;
+use crate::sandbox::{self, ThreadKind};
 use crate::smbios;
 use crate::snapshot::format::FrameReader;
 use crate::snapshot::save::{self, Sent};
 use crate::snapshot::{Header, Machine, SavedDevice, StreamError, restore};
 use crate::vcpu::{self, SharedVcpu, VcpuContext};
+use net::dhcp::Lease;
 use proto::vmchannel::ExitReason;
 
 /// Why a VM could not be built: the code vmctl reports, and the detail the
@@ -86,6 +89,15 @@ pub struct LaunchFiles {
     pub firmware: Option<File>,
     /// A received VM's stream, after its header.
     pub incoming: Option<File>,
+    /// Per NIC, its tap and option ROM.
+    pub nics: Vec<NicFiles>,
+}
+
+/// A NIC's descriptors.
+pub struct NicFiles {
+    pub tap: File,
+    /// The PXE ROM the firmware runs for it (network boot only).
+    pub boot_rom: Option<File>,
 }
 
 impl LaunchFiles {
@@ -114,6 +126,16 @@ impl LaunchFiles {
                 .collect::<Result<Vec<_>, _>>()?;
             disks.push(chain);
         }
+        let mut nics = Vec::new();
+        for nic in &launch.nics {
+            nics.push(NicFiles {
+                tap: File::from(take(nic.tap, "a tap")?),
+                boot_rom: match nic.boot_rom {
+                    Some(index) => Some(File::from(take(index, "an option ROM")?)),
+                    None => None,
+                },
+            });
+        }
         Ok(LaunchFiles {
             kvm,
             pty_master,
@@ -132,6 +154,7 @@ impl LaunchFiles {
                 Some(incoming) => Some(File::from(take(incoming.stream, "the stream")?)),
                 None => None,
             },
+            nics,
         })
     }
 }
@@ -188,7 +211,7 @@ struct Assembly {
 impl Assembly {
     fn new(
         launch: &VmLaunch,
-        disks: Vec<OpenDisk>,
+        (disks, nics): (Vec<OpenDisk>, Vec<OpenNic>),
         kvm_fd: OwnedFd,
         layout: Layout,
         lifecycle: &Arc<Lifecycle>,
@@ -214,7 +237,7 @@ impl Assembly {
             mem: ram.mem.clone(),
             lifecycle: lifecycle.clone(),
         };
-        let pci = pci_devices(&pio, &mmio, &transport, disks, &launch.name)?;
+        let pci = pci_devices(&pio, &mmio, &transport, nics, disks, &launch.name)?;
         let pci_ports = attach_port_devices(&pio, &legacy, pci.root.clone(), launch, lifecycle)?;
         let mut saved_devices = vec![
             SavedDevice::port("com1", legacy.serial.clone()),
@@ -301,8 +324,9 @@ impl Vm {
     ) -> Result<Vm, LaunchError> {
         let boot = prepare_boot(launch, &files)?;
         let disks = open_disks(&launch.disks, files.disks)?;
+        let nics = open_nics(launch, files.nics)?;
         let layout = Layout::with_bios_size(launch.memory, boot.firmware_size());
-        let parts = Assembly::new(launch, disks, files.kvm, layout, &lifecycle)?;
+        let parts = Assembly::new(launch, (disks, nics), files.kvm, layout, &lifecycle)?;
         let vcpu_count = launch.vcpus.max(1);
         add_smbios(&parts.legacy.fw_cfg, launch, &parts.ram.layout, vcpu_count)?;
         if let Some(order) = boot_order(launch.boot_device, &parts.pci) {
@@ -357,6 +381,7 @@ impl Vm {
         let header = Header::decode(&payload).map_err(stream_error)?;
         check_description(launch, &header)?;
         let disks = open_disks(&launch.disks, files.disks)?;
+        let nics = open_nics(launch, files.nics)?;
         let sizes: Vec<u64> = disks.iter().map(|d| d.backend.size()).collect();
         if sizes != header.disk_sizes {
             return Err(stream_error(StreamError::DiskChanged(format!(
@@ -364,7 +389,13 @@ impl Vm {
                 header.disk_sizes
             ))));
         }
-        let parts = Assembly::new(launch, disks, files.kvm, header.layout(), &lifecycle)?;
+        let parts = Assembly::new(
+            launch,
+            (disks, nics),
+            files.kvm,
+            header.layout(),
+            &lifecycle,
+        )?;
         let names: Vec<&str> = parts
             .saved_devices
             .iter()
@@ -540,21 +571,19 @@ impl Vm {
         let console = self.console.clone();
         let master = self.pty_master.try_clone()?;
         let input: Arc<Mutex<dyn console::ConsoleInput>> = self.serial.clone();
-        std::thread::Builder::new()
-            .name("console".into())
-            .spawn(move || console::relay(console, master, input))?;
+        sandbox::spawn(ThreadKind::Device, "console".into(), move || {
+            console::relay(console, master, input)
+        })?;
 
         let cmos = self.cmos.clone();
         let (stop, paused) = (self.lifecycle.clone(), self.lifecycle.clone());
-        std::thread::Builder::new()
-            .name("rtc".into())
-            .spawn(move || {
-                cmos::run_timer(
-                    cmos,
-                    move || stop.exit_requested(),
-                    move || paused.is_paused(),
-                )
-            })?;
+        sandbox::spawn(ThreadKind::Device, "rtc".into(), move || {
+            cmos::run_timer(
+                cmos,
+                move || stop.exit_requested(),
+                move || paused.is_paused(),
+            )
+        })?;
 
         for (index, vcpu) in self.vcpus.iter().cloned().enumerate() {
             let ctx = VcpuContext {
@@ -563,9 +592,9 @@ impl Vm {
                 mmio: self.mmio.clone(),
                 lifecycle: self.lifecycle.clone(),
             };
-            std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run(vcpu, index as u32, ctx))?;
+            sandbox::spawn(ThreadKind::Vcpu, format!("vcpu{index}"), move || {
+                vcpu::run(vcpu, index as u32, ctx)
+            })?;
         }
         Ok(())
     }
@@ -829,9 +858,49 @@ fn open_disks(disks: &[LaunchDisk], files: Vec<Vec<File>>) -> Result<Vec<OpenDis
     Ok(out)
 }
 
+/// A NIC ready to become a virtio-net device.
+struct OpenNic {
+    config: NetConfig,
+    /// iPXE, for a network boot.
+    boot_rom: Option<Vec<u8>>,
+}
+
+/// The NICs of the launch description with their taps (vmd.md §9): the
+/// DHCP responder of a local interface leases the guest its address.
+fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, LaunchError> {
+    let net_boot = launch.boot_device == Some(BootDevice::Net);
+    let mut out = Vec::new();
+    for (index, (nic, files)) in launch.nics.iter().zip(files).enumerate() {
+        let lease = nic.local.map(|local| Lease {
+            vm_mac: nic.guest_mac,
+            host_mac: nic.host_mac,
+            host: local.host.into(),
+            guest: local.guest.into(),
+            net_boot,
+            vm_name: launch.name.clone(),
+        });
+        let boot_rom = match files.boot_rom {
+            Some(rom) => Some(read_image(&rom)?),
+            None => None,
+        };
+        out.push(OpenNic {
+            config: NetConfig {
+                name: format!("{}-vionet{index}", launch.name),
+                tap: files.tap,
+                guest_mac: nic.guest_mac,
+                locked: nic.locked,
+                lease,
+            },
+            boot_rom,
+        });
+    }
+    Ok(out)
+}
+
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
+    first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
     vmmci: VmmciHandle,
 }
@@ -843,6 +912,7 @@ fn pci_devices(
     pio: &Arc<Bus>,
     mmio: &Arc<Bus>,
     transport: &TransportContext,
+    nics: Vec<OpenNic>,
     disks: Vec<OpenDisk>,
     name: &str,
 ) -> Result<PciDevices, LaunchError> {
@@ -850,6 +920,22 @@ fn pci_devices(
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut first_nic_slot = None;
+    for nic in nics {
+        let mut device = VirtioPciDevice::new(
+            &nic.config.name.clone(),
+            Box::new(Net::new(nic.config)),
+            vionet::pci_identity(),
+            irqs.next_irq(),
+            transport.clone(),
+        )
+        .map_err(|e| LaunchError::io("virtio-net", &e))?;
+        if let Some(rom) = nic.boot_rom {
+            device = device.with_option_rom(rom);
+        }
+        let slot = root.add(shared(device)).ok_or_else(full)?;
+        first_nic_slot.get_or_insert(slot);
+    }
     let mut first_disk_slot = None;
     for (index, disk) in disks.into_iter().enumerate() {
         let device = VirtioPciDevice::new(
@@ -892,6 +978,7 @@ fn pci_devices(
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),
+        first_nic_slot,
         first_disk_slot,
         vmmci: vmmci_handle,
     })
@@ -902,7 +989,9 @@ fn pci_devices(
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
-        BootDevice::Cdrom | BootDevice::Net => None,
+        // The first NIC's option ROM (iPXE) is what boots.
+        BootDevice::Net => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_nic_slot?)),
+        BootDevice::Cdrom => None,
     }
 }
 

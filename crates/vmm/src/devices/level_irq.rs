@@ -33,9 +33,10 @@ impl LevelIrq {
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         let line = Arc::new(LevelIrq { intx });
         let raiser = line.clone();
-        std::thread::Builder::new()
-            .name(format!("{name}-irq"))
-            .spawn(move || {
+        crate::sandbox::spawn(
+            crate::sandbox::ThreadKind::Device,
+            format!("{name}-irq"),
+            move || {
                 loop {
                     // Wake at least every second to notice the VM ending.
                     let mut fds = [libc::pollfd {
@@ -55,7 +56,8 @@ impl LevelIrq {
                         }
                     }
                 }
-            })?;
+            },
+        )?;
         Ok(line)
     }
 

@@ -161,9 +161,11 @@ impl Vmmci {
             name: name.to_string(),
         });
         let timer = shared.clone();
-        std::thread::Builder::new()
-            .name("vmmci".into())
-            .spawn(move || run_timers(&timer, &resample))?;
+        crate::sandbox::spawn(
+            crate::sandbox::ThreadKind::Device,
+            "vmmci".into(),
+            move || run_timers(&timer, &resample),
+        )?;
         Ok((
             Vmmci {
                 config,

@@ -66,6 +66,7 @@ impl Guest {
             initrd: self.initrd.as_deref().map(|data| write("initrd", data)),
             firmware: None,
             incoming: None,
+            nics: Vec::new(),
         };
         let launch = VmLaunch {
             id: 1,
@@ -81,6 +82,7 @@ impl Guest {
             verbose: 0,
             console_history: vec![],
             incoming: None,
+            sandbox: None,
         };
         (launch, files)
     }

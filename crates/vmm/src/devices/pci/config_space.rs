@@ -26,6 +26,7 @@ pub const HEADER_TYPE: usize = 0x0e;
 pub const BAR0: usize = 0x10;
 pub const SUBSYSTEM_VENDOR_ID: usize = 0x2c;
 pub const SUBSYSTEM_ID: usize = 0x2e;
+pub const EXPANSION_ROM: usize = 0x30;
 pub const CAPABILITIES: usize = 0x34;
 pub const INTERRUPT_LINE: usize = 0x3c;
 pub const INTERRUPT_PIN: usize = 0x3d;
@@ -39,6 +40,12 @@ pub const STATUS_INTERRUPT: u16 = 0x08;
 
 pub const CONFIG_SIZE: usize = 256;
 pub const BAR_COUNT: usize = 6;
+/// The expansion ROM BAR goes by this index next to BARs 0–5.
+pub const ROM_BAR: u8 = 6;
+/// Bit 0 of the expansion ROM BAR: decode the ROM.
+const ROM_ENABLE: u32 = 0x1;
+/// Low bits of the expansion ROM BAR that are not address.
+const ROM_FLAG_MASK: u32 = 0x7ff;
 /// Where the capability list starts: right after the type-0 header.
 const FIRST_CAPABILITY: usize = 0x40;
 
@@ -61,6 +68,8 @@ pub struct ConfigSpace {
     writable: [u8; CONFIG_SIZE],
     /// Declared BARs: kind and size by index.
     bars: [Option<(BarKind, u64)>; BAR_COUNT],
+    /// Size of the expansion ROM, if the device has one.
+    rom: Option<u64>,
     /// Offset of the last capability, to link the next one.
     last_capability: Option<usize>,
     /// Where the next capability goes.
@@ -73,6 +82,7 @@ impl ConfigSpace {
             bytes: [0; CONFIG_SIZE],
             writable: [0; CONFIG_SIZE],
             bars: [None; BAR_COUNT],
+            rom: None,
             last_capability: None,
             next_capability: FIRST_CAPABILITY,
         };
@@ -191,8 +201,34 @@ impl ConfigSpace {
         }
     }
 
+    /// Declares an expansion ROM of `size` bytes (a power of two of at
+    /// least 2 KiB). Firmware sizes it, places it and sets its enable bit
+    /// before copying the ROM out.
+    pub fn add_rom(&mut self, size: u64) {
+        assert!(size.is_power_of_two() && size >= 2048, "ROM size {size:#x}");
+        self.rom = Some(size);
+        self.set_writable_u32(EXPANSION_ROM, !(size as u32 - 1) | ROM_ENABLE);
+    }
+
+    /// The expansion ROM BAR with its current address.
+    fn rom_bar(&self) -> Option<BarRange> {
+        Some(BarRange {
+            index: ROM_BAR,
+            kind: BarKind::Memory32,
+            base: u64::from(self.u32(EXPANSION_ROM) & !ROM_FLAG_MASK),
+            size: self.rom?,
+        })
+    }
+
     /// Puts BAR `index` at `base` (device side: vmd's initial placement).
+    /// The expansion ROM gets an address but stays disabled.
     pub fn set_bar_address(&mut self, index: usize, base: u64) {
+        if index == usize::from(ROM_BAR) {
+            if self.rom.is_some() {
+                self.set_u32(EXPANSION_ROM, base as u32 & !ROM_FLAG_MASK);
+            }
+            return;
+        }
         let Some((kind, _)) = self.bars.get(index).copied().flatten() else {
             return;
         };
@@ -220,6 +256,7 @@ impl ConfigSpace {
                 size,
             });
         }
+        out.extend(self.rom_bar());
         out
     }
 
@@ -232,6 +269,8 @@ impl ConfigSpace {
             .filter(|bar| {
                 let enabled = if bar.kind.is_io() {
                     command & COMMAND_IO != 0
+                } else if bar.index == ROM_BAR {
+                    command & COMMAND_MEMORY != 0 && self.u32(EXPANSION_ROM) & ROM_ENABLE != 0
                 } else {
                     command & COMMAND_MEMORY != 0
                 };
@@ -273,6 +312,30 @@ impl ConfigSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expansion_rom_is_sized_placed_and_decoded_only_when_enabled() {
+        let mut cs = ConfigSpace::new(Identity::default());
+        assert_eq!(cs.bars(), vec![], "no ROM, no ROM BAR");
+        cs.write(EXPANSION_ROM, &(!ROM_ENABLE).to_le_bytes());
+        assert_eq!(cs.u32(EXPANSION_ROM), 0, "absent ROM reads 0 after sizing");
+
+        cs.add_rom(0x40000);
+        cs.write(EXPANSION_ROM, &(!ROM_ENABLE).to_le_bytes());
+        assert_eq!(cs.u32(EXPANSION_ROM), 0xfffc_0000, "size mask");
+        cs.write(EXPANSION_ROM, &0xfeb0_0000u32.to_le_bytes());
+        cs.write(COMMAND, &COMMAND_MEMORY.to_le_bytes());
+        let rom = cs.bars().into_iter().find(|b| b.index == ROM_BAR).unwrap();
+        assert_eq!((rom.base, rom.size), (0xfeb0_0000, 0x40000));
+        assert!(cs.decoded_bars().is_empty(), "not enabled yet");
+        cs.write(EXPANSION_ROM, &(0xfeb0_0000u32 | ROM_ENABLE).to_le_bytes());
+        assert_eq!(cs.decoded_bars(), vec![rom]);
+        cs.write(COMMAND, &0u16.to_le_bytes());
+        assert!(cs.decoded_bars().is_empty(), "memory decoding off");
+        // vmd's own placement leaves it disabled.
+        cs.set_bar_address(usize::from(ROM_BAR), 0xfe00_0000);
+        assert_eq!(cs.u32(EXPANSION_ROM), 0xfe00_0000);
+    }
 
     #[test]
     fn identity_is_read_only_and_command_is_writable() {

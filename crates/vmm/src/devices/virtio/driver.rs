@@ -5,12 +5,13 @@
 //! Descriptors are placed as the caller says, including broken ones, so
 //! hostile drivers can be played as easily as correct ones.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::Interrupt;
 use crate::memory::GuestMemoryMmap;
 
 /// One descriptor as the driver writes it.
@@ -231,5 +232,22 @@ impl DriverQueue {
         let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).ok()?;
         self.used_seen = self.used_seen.wrapping_add(1);
         Some((id, len))
+    }
+}
+
+/// Counts the interrupts a device raises.
+#[derive(Debug, Default)]
+pub struct CountingInterrupt {
+    pub queue: AtomicUsize,
+    pub config: AtomicUsize,
+}
+
+impl Interrupt for CountingInterrupt {
+    fn signal_queue(&self, _queue: u16) {
+        self.queue.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn signal_config(&self) {
+        self.config.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -11,11 +11,14 @@
 //! * [`worker`]: the I/O thread of one device: epoll on the queue
 //!   notifications and the interrupt resample, off the vCPU threads.
 //! * [`blk`]: the block device.
+//! * [`net`]: the network device.
 
 pub mod blk;
 pub mod driver;
+pub mod net;
 pub mod pci;
 pub mod queue;
+pub mod segments;
 pub mod worker;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -72,6 +75,21 @@ pub trait QueueHandler: Send {
         interrupt: &dyn Interrupt,
         budget: usize,
     ) -> Result<bool, DeviceBroken>;
+
+    /// Queues (bit n for queue n) that serving another queue gave work
+    /// to, to be served next; asked after every pass.
+    fn take_woken(&mut self) -> u64 {
+        0
+    }
+
+    /// Chains of queue `index` the handler took off the ring and keeps
+    /// unused (receive buffers taken ahead of need). A saved queue position
+    /// gives them back: they are the last ones taken, and using a buffer
+    /// the device only writes into has no effect until it is used, so the
+    /// receiving device takes them again.
+    fn held_chains(&self, _index: usize) -> u16 {
+        0
+    }
 }
 
 /// A virtio device model, independent of the transport. Its [`Persist`]
@@ -94,4 +112,12 @@ pub trait VirtioDevice: Send + Persist {
     /// The handler for the queues, given the features the driver
     /// accepted.
     fn activate(&mut self, features: u64) -> Box<dyn QueueHandler>;
+    /// What the device's I/O thread watches besides the queues.
+    fn event_sources(&self) -> Vec<worker::EventSource> {
+        Vec::new()
+    }
+    /// What the I/O thread does before a send takes the device's state.
+    fn flusher(&self) -> Option<worker::Flusher> {
+        None
+    }
 }

@@ -12,10 +12,10 @@
 //! paused the thread serves no queue but still answers control requests. Control requests are served only between
 //! passes over the queues, so a request is either done (on the used ring,
 //! its index advanced) or not taken (still available): once
-//! [`Worker::positions`] answers for a paused VM, the rings and the
+//! [`Worker::quiesce`] answers for a paused VM, the rings and the
 //! returned indices agree and stay so until the VM runs again.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -35,6 +35,18 @@ const HOLD_POLL_MS: i32 = 20;
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_RESAMPLE: u64 = 1;
 const TOKEN_FIRST_QUEUE: u64 = 2;
+/// Device event sources get tokens from here on, clear of the queues'.
+const TOKEN_FIRST_SOURCE: u64 = 1 << 32;
+
+/// Something besides its queues a device's I/O thread waits on — a
+/// network device's tap — and the queues to serve when it is ready.
+pub struct EventSource {
+    /// Watched, not owned: the device keeps it open at least as long as
+    /// the worker lives.
+    pub fd: RawFd,
+    pub events: EventSet,
+    pub queues: Vec<usize>,
+}
 
 /// What the device needs to serve its queues.
 pub struct Activation {
@@ -47,9 +59,18 @@ pub struct Activation {
 enum Command {
     Activate(Activation),
     Reset,
-    Positions,
+    Quiesce,
     Stop,
 }
+
+/// Per queue where the device stands (`None` for a queue the driver left
+/// disabled); `None` as a whole when the device serves no queues.
+pub type Positions = Option<Vec<Option<QueuePosition>>>;
+
+/// What a device does on its I/O thread before its state is taken, so
+/// that what it wrote reaches the host (the block device flushes its
+/// image's caches and metadata into the file).
+pub type Flusher = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
 /// Where the device is in one queue: the next available entry it will
 /// take and the next used entry it will write.
@@ -62,9 +83,8 @@ pub struct QueuePosition {
 #[derive(Default)]
 struct ControlState {
     command: Option<Command>,
-    /// The answer to [`Command::Positions`]: `None` when no queues are
-    /// served, else one entry per queue (`None` for a disabled one).
-    positions: Option<Vec<Option<QueuePosition>>>,
+    /// The answer to [`Command::Quiesce`].
+    quiesced: Option<Result<Positions, String>>,
     /// Commands completed, so a caller knows its own was.
     completed: u64,
     issued: u64,
@@ -83,6 +103,10 @@ pub struct WorkerEvents {
     /// INTx resample and what to do on it.
     pub resample: Option<(EventFd, Box<dyn Fn() + Send>)>,
     pub interrupt: Arc<dyn Interrupt>,
+    /// The device's own event sources.
+    pub sources: Vec<EventSource>,
+    /// Run before the device's state is taken ([`Worker::quiesce`]).
+    pub flusher: Option<Flusher>,
     /// Called when the driver broke the device (sets NEEDS_RESET).
     pub on_broken: Box<dyn Fn(&DeviceBroken) + Send>,
     pub lifecycle: Arc<Lifecycle>,
@@ -116,10 +140,19 @@ impl Worker {
         for (i, fd) in events.notifiers.iter().enumerate() {
             watch(fd.as_raw_fd(), TOKEN_FIRST_QUEUE + i as u64)?;
         }
+        for (i, source) in events.sources.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                source.fd,
+                EpollEvent::new(source.events, TOKEN_FIRST_SOURCE + i as u64),
+            )?;
+        }
         let thread_control = control.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || run(epoll, events, &thread_control))?;
+        let thread = crate::sandbox::spawn(
+            crate::sandbox::ThreadKind::Device,
+            name.to_string(),
+            move || run(epoll, events, &thread_control),
+        )?;
         Ok(Worker {
             control,
             thread: Some(thread),
@@ -155,17 +188,19 @@ impl Worker {
         self.command(Command::Reset);
     }
 
-    /// Where the device stands in each queue, between two passes; `None`
-    /// when it serves no queues. With the VM paused the thread then stays
-    /// put, so the answer holds until the VM runs again.
-    pub fn positions(&self) -> Option<Vec<Option<QueuePosition>>> {
-        self.command(Command::Positions);
+    /// Brings the device to rest for a send: the thread finishes its pass,
+    /// runs the device's [`Flusher`] and says where it stands in each
+    /// queue. With the VM paused it then stays put, so the answer holds
+    /// until the VM runs again.
+    pub fn quiesce(&self) -> Result<Positions, String> {
+        self.command(Command::Quiesce);
         self.control
             .state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .positions
+            .quiesced
             .take()
+            .unwrap_or_else(|| Err("the device's I/O thread is gone".into()))
     }
 }
 
@@ -188,7 +223,7 @@ struct Active {
 
 fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
     let mut active: Option<Active> = None;
-    let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len()];
+    let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len() + events.sources.len()];
     loop {
         let due = active.as_ref().is_some_and(|a| a.due.iter().any(|&d| d));
         let timeout = match events.lifecycle.device_may_work() {
@@ -224,18 +259,26 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                             });
                         }
                         Some(Command::Reset) | Some(Command::Stop) => active = None,
-                        Some(Command::Positions) => {
-                            state.positions = active.as_ref().map(|a| {
+                        Some(Command::Quiesce) => {
+                            let positions = active.as_ref().map(|a| {
                                 a.queues
                                     .iter()
-                                    .map(|q| {
+                                    .enumerate()
+                                    .map(|(index, q)| {
                                         q.as_ref().map(|q| QueuePosition {
-                                            next_avail: q.next_avail(),
+                                            next_avail: q
+                                                .next_avail()
+                                                .wrapping_sub(a.handler.held_chains(index)),
                                             next_used: q.next_used(),
                                         })
                                     })
                                     .collect()
                             });
+                            let flushed = match &events.flusher {
+                                Some(flush) => flush().map_err(|e| format!("flush: {e}")),
+                                None => Ok(()),
+                            };
+                            state.quiesced = Some(flushed.map(|()| positions));
                         }
                         None => {}
                     }
@@ -249,6 +292,16 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                     if let Some((fd, on_resample)) = &events.resample {
                         let _ = fd.read();
                         on_resample();
+                    }
+                }
+                token if token >= TOKEN_FIRST_SOURCE => {
+                    let source = events.sources.get((token - TOKEN_FIRST_SOURCE) as usize);
+                    if let (Some(source), Some(a)) = (source, active.as_mut()) {
+                        for &index in &source.queues {
+                            if let Some(due) = a.due.get_mut(index) {
+                                *due = true;
+                            }
+                        }
                     }
                 }
                 token => {
@@ -287,6 +340,13 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                     broken = Some(e);
                     break;
                 }
+            }
+        }
+        // Work one queue made for another (a reply to inject).
+        let woken = a.handler.take_woken();
+        for (index, due) in a.due.iter_mut().enumerate() {
+            if index < 64 && woken & (1 << index) != 0 {
+                *due = true;
             }
         }
         if let Some(e) = broken {

@@ -16,6 +16,7 @@ use super::{
     DEVICE_TYPE, ID_BYTES, MAX_RANGE_SECTORS, MAX_RANGES, QUEUE_SIZE, SECTOR_SIZE, SEG_MAX,
     SIZE_MAX,
 };
+use crate::devices::virtio::worker::Flusher;
 use crate::devices::virtio::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
 
 /// Length of the configuration structure up to `write_zeroes_may_unmap`
@@ -116,6 +117,11 @@ impl VirtioDevice for Blk {
                 .copied()
                 .unwrap_or(0);
         }
+    }
+
+    fn flusher(&self) -> Option<Flusher> {
+        let backend = self.backend.clone();
+        Some(Box::new(move || backend.flush()))
     }
 
     fn activate(&mut self, features: u64) -> Box<dyn QueueHandler> {

@@ -9,15 +9,14 @@
 //! 0x30000, and data from [`DATA_START`] on.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use disk::BlockBackend;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::Blk;
-use crate::devices::virtio::driver::{Descriptor, DriverQueue};
-use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler, VirtioDevice};
+use crate::devices::virtio::driver::{CountingInterrupt, Descriptor, DriverQueue};
+use crate::devices::virtio::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 pub const QUEUE_BASE: u64 = 0x1000;
@@ -29,23 +28,6 @@ pub const DATA_START: u64 = 0x10_0000;
 pub const SERIAL_SOURCE: &str = "/images/test-disk.img";
 /// A status byte the device never writes, to see whether it wrote one.
 pub const STATUS_UNTOUCHED: u8 = 0xaa;
-
-/// Counts the interrupts a device raises.
-#[derive(Debug, Default)]
-pub struct CountingInterrupt {
-    pub queue: AtomicUsize,
-    pub config: AtomicUsize,
-}
-
-impl Interrupt for CountingInterrupt {
-    fn signal_queue(&self, _queue: u16) {
-        self.queue.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn signal_config(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// The 16-byte request header.
 pub fn header_bytes(kind: u32, sector: u64) -> [u8; 16] {

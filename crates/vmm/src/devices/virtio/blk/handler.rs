@@ -9,11 +9,12 @@ use disk::BlockBackend;
 use smallvec::SmallVec;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestMemoryBackend};
+use vm_memory::Bytes;
 
 use super::request::{self, Limits, Operation, SectorRange};
 use super::{ID_BYTES, SEG_MAX};
 use crate::devices::virtio::queue::{self, Chain, Segment};
+use crate::devices::virtio::segments::{self, host_slices};
 use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
 use crate::memory::GuestMemoryMmap;
 
@@ -26,23 +27,6 @@ pub struct BlkHandler {
     pub limits: Limits,
     pub serial: [u8; ID_BYTES],
     pub name: String,
-}
-
-type HostSlices = SmallVec<[(*mut u8, usize); 4]>;
-
-/// Host views of guest buffers, for vectored I/O.
-///
-/// Every segment was checked to lie in guest memory; a buffer spanning
-/// two memory regions becomes two slices.
-fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSlices> {
-    let mut out = HostSlices::new();
-    for s in segments {
-        for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
-            let slice = slice.ok()?;
-            out.push((slice.ptr_guard_mut().as_ptr(), slice.len()));
-        }
-    }
-    Some(out)
 }
 
 impl BlkHandler {
@@ -73,7 +57,7 @@ impl BlkHandler {
 
     fn get_id(&self, mem: &GuestMemoryMmap, data: &[Segment]) -> std::io::Result<u64> {
         let mut written = 0u64;
-        for s in request::sub_segments(data, 0, ID_BYTES as u64) {
+        for s in segments::sub_segments(data, 0, ID_BYTES as u64) {
             let from = written as usize;
             let to = from + s.len as usize;
             mem.write_slice(&self.serial[from..to], s.addr)

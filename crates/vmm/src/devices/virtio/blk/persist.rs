@@ -1,9 +1,10 @@
 //! The block device's saved state. The disk's contents are not part of
 //! it: the receiving host opens the same image path. What is saved is
 //! what the guest knows about the disk (its size, whether it is
-//! writable), so a receiving VM refuses an image that no longer matches;
-//! and saving first flushes the image, so its caches and metadata are in
-//! the file before another process opens it.
+//! writable), so a receiving VM refuses an image that no longer matches.
+//! Before it is taken, the I/O thread flushes the image
+//! ([`Blk::flusher`](crate::devices::virtio::VirtioDevice::flusher)), so its
+//! caches and metadata are in the file before another process opens it.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +19,6 @@ struct BlkState {
 
 impl Persist for Blk {
     fn save(&self) -> Result<Vec<u8>, PersistError> {
-        self.backend
-            .flush()
-            .map_err(|e| PersistError(format!("{}: flush: {e}", self.name)))?;
         Ok(encode(&BlkState {
             capacity_sectors: self.capacity_sectors(),
             read_only: self.backend.is_read_only(),

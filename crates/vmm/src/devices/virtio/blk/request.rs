@@ -16,11 +16,12 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
     VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 };
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::GuestAddress;
 
 use super::{MAX_RANGE_SECTORS, MAX_RANGES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use crate::devices::virtio::DeviceBroken;
 use crate::devices::virtio::queue::{Chain, Segment, Segments, total_len};
+use crate::devices::virtio::segments::{read_stream, sub_segments};
 use crate::memory::GuestMemoryMmap;
 
 const HEADER_LEN: u64 = 16;
@@ -97,42 +98,6 @@ fn reject(status: u32, why: impl Into<String>) -> Operation {
         status: status as u8,
         why: why.into(),
     }
-}
-
-/// The part `[skip, skip + take)` of the byte stream `segments` form.
-pub fn sub_segments(segments: &[Segment], mut skip: u64, mut take: u64) -> Segments {
-    let mut out = Segments::new();
-    for s in segments {
-        if take == 0 {
-            break;
-        }
-        let len = u64::from(s.len);
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let n = (len - skip).min(take);
-        out.push(Segment {
-            addr: GuestAddress(s.addr.0 + skip),
-            len: n as u32,
-        });
-        take -= n;
-        skip = 0;
-    }
-    out
-}
-
-/// Copies the first `buf.len()` bytes of the stream out of guest memory.
-fn read_stream(mem: &GuestMemoryMmap, segments: &[Segment], buf: &mut [u8]) -> bool {
-    let mut at = 0usize;
-    for s in sub_segments(segments, 0, buf.len() as u64) {
-        let end = at + s.len as usize;
-        if mem.read_slice(&mut buf[at..end], s.addr).is_err() {
-            return false;
-        }
-        at = end;
-    }
-    at == buf.len()
 }
 
 /// Checks that `[offset, offset + len)` lies on the disk.
@@ -272,31 +237,6 @@ fn ranges_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(addr: u64, len: u32) -> Segment {
-        Segment {
-            addr: GuestAddress(addr),
-            len,
-        }
-    }
-
-    #[test]
-    fn byte_streams_split_across_buffers() {
-        let segs = [seg(0x1000, 10), seg(0x2000, 6), seg(0x3000, 512)];
-        assert_eq!(
-            sub_segments(&segs, 0, 16).as_slice(),
-            [seg(0x1000, 10), seg(0x2000, 6)].as_slice()
-        );
-        assert_eq!(
-            sub_segments(&segs, 12, 8).as_slice(),
-            [seg(0x2002, 4), seg(0x3000, 4)].as_slice()
-        );
-        assert_eq!(
-            sub_segments(&segs, 16, u64::MAX).as_slice(),
-            [seg(0x3000, 512)]
-        );
-        assert_eq!(sub_segments(&segs, 600, 5).len(), 0);
-    }
 
     #[test]
     fn disk_bounds() {

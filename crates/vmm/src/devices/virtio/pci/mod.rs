@@ -82,6 +82,8 @@ pub struct VirtioPciDevice {
     notify_at: Option<IoEventAddress>,
     worker: Worker,
     ctx: TransportContext,
+    /// The option ROM firmware finds behind the expansion ROM BAR.
+    rom: Option<Vec<u8>>,
 }
 
 fn io_error(e: kvm_ioctls::Error) -> std::io::Error {
@@ -133,6 +135,8 @@ impl VirtioPciDevice {
                 Box::new(move || interrupt.resample())
             })),
             interrupt: interrupt.clone(),
+            sources: device.event_sources(),
+            flusher: device.flusher(),
             on_broken: {
                 let status = common.status_cell();
                 let interrupt = interrupt.clone();
@@ -153,7 +157,17 @@ impl VirtioPciDevice {
             notify_at: None,
             worker,
             ctx,
+            rom: None,
         })
+    }
+
+    /// Gives the device an option ROM (iPXE for a network boot), offered
+    /// through its expansion ROM BAR. Before the device joins the bus.
+    pub fn with_option_rom(mut self, rom: Vec<u8>) -> VirtioPciDevice {
+        let size = (rom.len() as u64).next_power_of_two().max(2048);
+        self.config.add_rom(size);
+        self.rom = Some(rom);
+        self
     }
 
     /// The device status register (for tests and logs).
@@ -411,6 +425,16 @@ impl PciDevice for VirtioPciDevice {
         match bar {
             layout::REGISTERS_BAR => self.registers_read(offset, data),
             layout::MSIX_BAR => self.msix_read(offset, data),
+            config_space::ROM_BAR => {
+                let rom = self.rom.as_deref().unwrap_or(&[]);
+                for (i, b) in data.iter_mut().enumerate() {
+                    *b = usize::try_from(offset)
+                        .ok()
+                        .and_then(|o| rom.get(o + i))
+                        .copied()
+                        .unwrap_or(0xff);
+                }
+            }
             _ => data.fill(0xff),
         }
     }

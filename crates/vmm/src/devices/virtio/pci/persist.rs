@@ -4,7 +4,8 @@
 //! running queue, and the device model's own state.
 //!
 //! The queue positions come from the I/O thread between two passes over
-//! the queues (see [`super::super::worker`]), so every request the driver
+//! the queues, after it flushed what the device wrote (see
+//! [`super::super::worker`]), so every request the driver
 //! made available is either on the used ring with `next_used` past it, or
 //! still to be taken at `next_avail`: the receiving device serves exactly
 //! the requests the sending one did not.
@@ -140,7 +141,10 @@ impl VirtioPciDevice {
 
 impl Persist for VirtioPciDevice {
     fn save(&self) -> Result<Vec<u8>, PersistError> {
-        let positions = self.worker.positions();
+        let positions = self
+            .worker
+            .quiesce()
+            .map_err(|e| PersistError(format!("{}: {e}", self.name)))?;
         if self.serving() && positions.is_none() {
             return Err(PersistError(format!(
                 "{}: the device's I/O thread is gone",

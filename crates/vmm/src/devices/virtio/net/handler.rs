@@ -1,0 +1,151 @@
+//! The network device's I/O-thread side: its state between passes, and
+//! the [`QueueHandler`] that sends each queue's work to [`super::rx`] or
+//! [`super::tx`].
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use net::mac_lock::MacLock;
+use virtio_queue::Queue;
+
+use super::frame::{Offloads, TxPolicy};
+use super::{RX, TX, rx, tx};
+use crate::devices::virtio::queue::Chain;
+use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
+use crate::memory::GuestMemoryMmap;
+
+/// Responder replies waiting for receive buffers; more than this and a
+/// guest that sends requests without posting buffers loses the oldest.
+pub const MAX_PENDING_REPLIES: usize = 32;
+
+/// What the device counted, for logs, tests and the benchmark.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rx_dropped: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
+    /// DHCP/BOOTP requests answered by the responder.
+    pub dhcp_replies: AtomicU64,
+}
+
+impl NetStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything the two queues' paths share.
+pub struct NetHandler {
+    pub name: String,
+    pub tap: Arc<File>,
+    /// VIRTIO_NET_F_MRG_RXBUF: a received frame may span several buffers.
+    pub mergeable: bool,
+    /// Offloads the guest takes in received frames.
+    pub guest_offloads: Offloads,
+    pub tx_policy: TxPolicy,
+    pub lock: Option<MacLock>,
+    pub stats: Arc<NetStats>,
+    /// Receive buffers taken off the queue and not yet used.
+    pub(super) rx_buffers: VecDeque<Chain>,
+    /// Bytes those buffers hold.
+    pub(super) rx_held: usize,
+    /// Frames made by the device (DHCP replies) for the guest.
+    pub(super) replies: VecDeque<Vec<u8>>,
+    /// Queues to serve next (bit per queue).
+    pub(super) woken: u64,
+    /// Reused for every vectored read and write.
+    pub(super) iovecs: Vec<libc::iovec>,
+    /// Catches what does not fit in the receive buffers.
+    pub(super) spill: Vec<u8>,
+    /// Drops logged so far, so a hostile guest cannot flood the log.
+    pub(super) drops_logged: u32,
+}
+
+// SAFETY: the raw pointers in `iovecs` are scratch space, rebuilt before
+// every use and never dereferenced by the handler itself.
+unsafe impl Send for NetHandler {}
+
+impl NetHandler {
+    pub fn new(
+        name: &str,
+        tap: Arc<File>,
+        mergeable: bool,
+        guest_offloads: Offloads,
+        tx_policy: TxPolicy,
+        stats: Arc<NetStats>,
+    ) -> NetHandler {
+        NetHandler {
+            name: name.to_string(),
+            tap,
+            mergeable,
+            guest_offloads,
+            lock: tx_policy.lock,
+            tx_policy,
+            stats,
+            rx_buffers: VecDeque::new(),
+            rx_held: 0,
+            replies: VecDeque::new(),
+            woken: 0,
+            iovecs: Vec::new(),
+            spill: Vec::new(),
+            drops_logged: 0,
+        }
+    }
+
+    /// Notes a dropped frame; the first few are logged.
+    pub(super) fn dropped(&mut self, direction: &str, why: impl std::fmt::Debug) {
+        const LOGGED: u32 = 8;
+        if self.drops_logged < LOGGED {
+            self.drops_logged += 1;
+            tracing::info!("{}: {direction} frame dropped: {why:?}", self.name);
+        }
+    }
+
+    /// Queues a reply for the guest and asks for the receive queue.
+    pub(super) fn push_reply(&mut self, reply: Vec<u8>) {
+        if self.replies.len() >= MAX_PENDING_REPLIES {
+            self.replies.pop_front();
+            NetStats::add(&self.stats.rx_dropped, 1);
+        }
+        self.replies.push_back(reply);
+        NetStats::add(&self.stats.dhcp_replies, 1);
+        self.woken |= 1 << RX;
+    }
+}
+
+impl QueueHandler for NetHandler {
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        interrupt: &dyn Interrupt,
+        budget: usize,
+    ) -> Result<bool, DeviceBroken> {
+        match index {
+            RX => rx::process(self, queue, mem, interrupt, budget),
+            TX => tx::process(self, queue, mem, interrupt, budget),
+            _ => Ok(false),
+        }
+    }
+
+    fn take_woken(&mut self) -> u64 {
+        std::mem::take(&mut self.woken)
+    }
+
+    fn held_chains(&self, index: usize) -> u16 {
+        match index {
+            RX => self.rx_buffers.len() as u16,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Receive: frames from the tap are read with one `readv` straight into
+//! the guest's receive buffers, and the device's own frames (DHCP
+//! replies) are copied in. With mergeable receive buffers a frame spans as
+//! many buffers as it needs; without, each frame takes one buffer, which
+//! the driver sizes for the largest frame it accepts.
+//!
+//! Buffers are taken off the queue ahead of need and kept between frames,
+//! so a pass does not walk the same descriptors again for every frame. A
+//! frame that does not fit, or that [`super::frame`] refuses, leaves its
+//! buffers for the next one.
+
+use std::os::fd::AsRawFd;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+
+use super::RX;
+use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
+use super::handler::{NetHandler, NetStats};
+use crate::devices::virtio::queue::{Segments, read_chain};
+use crate::devices::virtio::segments::{HostSlices, copy_from_slices, copy_to_slices, host_slices};
+use crate::devices::virtio::{DeviceBroken, Interrupt};
+use crate::memory::GuestMemoryMmap;
+
+/// Descriptors accepted in one receive chain.
+pub const MAX_DESCRIPTORS: usize = 64;
+/// Room a frame may need without segmentation offloads: a full frame at
+/// a tap's default MTU, VLAN tag included. Taps with a larger MTU need
+/// mergeable buffers or big ones; a frame that does not fit is dropped.
+const PLAIN_ROOM: usize = HEADER_LEN + 1518;
+/// Room a frame may need with them: a 64 KiB super-frame.
+pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
+
+/// Where the next frame comes from.
+enum Next {
+    /// A frame is in the buffers: `len` bytes including the header.
+    Placed(usize),
+    /// It could not be placed (too big, refused); its buffers stay.
+    Dropped,
+    /// Nothing more to receive now.
+    Idle,
+}
+
+pub fn process(
+    h: &mut NetHandler,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &dyn Interrupt,
+    budget: usize,
+) -> Result<bool, DeviceBroken> {
+    let mut delivered = 0usize;
+    let result = (|| {
+        queue
+            .disable_notification(mem)
+            .map_err(|e| broken(e.to_string()))?;
+        loop {
+            if delivered >= budget {
+                return Ok(true);
+            }
+            if !take_buffers(h, queue, mem)? {
+                // Out of buffers: ask the driver to say when it adds some,
+                // and look once more in case it just did.
+                let more = queue
+                    .enable_notification(mem)
+                    .map_err(|e| broken(e.to_string()))?;
+                if !more || !take_buffers(h, queue, mem)? {
+                    return Ok(false);
+                }
+            }
+            let Some(slices) = host_slices(mem, &held_segments(h)) else {
+                return Err(broken("buffer outside guest memory".into()));
+            };
+            let next = match h.replies.pop_front() {
+                Some(reply) => place_copy(h, &slices, &reply),
+                None => read_tap(h, &slices),
+            };
+            match next {
+                Next::Placed(len) => {
+                    if complete(h, queue, mem, &slices, len)? {
+                        delivered += 1;
+                    }
+                }
+                Next::Dropped => {}
+                Next::Idle => return Ok(false),
+            }
+        }
+    })();
+    if delivered > 0 && queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal_queue(RX as u16);
+    }
+    result
+}
+
+fn broken(what: String) -> DeviceBroken {
+    DeviceBroken(format!("receive queue: {what}"))
+}
+
+/// Bytes the held buffers must offer before a frame is read.
+fn room_needed(h: &NetHandler) -> usize {
+    if h.guest_offloads.tso4 || h.guest_offloads.tso6 {
+        GSO_ROOM
+    } else {
+        PLAIN_ROOM
+    }
+}
+
+/// Takes buffers off the queue until a frame of any size fits (one buffer
+/// without mergeable buffers). Returns whether the held buffers are enough
+/// to read into: with mergeable buffers that is room for the largest
+/// frame, or every buffer the queue can hold if the driver posts less.
+fn take_buffers(
+    h: &mut NetHandler,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<bool, DeviceBroken> {
+    let want = room_needed(h);
+    let all = usize::from(queue.size());
+    let enough = |h: &NetHandler| {
+        if h.mergeable {
+            h.rx_held >= want || h.rx_buffers.len() >= all
+        } else {
+            !h.rx_buffers.is_empty()
+        }
+    };
+    while !enough(h) {
+        let chain = {
+            let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
+            match iter.next() {
+                Some(chain) => chain,
+                None => break,
+            }
+        };
+        let chain = read_chain(chain, MAX_DESCRIPTORS).map_err(|e| broken(e.to_string()))?;
+        if !chain.readable.is_empty() || chain.writable_len() == 0 {
+            return Err(broken(format!(
+                "buffer {} is not a writable buffer",
+                chain.head
+            )));
+        }
+        h.rx_held += chain.writable_len() as usize;
+        h.rx_buffers.push_back(chain);
+    }
+    Ok(enough(h))
+}
+
+/// The held buffers as one stream: all of them with mergeable buffers,
+/// else the first.
+fn held_segments(h: &NetHandler) -> Segments {
+    let take = if h.mergeable { h.rx_buffers.len() } else { 1 };
+    h.rx_buffers
+        .iter()
+        .take(take)
+        .flat_map(|c| c.writable.iter().copied())
+        .collect()
+}
+
+/// One read from the tap into the held buffers.
+fn read_tap(h: &mut NetHandler, slices: &HostSlices) -> Next {
+    h.iovecs.clear();
+    h.iovecs
+        .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        }));
+    h.iovecs.truncate(libc::UIO_MAXIOV as usize - 1);
+    let room: usize = h.iovecs.iter().map(|v| v.iov_len).sum();
+    // A frame larger than the buffers runs on into this spill area (the
+    // tap would cut it short without saying so) and is then dropped.
+    h.spill.resize(GSO_ROOM, 0);
+    h.iovecs.push(libc::iovec {
+        iov_base: h.spill.as_mut_ptr().cast(),
+        iov_len: h.spill.len(),
+    });
+    // SAFETY: every iovec but the last is a range of guest memory that
+    // stays mapped while `mem` lives, the last is `h.spill`; the kernel
+    // writes the frame into them.
+    let read = unsafe {
+        libc::readv(
+            h.tap.as_raw_fd(),
+            h.iovecs.as_ptr(),
+            h.iovecs.len() as libc::c_int,
+        )
+    };
+    if read < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            h.dropped("received", err);
+        }
+        return Next::Idle;
+    }
+    if read == 0 {
+        return Next::Idle;
+    }
+    let len = read as usize;
+    if len > room || len < HEADER_LEN + MIN_FRAME {
+        NetStats::add(&h.stats.rx_dropped, 1);
+        h.dropped(
+            "received",
+            format!("{len} bytes for {room} bytes of buffers"),
+        );
+        return Next::Dropped;
+    }
+    Next::Placed(len)
+}
+
+/// Copies a frame the device made into the held buffers, behind a plain
+/// header.
+fn place_copy(h: &mut NetHandler, slices: &HostSlices, frame: &[u8]) -> Next {
+    let header = Header::default().to_bytes();
+    if !copy_to_slices(slices, 0, &header) || !copy_to_slices(slices, HEADER_LEN, frame) {
+        NetStats::add(&h.stats.rx_dropped, 1);
+        h.dropped("device-made", "larger than the receive buffers");
+        return Next::Dropped;
+    }
+    Next::Placed(HEADER_LEN + frame.len())
+}
+
+/// Checks the placed frame, fixes its header and hands its buffers to the
+/// guest. Returns whether it was delivered.
+fn complete(
+    h: &mut NetHandler,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    slices: &HostSlices,
+    len: usize,
+) -> Result<bool, DeviceBroken> {
+    let mut raw = [0u8; HEADER_LEN + MIN_FRAME];
+    if !copy_from_slices(slices, 0, &mut raw) {
+        return Ok(false);
+    }
+    let header = Header::parse(raw[..HEADER_LEN].try_into().expect("header length"));
+    let mut header = match frame::inspect_rx(
+        &header,
+        &raw[HEADER_LEN..],
+        &h.guest_offloads,
+        h.lock.as_ref(),
+    ) {
+        Ok(header) => header,
+        Err(why) => {
+            NetStats::add(&h.stats.rx_dropped, 1);
+            h.dropped("received", why);
+            return Ok(false);
+        }
+    };
+    // The buffers the frame filled, in order.
+    let mut buffers = 0u16;
+    let mut left = len;
+    for chain in &h.rx_buffers {
+        if left == 0 {
+            break;
+        }
+        left -= left.min(chain.writable_len() as usize);
+        buffers += 1;
+    }
+    header.num_buffers = buffers;
+    if !copy_to_slices(slices, 0, &header.to_bytes()) {
+        return Ok(false);
+    }
+    let mut left = len;
+    for _ in 0..buffers {
+        let chain = h.rx_buffers.pop_front().expect("counted above");
+        let size = chain.writable_len() as usize;
+        h.rx_held -= size;
+        let written = left.min(size);
+        left -= written;
+        queue
+            .add_used(mem, chain.head, written as u32)
+            .map_err(|e| broken(e.to_string()))?;
+    }
+    NetStats::add(&h.stats.rx_frames, 1);
+    NetStats::add(&h.stats.rx_bytes, (len - HEADER_LEN) as u64);
+    Ok(true)
+}

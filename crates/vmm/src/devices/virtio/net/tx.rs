@@ -1,0 +1,171 @@
+//! Transmit: each buffer the guest offers goes to the tap with one
+//! `writev` straight from guest memory, header included, unless
+//! [`super::frame`] says it must not (a malformed or spoofed frame) or it
+//! is a DHCP request the device answers itself. A pass serves at most
+//! `budget` frames and interrupts the guest once.
+
+use std::os::fd::AsRawFd;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+
+use super::TX;
+use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
+use super::handler::{NetHandler, NetStats};
+use crate::devices::virtio::queue::{Chain, read_chain};
+use crate::devices::virtio::segments::{HostSlices, copy_from_slices, host_slices};
+use crate::devices::virtio::{DeviceBroken, Interrupt};
+use crate::memory::GuestMemoryMmap;
+
+/// Descriptors accepted in one transmit chain: a 64 KiB frame in pages,
+/// its header, and room for drivers that split more finely.
+pub const MAX_DESCRIPTORS: usize = 64;
+
+/// What became of one chain.
+enum Sent {
+    Done,
+    /// The tap has no room now: the chain goes back to the queue.
+    Blocked,
+}
+
+/// Chains taken off the queue at once, so the available ring is walked
+/// once per batch rather than once per frame.
+const BATCH: usize = 64;
+
+pub fn process(
+    h: &mut NetHandler,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &dyn Interrupt,
+    budget: usize,
+) -> Result<bool, DeviceBroken> {
+    let broken = |what: String| DeviceBroken(format!("transmit queue: {what}"));
+    let mut served = 0usize;
+    let mut batch: Vec<Chain> = Vec::with_capacity(BATCH);
+    let result = (|| loop {
+        queue
+            .disable_notification(mem)
+            .map_err(|e| broken(e.to_string()))?;
+        loop {
+            if served >= budget {
+                return Ok(true);
+            }
+            batch.clear();
+            {
+                let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
+                while batch.len() < BATCH.min(budget - served) {
+                    let Some(chain) = iter.next() else { break };
+                    batch.push(
+                        read_chain(chain, MAX_DESCRIPTORS).map_err(|e| broken(e.to_string()))?,
+                    );
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for (i, chain) in batch.iter().enumerate() {
+                match send(h, mem, chain) {
+                    Sent::Done => {
+                        queue
+                            .add_used(mem, chain.head, 0)
+                            .map_err(|e| broken(e.to_string()))?;
+                        served += 1;
+                    }
+                    Sent::Blocked => {
+                        // This chain and the ones after it go back.
+                        let back = (batch.len() - i) as u16;
+                        queue.set_next_avail(queue.next_avail().wrapping_sub(back));
+                        // The tap's writability (an edge in the I/O
+                        // thread's epoll) brings us back.
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        if !queue
+            .enable_notification(mem)
+            .map_err(|e| broken(e.to_string()))?
+        {
+            return Ok(false);
+        }
+    })();
+    if served > 0 && queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal_queue(TX as u16);
+    }
+    result
+}
+
+/// One frame: inspected, then sent, answered or dropped.
+fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain) -> Sent {
+    let total = chain.readable_len() as usize;
+    let mut header = [0u8; HEADER_LEN];
+    let slices = match host_slices(mem, &chain.readable) {
+        Some(slices) if total >= HEADER_LEN && copy_from_slices(&slices, 0, &mut header) => slices,
+        _ => {
+            drop_frame(h, frame::Refused::Runt);
+            return Sent::Done;
+        }
+    };
+    let header = Header::parse(&header);
+    let frame_len = total - HEADER_LEN;
+    let mut peek = [0u8; PEEK_LEN];
+    let mut whole = Vec::new();
+    let mut seen: &[u8] = &[];
+    if frame::looks_inside(&h.tx_policy) {
+        let n = frame_len.min(PEEK_LEN);
+        copy_from_slices(&slices, HEADER_LEN, &mut peek[..n]);
+        seen = &peek[..n];
+        if frame::wants_whole_frame(&h.tx_policy, frame_len, seen) {
+            whole.resize(frame_len, 0);
+            copy_from_slices(&slices, HEADER_LEN, &mut whole);
+            seen = &whole;
+        }
+    }
+    match frame::inspect_tx(&header, frame_len, seen, &h.tx_policy) {
+        TxVerdict::Send => write_to_tap(h, &slices, frame_len),
+        TxVerdict::Reply(reply) => {
+            h.push_reply(reply);
+            Sent::Done
+        }
+        TxVerdict::Drop(why) => {
+            drop_frame(h, why);
+            Sent::Done
+        }
+    }
+}
+
+fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
+    NetStats::add(&h.stats.tx_dropped, 1);
+    if why == frame::Refused::Locked {
+        // vmd's words for a spoofed source (vmd.md §9.5).
+        h.dropped("transmitted", "bad source address");
+    } else {
+        h.dropped("transmitted", why);
+    }
+}
+
+fn write_to_tap(h: &mut NetHandler, slices: &HostSlices, frame_len: usize) -> Sent {
+    h.iovecs.clear();
+    h.iovecs
+        .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        }));
+    let count = h.iovecs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+    // SAFETY: every iovec is a range of guest memory that stays mapped
+    // while `mem` lives; the kernel only reads from them.
+    let written = unsafe { libc::writev(h.tap.as_raw_fd(), h.iovecs.as_ptr(), count) };
+    if written < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return Sent::Blocked;
+        }
+        // The tap refused the frame (a header the kernel finds wrong, the
+        // link down): the frame is lost, the device carries on.
+        NetStats::add(&h.stats.tx_dropped, 1);
+        h.dropped("transmitted", err);
+        return Sent::Done;
+    }
+    NetStats::add(&h.stats.tx_frames, 1);
+    NetStats::add(&h.stats.tx_bytes, frame_len as u64);
+    Sent::Done
+}
