@@ -169,7 +169,7 @@ fn two_hundred_clients_against_twenty_vms() {
             let log = log.clone();
             let counts = counts.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (client as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x1000_0001));
                 while started.elapsed() < LOAD {
                     let vm = rng.below(VMS);
                     let command = [
