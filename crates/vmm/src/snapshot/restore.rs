@@ -125,3 +125,149 @@ fn apply_devices(devices: &[SavedDevice], states: &[Vec<u8>]) -> Result<(), Stre
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use kvm_bindings::kvm_cpuid_entry2;
+    use proto::vmchannel::VmDescription;
+
+    use super::*;
+    use crate::devices::persist::encode;
+    use crate::memory::{Layout, MIB};
+    use crate::snapshot::format::{FrameWriter, read_header_bytes};
+    use crate::snapshot::kvm_bytes::KvmBytes;
+
+    fn header(ram: &GuestRam) -> Header {
+        Header {
+            name: "t".into(),
+            description: VmDescription {
+                memory: 8 * MIB,
+                vcpus: 1,
+                disks: vec![],
+                cdrom: None,
+                nics: vec![],
+            },
+            bios_area: (1 << 32) - ram.layout.bios_area_start(),
+            regions: ram
+                .layout
+                .regions
+                .iter()
+                .map(|r| (r.guest_addr, r.size))
+                .collect(),
+            disk_sizes: vec![],
+            cpuid: vec![KvmBytes(kvm_cpuid_entry2::default())],
+            devices: vec!["com1".into()],
+        }
+    }
+
+    fn vcpu(index: u32) -> VcpuState {
+        VcpuState {
+            index,
+            cpuid: vec![],
+            regs: KvmBytes(Default::default()),
+            sregs: KvmBytes(Default::default()),
+            xsave: vec![],
+            xcrs: KvmBytes(Default::default()),
+            msrs: vec![(0x10, 1)],
+            lapic: KvmBytes(Default::default()),
+            events: KvmBytes(Default::default()),
+            mp_state: KvmBytes(Default::default()),
+            debugregs: KvmBytes(Default::default()),
+            tsc_khz: 1,
+        }
+    }
+
+    fn in_kernel() -> InKernelState {
+        InKernelState {
+            pic_master: KvmBytes(Default::default()),
+            pic_slave: KvmBytes(Default::default()),
+            ioapic: KvmBytes(Default::default()),
+            pit: KvmBytes(Default::default()),
+            clock: KvmBytes(Default::default()),
+        }
+    }
+
+    fn run(addr: u64, page: u8) -> Vec<u8> {
+        let mut r = addr.to_le_bytes().to_vec();
+        r.extend_from_slice(&1u32.to_le_bytes());
+        r.extend(std::iter::repeat_n(page, 4096));
+        r
+    }
+
+    /// A stream of `frames` after the header; memory frames hold one page.
+    fn stream(ram: &GuestRam, frames: &[(Tag, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = FrameWriter::new(&mut out).unwrap();
+        w.frame(Tag::Header, &[&header(ram).encode()]).unwrap();
+        for (tag, payload) in frames {
+            w.frame(*tag, &[payload]).unwrap();
+            if *tag == Tag::Memory {
+                w.count_pages(1);
+            }
+        }
+        w.finish().unwrap();
+        out
+    }
+
+    fn read(ram: &GuestRam, bytes: &[u8]) -> Result<Received, StreamError> {
+        let mut input = bytes;
+        let (raw, payload) = read_header_bytes(&mut input)?;
+        let header = Header::decode(&payload)?;
+        let (reader, _) = FrameReader::resume(&raw, input)?;
+        read_stream(reader, &header, ram)
+    }
+
+    fn device(name: &str) -> Vec<u8> {
+        encode(&DeviceRecord {
+            name: name.into(),
+            state: vec![1, 2, 3],
+        })
+    }
+
+    #[test]
+    fn frames_in_order_read_back_and_anything_else_is_refused() {
+        let ram = GuestRam::new(Layout::new(8 * MIB), "restore-test").unwrap();
+        let good = [
+            (Tag::Vcpu, encode(&vcpu(0))),
+            (Tag::Kvm, encode(&in_kernel())),
+            (Tag::Device, device("com1")),
+            (Tag::Memory, run(0x1000, 0xa5)),
+            (Tag::Memory, run(0x3000, 0x5a)),
+        ];
+        let received = read(&ram, &stream(&ram, &good)).unwrap();
+        assert_eq!(received.pages, 2);
+        assert_eq!(received.devices, vec![vec![1, 2, 3]]);
+        assert_eq!(received.vcpus[0].msrs, vec![(0x10, 1)]);
+
+        let corrupt = |frames: &[(Tag, Vec<u8>)], why: &str| match read(&ram, &stream(&ram, frames))
+        {
+            Err(StreamError::Corrupt(_)) => {}
+            Err(other) => panic!("{why}: {other}"),
+            Ok(_) => panic!("{why}: accepted"),
+        };
+        let mut swapped = good.to_vec();
+        swapped.swap(1, 2);
+        corrupt(&swapped, "device before the in-kernel state");
+        let mut other_vcpu = good.to_vec();
+        other_vcpu[0].1 = encode(&vcpu(1));
+        corrupt(&other_vcpu, "vCPU 1 where vCPU 0 belongs");
+        let mut other_device = good.to_vec();
+        other_device[2].1 = device("rtc");
+        corrupt(&other_device, "another device's state");
+        let mut backwards = good.to_vec();
+        backwards.swap(3, 4);
+        corrupt(&backwards, "memory runs out of order");
+        let mut twice = good.to_vec();
+        twice[4].1 = run(0x1000, 0);
+        corrupt(&twice, "a page written twice");
+        let mut outside = good.to_vec();
+        outside[4].1 = run(0x4000_0000, 0);
+        corrupt(&outside, "memory outside the guest's");
+        let mut unbacked = good.to_vec();
+        unbacked[4].1 = run(0xf000_0000, 0);
+        corrupt(&unbacked, "memory in the PCI hole");
+        let mut short = good.to_vec();
+        short.remove(2);
+        corrupt(&short, "a device record missing");
+    }
+}
