@@ -4,7 +4,7 @@
 //! moved when the harness types a key into the new VM's UART.
 
 use proto::ErrorCode;
-use testkit::guest::firmware;
+use testkit::guest::{firmware, user_mode_firmware};
 
 mod common;
 
@@ -463,4 +463,86 @@ fn the_local_apic_timer_tsc_and_rtc_survive_a_move() {
         eprintln!("this host's KVM does not offset the TSC; its continuity is not checked");
     }
     assert_eq!(field(&out, "year"), "01", "{out}");
+}
+
+/// 64-bit code at CPL3: fills 64 MiB from 16 MiB with each quadword's own
+/// address, prints `filled`, waits for a key (polling the UART), then
+/// checks every quadword and prints `intact` or `damaged`.
+fn user_mode_guest() -> Vec<u8> {
+    user_mode_firmware(
+        r#"
+user_main:
+    mov rdi, 16 << 20
+    mov rsi, 80 << 20
+.fill:
+    mov [rdi], rdi
+    add rdi, 8
+    cmp rdi, rsi
+    jb .fill
+    lea rsi, [rel filled]
+    call print
+.poll:
+    pause
+    mov dx, 0x3fd
+    in al, dx
+    test al, 1
+    jz .poll
+    mov rdi, 16 << 20
+    mov rcx, 80 << 20
+.check:
+    cmp [rdi], rdi
+    jne .bad
+    add rdi, 8
+    cmp rdi, rcx
+    jb .check
+    lea rsi, [rel intact]
+    call print
+    jmp .end
+.bad:
+    lea rsi, [rel damaged]
+    call print
+.end:
+    mov al, 0xfe
+    out 0x64, al
+.hang:
+    jmp .hang
+print:
+    mov dx, 0x3f8
+.next:
+    lodsb
+    test al, al
+    jz .done
+    out dx, al
+    jmp .next
+.done:
+    ret
+filled: db "filled", 13, 10, 0
+intact: db "intact", 13, 10, 0
+damaged: db "damaged", 13, 10, 0
+"#,
+    )
+}
+
+#[test]
+fn a_long_mode_guest_at_cpl3_moves_with_its_memory() {
+    let dir = testkit::tmp::TempDir::new("send");
+    let stream = dir.join("vm.state");
+    let first = Guest {
+        memory: 256 << 20,
+        ..Guest::new(user_mode_guest())
+    }
+    .start();
+    first.wait_for_output("filled");
+    let sent = first.send_to(&stream).expect("send");
+    // 64 MiB of pattern, and little else: nothing the guest left zero.
+    assert!(
+        (16384..16384 + 256).contains(&sent.pages),
+        "{} pages",
+        sent.pages
+    );
+    drop(first);
+    let second = receive(&stream).expect("receive");
+    type_key(&second, b'k');
+    let (out, _) = second.wait();
+    assert_eq!(out, "intact\r\n");
 }
