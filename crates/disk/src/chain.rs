@@ -146,6 +146,16 @@ impl ImageChain {
         Ok(walk.finish())
     }
 
+    /// The backend of a raw image another process opened, only to be
+    /// read (a CD-ROM's ISO image): no format probe, no backing file.
+    pub fn raw_read_only(
+        label: impl AsRef<Path>,
+        file: File,
+    ) -> Result<Box<dyn BlockBackend>, DiskError> {
+        ImageChain::from_files(label, DiskFormat::Raw, Access::ReadOnly, vec![file])
+            .and_then(ImageChain::into_backend)
+    }
+
     /// The images, top first.
     pub fn images(&self) -> &[ChainImage] {
         &self.images

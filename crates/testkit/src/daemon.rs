@@ -43,6 +43,42 @@ pub fn vmctl_at(socket: &Path, args: &[&str]) -> Output {
         .expect("run vmctl")
 }
 
+/// Debian's SeaBIOS (package `seabios`), the firmware the end-to-end tests
+/// boot.
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+
+/// `start -b SEABIOS -m 64M <extra> <name>`.
+fn seabios_start_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["start", "-b", SEABIOS, "-m", "64M"];
+    args.extend_from_slice(extra);
+    args.push(name);
+    args
+}
+
+/// `text` without ANSI escape sequences (ESC, then either `[` with
+/// parameters and a final letter, or one more character). SeaBIOS's serial
+/// console draws the text screen with cursor moves, and flushes it when
+/// the firmware next gets control, so its escapes can land in the middle
+/// of a boot loader's own serial output.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// One running vmd.
 pub struct TestDaemon {
     dir: TempDir,
@@ -150,6 +186,17 @@ impl TestDaemon {
             .skip(1)
             .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
             .find(|cols| cols.last().map(String::as_str) == Some(name))
+    }
+
+    /// `vmctl start` of a new VM `name` booting SeaBIOS with 64 MiB and
+    /// `extra` options.
+    pub fn start_seabios_vm(&self, name: &str, extra: &[&str]) -> Output {
+        self.vmctl(&seabios_start_args(name, extra))
+    }
+
+    /// [`TestDaemon::start_seabios_vm`], insisting that it succeeds.
+    pub fn start_seabios_vm_ok(&self, name: &str, extra: &[&str]) {
+        self.vmctl_ok(&seabios_start_args(name, extra));
     }
 
     pub fn log(&self) -> String {
@@ -307,5 +354,19 @@ impl Drop for ConsoleSession {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_escapes;
+
+    #[test]
+    fn escapes_are_stripped_where_they_land() {
+        assert_eq!(
+            strip_escapes("\x1b[0;30;47mWelco\x1b[05;05H\x1b[05;06Hme to GRUB\x1bc!"),
+            "Welcome to GRUB!"
+        );
+        assert_eq!(strip_escapes("plain\r\n"), "plain\r\n");
     }
 }

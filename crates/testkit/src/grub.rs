@@ -1,72 +1,150 @@
-//! Bootable disk images with GRUB (Debian's `grub-pc-bin`), built without
-//! loop devices or mounts (shared/test-payloads.md): `grub-mkimage` makes
-//! a minimal core image with an embedded configuration, `sfdisk` writes
-//! the partition table, `mkfs.fat -C` and `mcopy` make a FAT16 partition
-//! holding `grub.cfg`, and `dd` puts `boot.img`, the core image and the
-//! partition into place. No `normal` module: the embedded configuration
-//! runs in GRUB's rescue parser, which keeps the core small (a BIOS on a
-//! software-emulated CPU reads it at a few KB/s).
+//! Bootable images with GRUB (Debian's `grub-pc-bin`), built without
+//! loop devices or mounts (shared/test-payloads.md). No `normal` module:
+//! the embedded configuration runs in GRUB's rescue parser, which keeps
+//! the core small (a BIOS on a software-emulated CPU reads it at a few
+//! KB/s).
+//!
+//! * Disks ([`boot_disk`], [`scripted_disk`]): `grub-mkimage` makes the
+//!   core image, `sfdisk` writes the partition table, `mkfs.fat -C` and
+//!   `mcopy` make a FAT16 partition holding `grub.cfg`, and `dd` puts
+//!   `boot.img`, the core image and the partition into place.
+//! * The CD ([`boot_cd`]): `grub-mkimage -O i386-pc-eltorito` makes a
+//!   no-emulation El Torito boot image and `xorriso` an ISO with it and
+//!   `grub.cfg`.
+//!
+//! The standard images print a line, `cat` their `grub.cfg`, print
+//! another line and halt. Menu images ([`menu_disk`], [`menu_cd`]) have
+//! the `normal` module instead and run their `grub.cfg` as GRUB's menu.
 //!
 //! Images are cached across test processes (nextest runs each test in its
 //! own): built once under a lock into a directory named after a hash of
-//! the recipe and the GRUB version, then shared. Callers copy an image
-//! before booting it, since a running VM locks its disks.
+//! the recipe and the GRUB version, then shared. Callers copy a disk
+//! image before booting it, since a running VM locks its disks; the CD
+//! is only read, so VMs may share it.
 
 use std::hash::{Hash, Hasher};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// What the embedded configuration prints before anything else.
+use crate::iso::run;
+
+/// What the disk's embedded configuration prints before anything else.
 pub const STARTED: &str = "grub-test: embedded config started";
-/// The line of `grub.cfg` the embedded configuration `cat`s.
+/// The line of the disk's `grub.cfg` the embedded configuration `cat`s.
 pub const CONFIG_LINE: &str = "grub-test: this line comes from grub.cfg on the FAT partition";
 /// What it prints at the end, before halting.
 pub const DONE: &str = "grub-test: embedded config done";
 
-const MODULES: &[&str] = &[
-    "biosdisk",
-    "part_msdos",
-    "fat",
-    "serial",
-    "terminal",
-    "cat",
-    "echo",
-    "halt",
-];
+/// The same three lines of the CD.
+pub const CD_STARTED: &str = "grub-cd-test: embedded config started";
+pub const CD_CONFIG_LINE: &str = "grub-cd-test: this line comes from grub.cfg on the CD";
+pub const CD_DONE: &str = "grub-cd-test: embedded config done";
+
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 const DISK_MIB: u64 = 8;
 const PARTITION_START_SECTOR: u64 = 2048;
 /// Bump when the recipe changes in a way the hash cannot see.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
-fn embedded_config() -> String {
-    format!(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input serial\n\
-         terminal_output serial\n\
-         echo {STARTED}\n\
-         ls\n\
-         cat (hd0,msdos1)/grub.cfg\n\
-         echo {DONE}\n\
-         halt\n"
-    )
+/// The medium an image is made for.
+#[derive(Debug, Clone, Copy, Hash)]
+enum Medium {
+    /// A raw disk with GRUB in the MBR gap and a FAT16 partition.
+    Disk,
+    /// An ISO 9660 image with GRUB's El Torito boot image.
+    Cd,
 }
 
-fn grub_cfg() -> String {
-    format!("# read by the test through `cat`\n{CONFIG_LINE}\n")
+impl Medium {
+    /// `grub-mkimage`'s output format, prefix and modules.
+    fn mkimage(self) -> (&'static str, &'static str, &'static [&'static str]) {
+        match self {
+            Medium::Disk => (
+                "i386-pc",
+                "(hd0,msdos1)/",
+                &[
+                    "biosdisk",
+                    "part_msdos",
+                    "fat",
+                    "serial",
+                    "terminal",
+                    "cat",
+                    "echo",
+                    "halt",
+                ],
+            ),
+            Medium::Cd => (
+                "i386-pc-eltorito",
+                "(cd)/",
+                &[
+                    "biosdisk", "iso9660", "serial", "terminal", "cat", "echo", "halt",
+                ],
+            ),
+        }
+    }
+
+    fn config_line(self) -> &'static str {
+        match self {
+            Medium::Disk => CONFIG_LINE,
+            Medium::Cd => CD_CONFIG_LINE,
+        }
+    }
+
+    fn grub_cfg(self) -> String {
+        format!("# read by the test through `cat`\n{}\n", self.config_line())
+    }
+
+    fn image_name(self) -> &'static str {
+        match self {
+            Medium::Disk => "disk.img",
+            Medium::Cd => "cd.iso",
+        }
+    }
 }
 
-fn run(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e} (scripts/install-deps.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// What goes into a GRUB image: the medium, the embedded configuration,
+/// modules beyond the medium's base set, and the `grub.cfg` on it.
+#[derive(Hash)]
+struct Recipe {
+    medium: Medium,
+    embedded: String,
+    extra_modules: Vec<String>,
+    grub_cfg: String,
+}
+
+impl Recipe {
+    /// An image whose embedded configuration sets up the serial console,
+    /// then runs `script`.
+    fn new(medium: Medium, script: &str, extra_modules: &[&str]) -> Recipe {
+        Recipe {
+            medium,
+            embedded: format!(
+                "serial --unit=0 --speed=115200\n\
+                 terminal_input serial\n\
+                 terminal_output serial\n\
+                 {script}\n"
+            ),
+            extra_modules: extra_modules.iter().map(|m| m.to_string()).collect(),
+            grub_cfg: medium.grub_cfg(),
+        }
+    }
+
+    /// Makes GRUB's image with the configuration embedded at `out` (`dir`
+    /// holds the configuration file meanwhile).
+    fn make_image(&self, dir: &Path, out: &Path) {
+        let (format, prefix, modules) = self.medium.mkimage();
+        let embed = dir.join("embed.cfg");
+        std::fs::write(&embed, &self.embedded).expect("write embedded config");
+        run(Command::new("grub-mkimage")
+            .args(["-O", format, "-p", prefix, "-c"])
+            .arg(&embed)
+            .arg("-o")
+            .arg(out)
+            .args(modules)
+            .args(&self.extra_modules));
+        let _ = std::fs::remove_file(embed);
+    }
 }
 
 fn grub_version() -> String {
@@ -92,17 +170,9 @@ fn dd(src: &Path, dest: &Path, offset: u64, max_len: Option<usize>) {
     f.write_all(&data).expect("write image part");
 }
 
-fn build(dir: &Path, recipe: &Recipe) {
+fn build_disk(dir: &Path, recipe: &Recipe) {
     let core = dir.join("core.img");
-    let embed = dir.join("embed.cfg");
-    std::fs::write(&embed, &recipe.embedded).expect("write embedded config");
-    run(Command::new("grub-mkimage")
-        .args(["-O", "i386-pc", "-p", "(hd0,msdos1)/", "-c"])
-        .arg(&embed)
-        .arg("-o")
-        .arg(&core)
-        .args(MODULES)
-        .args(&recipe.extra_modules));
+    recipe.make_image(dir, &core);
     let core_len = std::fs::metadata(&core).expect("core image").len();
     assert!(
         core_len < (PARTITION_START_SECTOR - 1) * 512,
@@ -146,9 +216,31 @@ fn build(dir: &Path, recipe: &Recipe) {
     // boot.img's code, not its (empty) partition table.
     dd(&Path::new(GRUB_DIR).join("boot.img"), &disk, 0, Some(440));
     dd(&core, &disk, 512, None);
-    for leftover in [core, embed, part, cfg] {
+    for leftover in [core, part, cfg] {
         let _ = std::fs::remove_file(leftover);
     }
+}
+
+fn build_cd(dir: &Path, recipe: &Recipe) {
+    let root = dir.join("root");
+    let boot = root.join("boot/grub");
+    std::fs::create_dir_all(&boot).expect("iso tree");
+    recipe.make_image(dir, &boot.join("eltorito.img"));
+    std::fs::write(root.join("grub.cfg"), &recipe.grub_cfg).expect("write grub.cfg");
+    crate::iso::from_directory(
+        &root,
+        &dir.join("cd.iso"),
+        "GRUBCD",
+        &[
+            "-b",
+            "boot/grub/eltorito.img",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(root);
 }
 
 /// Holds an exclusive `flock` on a file while alive.
@@ -164,45 +256,71 @@ impl FileLock {
     }
 }
 
-/// What goes into a GRUB disk: the embedded configuration, modules
-/// beyond the base set, and the `grub.cfg` on the FAT partition.
-struct Recipe {
-    embedded: String,
-    extra_modules: Vec<String>,
-    grub_cfg: String,
+/// The image of `recipe` in the fixture cache, built unless an earlier
+/// test (process) built it already.
+fn cached(recipe: &Recipe) -> PathBuf {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        RECIPE_VERSION,
+        recipe,
+        recipe.medium.mkimage(),
+        recipe.medium.grub_cfg(),
+        grub_version(),
+    )
+        .hash(&mut hasher);
+    let root = std::env::temp_dir().join("vmd-fixtures");
+    std::fs::create_dir_all(&root).expect("fixture directory");
+    let name = recipe.medium.image_name();
+    let stem = name.split('.').next().unwrap_or(name);
+    let dir = root.join(format!("grub-{stem}-{:016x}", hasher.finish()));
+    let image = dir.join(name);
+    if image.exists() {
+        return image;
+    }
+    let _lock = FileLock::take(&root.join(format!("grub-{stem}.lock")));
+    if image.exists() {
+        return image;
+    }
+    let staging = root.join(format!("staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).expect("staging directory");
+    match recipe.medium {
+        Medium::Disk => build_disk(&staging, recipe),
+        Medium::Cd => build_cd(&staging, recipe),
+    }
+    std::fs::rename(&staging, &dir).expect("publish fixture");
+    image
 }
 
-/// The embedded configuration that puts GRUB's console on COM1, then
-/// runs `script`.
-fn on_serial(script: &str) -> String {
-    format!(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input serial\n\
-         terminal_output serial\n\
-         {script}\n"
-    )
+/// The standard configuration of `medium`: print, `cat` its `grub.cfg`
+/// (with `ls` first on the disk, to show GRUB's view of the disks),
+/// print, halt.
+fn standard(medium: Medium) -> Recipe {
+    let script = match medium {
+        Medium::Disk => format!("echo {STARTED}\nls\ncat (hd0,msdos1)/grub.cfg\necho {DONE}\nhalt"),
+        Medium::Cd => format!("echo {CD_STARTED}\ncat (cd)/grub.cfg\necho {CD_DONE}\nhalt"),
+    };
+    Recipe::new(medium, &script, &[])
 }
 
 /// The cached 8 MiB raw disk image: MBR with GRUB's boot code, the core
 /// image from sector 1, and a FAT16 partition with `grub.cfg`. Do not
 /// boot it in place; copy it with [`boot_disk_copy`].
 pub fn boot_disk() -> PathBuf {
-    cached_disk(&Recipe {
-        embedded: embedded_config(),
-        extra_modules: Vec::new(),
-        grub_cfg: grub_cfg(),
-    })
+    cached(&standard(Medium::Disk))
+}
+
+/// A private copy of the boot disk at `dest`.
+pub fn boot_disk_copy(dest: &Path) -> PathBuf {
+    std::fs::copy(boot_disk(), dest).expect("copy boot disk");
+    dest.to_path_buf()
 }
 
 /// A GRUB disk like [`boot_disk`] whose embedded configuration is
 /// `script` (run in GRUB's rescue parser after the serial console is set
 /// up), with `extra_modules` added to the core (e.g. `sleep`, `reboot`).
 pub fn scripted_disk(script: &str, extra_modules: &[&str]) -> PathBuf {
-    cached_disk(&Recipe {
-        embedded: on_serial(script),
-        extra_modules: extra_modules.iter().map(|m| m.to_string()).collect(),
-        grub_cfg: grub_cfg(),
-    })
+    cached(&Recipe::new(Medium::Disk, script, extra_modules))
 }
 
 /// A GRUB disk that boots into GRUB's normal mode and its menu: the core
@@ -211,13 +329,22 @@ pub fn scripted_disk(script: &str, extra_modules: &[&str]) -> PathBuf {
 /// configuration. The core is some 60 KB larger than a scripted one,
 /// which a BIOS on a software CPU reads in about 20 s more.
 pub fn menu_disk(grub_cfg: &str, extra_modules: &[&str]) -> PathBuf {
-    let mut modules = vec!["normal".to_string()];
-    modules.extend(extra_modules.iter().map(|m| m.to_string()));
-    cached_disk(&Recipe {
-        embedded: on_serial(""),
-        extra_modules: modules,
-        grub_cfg: grub_cfg.to_string(),
-    })
+    cached(&menu(Medium::Disk, grub_cfg, extra_modules))
+}
+
+/// An ISO like [`boot_cd`] that boots into GRUB's normal mode and runs
+/// `grub_cfg` (in the ISO's root) as its menu, as [`menu_disk`] does. VMs
+/// only read it, so it may be booted in place.
+pub fn menu_cd(grub_cfg: &str, extra_modules: &[&str]) -> PathBuf {
+    cached(&menu(Medium::Cd, grub_cfg, extra_modules))
+}
+
+fn menu(medium: Medium, grub_cfg: &str, extra_modules: &[&str]) -> Recipe {
+    let mut modules = vec!["normal"];
+    modules.extend_from_slice(extra_modules);
+    let mut recipe = Recipe::new(medium, "", &modules);
+    recipe.grub_cfg = grub_cfg.to_string();
+    recipe
 }
 
 /// A private copy of a menu disk at `dest`.
@@ -232,38 +359,9 @@ pub fn scripted_disk_copy(script: &str, extra_modules: &[&str], dest: &Path) -> 
     dest.to_path_buf()
 }
 
-fn cached_disk(recipe: &Recipe) -> PathBuf {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        RECIPE_VERSION,
-        &recipe.embedded,
-        &recipe.extra_modules,
-        &recipe.grub_cfg,
-        MODULES,
-        grub_version(),
-    )
-        .hash(&mut hasher);
-    let root = std::env::temp_dir().join("vmd-fixtures");
-    std::fs::create_dir_all(&root).expect("fixture directory");
-    let dir = root.join(format!("grub-disk-{:016x}", hasher.finish()));
-    let image = dir.join("disk.img");
-    if image.exists() {
-        return image;
-    }
-    let _lock = FileLock::take(&root.join("grub-disk.lock"));
-    if image.exists() {
-        return image;
-    }
-    let staging = root.join(format!("staging-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).expect("staging directory");
-    build(&staging, recipe);
-    std::fs::rename(&staging, &dir).expect("publish fixture");
-    image
-}
-
-/// A private copy of the boot disk at `dest`.
-pub fn boot_disk_copy(dest: &Path) -> PathBuf {
-    std::fs::copy(boot_disk(), dest).expect("copy boot disk");
-    dest.to_path_buf()
+/// The cached ISO image: GRUB's El Torito boot image (no emulation) and
+/// `grub.cfg` in the root directory. VMs only read it, so it may be
+/// booted in place.
+pub fn boot_cd() -> PathBuf {
+    cached(&standard(Medium::Cd))
 }

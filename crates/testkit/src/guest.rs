@@ -95,23 +95,44 @@ reset_vector:
 times 0x10000 - ($ - $$) db 0
 "#;
 
-/// A subroutine for guest programs: finds vmmci (slot 1 when it is the
-/// only device), enables its I/O BAR and leaves the BAR's base in BX.
+/// A subroutine for guest programs: finds vmmci (0b5d:0777) on bus 0
+/// by its identity, enables its I/O BAR and leaves the BAR's base in BX
+/// (0 if there is no vmmci). Clobbers EAX and DX.
 pub const FIND_VMMCI: &str = r#"
 find_vmmci:
-    mov eax, 0x80000804
+    push ecx
+    mov ecx, 0x80000800
+.next_slot:
+    mov eax, ecx
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    cmp eax, 0x07770b5d
+    je .found
+    add ecx, 0x800
+    cmp ecx, 0x80010000
+    jb .next_slot
+    xor bx, bx
+    pop ecx
+    ret
+.found:
+    mov eax, ecx
+    or eax, 0x04
     mov dx, 0xcf8
     out dx, eax
     mov dx, 0xcfc
     mov ax, 1
     out dx, ax
-    mov eax, 0x80000810
+    mov eax, ecx
+    or eax, 0x10
     mov dx, 0xcf8
     out dx, eax
     mov dx, 0xcfc
     in eax, dx
     and ax, 0xfffc
     mov bx, ax
+    pop ecx
     ret
 "#;
 

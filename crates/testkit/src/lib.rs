@@ -1,11 +1,12 @@
 //! Test support shared by the crates' tests: tiny guests assembled in the
-//! test (real-mode firmware images), GRUB boot disks, a private vmd per
-//! test, network namespaces and a real DHCP client.
+//! test (real-mode firmware images), GRUB boot disks and CDs, ISO images,
+//! a private vmd per test, network namespaces and a real DHCP client.
 
 pub mod daemon;
 pub mod fixtures;
 pub mod grub;
 pub mod guest;
+pub mod iso;
 pub mod mdoc;
 pub mod netns;
 pub mod tmp;

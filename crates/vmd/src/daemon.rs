@@ -492,13 +492,15 @@ impl Daemon {
             tracing::info!("instance {name} of {template}: {}", refusal.reason);
             refusal.code
         })?;
-        self.register_adhoc(
+        let index = self.register_adhoc(
             name,
             uid,
             (instance.params, instance.owner, instance.allow),
             kernel,
             request.boot_device,
-        )
+        )?;
+        self.registry.vms[index].cdrom_chosen_by_user = request.cdrom.is_some() && uid != 0;
+        Ok(index)
     }
 
     /// Adds a VM created by a start request (not from vm.conf) with its
@@ -645,10 +647,6 @@ impl Daemon {
             None => Some(open_boot_image(vm.params.boot.as_deref())?),
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
-        if vm.params.cdrom.is_some() {
-            tracing::warn!("{}: cd-rom is not available in this build", vm.name);
-            return Err(ErrorCode::ENOTSUP);
-        }
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
         // were chosen by the user who created it.
         let chosen_by = (!vm.configured).then_some(vm.owner.uid);
@@ -671,6 +669,13 @@ impl Daemon {
             tracing::warn!("{}: cannot give {} to uid {user}: {e}", vm.name, pty.path);
         }
         let mut fds = LaunchDescriptors::new();
+        let cdrom = match &vm.params.cdrom {
+            Some(path) => {
+                let reader = vm.cdrom_chosen_by_user.then_some(user);
+                Some(fds.push(open_cdrom(path, reader)?))
+            }
+            None => None,
+        };
         let disks = open_disks(&vm.params.disks, &mut fds)?;
         let launch_fds = LaunchFds {
             kvm: fds.push(kvm.into()),
@@ -699,7 +704,7 @@ impl Daemon {
             fds: launch_fds,
             cmdline: vm.params.cmdline.clone(),
             disks,
-            cdrom: None,
+            cdrom,
             nics,
             boot_device,
             verbose: self.verbosity,
@@ -1224,6 +1229,44 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
     }
 }
 
+/// Opens the ISO image read-only (vmd.md §6.3 step 5): a path that does
+/// not lead to a file is CDROM_MISSING, one that leads to something else
+/// than a regular file CDROM_INVALID. `reader`, if given, is a user who
+/// must be able to read it. The shared lock keeps writers (a VM using the
+/// image as its disk) away while the CD is in use.
+fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, ErrorCode> {
+    let invalid = |why: &str| {
+        tracing::warn!("can't open cdrom {path}: {why}");
+        ErrorCode::CDROM_INVALID
+    };
+    let missing = |e: std::io::Error| {
+        tracing::warn!("can't open cdrom {path}: {e}");
+        ErrorCode::CDROM_MISSING
+    };
+    // Looked at before opening: opening a FIFO or a terminal could block
+    // the daemon or make it a controlling terminal.
+    if !std::fs::metadata(path).map_err(missing)?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(missing)?;
+    let meta = file.metadata().map_err(missing)?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    if let Some(uid) = reader
+        && !permissions::may_read(uid, &meta)
+    {
+        tracing::warn!("no read access to cdrom {path} for uid {uid}");
+        return Err(ErrorCode::EPERM);
+    }
+    disk::lock::lock_image(&file, disk::lock::LockMode::Shared).map_err(missing)?;
+    Ok(OwnedFd::from(file))
+}
+
 /// Opens each disk's image chain, the top image locked exclusively so no
 /// second VM can have it (linux-mapping.md §6.1), and adds the descriptors
 /// to the launch. Any failure is vmctl's "could not open disk image(s)".
@@ -1251,4 +1294,50 @@ fn open_disks(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn iso_images_open_only_as_regular_readable_files() {
+        let dir = std::env::temp_dir().join(format!("vmd-cdrom-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+        std::fs::write(path("cd.iso"), [0u8; 2048]).unwrap();
+        std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(open_cdrom(&path("cd.iso"), None).is_ok());
+        assert!(
+            open_cdrom(&path("cd.iso"), Some(0)).is_ok(),
+            "root reads all"
+        );
+        let nobody = 65534;
+        assert_eq!(
+            open_cdrom(&path("cd.iso"), Some(nobody)).err(),
+            Some(ErrorCode::EPERM),
+            "a user who chose an image must be able to read it"
+        );
+        std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(open_cdrom(&path("cd.iso"), Some(nobody)).is_ok());
+
+        assert_eq!(
+            open_cdrom(&path("absent.iso"), None).err(),
+            Some(ErrorCode::CDROM_MISSING)
+        );
+        assert_eq!(
+            open_cdrom(dir.to_str().unwrap(), None).err(),
+            Some(ErrorCode::CDROM_INVALID)
+        );
+        // A FIFO is refused without opening it (which would block).
+        nix::unistd::mkfifo(dir.join("fifo").as_path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            open_cdrom(&path("fifo"), None).err(),
+            Some(ErrorCode::CDROM_INVALID)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -113,6 +113,9 @@ pub struct VmRecord {
     pub allow_instance: Option<conf::model::InstancePermissions>,
     /// A received VM's stream, for its first launch.
     pub incoming: Option<Incoming>,
+    /// An instance whose ISO image a user chose: whoever starts it must
+    /// be able to read the image (vmd.md §6.3 step 5).
+    pub cdrom_chosen_by_user: bool,
 }
 
 impl VmRecord {
@@ -134,6 +137,7 @@ impl VmRecord {
             waiters: Vec::new(),
             allow_instance: None,
             incoming: None,
+            cdrom_chosen_by_user: false,
         }
     }
 

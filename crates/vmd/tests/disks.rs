@@ -4,15 +4,23 @@
 
 use std::time::Duration;
 
-use testkit::daemon::TestDaemon;
+use testkit::daemon::{TestDaemon, strip_escapes};
 use testkit::grub;
 
-const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// GRUB's core loads through int13 at a few KB/s on a software CPU.
 const BOOT: Duration = Duration::from_secs(150);
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `-d` for each of `disks`, then `extra`.
+fn options<'a>(disks: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    for disk in disks {
+        args.extend_from_slice(&["-d", disk.as_str()]);
+    }
+    args
 }
 
 /// `vmctl start` of `name` with SeaBIOS, 64 MiB, `disks` and `extra`
@@ -23,23 +31,11 @@ fn start(
     disks: &[String],
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args = vec!["start", "-b", BIOS, "-m", "64M"];
-    args.extend_from_slice(extra);
-    for disk in disks {
-        args.extend_from_slice(&["-d", disk.as_str()]);
-    }
-    args.push(name);
-    daemon.vmctl(&args)
+    daemon.start_seabios_vm(name, &options(disks, extra))
 }
 
 fn start_ok(daemon: &TestDaemon, name: &str, disks: &[String], extra: &[&str]) {
-    let out = start(daemon, name, disks, extra);
-    assert!(
-        out.status.success(),
-        "start {name}: {}\n--- vmd log ---\n{}",
-        stderr(&out),
-        daemon.log()
-    );
+    daemon.start_seabios_vm_ok(name, &options(disks, extra));
 }
 
 #[test]
@@ -56,19 +52,18 @@ fn seabios_boots_grub_from_a_raw_disk_and_grub_sees_the_second_disk() {
         format!("raw:{}", second.display()),
     ];
     start_ok(&daemon, "grubvm", &disks, &[]);
-    let text = daemon.console_until("grubvm", grub::DONE, BOOT);
+    let text = strip_escapes(&daemon.console_until("grubvm", grub::DONE, BOOT));
     // GRUB's own words: its boot sector, then its kernel.
     assert!(text.contains("GRUB loading."), "{text}");
     assert!(text.contains("Welcome to GRUB"), "{text}");
     assert!(text.contains(grub::STARTED), "{text}");
     assert!(text.contains(grub::CONFIG_LINE), "{text}");
-    // GRUB's own `ls`: both BIOS disks and the boot partition.
-    let listing = text
-        .lines()
-        .find(|l| l.contains("(hd0)"))
-        .unwrap_or_else(|| panic!("no ls output in {text}"));
-    assert!(listing.contains("(hd0,msdos1)"), "{listing}");
-    assert!(listing.contains("(hd1)"), "{listing}");
+    // GRUB's own `ls`: both BIOS disks and the boot partition. (SeaBIOS's
+    // serial console may flush a late "!" of GRUB's welcome into the
+    // listing while GRUB probes the disks, so no line is taken whole.)
+    for device in ["(hd0)", "(hd0,msdos1)", "(hd1)"] {
+        assert!(text.contains(device), "{device} not listed: {text}");
+    }
     daemon.vmctl_ok(&["stop", "-f", "grubvm"]);
 }
 
@@ -97,9 +92,10 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
     assert!(text.contains(grub::STARTED), "{text}");
     assert!(text.contains(grub::CONFIG_LINE), "{text}");
     // `-B disk`: SeaBIOS read a boot order naming the first virtio-blk
-    // device's slot (the host bridge has slot 0) and nothing else.
+    // device's slot (the host bridge has slot 0, the entropy device 1)
+    // and nothing else.
     let log = daemon.log();
-    assert!(log.contains("firmware: 1: /pci@i0cf8/*@1"), "{log}");
+    assert!(log.contains("firmware: 1: /pci@i0cf8/*@2"), "{log}");
     assert!(log.contains("firmware: 2: HALT"), "{log}");
     daemon.vmctl_ok(&["stop", "-f", "overlayvm"]);
     daemon.wait_for(

@@ -187,10 +187,11 @@ fn a_network_boot_runs_ipxe_from_the_nic_and_its_tap_goes_at_stop() {
     let addrs = ns.ip(&["addr", "show", "dev", &tap]);
     assert!(addrs.contains("inet 100.64.1.2/31"), "{addrs}");
 
-    // iPXE names the PCI function it was loaded for: the NIC in slot 1.
+    // iPXE names the PCI function it was loaded for: the NIC in slot 2
+    // (after the entropy device, as in vmd).
     daemon.console_until(
         "pxe",
-        "iPXE (http://ipxe.org) 00:01.0",
+        "iPXE (http://ipxe.org) 00:02.0",
         Duration::from_secs(120),
     );
 

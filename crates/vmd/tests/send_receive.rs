@@ -177,6 +177,75 @@ fn grub_counts_down_across_two_moves_then_boots_its_entry_from_the_moved_disk() 
     );
 }
 
+/// The PCI device records a stream's header lists: a slot each, named
+/// after what is in it (vmd.md §8.5's order), which the receiving VM's
+/// slots must match before any state is restored.
+fn pci_slots(stream: &Path) -> Vec<String> {
+    let whole = std::fs::read(stream).unwrap();
+    let (_, payload) = vmm::snapshot::format::read_header_bytes(&mut &whole[..]).unwrap();
+    let header = vmm::snapshot::Header::decode(&payload).unwrap();
+    header
+        .devices
+        .into_iter()
+        .filter(|name| name.starts_with("pci/"))
+        .collect()
+}
+
+/// The CD's menu: its entry reads the CD's own `grub.cfg` back, through
+/// SeaBIOS's virtio-scsi driver and the moved device.
+fn cd_menu_cfg() -> String {
+    format!(
+        "# {CD_MARK}\n\
+         set timeout={COUNTDOWN}\n\
+         menuentry \"migrate-cd-test\" {{\n\
+         \techo \"{ENTERED}\"\n\
+         \tcat (cd)/grub.cfg\n\
+         \techo \"{DONE}\"\n\
+         \thalt\n\
+         }}\n"
+    )
+}
+
+/// A comment line of the CD's `grub.cfg`: only a read of the CD shows it.
+const CD_MARK: &str = "this line was read from the moved cd-rom";
+
+#[test]
+fn grub_on_the_cd_counts_down_across_a_move_then_reads_the_cd() {
+    let daemon = TestDaemon::start();
+    let iso = grub::menu_cd(&cd_menu_cfg(), &[]);
+    let iso = iso.display().to_string();
+    daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "64M", "-r", &iso, "cd1"]);
+    let mut first = daemon.console("cd1");
+    let (sent_at, mut second) = move_vm(&daemon, &mut first, ("cd1", "cd2"), COUNTDOWN - 4);
+    let text = match second.read_until(DONE, BOOT) {
+        Ok(text) => text,
+        Err(text) => panic!("cd2 did not boot its entry:\n{text}\n{}", daemon.log()),
+    };
+    let values = countdown(&text);
+    assert!(
+        values
+            .first()
+            .is_some_and(|&n| n <= sent_at && n + 2 >= sent_at),
+        "sent at {sent_at}, resumed with {values:?}"
+    );
+    assert!(text.contains(ENTERED), "{text}");
+    assert!(text.contains(CD_MARK), "{text}");
+    assert_eq!(
+        pci_slots(&daemon.dir().join("cd1.state")),
+        [
+            "pci/00:host",
+            "pci/01:viornd",
+            "pci/02:vioscsi",
+            "pci/03:vmmci"
+        ]
+    );
+    daemon.wait_for(
+        || !listed(&daemon, "cd2"),
+        Duration::from_secs(30),
+        "cd2 to power off",
+    );
+}
+
 /// A tiny guest that says `alive`, then prints a dot now and then,
 /// forever; written into the daemon's directory.
 fn ticker(daemon: &TestDaemon) -> String {
@@ -309,36 +378,59 @@ fn a_host_without_a_cpu_feature_the_guest_saw_is_refused() {
     );
 }
 
+fn resize(path: &Path, len: u64) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 #[test]
-fn disks_are_opened_again_at_their_paths_and_must_not_have_changed() {
+fn disks_and_the_cd_are_opened_again_at_their_paths_and_must_not_have_changed() {
     let daemon = TestDaemon::start();
     let disk = daemon.dir().join("data.img");
     File::create(&disk).unwrap().set_len(1 << 20).unwrap();
     let disk_arg = disk.display().to_string();
-    let stream = sent_ticker(&daemon, "d1", &["-d", &disk_arg]);
-    // A disk of another size is not the disk the guest knew.
-    File::options()
-        .write(true)
-        .open(&disk)
-        .unwrap()
-        .set_len(2 << 20)
-        .unwrap();
+    let iso = daemon.dir().join("data.iso");
+    File::create(&iso).unwrap().set_len(1 << 20).unwrap();
+    let iso_arg = iso.display().to_string();
+    let stream = sent_ticker(&daemon, "d1", &["-d", &disk_arg, "-r", &iso_arg]);
+    // A disk, or an ISO image, of another size is not the one the guest
+    // knew.
+    for (path, len) in [(&disk, 1 << 20), (&iso, 1 << 20)] {
+        resize(path, 2 << 20);
+        let out = receive(&daemon, "d2", &stream);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            "vmctl: a disk image differs from the one the vm was sent with\n"
+        );
+        assert!(!listed(&daemon, "d2"));
+        resize(path, len);
+    }
+    // An ISO image that is not there is refused as at a start.
+    let away = daemon.dir().join("away.iso");
+    std::fs::rename(&iso, &away).unwrap();
     let out = receive(&daemon, "d2", &stream);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        stderr(&out),
-        "vmctl: a disk image differs from the one the vm was sent with\n"
-    );
+    assert_eq!(stderr(&out), "vmctl: could not find specified iso image\n");
     assert!(!listed(&daemon, "d2"));
-    // Put back, it is the same disk again, opened and locked by the
-    // received VM.
-    File::options()
-        .write(true)
-        .open(&disk)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    std::fs::rename(&away, &iso).unwrap();
+    // Put back, they are the same images again: the disk opened and
+    // locked by the received VM, the ISO read-only.
     receive_ok(&daemon, "d2", &stream);
+    assert_eq!(
+        pci_slots(&stream),
+        [
+            "pci/00:host",
+            "pci/01:viornd",
+            "pci/02:vioblk0",
+            "pci/03:vioscsi",
+            "pci/04:vmmci"
+        ]
+    );
     let image = ticker(&daemon);
     let out = daemon.vmctl(&["start", "-b", &image, "-m", "64M", "-d", &disk_arg, "d3"]);
     assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");

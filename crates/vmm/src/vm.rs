@@ -28,9 +28,12 @@ use crate::devices::pci::irq_lines::{self, IrqLines};
 use crate::devices::pci::root::{CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 use crate::devices::pci::{PciConfigPorts, PciRoot};
 use crate::devices::serial::{self, Serial};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::blk::{self, Blk};
 use crate::devices::virtio::net::{self as vionet, Net, NetConfig};
 use crate::devices::virtio::pci::{TransportContext, VirtioPciDevice};
+use crate::devices::virtio::rng::{self, Rng};
+use crate::devices::virtio::scsi::{self, Scsi};
 use crate::devices::vmmci::{Vmmci, VmmciHandle};
 use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
@@ -91,6 +94,8 @@ pub struct LaunchFiles {
     pub incoming: Option<File>,
     /// Per NIC, its tap and option ROM.
     pub nics: Vec<NicFiles>,
+    /// The ISO image of the CD-ROM.
+    pub cdrom: Option<File>,
 }
 
 /// A NIC's descriptors.
@@ -136,6 +141,10 @@ impl LaunchFiles {
                 },
             });
         }
+        let cdrom = launch
+            .cdrom
+            .map(|index| take(index, "the cd-rom image").map(File::from))
+            .transpose()?;
         Ok(LaunchFiles {
             kvm,
             pty_master,
@@ -155,6 +164,7 @@ impl LaunchFiles {
                 None => None,
             },
             nics,
+            cdrom,
         })
     }
 }
@@ -190,6 +200,8 @@ pub struct Vm {
     saved_devices: Vec<SavedDevice>,
     /// Virtual size of each disk.
     disk_sizes: Vec<u64>,
+    /// Size of the CD-ROM's image.
+    cdrom_size: Option<u64>,
     kvm: Kvm,
 }
 
@@ -206,17 +218,19 @@ struct Assembly {
     pci: PciDevices,
     saved_devices: Vec<SavedDevice>,
     disk_sizes: Vec<u64>,
+    cdrom_size: Option<u64>,
 }
 
 impl Assembly {
     fn new(
         launch: &VmLaunch,
-        (disks, nics): (Vec<OpenDisk>, Vec<OpenNic>),
+        (disks, nics, cdrom): (Vec<OpenDisk>, Vec<OpenNic>, Option<OpenCdrom>),
         kvm_fd: OwnedFd,
         layout: Layout,
         lifecycle: &Arc<Lifecycle>,
     ) -> Result<Assembly, LaunchError> {
         let disk_sizes = disks.iter().map(|d| d.backend.size()).collect();
+        let cdrom_size = cdrom.as_ref().map(|cd| cd.backend.size());
         let (kvm, vm_fd) = create_kvm_vm(kvm_fd, &launch.name)?;
         let vm_fd = Arc::new(vm_fd);
         let ram = map_memory(&vm_fd, layout, &launch.name)?;
@@ -237,7 +251,7 @@ impl Assembly {
             mem: ram.mem.clone(),
             lifecycle: lifecycle.clone(),
         };
-        let pci = pci_devices(&pio, &mmio, &transport, nics, disks, &launch.name)?;
+        let pci = pci_devices(&pio, &mmio, &transport, nics, (disks, cdrom), &launch.name)?;
         let pci_ports = attach_port_devices(&pio, &legacy, pci.root.clone(), launch, lifecycle)?;
         let mut saved_devices = vec![
             SavedDevice::port("com1", legacy.serial.clone()),
@@ -250,8 +264,9 @@ impl Assembly {
         saved_devices.extend(
             functions
                 .into_iter()
+                .zip(&pci.labels)
                 .enumerate()
-                .map(|(slot, device)| SavedDevice::pci(slot, device)),
+                .map(|(slot, (device, label))| SavedDevice::pci(slot, label, device)),
         );
         Ok(Assembly {
             kvm,
@@ -264,6 +279,7 @@ impl Assembly {
             pci,
             saved_devices,
             disk_sizes,
+            cdrom_size,
         })
     }
 
@@ -295,6 +311,7 @@ impl Assembly {
             pm: self.legacy.pm,
             saved_devices: self.saved_devices,
             disk_sizes: self.disk_sizes,
+            cdrom_size: self.cdrom_size,
             kvm: self.kvm,
         }
     }
@@ -325,8 +342,9 @@ impl Vm {
         let boot = prepare_boot(launch, &files)?;
         let disks = open_disks(&launch.disks, files.disks)?;
         let nics = open_nics(launch, files.nics)?;
+        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
         let layout = Layout::with_bios_size(launch.memory, boot.firmware_size());
-        let parts = Assembly::new(launch, (disks, nics), files.kvm, layout, &lifecycle)?;
+        let parts = Assembly::new(launch, (disks, nics, cdrom), files.kvm, layout, &lifecycle)?;
         let vcpu_count = launch.vcpus.max(1);
         add_smbios(&parts.legacy.fw_cfg, launch, &parts.ram.layout, vcpu_count)?;
         if let Some(order) = boot_order(launch.boot_device, &parts.pci) {
@@ -382,6 +400,7 @@ impl Vm {
         check_description(launch, &header)?;
         let disks = open_disks(&launch.disks, files.disks)?;
         let nics = open_nics(launch, files.nics)?;
+        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
         let sizes: Vec<u64> = disks.iter().map(|d| d.backend.size()).collect();
         if sizes != header.disk_sizes {
             return Err(stream_error(StreamError::DiskChanged(format!(
@@ -389,9 +408,16 @@ impl Vm {
                 header.disk_sizes
             ))));
         }
+        let cdrom_size = cdrom.as_ref().map(|cd| cd.backend.size());
+        if cdrom_size != header.cdrom_size {
+            return Err(stream_error(StreamError::DiskChanged(format!(
+                "a cd-rom image of {cdrom_size:?} bytes where the guest had {:?}",
+                header.cdrom_size
+            ))));
+        }
         let parts = Assembly::new(
             launch,
-            (disks, nics),
+            (disks, nics, cdrom),
             files.kvm,
             header.layout(),
             &lifecycle,
@@ -454,6 +480,7 @@ impl Vm {
             cpuids: &self.cpuids,
             devices: &self.saved_devices,
             disk_sizes: &self.disk_sizes,
+            cdrom_size: self.cdrom_size,
         }
     }
 
@@ -661,7 +688,12 @@ fn check_description(launch: &VmLaunch, header: &Header) -> Result<(), LaunchErr
     let d = &header.description;
     let paths: Vec<&str> = launch.disks.iter().map(|l| l.path.as_str()).collect();
     let wanted: Vec<&str> = d.disks.iter().map(|s| s.path.as_str()).collect();
-    if launch.memory != d.memory || launch.vcpus != d.vcpus || paths != wanted {
+    if launch.memory != d.memory
+        || launch.vcpus != d.vcpus
+        || paths != wanted
+        || launch.cdrom.is_some() != d.cdrom.is_some()
+        || launch.nics.len() != d.nics.len()
+    {
         return Err(LaunchError::new(
             ErrorCode::EINVAL,
             "the launch does not match the stream's description",
@@ -897,12 +929,38 @@ fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, La
     Ok(out)
 }
 
+/// Adopts the ISO image vmd opened read-only: a raw image, whatever it
+/// holds. Its serial number names the file (device and inode), so the
+/// guest tells images apart without learning host paths.
+fn open_cdrom(file: File) -> Result<OpenCdrom, LaunchError> {
+    use std::os::unix::fs::MetadataExt;
+    let missing = |e: String| LaunchError::new(ErrorCode::CDROM_MISSING, e);
+    let meta = file.metadata().map_err(|e| missing(e.to_string()))?;
+    let backend =
+        disk::ImageChain::raw_read_only("cdrom", file).map_err(|e| missing(e.to_string()))?;
+    Ok(OpenCdrom {
+        backend: Arc::from(backend),
+        serial: format!("{:X}-{:X}", meta.dev(), meta.ino()),
+    })
+}
+
+/// The opened ISO image and the serial number its drive reports.
+struct OpenCdrom {
+    backend: Arc<dyn disk::BlockBackend>,
+    serial: String,
+}
+
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
+    /// What is in each slot (`host`, `viornd`, `vionet0`, …, `vmmci`): a
+    /// sent VM's device records are named after them, so a receiver
+    /// whose slots differ refuses the stream before restoring any.
+    labels: Vec<String>,
     first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
     vmmci: VmmciHandle,
+    cdrom_slot: Option<usize>,
 }
 
 /// Bus 0 and the devices in its slots, in vmd's order (vmd.md §8.5): host
@@ -913,42 +971,61 @@ fn pci_devices(
     mmio: &Arc<Bus>,
     transport: &TransportContext,
     nics: Vec<OpenNic>,
-    disks: Vec<OpenDisk>,
+    (disks, cdrom): (Vec<OpenDisk>, Option<OpenCdrom>),
     name: &str,
 ) -> Result<PciDevices, LaunchError> {
     let mut root = PciRoot::new(pio, mmio);
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut labels = vec!["host".to_string()];
+    let mut add_virtio =
+        |what: &str, device: Box<dyn VirtioDevice>, identity, rom: Option<Vec<u8>>| {
+            labels.push(what.to_string());
+            let device = VirtioPciDevice::new(
+                &format!("{name}-{what}"),
+                device,
+                identity,
+                irqs.next_irq(),
+                transport.clone(),
+            )
+            .map_err(|e| LaunchError::io(what, &e))?;
+            let device = match rom {
+                Some(rom) => device.with_option_rom(rom),
+                None => device,
+            };
+            root.add(shared(device)).ok_or_else(full)
+        };
+    add_virtio("viornd", Box::<Rng>::default(), rng::pci_identity(), None)?;
     let mut first_nic_slot = None;
-    for nic in nics {
-        let mut device = VirtioPciDevice::new(
-            &nic.config.name.clone(),
+    for (index, nic) in nics.into_iter().enumerate() {
+        let slot = add_virtio(
+            &format!("vionet{index}"),
             Box::new(Net::new(nic.config)),
             vionet::pci_identity(),
-            irqs.next_irq(),
-            transport.clone(),
-        )
-        .map_err(|e| LaunchError::io("virtio-net", &e))?;
-        if let Some(rom) = nic.boot_rom {
-            device = device.with_option_rom(rom);
-        }
-        let slot = root.add(shared(device)).ok_or_else(full)?;
+            nic.boot_rom,
+        )?;
         first_nic_slot.get_or_insert(slot);
     }
     let mut first_disk_slot = None;
     for (index, disk) in disks.into_iter().enumerate() {
-        let device = VirtioPciDevice::new(
-            &format!("{name}-vioblk{index}"),
+        let slot = add_virtio(
+            &format!("vioblk{index}"),
             Box::new(Blk::new(disk.backend, &disk.path)),
             blk::pci_identity(),
-            irqs.next_irq(),
-            transport.clone(),
-        )
-        .map_err(|e| LaunchError::io("virtio-blk", &e))?;
-        let slot = root.add(shared(device)).ok_or_else(full)?;
+            None,
+        )?;
         first_disk_slot.get_or_insert(slot);
     }
+    let cdrom_slot = match cdrom {
+        Some(cd) => Some(add_virtio(
+            "vioscsi",
+            Box::new(Scsi::new(cd.backend, &cd.serial)),
+            scsi::pci_identity(),
+            None,
+        )?),
+        None => None,
+    };
     // vmmci always comes last; when the IRQ list runs out it shares a line
     // instead of being left out as upstream does.
     let irq = irqs.next_irq();
@@ -967,6 +1044,7 @@ fn pci_devices(
     )
     .map_err(|e| LaunchError::io("vmmci", &e))?;
     root.add(shared(vmmci)).ok_or_else(full)?;
+    labels.push("vmmci".to_string());
     // PCI INTx lines and the ACPI SCI are level-triggered.
     let level: Vec<u8> = irqs
         .used()
@@ -978,20 +1056,34 @@ fn pci_devices(
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),
+        labels,
         first_nic_slot,
         first_disk_slot,
         vmmci: vmmci_handle,
+        cdrom_slot,
     })
 }
 
 /// fw_cfg `bootorder` for a boot device override (vmd.md §8.4): the BIOS
 /// tries only the named device. SeaBIOS prints PCI slots in hex.
+///
+/// For the CD, SeaBIOS names target 0 by the LUN number REPORT LUNS
+/// gave it, printed in hex after the comma. vmd's line has `40000100`
+/// there: vmd's device reports its LUN in the virtio address format,
+/// which SeaBIOS decodes to that number. This device reports LUN 0 as SAM
+/// encodes it, so SeaBIOS looks for `*@0,0`; both lines are given, vmd's
+/// first.
 fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     match device? {
         BootDevice::Disk => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_disk_slot?)),
         // The first NIC's option ROM (iPXE) is what boots.
         BootDevice::Net => Some(format!("/pci@i0cf8/*@{:x}\nHALT", pci.first_nic_slot?)),
-        BootDevice::Cdrom => None,
+        BootDevice::Cdrom => {
+            let controller = format!("/pci@i0cf8/*@{:x}/*@0", pci.cdrom_slot?);
+            Some(format!(
+                "{controller}/*@0,40000100\n{controller}/*@0,0\nHALT"
+            ))
+        }
     }
 }
 

@@ -314,10 +314,9 @@ sig: db 0, 0, 0, 0, 0
     assert!(out.contains("dmasig=QEMU CFG"), "{out:?}");
 }
 
-#[test]
-fn pci_configuration_space() {
-    let (out, _) = run_guest(
-        r#"
+/// `PCI_READ address, label`: prints the label and the configuration
+/// dword at the address (a CONFIG_ADDRESS value) in hex.
+const PCI_READ: &str = r#"
 %macro PCI_READ 2
     mov eax, %1
     mov dx, 0xcf8
@@ -338,11 +337,21 @@ fn pci_configuration_space() {
     mov eax, ebx
     PRINT_HEX8
 %endmacro
+"#;
+
+#[test]
+fn pci_configuration_space() {
+    let (out, _) = run_guest(&format!(
+        "{PCI_READ}{}",
+        r#"
 main:
     PCI_READ 0x80000000, id
     PCI_READ 0x80000008, class
     PCI_READ 0x80000800, slot1
+    PCI_READ 0x80000808, slot1class
+    PCI_READ 0x8000082c, slot1sub
     PCI_READ 0x80001000, slot2
+    PCI_READ 0x80001800, slot3
     ; the address register reads back
     mov eax, 0x80001234
     mov dx, 0xcf8
@@ -367,19 +376,63 @@ main:
 id: db "id=", 0
 class: db " class=", 0
 slot1: db " slot1=", 0
+slot1class: db " slot1class=", 0
+slot1sub: db " slot1sub=", 0
 slot2: db " slot2=", 0
+slot3: db " slot3=", 0
 addr: db " addr=", 0
 none: db " none=", 0
 nl: db 13, 10, 0
-"#,
-    );
+"#
+    ));
     assert_eq!(field(&out, "id"), "06660b5d");
     assert_eq!(&field(&out, "class")[..4], "0600");
-    // With no other devices, vmmci takes slot 1.
-    assert_eq!(field(&out, "slot1"), "07770b5d");
-    assert_eq!(field(&out, "slot2"), "ffffffff");
+    // The entropy device comes right after the host bridge (vmd.md
+    // §8.5): 1af4:1044, class 08/80 revision 1, subsystem 0b5d:0004.
+    assert_eq!(field(&out, "slot1"), "10441af4");
+    assert_eq!(field(&out, "slot1class"), "08800001");
+    assert_eq!(field(&out, "slot1sub"), "00040b5d");
+    // With no other devices, vmmci follows.
+    assert_eq!(field(&out, "slot2"), "07770b5d");
+    assert_eq!(field(&out, "slot3"), "ffffffff");
     assert_eq!(field(&out, "addr"), "1234");
     assert_eq!(field(&out, "none"), "ff");
+}
+
+#[test]
+fn the_cd_rom_controller_follows_the_other_devices() {
+    let program = format!(
+        "{PCI_READ}{}",
+        r#"
+main:
+    PCI_READ 0x80001000, id
+    PCI_READ 0x80001008, class
+    PCI_READ 0x8000102c, sub
+    PCI_READ 0x8000103c, irq
+    PCI_READ 0x80001800, next
+    PRINT nl
+    DONE
+id: db "id=", 0
+class: db " class=", 0
+sub: db " sub=", 0
+irq: db " irq=", 0
+next: db " next=", 0
+nl: db 13, 10, 0
+"#
+    );
+    let (out, _) = Guest {
+        cdrom: Some(vec![0u8; 4096]),
+        ..Guest::new(firmware(&program))
+    }
+    .run();
+    // Slot 2, after the entropy device: 1af4:1048, class 01/00 revision
+    // 1, subsystem 0b5d:0008, the second IRQ of the list (5), INTA; then
+    // vmmci.
+    assert_eq!(field(&out, "id"), "10481af4");
+    assert_eq!(field(&out, "class"), "01000001");
+    assert_eq!(field(&out, "sub"), "00080b5d");
+    assert_eq!(&field(&out, "irq")[4..], "0105");
+    assert_eq!(field(&out, "next"), "07770b5d");
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! could hand it to vmd and a VM process: the preamble and header as vmd
 //! checks them (the CPU check against a fixed host), then every frame as
 //! the VM process reads it, guest memory going into a small guest's RAM,
-//! and the same bytes as each port device's saved state. Nothing may
-//! panic, allocate without bound or write outside guest memory.
+//! and the same bytes as the saved state of each port device and of the
+//! virtio models that keep one of their own (the SCSI host with its
+//! CD-ROM, the entropy device). Nothing may panic, allocate without bound
+//! or write outside guest memory.
 
 #![no_main]
 
@@ -17,6 +19,9 @@ use vmm::devices::cmos::Cmos;
 use vmm::devices::fw_cfg::FwCfg;
 use vmm::devices::persist::Persist;
 use vmm::devices::serial::Serial;
+use vmm::devices::virtio::driver::memory_image;
+use vmm::devices::virtio::rng::Rng;
+use vmm::devices::virtio::scsi::Scsi;
 use vmm::memory::{GuestRam, Layout, MIB};
 use vmm::snapshot::format::{FrameReader, read_header_bytes};
 use vmm::snapshot::{Header, cpu_compat, restore};
@@ -28,6 +33,8 @@ struct Target {
     cmos: Cmos,
     fw_cfg: FwCfg,
     pm: Pm1,
+    scsi: Scsi,
+    rng: Rng,
     host: Vec<kvm_cpuid_entry2>,
 }
 
@@ -48,6 +55,9 @@ fn target() -> Target {
         cmos: Cmos::new(&ram.layout, 1, irq()),
         fw_cfg: FwCfg::new(ram.mem.clone(), &ram.layout, 1),
         pm: Pm1::new(Box::new(|| {})),
+        // Four blocks of 2048 bytes.
+        scsi: Scsi::new(memory_image(&[0u8; 8192]), "fuzz"),
+        rng: Rng::new(),
         // "GenuineIntel" with a few features.
         host: vec![
             entry(0, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
@@ -79,5 +89,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = t.cmos.restore(data);
         let _ = t.fw_cfg.restore(data);
         let _ = t.pm.restore(data);
+        let _ = t.scsi.restore(data);
+        let _ = t.rng.restore(data);
     });
 });

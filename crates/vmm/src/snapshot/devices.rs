@@ -43,10 +43,10 @@ impl SavedDevice {
         }
     }
 
-    /// The function in PCI `slot`.
-    pub fn pci(slot: usize, device: SharedPciDevice) -> SavedDevice {
+    /// The function in PCI `slot`, `label` saying what it is.
+    pub fn pci(slot: usize, label: &str, device: SharedPciDevice) -> SavedDevice {
         SavedDevice {
-            name: format!("pci/{slot:02x}"),
+            name: format!("pci/{slot:02x}:{label}"),
             handle: Handle::Pci(device),
         }
     }

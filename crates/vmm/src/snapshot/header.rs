@@ -26,6 +26,8 @@ pub struct Header {
     pub regions: Vec<(u64, u64)>,
     /// Virtual size of each disk, in description order.
     pub disk_sizes: Vec<u64>,
+    /// Size of the CD-ROM's ISO image, when there is one.
+    pub cdrom_size: Option<u64>,
     /// vCPU 0's CPUID: the features the guest may be using.
     pub cpuid: Vec<KvmBytes<kvm_cpuid_entry2>>,
     /// The name of each device record, in stream order.
@@ -66,6 +68,9 @@ impl Header {
         }
         if self.disk_sizes.len() != d.disks.len() {
             return bad("disk sizes");
+        }
+        if self.cdrom_size.is_some() != d.cdrom.is_some() {
+            return bad("cd-rom size");
         }
         let layout = self.layout();
         let regions: Vec<(u64, u64)> = layout

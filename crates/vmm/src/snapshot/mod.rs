@@ -46,6 +46,8 @@ pub struct Machine<'a> {
     pub devices: &'a [SavedDevice],
     /// Virtual size of each disk, in the description's order.
     pub disk_sizes: &'a [u64],
+    /// Size of the CD-ROM's ISO image.
+    pub cdrom_size: Option<u64>,
 }
 
 /// Reads a stream's preamble and header from `input` and checks them,

@@ -155,6 +155,7 @@ mod tests {
                 .map(|r| (r.guest_addr, r.size))
                 .collect(),
             disk_sizes: vec![],
+            cdrom_size: None,
             cpuid: vec![KvmBytes(kvm_cpuid_entry2::default())],
             devices: vec!["com1".into()],
         }

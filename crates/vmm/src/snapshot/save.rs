@@ -73,6 +73,7 @@ pub fn write_stream(
             .map(|r| (r.guest_addr, r.size))
             .collect(),
         disk_sizes: machine.disk_sizes.to_vec(),
+        cdrom_size: machine.cdrom_size,
         cpuid: vcpus.first().map(|v| v.cpuid.clone()).unwrap_or_default(),
         devices: devices.iter().map(|d| d.name.clone()).collect(),
     };

@@ -24,6 +24,8 @@ pub struct Guest {
     pub vcpus: u32,
     pub cmdline: Option<String>,
     pub initrd: Option<Vec<u8>>,
+    /// An ISO image for the CD-ROM.
+    pub cdrom: Option<Vec<u8>>,
 }
 
 impl Guest {
@@ -34,6 +36,7 @@ impl Guest {
             vcpus: 1,
             cmdline: None,
             initrd: None,
+            cdrom: None,
         }
     }
 
@@ -67,6 +70,7 @@ impl Guest {
             firmware: None,
             incoming: None,
             nics: Vec::new(),
+            cdrom: self.cdrom.as_deref().map(|data| write("cd.iso", data)),
         };
         let launch = VmLaunch {
             id: 1,

@@ -5,6 +5,8 @@
 //! Descriptors are placed as the caller says, including broken ones, so
 //! hostile drivers can be played as easily as correct ones.
 
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -13,6 +15,55 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::Interrupt;
 use crate::memory::GuestMemoryMmap;
+
+/// Guest memory of `size` bytes from address 0.
+pub fn guest_memory(size: u64) -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).expect("guest memory")
+}
+
+/// Copies `data` into guest memory at `addr`.
+pub fn write_guest(mem: &GuestMemoryMmap, addr: u64, data: &[u8]) {
+    mem.write_slice(data, GuestAddress(addr))
+        .expect("data in guest memory");
+}
+
+/// `len` bytes of guest memory at `addr`.
+pub fn read_guest(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    mem.read_slice(&mut buf, GuestAddress(addr))
+        .expect("data in guest memory");
+    buf
+}
+
+/// A read-only raw image holding `bytes`, in memory (a memfd), as the
+/// disk crate opens it for a VM.
+pub fn memory_image(bytes: &[u8]) -> Arc<dyn disk::BlockBackend> {
+    use std::io::Write;
+    // SAFETY: a NUL-terminated name and flags; the descriptor is ours.
+    let fd = unsafe { libc::memfd_create(c"image".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes).expect("fill image");
+    Arc::from(disk::ImageChain::raw_read_only("memory.img", file).expect("raw image over a memfd"))
+}
+
+/// Counts the interrupts a device raises.
+#[derive(Debug, Default)]
+pub struct CountingInterrupt {
+    pub queue: AtomicUsize,
+    pub config: AtomicUsize,
+}
+
+impl Interrupt for CountingInterrupt {
+    fn signal_queue(&self, _queue: u16) {
+        self.queue.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn signal_config(&self) {
+        self.config.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// One descriptor as the driver writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +268,12 @@ impl DriverQueue {
             .expect("avail ring in memory");
     }
 
+    /// Every completion the device put on the used ring since the last
+    /// look: head index and bytes written.
+    pub fn take_used(&mut self) -> Vec<(u32, u32)> {
+        std::iter::from_fn(|| self.pop_used()).collect()
+    }
+
     /// The next completion the device put on the used ring: head index
     /// and bytes written.
     pub fn pop_used(&mut self) -> Option<(u32, u32)> {
@@ -232,22 +289,5 @@ impl DriverQueue {
         let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).ok()?;
         self.used_seen = self.used_seen.wrapping_add(1);
         Some((id, len))
-    }
-}
-
-/// Counts the interrupts a device raises.
-#[derive(Debug, Default)]
-pub struct CountingInterrupt {
-    pub queue: AtomicUsize,
-    pub config: AtomicUsize,
-}
-
-impl Interrupt for CountingInterrupt {
-    fn signal_queue(&self, _queue: u16) {
-        self.queue.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn signal_config(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
     }
 }

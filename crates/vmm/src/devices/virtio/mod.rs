@@ -10,15 +10,21 @@
 //!   device configuration in BAR0, MSI-X in BAR1), ioeventfds and irqfds.
 //! * [`worker`]: the I/O thread of one device: epoll on the queue
 //!   notifications and the interrupt resample, off the vCPU threads.
+//! * [`buffers`]: a chain's buffers as byte streams, and disk I/O into
+//!   and out of them.
 //! * [`blk`]: the block device.
 //! * [`net`]: the network device.
+//! * [`scsi`]: the SCSI host with the CD-ROM.
+//! * [`rng`]: the entropy device.
 
 pub mod blk;
+pub mod buffers;
 pub mod driver;
 pub mod net;
 pub mod pci;
 pub mod queue;
-pub mod segments;
+pub mod rng;
+pub mod scsi;
 pub mod worker;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -109,6 +115,9 @@ pub trait VirtioDevice: Send + Persist {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device-specific configuration (most are read-only).
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver reset the device: configuration the driver may write
+    /// goes back to its initial values.
+    fn reset(&mut self) {}
     /// The handler for the queues, given the features the driver
     /// accepted.
     fn activate(&mut self, features: u64) -> Box<dyn QueueHandler>;

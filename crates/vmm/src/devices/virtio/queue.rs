@@ -147,6 +147,30 @@ pub fn serve_requests(
     interrupt: &dyn Interrupt,
     max_descriptors: usize,
     budget: usize,
+    serve: impl FnMut(&Chain) -> Result<u32, DeviceBroken>,
+) -> Result<Served, DeviceBroken> {
+    serve_requests_while(
+        index,
+        queue,
+        mem,
+        interrupt,
+        (max_descriptors, budget),
+        || true,
+        serve,
+    )
+}
+
+/// [`serve_requests`] for a device that rations its work: before each
+/// chain it asks `may_take`, and leaves the chains where they are once
+/// that says no (`more` then tells whether any are waiting). `limits`
+/// are the descriptors per chain and the budget of chains.
+pub fn serve_requests_while(
+    index: usize,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &dyn Interrupt,
+    (max_descriptors, budget): (usize, usize),
+    mut may_take: impl FnMut() -> bool,
     mut serve: impl FnMut(&Chain) -> Result<u32, DeviceBroken>,
 ) -> Result<Served, DeviceBroken> {
     let broken = |what: String| DeviceBroken(format!("queue {index}: {what}"));
@@ -159,6 +183,15 @@ pub fn serve_requests(
             if served.chains >= budget {
                 served.more = true;
                 return Ok(());
+            }
+            if !may_take() {
+                if pending_chains(queue, mem) > 0 {
+                    served.more = true;
+                    return Ok(());
+                }
+                // Nothing waits: notifications go back on as for an
+                // empty ring, or the next chain would never be noticed.
+                break;
             }
             let chain = {
                 let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;

@@ -15,7 +15,9 @@ use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::Blk;
-use crate::devices::virtio::driver::{CountingInterrupt, Descriptor, DriverQueue};
+use crate::devices::virtio::driver::{
+    CountingInterrupt, Descriptor, DriverQueue, guest_memory, read_guest, write_guest,
+};
 use crate::devices::virtio::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
@@ -50,8 +52,7 @@ impl BlkDriver {
     /// of guest memory, a queue of `queue_size`, and the driver accepting
     /// every feature the device offers.
     pub fn new(backend: Arc<dyn BlockBackend>, mem_size: u64, queue_size: u16) -> BlkDriver {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)])
-            .expect("guest memory");
+        let mem = guest_memory(mem_size);
         let mut blk = Blk::new(backend, SERIAL_SOURCE);
         let features = blk.features();
         let handler = blk.activate(features);
@@ -159,24 +160,14 @@ impl BlkDriver {
     /// Serves everything and returns the completions (head, length).
     pub fn run(&mut self) -> Result<Vec<(u32, u32)>, DeviceBroken> {
         self.process()?;
-        let mut done = Vec::new();
-        while let Some(c) = self.queue.pop_used() {
-            done.push(c);
-        }
-        Ok(done)
+        Ok(self.queue.take_used())
     }
 
     pub fn write_data(&self, addr: u64, data: &[u8]) {
-        self.mem
-            .write_slice(data, GuestAddress(addr))
-            .expect("data in memory");
+        write_guest(&self.mem, addr, data);
     }
 
     pub fn read_data(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        self.mem
-            .read_slice(&mut buf, GuestAddress(addr))
-            .expect("data in memory");
-        buf
+        read_guest(&self.mem, addr, len)
     }
 }

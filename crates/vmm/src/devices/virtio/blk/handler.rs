@@ -2,19 +2,17 @@
 //! disk backend with the guest's buffers as the scatter-gather list (no
 //! bounce buffer), and its status byte is written back.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::sync::Arc;
 
 use disk::BlockBackend;
-use smallvec::SmallVec;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::Queue;
 use vm_memory::Bytes;
 
 use super::request::{self, Limits, Operation, SectorRange};
 use super::{ID_BYTES, SEG_MAX};
+use crate::devices::virtio::buffers;
 use crate::devices::virtio::queue::{self, Chain, Segment};
-use crate::devices::virtio::segments::{self, host_slices};
 use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
 use crate::memory::GuestMemoryMmap;
 
@@ -31,40 +29,15 @@ pub struct BlkHandler {
 
 impl BlkHandler {
     fn read(&self, mem: &GuestMemoryMmap, offset: u64, data: &[Segment]) -> std::io::Result<()> {
-        let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
-        // SAFETY: each pointer and length is a range of guest memory that
-        // stays mapped as long as `mem` lives. The guest runs concurrently
-        // and owns these bytes, so Rust's exclusivity cannot be promised
-        // for guest memory in any case; the slices only serve as the
-        // destination of the backend's reads and are never read here.
-        let mut bufs: SmallVec<[IoSliceMut<'_>; 4]> = slices
-            .iter()
-            .map(|&(ptr, len)| IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
-            .collect();
-        self.backend.read_vectored_at(&mut bufs, offset)
+        buffers::read_from_backend(self.backend.as_ref(), mem, offset, data)
     }
 
     fn write(&self, mem: &GuestMemoryMmap, offset: u64, data: &[Segment]) -> std::io::Result<()> {
-        let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
-        // SAFETY: as in `read`; the slices are only the source of the
-        // backend's writes.
-        let bufs: SmallVec<[IoSlice<'_>; 4]> = slices
-            .iter()
-            .map(|&(ptr, len)| IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) }))
-            .collect();
-        self.backend.write_vectored_at(&bufs, offset)
+        buffers::write_to_backend(self.backend.as_ref(), mem, offset, data)
     }
 
     fn get_id(&self, mem: &GuestMemoryMmap, data: &[Segment]) -> std::io::Result<u64> {
-        let mut written = 0u64;
-        for s in segments::sub_segments(data, 0, ID_BYTES as u64) {
-            let from = written as usize;
-            let to = from + s.len as usize;
-            mem.write_slice(&self.serial[from..to], s.addr)
-                .map_err(|_| outside_memory())?;
-            written += u64::from(s.len);
-        }
-        Ok(written)
+        buffers::write_bytes(mem, data, &self.serial)
     }
 
     fn ranges(&self, ranges: &[SectorRange], zeroes: bool) -> std::io::Result<()> {
@@ -110,13 +83,6 @@ impl BlkHandler {
         write_status(mem, request.status, status)?;
         Ok((data_written + 1).min(u64::from(u32::MAX)) as u32)
     }
-}
-
-fn outside_memory() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        "buffer outside guest memory",
-    )
 }
 
 fn write_status(

@@ -20,8 +20,8 @@ use vm_memory::GuestAddress;
 
 use super::{MAX_RANGE_SECTORS, MAX_RANGES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use crate::devices::virtio::DeviceBroken;
+use crate::devices::virtio::buffers::{read_bytes, sub_segments};
 use crate::devices::virtio::queue::{Chain, Segment, Segments, total_len};
-use crate::devices::virtio::segments::{read_stream, sub_segments};
 use crate::memory::GuestMemoryMmap;
 
 const HEADER_LEN: u64 = 16;
@@ -131,7 +131,7 @@ pub fn parse(
     };
 
     let mut header = [0u8; HEADER_LEN as usize];
-    if chain.readable_len() < HEADER_LEN || !read_stream(mem, &chain.readable, &mut header) {
+    if chain.readable_len() < HEADER_LEN || !read_bytes(mem, &chain.readable, &mut header) {
         return request(reject(VIRTIO_BLK_S_IOERR, "request header missing"));
     }
     let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -200,7 +200,7 @@ fn ranges_request(
         return reject(VIRTIO_BLK_S_IOERR, format!("{len} bytes of ranges"));
     }
     let mut bytes = vec![0u8; len as usize];
-    if !read_stream(mem, data, &mut bytes) {
+    if !read_bytes(mem, data, &mut bytes) {
         return reject(VIRTIO_BLK_S_IOERR, "ranges unreadable");
     }
     let mut ranges = Vec::new();

@@ -16,8 +16,8 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats};
+use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, copy_to_slices, host_slices};
 use crate::devices::virtio::queue::{Segments, read_chain};
-use crate::devices::virtio::segments::{HostSlices, copy_from_slices, copy_to_slices, host_slices};
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 

@@ -11,8 +11,8 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats};
+use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, host_slices};
 use crate::devices::virtio::queue::{Chain, read_chain};
-use crate::devices::virtio::segments::{HostSlices, copy_from_slices, host_slices};
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 

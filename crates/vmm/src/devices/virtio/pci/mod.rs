@@ -177,6 +177,7 @@ impl VirtioPciDevice {
 
     fn reset(&mut self) {
         self.worker.reset();
+        self.device.reset();
         self.common.reset();
         self.interrupt.clear_isr();
     }
