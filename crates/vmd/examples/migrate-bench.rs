@@ -14,7 +14,8 @@
 //! Prints per side the send time, the stream size, stream and guest-RAM
 //! throughput, and the receive-to-running time, with ratios (medians of
 //! several runs). Run through `bench/migrate-bench.sh` (release build,
-//! root, /dev/kvm, qemu-system-x86, nasm).
+//! root, /dev/kvm, qemu-system-x86, nasm); with `MIGRATE_BENCH_LOG=file`
+//! vmd's log goes to that file.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -81,12 +82,18 @@ struct Vmd {
 impl Vmd {
     fn start(bin: &Path, dir: &Path) -> Vmd {
         let socket = dir.join("vmd.sock");
+        // MIGRATE_BENCH_LOG=file keeps vmd's log (the VM processes log
+        // how long writing each stream took).
+        let log = match std::env::var_os("MIGRATE_BENCH_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("bench log")),
+            None => Stdio::null(),
+        };
         let daemon = Command::new(bin.join("vmd"))
             .arg("-d")
             .env("VMD_SOCKET", &socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start vmd");
         for _ in 0..200 {

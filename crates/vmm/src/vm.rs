@@ -385,6 +385,7 @@ impl Vm {
         files: LaunchFiles,
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Vm, LaunchError> {
+        let started = std::time::Instant::now();
         let stream_error = |e: StreamError| LaunchError::new(e.code(), e.to_string());
         let (incoming, stream) = launch
             .incoming
@@ -461,10 +462,11 @@ impl Vm {
         *vm.paused_clock.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(received.in_kernel.clock.0);
         tracing::info!(
-            "{}: restored vm {} ({} pages of memory)",
+            "{}: restored vm {} ({} pages of memory) in {:?}",
             launch.name,
             header.name,
-            received.pages
+            received.pages,
+            started.elapsed()
         );
         Ok(vm)
     }

@@ -87,6 +87,15 @@ fn prefault(at: *const u8, len: usize) {
     unsafe { libc::madvise(at.cast_mut().cast(), len, libc::MADV_POPULATE_READ) };
 }
 
+/// Allocates and maps `len` bytes at `at` (a run about to be read into
+/// a new guest's memory) in one call rather than a page fault per page.
+/// Failure (older kernels) is harmless: the read faults them in.
+fn populate_for_write(at: *mut u8, len: usize) {
+    // SAFETY: madvise on a range of a live mapping; MADV_POPULATE_WRITE
+    // only faults pages in, as writing them would.
+    unsafe { libc::madvise(at.cast(), len, libc::MADV_POPULATE_WRITE) };
+}
+
 /// Appends the non-zero pages of `[from, to)` (offsets in the region) to
 /// `runs`, extending the last run where they continue it.
 fn window_runs(region: &BackedRegion, base: *const u8, from: u64, to: u64, runs: &mut Vec<Run>) {
@@ -252,6 +261,7 @@ impl<'a> MemoryLoader<'a> {
                 return Err(StreamError::corrupt("memory run overruns its frame"));
             }
             let host = self.host_range(addr, len)?;
+            populate_for_write(host, len as usize);
             // SAFETY: `host` maps `len` bytes of the new VM's RAM, which
             // no vCPU or device uses before the restore is complete.
             let dest = unsafe { std::slice::from_raw_parts_mut(host, len as usize) };
