@@ -176,7 +176,9 @@ pub enum Request {
     /// Assert BREAK on the attached VM's UART (the `~#` escape).
     ConsoleBreak,
     /// Legacy `send` (root only): the stream is written to the one descriptor
-    /// that comes with the request.
+    /// that comes with the request. Once vmctl has read the stream to its
+    /// end and written it out, it answers [`SEND_RECEIVED`] on that
+    /// descriptor; only then does the VM leave this host.
     Send {
         target: VmRef,
     },
@@ -224,6 +226,10 @@ impl Request {
         }
     }
 }
+
+/// The byte vmctl writes back on a `send` stream once it has written the
+/// whole stream out (ASCII ACK).
+pub const SEND_RECEIVED: u8 = 0x06;
 
 /// State bits of a VM (vmd.md §6.1).
 pub mod state {

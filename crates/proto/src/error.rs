@@ -21,6 +21,12 @@ impl ErrorCode {
     pub const CMDLINE_INVALID: ErrorCode = ErrorCode(1104);
     pub const KERNEL_ARGS_UNSUPPORTED: ErrorCode = ErrorCode(1105);
     pub const KERNEL_TOO_LARGE: ErrorCode = ErrorCode(1106);
+    // Linux: `vmctl receive` (docs/send-stream.md).
+    pub const STREAM_TRUNCATED: ErrorCode = ErrorCode(1107);
+    pub const STREAM_CORRUPT: ErrorCode = ErrorCode(1108);
+    pub const STREAM_VERSION: ErrorCode = ErrorCode(1109);
+    pub const CPU_INCOMPATIBLE: ErrorCode = ErrorCode(1110);
+    pub const DISK_CHANGED: ErrorCode = ErrorCode(1111);
 
     pub const EPERM: ErrorCode = ErrorCode(libc::EPERM);
     pub const ENOENT: ErrorCode = ErrorCode(libc::ENOENT);
@@ -57,6 +63,11 @@ impl ErrorCode {
                 "command line and initrd need a Linux kernel booted with -b"
             }
             ErrorCode::KERNEL_TOO_LARGE => "kernel does not fit in guest memory",
+            ErrorCode::STREAM_TRUNCATED => "vm state stream is truncated",
+            ErrorCode::STREAM_CORRUPT => "vm state stream is corrupt",
+            ErrorCode::STREAM_VERSION => "vm state stream has an unsupported version",
+            ErrorCode::CPU_INCOMPATIBLE => "this host's CPU lacks features the vm uses",
+            ErrorCode::DISK_CHANGED => "a disk image differs from the one the vm was sent with",
             _ => return None,
         })
     }

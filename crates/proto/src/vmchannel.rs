@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{BootDevice, DiskFormat};
+use crate::control::{BootDevice, DiskFormat, DiskSpec};
 use crate::error::ErrorCode;
 
 /// Exit status of a VM process whose guest asked for a reset (triple fault,
@@ -30,8 +30,9 @@ pub struct LaunchFds {
     /// A slave-side descriptor the VM process keeps open so that the master
     /// never reports hang-up while no console client is attached.
     pub pty_slave: u8,
-    /// Boot image: BIOS or kernel.
-    pub boot_image: u8,
+    /// Boot image: BIOS or kernel. A received VM (see
+    /// [`VmLaunch::incoming`]) boots nothing and has none.
+    pub boot_image: Option<u8>,
     /// Initial ramdisk for a direct kernel boot.
     pub initrd: Option<u8>,
     /// The default firmware, sent along with a kernel: kernels that run
@@ -95,10 +96,52 @@ pub struct VmLaunch {
     /// Console output of the previous run of this VM (kept across reboots),
     /// to seed the replay buffer.
     pub console_history: Vec<u8>,
+    /// Set for a received VM (`vmctl receive`): its state comes from a
+    /// stream instead of a boot.
+    pub incoming: Option<IncomingState>,
     /// Who the VM process becomes before it builds the VM, and the empty
     /// directory it is locked into; `None` runs it unconfined (the VMM's
     /// own in-process tests).
     pub sandbox: Option<SandboxIdentity>,
+}
+
+/// Where a received VM's state comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingState {
+    /// Descriptor index of the stream, positioned right after its header.
+    pub stream: u8,
+    /// The stream's preamble and header frame, as vmd read and checked
+    /// them.
+    pub header: Vec<u8>,
+}
+
+/// A VM as one vmd describes it to another through a send/receive stream:
+/// what it is made of and which host resources it uses, without what
+/// belongs to one host's run of it (id, tty, tap names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDescription {
+    /// Guest memory in bytes.
+    pub memory: u64,
+    pub vcpus: u32,
+    /// Opened again at the same paths on the receiving host.
+    pub disks: Vec<DiskSpec>,
+    pub cdrom: Option<String>,
+    pub nics: Vec<NicDescription>,
+}
+
+/// One network interface of a [`VmDescription`]; the receiving vmd makes
+/// a new tap for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicDescription {
+    /// The guest's MAC address, which the guest's state already knows.
+    pub mac: [u8; 6],
+    /// A local interface (vmd.md §9.2): its addresses follow the new id.
+    pub local: bool,
+    pub switch: Option<String>,
+    pub group: Option<String>,
+    pub locked: bool,
+    pub rdomain: Option<u8>,
+    pub up: bool,
 }
 
 /// The unprivileged identity of VM processes (`_vmd`).
@@ -130,6 +173,9 @@ pub enum ToVm {
     ConsoleBreak,
     /// Change log verbosity.
     Verbose(u8),
+    /// `vmctl send`: write the VM's state to the one descriptor that comes
+    /// with this message, then end (answer [`FromVm::Sent`]).
+    Send(Box<VmDescription>),
 }
 
 /// Why a VM process is about to exit.
@@ -163,6 +209,9 @@ pub enum FromVm {
     },
     /// The guest announced it is shutting down (state `stopping`).
     GuestShuttingDown,
+    /// The outcome of [`ToVm::Send`]: on success the whole stream was
+    /// written and the process ends next; on failure the VM runs on.
+    Sent(Result<(), ErrorCode>),
     /// The VM ends now; console output of this run comes along so that a
     /// restarted VM keeps its history.
     Exiting {

@@ -154,6 +154,19 @@ impl TestDaemon {
         vmctl_at(&self.socket, args)
     }
 
+    /// Runs vmctl with the given stdin and stdout (files for `send` and
+    /// `receive`); stderr is captured.
+    pub fn vmctl_io(&self, args: &[&str], stdin: Stdio, stdout: Stdio) -> Output {
+        Command::new(binary("vmctl"))
+            .args(args)
+            .env("VMD_SOCKET", &self.socket)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run vmctl")
+    }
+
     /// Runs vmctl and insists that it succeeds; returns its stdout.
     pub fn vmctl_ok(&self, args: &[&str]) -> String {
         let out = self.vmctl(args);
@@ -164,6 +177,15 @@ impl TestDaemon {
             self.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The row of `name` in `vmctl status`, split into columns.
+    pub fn status_row(&self, name: &str) -> Option<Vec<String>> {
+        String::from_utf8_lossy(&self.vmctl(&["status"]).stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|cols| cols.last().map(String::as_str) == Some(name))
     }
 
     /// `vmctl start` of a new VM `name` booting SeaBIOS with 64 MiB and

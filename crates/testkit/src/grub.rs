@@ -13,7 +13,8 @@
 //!   `grub.cfg`.
 //!
 //! The standard images print a line, `cat` their `grub.cfg`, print
-//! another line and halt.
+//! another line and halt. Menu images ([`menu_disk`], [`menu_cd`]) have
+//! the `normal` module instead and run their `grub.cfg` as GRUB's menu.
 //!
 //! Images are cached across test processes (nextest runs each test in its
 //! own): built once under a lock into a directory named after a hash of
@@ -102,13 +103,14 @@ impl Medium {
     }
 }
 
-/// What goes into a GRUB image: the medium, the embedded configuration
-/// and modules beyond the medium's base set.
+/// What goes into a GRUB image: the medium, the embedded configuration,
+/// modules beyond the medium's base set, and the `grub.cfg` on it.
 #[derive(Hash)]
 struct Recipe {
     medium: Medium,
     embedded: String,
     extra_modules: Vec<String>,
+    grub_cfg: String,
 }
 
 impl Recipe {
@@ -124,6 +126,7 @@ impl Recipe {
                  {script}\n"
             ),
             extra_modules: extra_modules.iter().map(|m| m.to_string()).collect(),
+            grub_cfg: medium.grub_cfg(),
         }
     }
 
@@ -203,7 +206,7 @@ fn build_disk(dir: &Path, recipe: &Recipe) {
         .arg(&part)
         .arg(part_kib.to_string()));
     let cfg = dir.join("grub.cfg");
-    std::fs::write(&cfg, recipe.medium.grub_cfg()).expect("write grub.cfg");
+    std::fs::write(&cfg, &recipe.grub_cfg).expect("write grub.cfg");
     run(Command::new("mcopy")
         .arg("-i")
         .arg(&part)
@@ -223,7 +226,7 @@ fn build_cd(dir: &Path, recipe: &Recipe) {
     let boot = root.join("boot/grub");
     std::fs::create_dir_all(&boot).expect("iso tree");
     recipe.make_image(dir, &boot.join("eltorito.img"));
-    std::fs::write(root.join("grub.cfg"), recipe.medium.grub_cfg()).expect("write grub.cfg");
+    std::fs::write(root.join("grub.cfg"), &recipe.grub_cfg).expect("write grub.cfg");
     crate::iso::from_directory(
         &root,
         &dir.join("cd.iso"),
@@ -318,6 +321,36 @@ pub fn boot_disk_copy(dest: &Path) -> PathBuf {
 /// up), with `extra_modules` added to the core (e.g. `sleep`, `reboot`).
 pub fn scripted_disk(script: &str, extra_modules: &[&str]) -> PathBuf {
     cached(&Recipe::new(Medium::Disk, script, extra_modules))
+}
+
+/// A GRUB disk that boots into GRUB's normal mode and its menu: the core
+/// holds the `normal` module (and `extra_modules`), so after setting up
+/// the serial console GRUB reads `grub_cfg` from the FAT partition as its
+/// configuration. The core is some 60 KB larger than a scripted one,
+/// which a BIOS on a software CPU reads in about 20 s more.
+pub fn menu_disk(grub_cfg: &str, extra_modules: &[&str]) -> PathBuf {
+    cached(&menu(Medium::Disk, grub_cfg, extra_modules))
+}
+
+/// An ISO like [`boot_cd`] that boots into GRUB's normal mode and runs
+/// `grub_cfg` (in the ISO's root) as its menu, as [`menu_disk`] does. VMs
+/// only read it, so it may be booted in place.
+pub fn menu_cd(grub_cfg: &str, extra_modules: &[&str]) -> PathBuf {
+    cached(&menu(Medium::Cd, grub_cfg, extra_modules))
+}
+
+fn menu(medium: Medium, grub_cfg: &str, extra_modules: &[&str]) -> Recipe {
+    let mut modules = vec!["normal"];
+    modules.extend_from_slice(extra_modules);
+    let mut recipe = Recipe::new(medium, "", &modules);
+    recipe.grub_cfg = grub_cfg.to_string();
+    recipe
+}
+
+/// A private copy of a menu disk at `dest`.
+pub fn menu_disk_copy(grub_cfg: &str, extra_modules: &[&str], dest: &Path) -> PathBuf {
+    std::fs::copy(menu_disk(grub_cfg, extra_modules), dest).expect("copy boot disk");
+    dest.to_path_buf()
 }
 
 /// A private copy of a scripted disk at `dest`.

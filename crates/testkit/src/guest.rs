@@ -172,6 +172,89 @@ setup_sci:
     ret
 "#;
 
+/// Long mode at CPL3, reached from real mode: an identity map of the first
+/// GiB in 2 MiB pages (at 0x1000–0x3FFF, user-accessible), a GDT in the
+/// image with accessed bits set (so it may live in ROM), EFER.LME, PAE and
+/// paging in one step, a far jump to 64-bit code, and `sysexit` into the
+/// caller's `user_main` (64-bit, stack below 0x80000) with IOPL 3, so the
+/// program may use the UART. Guest code at CPL0 is emulated on software
+/// KVM while CPL3 code runs natively: this is how a tiny guest gets real
+/// work done there. The same image boots under QEMU as its `-bios`.
+pub const TO_USER_MODE: &str = r#"
+main:
+    xor ax, ax
+    mov es, ax
+    mov di, 0x1000
+    mov cx, 0x1800
+    rep stosw
+    mov dword [es:0x1000], 0x2007
+    mov dword [es:0x2000], 0x3007
+    mov di, 0x3000
+    mov eax, 0x87
+    mov cx, 512
+.pd:
+    mov [es:di], eax
+    add eax, 0x200000
+    add di, 8
+    loop .pd
+    pushf
+    pop ax
+    or ax, 0x3000
+    push ax
+    popf
+    lgdt [cs:user_gdt_ptr]
+    mov eax, 0x20
+    mov cr4, eax
+    mov eax, 0x1000
+    mov cr3, eax
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001
+    mov cr0, eax
+    jmp dword 0x08:(0xf0000 + long_entry)
+bits 64
+long_entry:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    ; sysexit takes CPL3 code and stack selectors 32 and 40 above this
+    mov ecx, 0x174
+    mov eax, 0x08
+    xor edx, edx
+    wrmsr
+    mov rdx, 0xf0000 + user_main
+    mov rcx, 0x80000
+    o64 sysexit
+align 8
+user_gdt:
+    dq 0
+    dq 0x00af9b000000ffff
+    dq 0x00cf93000000ffff
+    dq 0
+    dq 0
+    dq 0x00affb000000ffff
+    dq 0x00cff3000000ffff
+user_gdt_end:
+user_gdt_ptr:
+    dw user_gdt_end - user_gdt - 1
+    dd 0xf0000 + user_gdt
+"#;
+
+/// A 64 KiB firmware image that enters long mode at CPL3 and runs
+/// `program`, 64-bit code that must define `user_main:`.
+pub fn user_mode_firmware(program: &str) -> Vec<u8> {
+    firmware(&format!(
+        "{TO_USER_MODE}
+{program}
+bits 16
+"
+    ))
+}
+
 /// Assembles `source` (flat binary) with nasm.
 pub fn assemble(source: &str) -> Vec<u8> {
     let dir = TempDir::new("nasm");

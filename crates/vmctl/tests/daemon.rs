@@ -8,8 +8,8 @@ use std::os::unix::net::UnixStream;
 
 use common::{FakeVmd, TempDir, listing, vm_info};
 use proto::control::{
-    BootDevice, DiskFormat, DiskSpec, NicKind, Request, ResetMode, Response, StartRequest, Started,
-    VmInfo, VmRef, state,
+    BootDevice, DiskFormat, DiskSpec, NicKind, Request, ResetMode, Response, SEND_RECEIVED,
+    StartRequest, Started, VmInfo, VmRef, state,
 };
 use proto::error::ErrorCode;
 
@@ -613,16 +613,26 @@ fn stop_all_running_vms_in_list_order() {
 }
 
 /// A vmd that streams `payload` for `send`, then reports `done`.
+/// A vmd whose VM writes `payload` as its stream, as a VM process does:
+/// then it ends the stream and waits for vmctl's receipt; a successful
+/// `done` is only sent if the receipt came.
 fn sending_vmd(payload: &'static [u8], started: Response, done: Option<Response>) -> FakeVmd {
     FakeVmd::start(move |_, fds, peer| {
         let mut stream = UnixStream::from(fds.into_iter().next().expect("stream descriptor"));
         peer.send(&started);
+        let mut receipt = [0u8; 1];
         if matches!(started, Response::SendStarted(Ok(_))) {
             stream.write_all(payload).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = stream.read(&mut receipt);
         }
         drop(stream);
-        if let Some(done) = &done {
-            peer.send(done);
+        match &done {
+            Some(Response::SendDone(Ok(()))) if receipt != [SEND_RECEIVED] => {
+                peer.send(&Response::SendDone(Err(ErrorCode::EIO)));
+            }
+            Some(done) => peer.send(done),
+            None => {}
         }
     })
 }

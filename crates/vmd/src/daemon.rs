@@ -19,7 +19,8 @@ use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
 use proto::names::validate_vm_name;
 use proto::vmchannel::{
-    EXIT_REBOOT, ExitReason, FromVm, LaunchDisk, LaunchFds, SandboxIdentity, ToVm, VmLaunch,
+    EXIT_REBOOT, ExitReason, FromVm, IncomingState, LaunchDisk, LaunchFds, SandboxIdentity, ToVm,
+    VmLaunch,
 };
 
 use crate::config::{self, ConfigSource};
@@ -34,6 +35,10 @@ use crate::registry::{
     DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, Owner, Registry, Running, VmParams, VmRecord,
 };
 use crate::vmproc::{LaunchDescriptors, SpawnOptions, VmProcess};
+
+mod transfer;
+
+pub use transfer::Incoming;
 
 /// Firmware used when a VM names no boot image (interface.md).
 pub const DEFAULT_BIOS_PATHS: [&str; 3] = [
@@ -124,6 +129,11 @@ impl Daemon {
                     fds,
                 } => self.request(&client, request, fds),
                 Event::ClientGone(id) => self.client_gone(id),
+                Event::Received {
+                    client,
+                    name,
+                    result,
+                } => self.received(&client, name, result),
                 Event::FromVm { run, message, fds } => self.vm_message(run, message, fds),
                 Event::VmChannelClosed { run, malformed } => {
                     tracing::debug!("vm process channel {run} closed");
@@ -349,12 +359,8 @@ impl Daemon {
             }
             Request::ConsoleAttach { target } => self.console_attach(client, &target),
             Request::ConsoleBreak => self.console_break(client),
-            Request::Send { .. } => {
-                client.send(&Response::SendStarted(Err(ErrorCode::ENOTSUP)));
-            }
-            Request::Receive { .. } => {
-                client.send(&Response::Start(Err(ErrorCode::ENOTSUP)));
-            }
+            Request::Send { target } => self.send(client, &target, fds),
+            Request::Receive { name } => self.receive(client, name, fds),
         }
     }
 
@@ -647,9 +653,12 @@ impl Daemon {
         }
 
         let boot_image_chosen = vm.next_kernel.is_some();
-        let boot_image: OwnedFd = match vm.next_kernel.take() {
-            Some(fd) => fd,
-            None => open_boot_image(vm.params.boot.as_deref())?,
+        let incoming = vm.incoming.take();
+        let boot_image = match vm.next_kernel.take() {
+            Some(fd) => Some(fd),
+            // A received VM carries on where it was: it boots nothing.
+            None if incoming.is_some() => None,
+            None => Some(open_boot_image(vm.params.boot.as_deref())?),
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
@@ -686,7 +695,7 @@ impl Daemon {
             kvm: fds.push(kvm.into()),
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
             pty_slave: fds.push(pty.open_slave().map_err(|e| ErrorCode::from_io(&e))?.into()),
-            boot_image: fds.push(boot_image),
+            boot_image: boot_image.map(|fd| fds.push(fd)),
             initrd: initrd.map(|fd| fds.push(fd)),
             firmware: firmware.map(|fd| fds.push(fd)),
         };
@@ -714,6 +723,10 @@ impl Daemon {
             boot_device,
             verbose: self.verbosity,
             console_history: std::mem::take(&mut vm.console_history),
+            incoming: incoming.map(|i| IncomingState {
+                stream: fds.push(i.stream),
+                header: i.header_bytes,
+            }),
             sandbox: Some(self.sandbox.clone()),
         };
         let process =
@@ -745,6 +758,8 @@ impl Daemon {
             exit_reason: None,
             launch_failure: None,
             channel_closed: false,
+            sender: None,
+            sent: false,
             taps,
         });
         Ok(())
@@ -965,6 +980,9 @@ impl Daemon {
                 if run.starter.as_ref().is_some_and(|c| c.id == id) {
                     run.starter = None;
                 }
+                if run.sender.as_ref().is_some_and(|c| c.id == id) {
+                    run.sender = None;
+                }
             }
         }
     }
@@ -975,6 +993,9 @@ impl Daemon {
         let Some(index) = self.registry.by_run(run_id) else {
             return;
         };
+        if let FromVm::Sent(result) = message {
+            return self.sent(index, result);
+        }
         let vm = &mut self.registry.vms[index];
         let Some(run) = vm.run.as_mut() else {
             return;
@@ -1032,6 +1053,7 @@ impl Daemon {
                 run.exit_reason = Some(reason);
                 vm.console_history = console_tail;
             }
+            FromVm::Sent(_) => {}
         }
     }
 
@@ -1062,6 +1084,9 @@ impl Daemon {
         if let Some(starter) = run.starter.take() {
             let code = run.launch_failure.unwrap_or(ErrorCode::EIO);
             starter.send(&Response::Start(Err(code)));
+        }
+        if let Some(sender) = run.sender.take() {
+            sender.send(&Response::SendDone(Err(ErrorCode::EIO)));
         }
         for client in run.pause_waiters.drain(..) {
             client.send(&Response::Pause {
@@ -1109,6 +1134,10 @@ impl Daemon {
             }
             _ => {}
         }
+        // A completed send is confirmed once the VM is cleaned up, so
+        // that its disks are free for the receiver.
+        let sender = run.sender.take().map(|client| (client, run.sent));
+        let rebooted = rebooted && !run.sent;
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
         run.taps.remove();
@@ -1151,12 +1180,15 @@ impl Daemon {
         if let Some(pty) = vm.pty.take() {
             pty.release();
         }
-        if vm.configured {
-            true
-        } else {
+        let kept = vm.configured;
+        if !kept {
             self.forget(index);
-            false
         }
+        if let Some((client, sent)) = sender {
+            let result = if sent { Ok(()) } else { Err(ErrorCode::EIO) };
+            client.send(&Response::SendDone(result));
+        }
+        kept
     }
 
     fn forget(&mut self, index: usize) {

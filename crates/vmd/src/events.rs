@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use proto::control::Request;
 use proto::vmchannel::FromVm;
+use vmm::snapshot::{Header, StreamError};
 
 use crate::control::Client;
+use crate::daemon::Incoming;
 
 pub enum Event {
     /// A client sent a request.
@@ -23,6 +25,13 @@ pub enum Event {
         run: u64,
         message: FromVm,
         fds: Vec<OwnedFd>,
+    },
+    /// The header of a stream `vmctl receive` passed was read and checked
+    /// (or not).
+    Received {
+        client: Arc<Client>,
+        name: String,
+        result: Result<(Header, Incoming), StreamError>,
     },
     /// A VM process's channel closed; with the reason when the process
     /// sent something that is not a valid message.

@@ -11,6 +11,7 @@ use proto::control::{BootDevice, DiskSpec, VmRef, state};
 use proto::vmchannel::ExitReason;
 
 use crate::control::Client;
+use crate::daemon::Incoming;
 use crate::pty::Pty;
 use crate::vmproc::VmProcess;
 
@@ -77,6 +78,10 @@ pub struct Running {
     /// acted on only then: the exit can be noticed before the last
     /// messages (a launch failure's reason) are.
     pub channel_closed: bool,
+    /// The `vmctl send` client, while a send is under way.
+    pub sender: Option<Arc<Client>>,
+    /// The VM process wrote the whole stream; it ends next.
+    pub sent: bool,
     /// Its taps, removed when this run is dropped.
     pub taps: crate::network::VmTaps,
 }
@@ -106,6 +111,8 @@ pub struct VmRecord {
     /// Its `allow instance`: who may make instances of it, and what they
     /// may change. `None`: only root.
     pub allow_instance: Option<conf::model::InstancePermissions>,
+    /// A received VM's stream, for its first launch.
+    pub incoming: Option<Incoming>,
     /// An instance whose ISO image a user chose: whoever starts it must
     /// be able to read the image (vmd.md §6.3 step 5).
     pub cdrom_chosen_by_user: bool,
@@ -129,6 +136,7 @@ impl VmRecord {
             console_history: Vec::new(),
             waiters: Vec::new(),
             allow_instance: None,
+            incoming: None,
             cdrom_chosen_by_user: false,
         }
     }

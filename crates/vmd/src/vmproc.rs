@@ -99,6 +99,11 @@ impl VmProcess {
         self.channel.send(message).is_ok()
     }
 
+    /// Sends `message` with descriptors the process takes over.
+    pub fn send_with_fds(&self, message: &ToVm, fds: &[RawFd]) -> bool {
+        self.channel.send_with_fds(message, fds).is_ok()
+    }
+
     /// Ends the process at once.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

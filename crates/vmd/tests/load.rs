@@ -242,8 +242,10 @@ fn two_hundred_clients_against_twenty_vms() {
         "no VM processes",
     );
     assert!(states(&daemon).values().all(|s| *s == State::Stopped));
+    // At most: the baseline may count the connection of the `stop` before
+    // it, which the daemon closes once it sees that vmctl went away.
     daemon.wait_for(
-        || descriptors(vmd) == fds_before,
+        || descriptors(vmd) <= fds_before,
         Duration::from_secs(5),
         "the daemon's descriptors back to the baseline",
     );

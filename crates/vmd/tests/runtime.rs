@@ -20,12 +20,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 /// The row of `name` in `vmctl status`, split into columns.
 fn status_row(daemon: &TestDaemon, name: &str) -> Option<Vec<String>> {
-    let out = daemon.vmctl(&["status"]);
-    stdout(&out)
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .find(|cols| cols.last().map(String::as_str) == Some(name))
+    daemon.status_row(name)
 }
 
 /// Writes a tiny firmware image into the daemon's directory.

@@ -16,5 +16,6 @@ pub mod platform;
 pub mod process;
 pub mod sandbox;
 pub mod smbios;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;

@@ -55,6 +55,16 @@ pub fn register_kvm_run(run: *mut kvm_bindings::kvm_run) {
     KVM_RUN.with(|r| r.set(run));
 }
 
+/// What a device I/O thread may do (see [`Lifecycle::device_may_work`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceWork {
+    Go,
+    /// The VM is paused: guest memory must hold still.
+    Hold,
+    /// The VM is ending.
+    Stop,
+}
+
 /// What the control loop learns from the VM.
 #[derive(Debug)]
 pub enum VmEvent {
@@ -145,6 +155,11 @@ impl Lifecycle {
             .send(event);
     }
 
+    /// Whether a pause or the VM's end is pending (cheap, for vCPUs).
+    pub fn needs_attention(&self) -> bool {
+        self.attention.load(Ordering::SeqCst)
+    }
+
     pub fn exit_requested(&self) -> bool {
         self.lock().exit.is_some()
     }
@@ -169,6 +184,21 @@ impl Lifecycle {
         }
     }
 
+    /// Marks the VM paused before any vCPU thread exists (a received VM
+    /// restores its state first); the threads park as they start.
+    pub fn hold(&self) {
+        let mut state = self.lock();
+        state.paused = true;
+        self.attention.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a pause was asked for: a vCPU finishes what KVM left half
+    /// done (an exit to userspace completes on the next `KVM_RUN`) before
+    /// it parks, so its saved state is whole.
+    pub fn pause_requested(&self) -> bool {
+        self.attention.load(Ordering::SeqCst) && self.lock().paused
+    }
+
     pub fn resume(&self) {
         let mut state = self.lock();
         state.paused = false;
@@ -183,39 +213,40 @@ impl Lifecycle {
         self.lock().paused
     }
 
-    /// Called by device I/O threads before they touch guest memory:
-    /// blocks while the VM is paused, so a paused guest's memory holds
-    /// still. Returns false once the VM is ending.
-    pub fn device_may_run(&self) -> bool {
-        self.may_run(false, || {})
+    /// Asked by device I/O threads before they touch guest memory. It does
+    /// not block: a thread told to hold still keeps answering its control
+    /// requests (a send asks it where its queues stand) and asks again.
+    pub fn device_may_work(&self) -> DeviceWork {
+        if !self.attention.load(Ordering::SeqCst) {
+            return DeviceWork::Go;
+        }
+        let state = self.lock();
+        if state.exit.is_some() {
+            DeviceWork::Stop
+        } else if state.paused {
+            DeviceWork::Hold
+        } else {
+            DeviceWork::Go
+        }
     }
 
     /// Called by a vCPU between runs. Returns false when the vCPU must stop
-    /// for good; parks while the VM is paused, and calls `on_resume` once
-    /// it may run again after a pause.
+    /// for good; parks while the VM is paused (counted, so that
+    /// [`Lifecycle::pause`] knows when all of them stopped), and calls
+    /// `on_resume` once it may run again after a pause.
     pub fn vcpu_may_run(&self, on_resume: impl FnOnce()) -> bool {
-        self.may_run(true, on_resume)
-    }
-
-    /// Waits out a pause; a vCPU (`parks`) also counts itself as parked so
-    /// that [`Lifecycle::pause`] knows when all of them stopped.
-    fn may_run(&self, parks: bool, on_resume: impl FnOnce()) -> bool {
         if !self.attention.load(Ordering::SeqCst) {
             return true;
         }
         let mut state = self.lock();
         let waited = state.paused && state.exit.is_none();
         if waited {
-            if parks {
-                state.parked += 1;
-                self.changed.notify_all();
-            }
+            state.parked += 1;
+            self.changed.notify_all();
             while state.paused && state.exit.is_none() {
                 state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            if parks {
-                state.parked -= 1;
-            }
+            state.parked -= 1;
         }
         let running = state.exit.is_none();
         drop(state);

@@ -10,15 +10,22 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use proto::frame::Channel;
-use proto::vmchannel::{EXIT_ERROR, EXIT_OFF, EXIT_REBOOT, ExitReason, FromVm, ToVm};
+use std::fs::File;
+
+use proto::vmchannel::{
+    EXIT_ERROR, EXIT_OFF, EXIT_REBOOT, ExitReason, FromVm, ToVm, VmDescription,
+};
 
 use crate::lifecycle::{Lifecycle, VmEvent};
 use crate::sandbox::{self, ThreadKind};
+use crate::snapshot::StreamError;
+use crate::snapshot::save::Sent;
 use crate::vm::{LaunchError, LaunchFiles, Vm};
 
 enum Event {
     Vm(VmEvent),
-    Daemon(ToVm),
+    /// A message from vmd and the descriptors that came with it.
+    Daemon(ToVm, Vec<OwnedFd>),
     DaemonGone,
 }
 
@@ -58,7 +65,13 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
             confine(&launch)?;
             Ok(files)
         })
-        .and_then(|files| Vm::build(&launch, files, lifecycle.clone()));
+        .and_then(|files| {
+            if launch.incoming.is_some() {
+                Vm::restore(&launch, files, lifecycle.clone())
+            } else {
+                Vm::build(&launch, files, lifecycle.clone())
+            }
+        });
     let mut vm = match vm {
         Ok(vm) => vm,
         Err(e) => {
@@ -77,6 +90,10 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
             reason: e.to_string(),
         });
         return EXIT_ERROR;
+    }
+    if launch.incoming.is_some() {
+        // A received VM was held paused while its state went in.
+        vm.resume();
     }
     let memfd = vm.ram.memfd.as_raw_fd();
     if channel.send_with_fds(&FromVm::Running, &[memfd]).is_err() {
@@ -107,8 +124,10 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
             loop {
                 match reader.recv::<ToVm>() {
                     Ok(Some(received)) => {
-                        drop(received.fds);
-                        if tx.send(Event::Daemon(received.message)).is_err() {
+                        if tx
+                            .send(Event::Daemon(received.message, received.fds))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -192,7 +211,7 @@ fn control_loop(
                 // vmd is gone: nobody can reach this VM any more.
                 vm.lifecycle.request_exit(ExitReason::PowerOff);
             }
-            Event::Daemon(message) => match message {
+            Event::Daemon(message, fds) => match message {
                 ToVm::Launch(_) => tracing::warn!("{}: ignoring a second launch", vm.name),
                 ToVm::Pause => {
                     vm.pause();
@@ -217,10 +236,49 @@ fn control_loop(
                         .send_break();
                 }
                 ToVm::Verbose(level) => (hooks.set_verbosity)(level),
+                ToVm::Send(description) => {
+                    let result = match fds.into_iter().next() {
+                        Some(fd) => send(vm, &description, File::from(fd)),
+                        None => Err(StreamError::Save("no descriptor to send to".into())),
+                    };
+                    let _ = channel.send(&FromVm::Sent(
+                        result.as_ref().map(|_| ()).map_err(StreamError::code),
+                    ));
+                    if result.is_ok() {
+                        // The VM lives on elsewhere; this one never runs
+                        // again.
+                        return ExitReason::PowerOff;
+                    }
+                }
             },
         }
     }
     ExitReason::PowerOff
+}
+
+/// `vmctl send`: pauses the VM, writes its state to `out` and closes it.
+/// On failure a VM that was running runs on.
+fn send(vm: &Vm, description: &VmDescription, out: File) -> Result<Sent, StreamError> {
+    let was_paused = vm.lifecycle.is_paused();
+    vm.pause();
+    let started = std::time::Instant::now();
+    let result = vm.send(description, &out);
+    match &result {
+        Ok(sent) => tracing::info!(
+            "{}: sent {} bytes ({} pages of memory) in {:?}",
+            vm.name,
+            sent.bytes,
+            sent.pages,
+            started.elapsed()
+        ),
+        Err(e) => {
+            tracing::warn!("{}: send failed: {e}", vm.name);
+            if !was_paused {
+                vm.resume();
+            }
+        }
+    }
+    result
 }
 
 fn finish(vm: &Vm, channel: &Channel, reason: ExitReason) -> i32 {

@@ -1,7 +1,7 @@
 //! One vCPU thread: `KVM_RUN`, then hand each exit to the bus that owns the
 //! address, until the VM pauses or ends.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -9,6 +9,8 @@ use proto::vmchannel::ExitReason;
 
 use crate::bus::Bus;
 use crate::lifecycle::{self, Lifecycle};
+
+pub mod persist;
 
 /// Where the vCPU's exits go.
 pub struct VcpuContext {
@@ -76,27 +78,58 @@ pub fn describe_registers(vcpu: &VcpuFd) -> String {
     )
 }
 
-/// Runs vCPU `index` until the VM ends.
-pub fn run(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
-    let run_area = vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
+/// A vCPU shared between its thread, which runs it, and the control
+/// thread, which reads or sets its state while it is parked.
+pub type SharedVcpu = Arc<Mutex<VcpuFd>>;
+
+fn lock(vcpu: &SharedVcpu) -> MutexGuard<'_, VcpuFd> {
+    vcpu.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs vCPU `index` until the VM ends. The thread holds the vCPU only
+/// while inside `KVM_RUN` and while handling the exit.
+pub fn run(shared: SharedVcpu, index: u32, ctx: VcpuContext) {
+    let run_area = lock(&shared).get_kvm_run() as *mut kvm_bindings::kvm_run;
     lifecycle::register_kvm_run(run_area);
     ctx.lifecycle.add_vcpu_thread();
     // A guest using kvmclock learns it was paused (no soft-lockup alarm);
     // one that does not answers EINVAL, which is fine.
-    let resumed = |vcpu: &VcpuFd| {
-        let _ = vcpu.kvmclock_ctrl();
+    let resumed = || {
+        let _ = lock(&shared).kvmclock_ctrl();
     };
-    // A kick that arrived before registration is covered by this check.
-    while ctx.lifecycle.vcpu_may_run(|| resumed(&vcpu)) {
-        vcpu.set_kvm_immediate_exit(0);
-        if !ctx.lifecycle.vcpu_may_run(|| resumed(&vcpu)) {
-            break;
-        }
+    // KVM completes an I/O or MMIO exit on the next KVM_RUN; until then
+    // the vCPU's registers do not show it. Before parking for a pause the
+    // thread re-enters once with immediate_exit set, which completes the
+    // instruction without running the guest further.
+    let mut half_done = false;
+    loop {
+        let finish_only = half_done && ctx.lifecycle.pause_requested();
+        let mut vcpu = if finish_only {
+            let mut vcpu = lock(&shared);
+            vcpu.set_kvm_immediate_exit(1);
+            vcpu
+        } else {
+            // A kick that arrived before registration is covered by
+            // this check.
+            if !ctx.lifecycle.vcpu_may_run(resumed) {
+                break;
+            }
+            lock(&shared).set_kvm_immediate_exit(0);
+            // A kick between the check above and clearing the flag would
+            // be lost; look again now that the flag is clear (and without
+            // holding the vCPU, which a pause needs).
+            if ctx.lifecycle.needs_attention() {
+                continue;
+            }
+            lock(&shared)
+        };
         // SAFETY: run_area is this vCPU's live kvm_run mapping; the io
         // fields are valid after an IO exit, which is the only time they
         // are read below.
         let io_size = || unsafe { usize::from((*run_area).__bindgen_anon_1.io.size).max(1) };
-        match vcpu.run() {
+        let result = vcpu.run();
+        half_done = result.is_ok();
+        match result {
             Ok(VcpuExit::IoIn(port, data)) => {
                 let size = io_size();
                 for chunk in data.chunks_mut(size) {
@@ -139,7 +172,7 @@ pub fn run(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
                 // Only reachable without an in-kernel LAPIC; wait to be kicked.
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            Ok(VcpuExit::Intr) => {}
+            Ok(VcpuExit::Intr) => half_done = false,
             Ok(VcpuExit::InternalError) => {
                 // SAFETY: KVM filled the internal-error member for this exit.
                 let suberror = unsafe { (*run_area).__bindgen_anon_1.internal.suberror };

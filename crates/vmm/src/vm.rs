@@ -6,10 +6,10 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{CpuId, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VmFd};
 use proto::ErrorCode;
 use proto::control::BootDevice;
-use proto::vmchannel::{LaunchDisk, VmLaunch};
+use proto::vmchannel::{LaunchDisk, VmDescription, VmLaunch};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -41,7 +41,10 @@ use crate::memory::{self, GuestRam, Layout};
 use crate::platform::Platform;
 use crate::sandbox::{self, ThreadKind};
 use crate::smbios;
-use crate::vcpu::{self, VcpuContext};
+use crate::snapshot::format::FrameReader;
+use crate::snapshot::save::{self, Sent};
+use crate::snapshot::{Header, Machine, SavedDevice, StreamError, restore};
+use crate::vcpu::{self, SharedVcpu, VcpuContext};
 use net::dhcp::Lease;
 use proto::vmchannel::ExitReason;
 
@@ -81,12 +84,14 @@ pub struct LaunchFiles {
     pub kvm: OwnedFd,
     pub pty_master: File,
     pub pty_slave: File,
-    pub boot_image: File,
+    pub boot_image: Option<File>,
     /// Per disk, the images of its chain, top first.
     pub disks: Vec<Vec<File>>,
     pub initrd: Option<File>,
     /// The default firmware, sent along with a kernel.
     pub firmware: Option<File>,
+    /// A received VM's stream, after its header.
+    pub incoming: Option<File>,
     /// Per NIC, its tap and option ROM.
     pub nics: Vec<NicFiles>,
     /// The ISO image of the CD-ROM.
@@ -113,7 +118,10 @@ impl LaunchFiles {
         let kvm = take(launch.fds.kvm, "/dev/kvm")?;
         let pty_master = File::from(take(launch.fds.pty_master, "the pty master")?);
         let pty_slave = File::from(take(launch.fds.pty_slave, "the pty slave")?);
-        let boot_image = File::from(take(launch.fds.boot_image, "the boot image")?);
+        let boot_image = match launch.fds.boot_image {
+            Some(index) => Some(File::from(take(index, "the boot image")?)),
+            None => None,
+        };
         let mut disks = Vec::new();
         for disk in &launch.disks {
             let chain = disk
@@ -151,6 +159,10 @@ impl LaunchFiles {
                 Some(index) => Some(File::from(take(index, "the firmware")?)),
                 None => None,
             },
+            incoming: match &launch.incoming {
+                Some(incoming) => Some(File::from(take(incoming.stream, "the stream")?)),
+                None => None,
+            },
             nics,
             cdrom,
         })
@@ -172,8 +184,9 @@ pub struct Vm {
     cmos: Arc<Mutex<Cmos>>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
-    vcpus: Vec<VcpuFd>,
-    vcpu_count: usize,
+    vcpus: Vec<SharedVcpu>,
+    /// The CPUID each vCPU was given.
+    cpuids: Vec<CpuId>,
     pty_master: File,
     pub pty_slave: File,
     /// The KVM VM; also keeps its memory regions and irqfds alive.
@@ -183,7 +196,125 @@ pub struct Vm {
     /// The guest's shutdown channels: vmmci and the ACPI power button.
     vmmci: VmmciHandle,
     pm: Arc<Mutex<Pm1>>,
-    _kvm: Kvm,
+    /// The devices whose state a send carries, in build order.
+    saved_devices: Vec<SavedDevice>,
+    /// Virtual size of each disk.
+    disk_sizes: Vec<u64>,
+    /// Size of the CD-ROM's image.
+    cdrom_size: Option<u64>,
+    kvm: Kvm,
+}
+
+/// What a boot and a restore build alike: the KVM VM, its memory, and
+/// every device, before any vCPU exists.
+struct Assembly {
+    kvm: Kvm,
+    vm_fd: Arc<VmFd>,
+    ram: GuestRam,
+    console: Arc<Console>,
+    legacy: LegacyDevices,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    pci: PciDevices,
+    saved_devices: Vec<SavedDevice>,
+    disk_sizes: Vec<u64>,
+    cdrom_size: Option<u64>,
+}
+
+impl Assembly {
+    fn new(
+        launch: &VmLaunch,
+        (disks, nics, cdrom): (Vec<OpenDisk>, Vec<OpenNic>, Option<OpenCdrom>),
+        kvm_fd: OwnedFd,
+        layout: Layout,
+        lifecycle: &Arc<Lifecycle>,
+    ) -> Result<Assembly, LaunchError> {
+        let disk_sizes = disks.iter().map(|d| d.backend.size()).collect();
+        let cdrom_size = cdrom.as_ref().map(|cd| cd.backend.size());
+        let (kvm, vm_fd) = create_kvm_vm(kvm_fd, &launch.name)?;
+        let vm_fd = Arc::new(vm_fd);
+        let ram = map_memory(&vm_fd, layout, &launch.name)?;
+        let console =
+            Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
+        let legacy = legacy_devices(
+            &vm_fd,
+            &ram,
+            launch.vcpus.max(1),
+            console.clone(),
+            lifecycle,
+        )?;
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+        let transport = TransportContext {
+            vm: vm_fd.clone(),
+            router: Arc::new(GsiRouter::new(vm_fd.clone())),
+            mem: ram.mem.clone(),
+            lifecycle: lifecycle.clone(),
+        };
+        let pci = pci_devices(&pio, &mmio, &transport, nics, (disks, cdrom), &launch.name)?;
+        let pci_ports = attach_port_devices(&pio, &legacy, pci.root.clone(), launch, lifecycle)?;
+        let mut saved_devices = vec![
+            SavedDevice::port("com1", legacy.serial.clone()),
+            SavedDevice::port("rtc", legacy.cmos.clone()),
+            SavedDevice::port("fw_cfg", legacy.fw_cfg.clone()),
+            SavedDevice::port("pm1", legacy.pm.clone()),
+            SavedDevice::port("pci-config", pci_ports),
+        ];
+        let functions = pci.root.lock().unwrap_or_else(|e| e.into_inner()).devices();
+        saved_devices.extend(
+            functions
+                .into_iter()
+                .zip(&pci.labels)
+                .enumerate()
+                .map(|(slot, (device, label))| SavedDevice::pci(slot, label, device)),
+        );
+        Ok(Assembly {
+            kvm,
+            vm_fd,
+            ram,
+            console,
+            legacy,
+            pio,
+            mmio,
+            pci,
+            saved_devices,
+            disk_sizes,
+            cdrom_size,
+        })
+    }
+
+    /// The VM, with its vCPUs.
+    fn into_vm(
+        self,
+        launch: &VmLaunch,
+        vcpus: Vec<(SharedVcpu, CpuId)>,
+        pty: (File, File),
+        lifecycle: Arc<Lifecycle>,
+    ) -> Vm {
+        let (vcpus, cpuids) = vcpus.into_iter().unzip();
+        Vm {
+            name: launch.name.clone(),
+            ram: self.ram,
+            lifecycle,
+            console: self.console,
+            serial: self.legacy.serial,
+            cmos: self.legacy.cmos,
+            pio: self.pio,
+            mmio: self.mmio,
+            vcpus,
+            cpuids,
+            pty_master: pty.0,
+            pty_slave: pty.1,
+            vm_fd: self.vm_fd,
+            paused_clock: Mutex::new(None),
+            vmmci: self.pci.vmmci,
+            pm: self.legacy.pm,
+            saved_devices: self.saved_devices,
+            disk_sizes: self.disk_sizes,
+            cdrom_size: self.cdrom_size,
+            kvm: self.kvm,
+        }
+    }
 }
 
 fn read_image(mut file: &File) -> Result<Vec<u8>, LaunchError> {
@@ -212,73 +343,171 @@ impl Vm {
         let disks = open_disks(&launch.disks, files.disks)?;
         let nics = open_nics(launch, files.nics)?;
         let cdrom = files.cdrom.map(open_cdrom).transpose()?;
-        let (kvm, vm_fd) = create_kvm_vm(files.kvm, &launch.name)?;
-        let vm_fd = Arc::new(vm_fd);
-        let ram = map_memory(
-            &vm_fd,
-            Layout::with_bios_size(launch.memory, boot.firmware_size()),
-            &launch.name,
-        )?;
-
+        let layout = Layout::with_bios_size(launch.memory, boot.firmware_size());
+        let parts = Assembly::new(launch, (disks, nics, cdrom), files.kvm, layout, &lifecycle)?;
         let vcpu_count = launch.vcpus.max(1);
-        let console =
-            Console::new(&launch.console_history).map_err(|e| LaunchError::io("console", &e))?;
-        let legacy = legacy_devices(&vm_fd, &ram, vcpu_count, console.clone(), &lifecycle)?;
-        add_smbios(&legacy.fw_cfg, launch, &ram.layout, vcpu_count)?;
-        let pio = Arc::new(Bus::new());
-        let mmio = Arc::new(Bus::new());
-        let transport = TransportContext {
-            vm: vm_fd.clone(),
-            router: Arc::new(GsiRouter::new(vm_fd.clone())),
-            mem: ram.mem.clone(),
-            lifecycle: lifecycle.clone(),
-        };
-        let pci = pci_devices(&pio, &mmio, &transport, nics, (disks, cdrom), &launch.name)?;
-        if let Some(order) = boot_order(launch.boot_device, &pci) {
-            legacy
+        add_smbios(&parts.legacy.fw_cfg, launch, &parts.ram.layout, vcpu_count)?;
+        if let Some(order) = boot_order(launch.boot_device, &parts.pci) {
+            parts
+                .legacy
                 .fw_cfg
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .add_file("bootorder", order.into_bytes())
                 .map_err(|e| LaunchError::new(ErrorCode::EINVAL, e.to_string()))?;
         }
-        let vmmci = pci.vmmci.clone();
-        attach_port_devices(&pio, &legacy, pci.root.clone(), launch, &lifecycle)?;
-        let cpuid = supported_cpuid(&kvm)?;
+        let cpuid = supported_cpuid(&parts.kvm)?;
         let entry = load_boot_image(
             boot,
-            &ram,
-            &legacy,
-            &pci.root,
+            &parts.ram,
+            &parts.legacy,
+            &parts.pci.root,
             &cpuid,
             vcpu_count,
             &launch.name,
         )?;
-        let vcpus = create_vcpus(&vm_fd, &cpuid, vcpu_count, &entry)?;
-
-        Ok(Vm {
-            name: launch.name.clone(),
-            ram,
-            lifecycle,
-            console,
-            serial: legacy.serial,
-            cmos: legacy.cmos,
-            pio,
-            mmio,
-            vcpu_count: vcpus.len(),
+        let vcpus = create_vcpus(&parts.vm_fd, &cpuid, vcpu_count, &entry)?;
+        Ok(parts.into_vm(
+            launch,
             vcpus,
-            pty_master: files.pty_master,
-            pty_slave: files.pty_slave,
-            vm_fd,
-            paused_clock: Mutex::new(None),
-            vmmci,
-            pm: legacy.pm.clone(),
-            _kvm: kvm,
-        })
+            (files.pty_master, files.pty_slave),
+            lifecycle,
+        ))
+    }
+
+    /// Builds a received VM (`launch.incoming`) from its stream: the same
+    /// machine as [`Vm::build`] makes from the stream's description, with
+    /// memory, devices and vCPUs as the sender left them instead of a
+    /// boot. The VM is left paused (see [`Vm::resume`]); nothing of a
+    /// stream that does not check out completely reaches a vCPU.
+    pub fn restore(
+        launch: &VmLaunch,
+        files: LaunchFiles,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Result<Vm, LaunchError> {
+        let started = std::time::Instant::now();
+        let stream_error = |e: StreamError| LaunchError::new(e.code(), e.to_string());
+        let (incoming, stream) = launch
+            .incoming
+            .as_ref()
+            .zip(files.incoming)
+            .ok_or_else(|| LaunchError::new(ErrorCode::EINVAL, "launch lacks the stream"))?;
+        let (reader, payload) = FrameReader::resume(
+            &incoming.header,
+            std::io::BufReader::with_capacity(1 << 20, stream),
+        )
+        .map_err(stream_error)?;
+        let header = Header::decode(&payload).map_err(stream_error)?;
+        check_description(launch, &header)?;
+        let disks = open_disks(&launch.disks, files.disks)?;
+        let nics = open_nics(launch, files.nics)?;
+        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
+        let sizes: Vec<u64> = disks.iter().map(|d| d.backend.size()).collect();
+        if sizes != header.disk_sizes {
+            return Err(stream_error(StreamError::DiskChanged(format!(
+                "disk sizes {sizes:?} where the guest had {:?}",
+                header.disk_sizes
+            ))));
+        }
+        let cdrom_size = cdrom.as_ref().map(|cd| cd.backend.size());
+        if cdrom_size != header.cdrom_size {
+            return Err(stream_error(StreamError::DiskChanged(format!(
+                "a cd-rom image of {cdrom_size:?} bytes where the guest had {:?}",
+                header.cdrom_size
+            ))));
+        }
+        let parts = Assembly::new(
+            launch,
+            (disks, nics, cdrom),
+            files.kvm,
+            header.layout(),
+            &lifecycle,
+        )?;
+        let names: Vec<&str> = parts
+            .saved_devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        if names != header.devices {
+            return Err(stream_error(StreamError::corrupt(format!(
+                "devices {:?} where this machine has {names:?}",
+                header.devices
+            ))));
+        }
+        // Devices restored below start their I/O threads, which must not
+        // touch guest memory before the vCPUs run.
+        lifecycle.hold();
+        let received = restore::read_stream(reader, &header, &parts.ram).map_err(stream_error)?;
+        let mut vcpus = Vec::new();
+        for state in &received.vcpus {
+            let cpuid = state
+                .cpuid()
+                .map_err(|e| stream_error(StreamError::corrupt(e)))?;
+            vcpus.push(create_vcpu(&parts.vm_fd, state.index, cpuid)?);
+        }
+        let pci_root = parts.pci.root.clone();
+        let vm = parts.into_vm(
+            launch,
+            vcpus,
+            (files.pty_master, files.pty_slave),
+            lifecycle,
+        );
+        restore::apply(&vm.machine(), &received).map_err(stream_error)?;
+        pci_root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_all_bars();
+        // The clock starts again where the sender's stopped when the VM
+        // resumes.
+        *vm.paused_clock.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(received.in_kernel.clock.0);
+        tracing::info!(
+            "{}: restored vm {} ({} pages of memory) in {:?}",
+            launch.name,
+            header.name,
+            received.pages,
+            started.elapsed()
+        );
+        Ok(vm)
+    }
+
+    /// The parts a stream is written from or read into.
+    fn machine(&self) -> Machine<'_> {
+        Machine {
+            name: &self.name,
+            kvm: &self.kvm,
+            vm_fd: &self.vm_fd,
+            ram: &self.ram,
+            vcpus: &self.vcpus,
+            cpuids: &self.cpuids,
+            devices: &self.saved_devices,
+            disk_sizes: &self.disk_sizes,
+            cdrom_size: self.cdrom_size,
+        }
+    }
+
+    /// Writes the VM's state to `out` (`vmctl send`) and waits for the
+    /// reader's receipt. The VM must be paused ([`Vm::pause`]); the
+    /// devices finish the requests they are serving and flush their disks
+    /// as they save.
+    pub fn send(&self, description: &VmDescription, out: &File) -> Result<Sent, StreamError> {
+        if !self.lifecycle.is_paused() || self.lifecycle.exit_requested() {
+            return Err(StreamError::Save("the vm is not paused".into()));
+        }
+        let clock = match *self.paused_clock.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(clock) => clock,
+            None => self
+                .vm_fd
+                .get_clock()
+                .map_err(|e| StreamError::Save(format!("KVM_GET_CLOCK: {e}")))?,
+        };
+        let sent = save::write_stream(&self.machine(), description, clock, out)?;
+        save::await_receipt(out)?;
+        Ok(sent)
     }
 
     pub fn vcpu_count(&self) -> usize {
-        self.vcpu_count
+        self.vcpus.len()
     }
 
     /// Asks the guest to shut down (vmd.md §6.6): through vmmci when its
@@ -312,9 +541,10 @@ impl Vm {
                 tracing::info!("{}: pressed the ACPI power button", self.name);
                 let lifecycle = self.lifecycle.clone();
                 let name = self.name.clone();
-                let _ = std::thread::Builder::new()
-                    .name("acpi-timeout".into())
-                    .spawn(move || {
+                let _ = crate::sandbox::spawn(
+                    crate::sandbox::ThreadKind::Control,
+                    "acpi-timeout".into(),
+                    move || {
                         let deadline = std::time::Instant::now() + ACPI_SHUTDOWN_TIMEOUT;
                         while std::time::Instant::now() < deadline {
                             if lifecycle.exit_requested() {
@@ -326,7 +556,8 @@ impl Vm {
                             "{name}: no power-off after the power button, ending the vm"
                         );
                         lifecycle.request_exit(ExitReason::PowerOff);
-                    });
+                    },
+                );
             }
         }
     }
@@ -336,7 +567,7 @@ impl Vm {
         if self.lifecycle.is_paused() {
             return;
         }
-        self.lifecycle.pause(self.vcpu_count);
+        self.lifecycle.pause(self.vcpus.len());
         match self.vm_fd.get_clock() {
             Ok(clock) => *self.paused_clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock),
             Err(e) => tracing::debug!("{}: KVM_GET_CLOCK: {e}", self.name),
@@ -385,7 +616,7 @@ impl Vm {
             )
         })?;
 
-        for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+        for (index, vcpu) in self.vcpus.iter().cloned().enumerate() {
             let ctx = VcpuContext {
                 vm_name: self.name.clone(),
                 pio: self.pio.clone(),
@@ -414,7 +645,11 @@ fn prepare_boot(launch: &VmLaunch, files: &LaunchFiles) -> Result<BootImage, Lau
         _ => None,
     };
     BootImage::prepare(BootRequest {
-        image: read_image(&files.boot_image)?,
+        image: read_image(
+            files.boot_image.as_ref().ok_or_else(|| {
+                LaunchError::new(ErrorCode::EINVAL, "launch lacks the boot image")
+            })?,
+        )?,
         cmdline: launch.cmdline.clone(),
         initrd: clone(&files.initrd, "initrd")?,
         firmware: clone(&files.firmware, "firmware")?,
@@ -449,6 +684,26 @@ fn load_boot_image(
         tracing::info!("{name}: initrd at {:#x}-{:#x}", initrd.addr, initrd.last());
     }
     Ok(loaded.entry)
+}
+
+/// Refuses a launch that does not match its stream's header (vmd builds
+/// the one from the other).
+fn check_description(launch: &VmLaunch, header: &Header) -> Result<(), LaunchError> {
+    let d = &header.description;
+    let paths: Vec<&str> = launch.disks.iter().map(|l| l.path.as_str()).collect();
+    let wanted: Vec<&str> = d.disks.iter().map(|s| s.path.as_str()).collect();
+    if launch.memory != d.memory
+        || launch.vcpus != d.vcpus
+        || paths != wanted
+        || launch.cdrom.is_some() != d.cdrom.is_some()
+        || launch.nics.len() != d.nics.len()
+    {
+        return Err(LaunchError::new(
+            ErrorCode::EINVAL,
+            "the launch does not match the stream's description",
+        ));
+    }
+    Ok(())
 }
 
 /// A KVM VM with the in-kernel interrupt controllers and PIT.
@@ -702,6 +957,10 @@ struct OpenCdrom {
 /// The PCI bus as built, and where the boot devices ended up.
 struct PciDevices {
     root: Arc<Mutex<PciRoot>>,
+    /// What is in each slot (`host`, `viornd`, `vionet0`, …, `vmmci`): a
+    /// sent VM's device records are named after them, so a receiver
+    /// whose slots differ refuses the stream before restoring any.
+    labels: Vec<String>,
     first_nic_slot: Option<usize>,
     first_disk_slot: Option<usize>,
     vmmci: VmmciHandle,
@@ -723,8 +982,10 @@ fn pci_devices(
     let mut irqs = IrqLines::new();
     let full = || LaunchError::new(ErrorCode::EINVAL, "no room for another PCI device");
     root.add(shared(HostBridge::new())).ok_or_else(full)?;
+    let mut labels = vec!["host".to_string()];
     let mut add_virtio =
         |what: &str, device: Box<dyn VirtioDevice>, identity, rom: Option<Vec<u8>>| {
+            labels.push(what.to_string());
             let device = VirtioPciDevice::new(
                 &format!("{name}-{what}"),
                 device,
@@ -787,6 +1048,7 @@ fn pci_devices(
     )
     .map_err(|e| LaunchError::io("vmmci", &e))?;
     root.add(shared(vmmci)).ok_or_else(full)?;
+    labels.push("vmmci".to_string());
     // PCI INTx lines and the ACPI SCI are level-triggered.
     let level: Vec<u8> = irqs
         .used()
@@ -798,6 +1060,7 @@ fn pci_devices(
         .map_err(|e| LaunchError::kvm("KVM_SET_IRQCHIP", e))?;
     Ok(PciDevices {
         root: Arc::new(Mutex::new(root)),
+        labels,
         first_nic_slot,
         first_disk_slot,
         vmmci: vmmci_handle,
@@ -828,14 +1091,15 @@ fn boot_order(device: Option<BootDevice>, pci: &PciDevices) -> Option<String> {
     }
 }
 
-/// Puts the legacy devices and PCI's configuration ports on the port bus.
+/// Puts the legacy devices and PCI's configuration ports on the port bus;
+/// returns the latter.
 fn attach_port_devices(
     pio: &Bus,
     legacy: &LegacyDevices,
     pci: Arc<Mutex<PciRoot>>,
     launch: &VmLaunch,
     lifecycle: &Arc<Lifecycle>,
-) -> Result<(), LaunchError> {
+) -> Result<Arc<Mutex<PciConfigPorts>>, LaunchError> {
     let reboot = {
         let lifecycle = lifecycle.clone();
         move || lifecycle.request_exit(ExitReason::Reboot)
@@ -868,12 +1132,9 @@ fn attach_port_devices(
         1,
         shared(I8042Reset::new(Box::new(reboot.clone()))),
     )?;
-    insert(
-        CONFIG_PORTS_BASE,
-        CONFIG_PORTS_LEN,
-        shared(PciConfigPorts::new(pci, Box::new(reboot))),
-    )?;
-    Ok(())
+    let config_ports = shared(PciConfigPorts::new(pci, Box::new(reboot)));
+    insert(CONFIG_PORTS_BASE, CONFIG_PORTS_LEN, config_ports.clone())?;
+    Ok(config_ports)
 }
 
 fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, LaunchError> {
@@ -889,22 +1150,32 @@ fn create_vcpus(
     supported: &CpuId,
     count: u32,
     entry: &Entry,
-) -> Result<Vec<VcpuFd>, LaunchError> {
+) -> Result<Vec<(SharedVcpu, CpuId)>, LaunchError> {
     let mut vcpus = Vec::new();
     for index in 0..count {
-        let vcpu = vm_fd
-            .create_vcpu(u64::from(index))
-            .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
-        vcpu.set_cpuid2(&cpuid::guest_cpuid(supported, index, count))
-            .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
+        let (vcpu, cpuid) = create_vcpu(vm_fd, index, cpuid::guest_cpuid(supported, index, count))?;
         if index == 0 {
+            let vcpu = vcpu.lock().unwrap_or_else(|e| e.into_inner());
             match entry {
                 Entry::ResetVector => vcpu::set_reset_state(&vcpu),
                 Entry::Kernel(state) => state.apply(&vcpu),
             }
             .map_err(|e| LaunchError::kvm("vcpu registers", e))?;
         }
-        vcpus.push(vcpu);
+        vcpus.push((vcpu, cpuid));
     }
     Ok(vcpus)
+}
+
+/// vCPU `index` with `cpuid`, which comes back with it: what KVM reports
+/// for a vCPU may differ from what it was given (KVM adds what the
+/// guest's own settings imply, and some hosts rewrite more), and a send
+/// carries what this VMM chose.
+fn create_vcpu(vm_fd: &VmFd, index: u32, cpuid: CpuId) -> Result<(SharedVcpu, CpuId), LaunchError> {
+    let vcpu = vm_fd
+        .create_vcpu(u64::from(index))
+        .map_err(|e| LaunchError::kvm("KVM_CREATE_VCPU", e))?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|e| LaunchError::kvm("KVM_SET_CPUID2", e))?;
+    Ok((Arc::new(Mutex::new(vcpu)), cpuid))
 }

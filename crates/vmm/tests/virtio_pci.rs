@@ -40,6 +40,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_on(None)
+}
+
+/// A rig whose disk is the raw image at `image`, or a new one.
+fn rig_on(image: Option<&std::path::Path>) -> Rig {
     let kvm = Kvm::new().expect("/dev/kvm");
     let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
     vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
@@ -53,7 +58,16 @@ fn rig() -> Rig {
         lifecycle: lifecycle.clone(),
     };
     let dir = TempDir::new("virtio-pci");
-    let backend = disk::create_image(&dir.join("d.img"), DiskFormat::Raw, 1 << 20).unwrap();
+    let backend = match image {
+        Some(path) => disk::ImageChain::open(
+            path.to_str().unwrap(),
+            DiskFormat::Raw,
+            disk::Access::ReadWrite,
+        )
+        .and_then(disk::ImageChain::into_backend)
+        .unwrap(),
+        None => disk::create_image(&dir.join("d.img"), DiskFormat::Raw, 1 << 20).unwrap(),
+    };
     let device = VirtioPciDevice::new(
         "test-vioblk",
         Box::new(Blk::new(Arc::from(backend), "/x/d.img")),
@@ -379,4 +393,126 @@ fn a_paused_vm_gets_no_disk_service_until_it_resumes() {
     assert_eq!(q.pop_used(), None, "guest memory holds still while paused");
     r.lifecycle.resume();
     assert!(wait_used(&mut q).is_some());
+}
+
+/// The used ring's index and the chain heads in it, as the driver sees
+/// them in guest memory.
+fn used_ring(mem: &GuestMemoryMmap, q: &DriverQueue) -> (u16, Vec<u32>) {
+    use vm_memory::Bytes;
+    let idx: u16 = mem.read_obj(GuestAddress(q.used_ring() + 2)).unwrap();
+    let heads = (0..idx)
+        .map(|i| {
+            let at = q.used_ring() + 4 + 8 * u64::from(i % q.size());
+            mem.read_obj::<u32>(GuestAddress(at)).unwrap()
+        })
+        .collect();
+    (idx, heads)
+}
+
+#[test]
+fn a_device_moved_while_serving_does_every_request_exactly_once() {
+    use virtio_bindings::virtio_blk::VIRTIO_BLK_T_OUT;
+    use vm_memory::Bytes;
+    use vmm::devices::persist::Persist;
+    // Three descriptors a request: both batches fit the 128-entry table.
+    const HALF: u16 = 21;
+    const STATUS_AT: u64 = 0x20000;
+    let sector_data = |i: u16| vec![(i as u8).wrapping_mul(7).wrapping_add(1); 512];
+    let a = rig();
+    let mut q = a.start_driver(128);
+    let submit = |q: &mut DriverQueue, i: u16| {
+        let header = 0x10000 + 16 * u64::from(i);
+        let data = 0x100000 + 512 * u64::from(i);
+        a.mem
+            .write_slice(
+                &header_bytes(VIRTIO_BLK_T_OUT, u64::from(i)),
+                GuestAddress(header),
+            )
+            .unwrap();
+        a.mem
+            .write_slice(&sector_data(i), GuestAddress(data))
+            .unwrap();
+        a.mem
+            .write_obj(0xaau8, GuestAddress(STATUS_AT + u64::from(i)))
+            .unwrap();
+        q.add_chain(&[
+            Descriptor::readable(header, 16),
+            Descriptor::readable(data, 512),
+            Descriptor::writable(STATUS_AT + u64::from(i), 1),
+        ]);
+    };
+    for i in 0..HALF {
+        submit(&mut q, i);
+    }
+    a.kick();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while used_ring(&a.mem, &q).0 < HALF && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A second batch, and the VM stops while the device may be at it.
+    for i in HALF..2 * HALF {
+        submit(&mut q, i);
+    }
+    a.kick();
+    a.lifecycle.pause(0);
+    let state = a.device.lock().unwrap().save().expect("save");
+
+    // What the sender's memory says agrees with itself: the requests on
+    // the used ring are done, the others untouched, and nothing moves.
+    let (done, heads) = used_ring(&a.mem, &q);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(used_ring(&a.mem, &q).0, done, "a paused device holds still");
+    let status = |mem: &GuestMemoryMmap, i: u16| {
+        mem.read_obj::<u8>(GuestAddress(STATUS_AT + u64::from(i)))
+            .unwrap()
+    };
+    for i in 0..2 * HALF {
+        let expected = if i < done { 0 } else { 0xaa };
+        assert_eq!(status(&a.mem, i), expected, "request {i} of {done} done");
+    }
+    assert_eq!(heads.len(), usize::from(done));
+
+    // The sender goes away (its disk lock with it); the receiver gets
+    // guest memory as sent, the same disk, the state.
+    let mut memory = vec![0u8; MEM];
+    a.mem.read_slice(&mut memory, GuestAddress(0)).unwrap();
+    let Rig {
+        _dir: dir,
+        device,
+        ports,
+        pio,
+        ..
+    } = a;
+    // The bus's BAR windows hold the device too.
+    drop((device, ports, pio));
+    let image = dir.join("d.img");
+    let b = rig_on(Some(&image));
+    b.mem.write_slice(&memory, GuestAddress(0)).unwrap();
+    b.lifecycle.hold();
+    b.device.lock().unwrap().restore(&state).expect("restore");
+    assert_eq!(b.status(), 1 | 2 | 4 | 8, "DRIVER_OK came across");
+    b.lifecycle.resume();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while used_ring(&b.mem, &q).0 < 2 * HALF && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (idx, mut heads) = used_ring(&b.mem, &q);
+    assert_eq!(idx, 2 * HALF, "every request completed");
+    heads.sort_unstable();
+    heads.dedup();
+    assert_eq!(heads.len(), usize::from(2 * HALF), "none completed twice");
+    drop((b.device, b.ports, b.pio));
+    let backend = disk::ImageChain::open(
+        image.to_str().unwrap(),
+        DiskFormat::Raw,
+        disk::Access::ReadOnly,
+    )
+    .and_then(disk::ImageChain::into_backend)
+    .unwrap();
+    for i in 0..2 * HALF {
+        assert_eq!(status(&b.mem, i), 0, "request {i}");
+        let mut sector = vec![0u8; 512];
+        backend.read_at(&mut sector, 512 * u64::from(i)).unwrap();
+        assert_eq!(sector, sector_data(i), "sector {i}");
+    }
 }

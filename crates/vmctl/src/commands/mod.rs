@@ -8,6 +8,7 @@ pub mod send;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod stream_pump;
 
 use crate::cli::CommandId;
 use crate::create;

@@ -1,8 +1,8 @@
-//! Legacy `receive name` (vmctl.md §6.14): stdin is copied into one end of
-//! a socket pair whose other end vmd restores the VM from; the outcome is
-//! reported like `start`.
+//! Legacy `receive name` (vmctl.md §6.14): stdin goes into one end of a
+//! socket pair whose other end vmd restores the VM from (spliced where
+//! stdin allows, [`Feeder`]); the outcome is reported like `start`.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
@@ -11,13 +11,12 @@ use proto::control::{Request, Response, VmRef};
 
 use super::single_operand;
 use super::start::start_failure;
+use super::stream_pump::{self, Feeder};
 use crate::args::parse_id;
 use crate::cli::CommandId;
 use crate::daemon::{Daemon, error_text};
 use crate::failure::{CmdResult, Failure};
 use crate::output;
-
-const CHUNK: usize = 64 * 1024;
 
 pub fn run(args: &[String]) -> CmdResult {
     let word = single_operand(args, CommandId::Receive)?;
@@ -29,6 +28,7 @@ pub fn run(args: &[String]) -> CmdResult {
     stream
         .set_nonblocking(true)
         .map_err(|err| Failure::msg(format!("socketpair: {}", error_text(&err))))?;
+    stream_pump::widen_send_buffer(&stream);
     let daemon = Daemon::connect()?;
     daemon.request_with_fds(&Request::Receive { name }, &[vmd_end.as_raw_fd()])?;
     drop(vmd_end);
@@ -36,14 +36,14 @@ pub fn run(args: &[String]) -> CmdResult {
     // `None` once the whole input went out (or vmd stopped taking it):
     // closing our end is vmd's end of file.
     let mut stream = Some(stream);
-    let mut pending: Vec<u8> = Vec::new();
+    let mut feeder = Feeder::new();
     let stdin = io::stdin();
     loop {
         let mut fds = vec![PollFd::new(daemon.as_fd(), PollFlags::POLLIN)];
         let mut stdin_slot = None;
         let mut stream_slot = None;
         if let Some(stream) = &stream {
-            if pending.is_empty() {
+            if feeder.is_empty() {
                 stdin_slot = Some(fds.len());
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             } else {
@@ -77,29 +77,21 @@ pub fn run(args: &[String]) -> CmdResult {
             };
         }
         if stdin_ready {
-            let mut chunk = vec![0u8; CHUNK];
-            match nix::unistd::read(stdin.as_fd(), &mut chunk) {
+            match feeder.fill(stdin.as_fd()) {
                 Ok(0) => stream = None,
-                Ok(n) => pending.extend_from_slice(&chunk[..n]),
-                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
-                Err(err) => return Err(Failure::msg(format!("read: {}", err.desc()))),
-            }
-        }
-        if stream_ready && let Some(writer) = &mut stream {
-            match writer.write(&pending) {
-                Ok(n) => {
-                    pending.drain(..n);
-                }
+                Ok(_) => {}
                 Err(err)
                     if matches!(
                         err.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                     ) => {}
-                // vmd stopped reading; its verdict follows on the socket.
-                Err(_) => {
-                    pending.clear();
-                    stream = None;
-                }
+                Err(err) => return Err(Failure::msg(format!("read: {}", error_text(&err)))),
+            }
+        }
+        if stream_ready && let Some(writer) = &stream {
+            // vmd stopped reading; its verdict follows on the socket.
+            if feeder.flush(writer.as_fd()).is_err() {
+                stream = None;
             }
         }
     }

@@ -1,23 +1,25 @@
 //! Legacy `send id` (vmctl.md §6.14): vmd writes the VM's state to one end
 //! of a socket pair; vmctl copies it to stdout. Unlike upstream, success is
-//! reported only once vmd confirms the stream is complete.
+//! reported only once vmd confirms the stream is complete, and the VM
+//! leaves only once vmctl confirmed that it wrote the whole stream out
+//! (docs/send-stream.md): a vmctl that fails to write, or dies, leaves the
+//! VM running where it was.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use proto::control::{Request, Response, VmRef};
+use proto::control::{Request, Response, SEND_RECEIVED, VmRef};
 use proto::error::ErrorCode;
 
 use super::single_operand;
+use super::stream_pump::{self, Pump, PumpError};
 use crate::args::parse_id;
 use crate::cli::CommandId;
 use crate::daemon::{Daemon, error_text};
 use crate::failure::{CmdResult, Failure};
 use crate::output;
-
-const CHUNK: usize = 64 * 1024;
 
 /// The failure for a refused or failed send.
 pub fn send_failure(code: ErrorCode) -> Failure {
@@ -36,6 +38,7 @@ pub fn run(args: &[String]) -> CmdResult {
     };
     let (mut stream, vmd_end) = UnixStream::pair()
         .map_err(|err| Failure::msg(format!("socketpair: {}", error_text(&err))))?;
+    stream_pump::widen_send_buffer(&vmd_end);
     let daemon = Daemon::connect()?;
     daemon.request_with_fds(&Request::Send { target }, &[vmd_end.as_raw_fd()])?;
     // Only vmd's copy may stay open, so its close is our end of file.
@@ -43,8 +46,10 @@ pub fn run(args: &[String]) -> CmdResult {
 
     let mut stream_open = true;
     let mut confirmed = false;
-    let mut stdout = io::stdout().lock();
-    let mut chunk = vec![0u8; CHUNK];
+    // Straight to the descriptor: the stream is binary, std's line
+    // buffering would only split it.
+    let stdout = io::stdout();
+    let mut pump = Pump::new();
     while stream_open || !confirmed {
         let mut fds = Vec::with_capacity(2);
         if stream_open {
@@ -69,14 +74,21 @@ pub fn run(args: &[String]) -> CmdResult {
         };
 
         if stream_ready {
-            match stream.read(&mut chunk) {
-                Ok(0) => stream_open = false,
-                Ok(n) => stdout
-                    .write_all(&chunk[..n])
-                    .and_then(|()| stdout.flush())
-                    .map_err(|err| Failure::msg(format!("write: {}", error_text(&err))))?,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(Failure::msg(format!("read: {}", error_text(&err)))),
+            match pump.transfer(stream.as_fd(), stdout.as_fd()) {
+                Ok(0) => {
+                    stream_open = false;
+                    // Everything is out: tell the VM it may leave. Its
+                    // outcome comes from vmd.
+                    let _ = stream.write_all(&[SEND_RECEIVED]);
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
+                Ok(_) => {}
+                Err(PumpError::Write(err)) => {
+                    return Err(Failure::msg(format!("write: {}", error_text(&err))));
+                }
+                Err(PumpError::Read(err)) => {
+                    return Err(Failure::msg(format!("read: {}", error_text(&err))));
+                }
             }
         }
         if daemon_ready {

@@ -23,6 +23,8 @@ use std::time::Instant;
 use crate::bus::BusDevice;
 use crate::devices::level_irq::LevelIrq;
 
+mod persist;
+
 /// First port of the block.
 pub const PM_BASE: u64 = 0x600;
 /// Ports the block spans (event 4, control 2, padding 2, timer 4).

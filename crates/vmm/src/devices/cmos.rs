@@ -16,6 +16,8 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::BusDevice;
 use crate::memory::{Layout, MIB};
 
+mod persist;
+
 pub const CMOS_BASE: u64 = 0x70;
 pub const CMOS_LEN: u64 = 2;
 pub const RTC_IRQ: u32 = 8;

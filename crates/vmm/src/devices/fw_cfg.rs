@@ -11,6 +11,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use crate::bus::BusDevice;
 use crate::memory::{GuestMemoryMmap, Layout};
 
+mod persist;
+
 pub const FW_CFG_BASE: u64 = 0x510;
 /// Selector and data ports.
 pub const FW_CFG_PORTS_LEN: u64 = 2;

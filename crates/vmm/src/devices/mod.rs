@@ -8,6 +8,7 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod level_irq;
 pub mod pci;
+pub mod persist;
 pub mod serial;
 pub mod virtio;
 pub mod vmmci;

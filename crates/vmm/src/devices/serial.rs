@@ -15,6 +15,8 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::BusDevice;
 use crate::console::{Console, ConsoleInput};
 
+mod persist;
+
 pub const COM1_BASE: u64 = 0x3f8;
 pub const COM1_LEN: u64 = 8;
 pub const COM1_IRQ: u32 = 4;

@@ -21,6 +21,8 @@ use crate::devices::pci::root::PciDevice;
 use crate::devices::pci::{ConfigSpace, Identity};
 use crate::lifecycle::{Lifecycle, VmEvent};
 
+mod persist;
+
 pub const BAR_SIZE: u64 = 0x1000;
 
 /// Feature bits, all offered.

@@ -171,6 +171,9 @@ fn control() -> Vec<Allowed> {
         always(libc::SYS_recvmsg),
         always(libc::SYS_sendmsg),
         always(libc::SYS_recvfrom),
+        // A send ends its stream for the reader before it waits for the
+        // receipt.
+        always(libc::SYS_shutdown),
         always(libc::SYS_epoll_wait),
         always(libc::SYS_epoll_ctl),
         ioctls(&[libc::TCFLSH, libc::TCGETS, libc::TCSETS]),

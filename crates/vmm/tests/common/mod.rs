@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use proto::vmchannel::{ExitReason, LaunchFds, VmLaunch};
+use std::path::Path;
+
+use proto::vmchannel::{ExitReason, IncomingState, LaunchFds, VmDescription, VmLaunch};
 use vmm::lifecycle::{Lifecycle, VmEvent};
+use vmm::snapshot::StreamError;
 use vmm::vm::{LaunchError, LaunchFiles, Vm};
 
 /// What to boot.
@@ -46,6 +49,12 @@ impl Guest {
             File::open(path).unwrap()
         };
         let pty = nix::pty::openpty(None, None).unwrap();
+        // Raw, as vmd makes its ptys: a line discipline that echoes would
+        // send the guest's output back to it as input.
+        let mut attrs = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+        nix::sys::termios::cfmakeraw(&mut attrs);
+        nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &attrs)
+            .unwrap();
         let kvm = OpenOptions::new()
             .read(true)
             .write(true)
@@ -55,10 +64,11 @@ impl Guest {
             kvm: OwnedFd::from(kvm),
             pty_master: File::from(pty.master),
             pty_slave: File::from(pty.slave),
-            boot_image: write("image", &self.image),
+            boot_image: Some(write("image", &self.image)),
             disks: vec![],
             initrd: self.initrd.as_deref().map(|data| write("initrd", data)),
             firmware: None,
+            incoming: None,
             nics: Vec::new(),
             cdrom: self.cdrom.as_deref().map(|data| write("cd.iso", data)),
         };
@@ -75,6 +85,7 @@ impl Guest {
             boot_device: None,
             verbose: 0,
             console_history: vec![],
+            incoming: None,
             sandbox: None,
         };
         (launch, files)
@@ -113,6 +124,55 @@ impl Guest {
     }
 }
 
+/// The description a send of a guest built by [`Guest`] carries.
+pub fn description(memory: u64, vcpus: u32) -> VmDescription {
+    VmDescription {
+        memory,
+        vcpus,
+        disks: vec![],
+        cdrom: None,
+        nics: vec![],
+    }
+}
+
+/// Builds and starts the VM a stream at `path` describes, as vmd would:
+/// the header read and checked first, the rest of the stream handed to
+/// the VM.
+pub fn receive(path: &Path) -> Result<Running, LaunchError> {
+    let dir = testkit::tmp::TempDir::new("received");
+    let mut stream = File::open(path).unwrap();
+    let kvm = File::open("/dev/kvm").expect("/dev/kvm");
+    let (header_bytes, header) =
+        vmm::snapshot::read_header(&mut stream, &kvm).map_err(|e| LaunchError {
+            code: e.code(),
+            reason: e.to_string(),
+        })?;
+    let d = header.description;
+    let guest = Guest {
+        memory: d.memory,
+        vcpus: d.vcpus,
+        ..Guest::new(vec![])
+    };
+    let (mut launch, mut files) = guest.launch(&dir);
+    files.boot_image = None;
+    files.incoming = Some(stream);
+    launch.incoming = Some(IncomingState {
+        stream: 0,
+        header: header_bytes,
+    });
+    let (tx, events) = mpsc::channel();
+    let lifecycle = Arc::new(Lifecycle::new(tx));
+    let mut vm = Vm::restore(&launch, files, lifecycle.clone())?;
+    vm.start().expect("start vm");
+    vm.resume();
+    Ok(Running {
+        vm,
+        lifecycle,
+        events,
+        _dir: dir,
+    })
+}
+
 /// A guest that runs.
 pub struct Running {
     pub vm: Vm,
@@ -124,6 +184,19 @@ pub struct Running {
 impl Running {
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.vm.console.history()).into_owned()
+    }
+
+    /// Pauses the VM and writes its state to `path`; the VM stays paused.
+    pub fn send_to(&self, path: &Path) -> Result<vmm::snapshot::save::Sent, StreamError> {
+        self.vm.pause();
+        assert!(
+            !self.lifecycle.exit_requested(),
+            "the guest ended before it was sent: {}",
+            self.output()
+        );
+        let out = File::create(path).unwrap();
+        let d = description(self.vm.ram.layout.memory, self.vm.vcpu_count() as u32);
+        self.vm.send(&d, &out)
     }
 
     /// Waits until the guest printed `needle`.

@@ -64,7 +64,7 @@ pub struct Identity {
 
 #[derive(Clone)]
 pub struct ConfigSpace {
-    bytes: [u8; CONFIG_SIZE],
+    pub(super) bytes: [u8; CONFIG_SIZE],
     writable: [u8; CONFIG_SIZE],
     /// Declared BARs: kind and size by index.
     bars: [Option<(BarKind, u64)>; BAR_COUNT],

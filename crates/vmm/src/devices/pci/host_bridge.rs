@@ -8,7 +8,7 @@ use super::config_space::{ConfigSpace, Identity};
 use super::root::PciDevice;
 
 pub struct HostBridge {
-    config: ConfigSpace,
+    pub(super) config: ConfigSpace,
 }
 
 impl HostBridge {

@@ -6,6 +6,7 @@ pub mod config_space;
 pub mod host_bridge;
 pub mod irq_lines;
 pub mod msix;
+pub mod persist;
 pub mod root;
 
 pub use bars::{BarAllocator, BarKind, BarRange};

@@ -38,11 +38,11 @@ pub fn table_size(count: u16) -> u64 {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    address_lo: u32,
-    address_hi: u32,
-    data: u32,
-    control: u32,
+pub(super) struct Entry {
+    pub(super) address_lo: u32,
+    pub(super) address_hi: u32,
+    pub(super) data: u32,
+    pub(super) control: u32,
 }
 
 impl Default for Entry {
@@ -64,10 +64,10 @@ struct Vector {
 
 /// One device's MSI-X state.
 pub struct Msix {
-    entries: Vec<Entry>,
-    pending: Vec<bool>,
-    enabled: bool,
-    function_masked: bool,
+    pub(super) entries: Vec<Entry>,
+    pub(super) pending: Vec<bool>,
+    pub(super) enabled: bool,
+    pub(super) function_masked: bool,
     vectors: Vec<Vector>,
     router: Arc<GsiRouter>,
 }
@@ -182,16 +182,21 @@ impl Msix {
             }
         }
         for index in touched {
-            let entry = self.entries[index];
-            let message = MsiMessage {
-                address: u64::from(entry.address_hi) << 32 | u64::from(entry.address_lo),
-                data: entry.data,
-            };
-            if let Err(e) = self.router.set_msi(self.vectors[index].gsi, Some(message)) {
-                tracing::warn!("msi-x vector {index}: KVM_SET_GSI_ROUTING: {e}");
-            }
+            self.route(index);
         }
         self.deliver_unmasked_pending();
+    }
+
+    /// Points vector `index`'s GSI at the message its entry holds.
+    pub(super) fn route(&self, index: usize) {
+        let entry = self.entries[index];
+        let message = MsiMessage {
+            address: u64::from(entry.address_hi) << 32 | u64::from(entry.address_lo),
+            data: entry.data,
+        };
+        if let Err(e) = self.router.set_msi(self.vectors[index].gsi, Some(message)) {
+            tracing::warn!("msi-x vector {index}: KVM_SET_GSI_ROUTING: {e}");
+        }
     }
 
     /// Reads the pending-bit array.

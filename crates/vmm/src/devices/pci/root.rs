@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use super::bars::{BarAllocator, BarRange};
 use super::config_space::INTERRUPT_LINE;
 use crate::bus::{Bus, BusDevice};
+use crate::devices::persist::Persist;
 use crate::platform::PciInterrupt;
 
 pub const CONFIG_PORTS_BASE: u64 = 0xcf8;
@@ -26,8 +27,9 @@ const RESET_CPU: u8 = 0x04;
 pub const RESET_CONTROL_PORT: u16 = (CONFIG_PORTS_BASE + RESET_CONTROL_OFFSET) as u16;
 pub const RESET_VALUE: u8 = 0x06;
 
-/// A function on bus 0.
-pub trait PciDevice: Send {
+/// A function on bus 0. Its [`Persist`] state covers its configuration
+/// space and whatever is behind its BARs.
+pub trait PciDevice: Send + Persist {
     /// Reads `data.len()` bytes of configuration space at `offset`.
     fn config_read(&mut self, offset: usize, data: &mut [u8]);
     /// Writes configuration space at `offset`.
@@ -126,6 +128,19 @@ impl PciRoot {
         Some(slot)
     }
 
+    /// The functions in slot order.
+    pub fn devices(&self) -> Vec<SharedPciDevice> {
+        self.slots.iter().map(|s| s.device.clone()).collect()
+    }
+
+    /// Maps every function's BARs where their restored configuration
+    /// says, as after a configuration write.
+    pub fn sync_all_bars(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.sync_bars(slot);
+        }
+    }
+
     /// The INTx routing of the bus as the platform tables describe it:
     /// every function that declares an interrupt pin, with the IRQ its
     /// interrupt-line register holds (fixed at creation, vmd.md §8.5).
@@ -208,8 +223,8 @@ impl PciRoot {
 /// The I/O ports of configuration mechanism #1.
 pub struct PciConfigPorts {
     root: Arc<Mutex<PciRoot>>,
-    address: u32,
-    reset_control: u8,
+    pub(super) address: u32,
+    pub(super) reset_control: u8,
     on_reset: Box<dyn Fn() + Send>,
 }
 

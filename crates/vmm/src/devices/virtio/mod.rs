@@ -31,6 +31,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::Queue;
 
+use crate::devices::persist::Persist;
 use crate::memory::GuestMemoryMmap;
 
 /// Largest queue a driver may choose (vmd.md §10, "virtio queue max").
@@ -86,10 +87,21 @@ pub trait QueueHandler: Send {
     fn take_woken(&mut self) -> u64 {
         0
     }
+
+    /// Chains of queue `index` the handler took off the ring and keeps
+    /// unused (receive buffers taken ahead of need). A saved queue position
+    /// gives them back: they are the last ones taken, and using a buffer
+    /// the device only writes into has no effect until it is used, so the
+    /// receiving device takes them again.
+    fn held_chains(&self, _index: usize) -> u16 {
+        0
+    }
 }
 
-/// A virtio device model, independent of the transport.
-pub trait VirtioDevice: Send {
+/// A virtio device model, independent of the transport. Its [`Persist`]
+/// state is what the model itself keeps beyond the transport's registers
+/// and queues (the transport saves those).
+pub trait VirtioDevice: Send + Persist {
     /// The virtio device type (2 for block); the PCI device id is
     /// 0x1040 plus this.
     fn device_type(&self) -> u16;
@@ -112,5 +124,9 @@ pub trait VirtioDevice: Send {
     /// What the device's I/O thread watches besides the queues.
     fn event_sources(&self) -> Vec<worker::EventSource> {
         Vec::new()
+    }
+    /// What the I/O thread does before a send takes the device's state.
+    fn flusher(&self) -> Option<worker::Flusher> {
+        None
     }
 }

@@ -11,7 +11,9 @@
 //! so a reset or a stop is not held up) instead of spinning.
 //!
 //! The bucket belongs to the device, not to one activation, so resetting
-//! the device does not refill it.
+//! the device does not refill it. A send carries no state of the model
+//! (the transport carries the queue): the bucket of a received device
+//! starts full.
 //!
 //! Booting guests want a few hundred bytes to seed their own generators;
 //! 1 MiB a second is far beyond that and costs the host about a
@@ -20,12 +22,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 use vm_memory::Bytes;
 
 use super::buffers::sub_segments;
 use super::queue::{self, Chain};
 use super::{DeviceBroken, Interrupt, QueueHandler, TRANSPORT_FEATURES, VirtioDevice};
+use crate::devices::persist::{Persist, PersistError, decode, encode};
 use crate::memory::GuestMemoryMmap;
 
 /// The virtio device type of an entropy source.
@@ -207,6 +211,23 @@ impl RngHandler {
             done += at;
         }
         Ok(done as u32)
+    }
+}
+
+/// Nothing of the model goes with a send beyond the transport's queues:
+/// the rate limiter starts again with a full bucket on the receiving
+/// host (a guest gains at most one burst by being moved).
+#[derive(Serialize, Deserialize)]
+struct RngState {}
+
+impl Persist for Rng {
+    fn save(&self) -> Result<Vec<u8>, PersistError> {
+        Ok(encode(&RngState {}))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PersistError> {
+        let RngState {} = decode(state)?;
+        Ok(())
     }
 }
 

@@ -8,23 +8,29 @@
 //!
 //! Control requests are synchronous: when [`Worker::reset`] returns, the
 //! thread has dropped the queues and finished the request it was serving,
-//! so nothing touches guest memory for a reset device. The thread waits
-//! while the VM is paused.
+//! so nothing touches guest memory for a reset device. While the VM is
+//! paused the thread serves no queue but still answers control requests. Control requests are served only between
+//! passes over the queues, so a request is either done (on the used ring,
+//! its index advanced) or not taken (still available): once
+//! [`Worker::quiesce`] answers for a paused VM, the rings and the
+//! returned indices agree and stay so until the VM runs again.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{DeviceBroken, Interrupt, QueueHandler};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{DeviceWork, Lifecycle};
 use crate::memory::GuestMemoryMmap;
 
 /// Chains served per queue before the thread looks at its other events.
 const BUDGET: usize = 256;
+/// How often a thread held by a pause looks whether it may go on.
+const HOLD_POLL_MS: i32 = 20;
 
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_RESAMPLE: u64 = 1;
@@ -53,12 +59,32 @@ pub struct Activation {
 enum Command {
     Activate(Activation),
     Reset,
+    Quiesce,
     Stop,
+}
+
+/// Per queue where the device stands (`None` for a queue the driver left
+/// disabled); `None` as a whole when the device serves no queues.
+pub type Positions = Option<Vec<Option<QueuePosition>>>;
+
+/// What a device does on its I/O thread before its state is taken, so
+/// that what it wrote reaches the host (the block device flushes its
+/// image's caches and metadata into the file).
+pub type Flusher = Box<dyn Fn() -> std::io::Result<()> + Send>;
+
+/// Where the device is in one queue: the next available entry it will
+/// take and the next used entry it will write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePosition {
+    pub next_avail: u16,
+    pub next_used: u16,
 }
 
 #[derive(Default)]
 struct ControlState {
     command: Option<Command>,
+    /// The answer to [`Command::Quiesce`].
+    quiesced: Option<Result<Positions, String>>,
     /// Commands completed, so a caller knows its own was.
     completed: u64,
     issued: u64,
@@ -79,6 +105,8 @@ pub struct WorkerEvents {
     pub interrupt: Arc<dyn Interrupt>,
     /// The device's own event sources.
     pub sources: Vec<EventSource>,
+    /// Run before the device's state is taken ([`Worker::quiesce`]).
+    pub flusher: Option<Flusher>,
     /// Called when the driver broke the device (sets NEEDS_RESET).
     pub on_broken: Box<dyn Fn(&DeviceBroken) + Send>,
     pub lifecycle: Arc<Lifecycle>,
@@ -159,6 +187,21 @@ impl Worker {
     pub fn reset(&self) {
         self.command(Command::Reset);
     }
+
+    /// Brings the device to rest for a send: the thread finishes its pass,
+    /// runs the device's [`Flusher`] and says where it stands in each
+    /// queue. With the VM paused it then stays put, so the answer holds
+    /// until the VM runs again.
+    pub fn quiesce(&self) -> Result<Positions, String> {
+        self.command(Command::Quiesce);
+        self.control
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .quiesced
+            .take()
+            .unwrap_or_else(|| Err("the device's I/O thread is gone".into()))
+    }
 }
 
 impl Drop for Worker {
@@ -183,7 +226,13 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
     let mut ready = vec![EpollEvent::default(); 8 + events.notifiers.len() + events.sources.len()];
     loop {
         let due = active.as_ref().is_some_and(|a| a.due.iter().any(|&d| d));
-        let timeout = if due { 0 } else { -1 };
+        let timeout = match events.lifecycle.device_may_work() {
+            DeviceWork::Stop => return,
+            // Paused: look again soon, serving control requests meanwhile.
+            DeviceWork::Hold => HOLD_POLL_MS,
+            DeviceWork::Go if due => 0,
+            DeviceWork::Go => -1,
+        };
         let n = match epoll.wait(timeout, &mut ready) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -210,6 +259,27 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                             });
                         }
                         Some(Command::Reset) | Some(Command::Stop) => active = None,
+                        Some(Command::Quiesce) => {
+                            let positions = active.as_ref().map(|a| {
+                                a.queues
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(index, q)| {
+                                        q.as_ref().map(|q| QueuePosition {
+                                            next_avail: q
+                                                .next_avail()
+                                                .wrapping_sub(a.handler.held_chains(index)),
+                                            next_used: q.next_used(),
+                                        })
+                                    })
+                                    .collect()
+                            });
+                            let flushed = match &events.flusher {
+                                Some(flush) => flush().map_err(|e| format!("flush: {e}")),
+                                None => Ok(()),
+                            };
+                            state.quiesced = Some(flushed.map(|()| positions));
+                        }
                         None => {}
                     }
                     state.completed = state.issued;
@@ -248,8 +318,10 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
             }
         }
         let Some(a) = active.as_mut() else { continue };
-        if !events.lifecycle.device_may_run() {
-            return;
+        match events.lifecycle.device_may_work() {
+            DeviceWork::Go => {}
+            DeviceWork::Hold => continue,
+            DeviceWork::Stop => return,
         }
         let mut broken = None;
         for index in 0..a.queues.len() {

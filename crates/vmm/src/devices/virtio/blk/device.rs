@@ -16,6 +16,7 @@ use super::{
     DEVICE_TYPE, ID_BYTES, MAX_RANGE_SECTORS, MAX_RANGES, QUEUE_SIZE, SECTOR_SIZE, SEG_MAX,
     SIZE_MAX,
 };
+use crate::devices::virtio::worker::Flusher;
 use crate::devices::virtio::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
 
 /// Length of the configuration structure up to `write_zeroes_may_unmap`
@@ -26,8 +27,8 @@ const CONFIG_LEN: usize = 60;
 const DISCARD_ALIGNMENT_SECTORS: u32 = 8;
 
 pub struct Blk {
-    backend: Arc<dyn BlockBackend>,
-    name: String,
+    pub(super) backend: Arc<dyn BlockBackend>,
+    pub(super) name: String,
     serial: [u8; ID_BYTES],
     config: [u8; CONFIG_LEN],
     features: u64,
@@ -116,6 +117,11 @@ impl VirtioDevice for Blk {
                 .copied()
                 .unwrap_or(0);
         }
+    }
+
+    fn flusher(&self) -> Option<Flusher> {
+        let backend = self.backend.clone();
+        Some(Box::new(move || backend.flush()))
     }
 
     fn activate(&mut self, features: u64) -> Box<dyn QueueHandler> {

@@ -12,6 +12,7 @@
 pub mod device;
 pub mod driver;
 pub mod handler;
+mod persist;
 pub mod request;
 
 pub use device::Blk;

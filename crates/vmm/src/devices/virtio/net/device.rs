@@ -38,9 +38,9 @@ pub struct NetConfig {
 }
 
 pub struct Net {
-    name: String,
+    pub(super) name: String,
     tap: Arc<File>,
-    mac: [u8; 6],
+    pub(super) mac: [u8; 6],
     lock: Option<MacLock>,
     lease: Option<Lease>,
     stats: Arc<NetStats>,

@@ -141,4 +141,11 @@ impl QueueHandler for NetHandler {
     fn take_woken(&mut self) -> u64 {
         std::mem::take(&mut self.woken)
     }
+
+    fn held_chains(&self, index: usize) -> u16 {
+        match index {
+            RX => self.rx_buffers.len() as u16,
+            _ => 0,
+        }
+    }
 }

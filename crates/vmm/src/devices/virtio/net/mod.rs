@@ -15,6 +15,7 @@ pub mod device;
 pub mod driver;
 pub mod frame;
 pub mod handler;
+mod persist;
 pub mod rx;
 pub mod tx;
 

@@ -19,7 +19,7 @@ use crate::devices::virtio::{MAX_QUEUE_SIZE, has_feature};
 /// Length of the structure in BAR0.
 pub const COMMON_CONFIG_LEN: u64 = 0x38;
 
-const DRIVER_OK: u8 = VIRTIO_CONFIG_S_DRIVER_OK as u8;
+pub const DRIVER_OK: u8 = VIRTIO_CONFIG_S_DRIVER_OK as u8;
 const FEATURES_OK: u8 = VIRTIO_CONFIG_S_FEATURES_OK as u8;
 pub const NEEDS_RESET: u8 = VIRTIO_CONFIG_S_NEEDS_RESET as u8;
 
@@ -97,17 +97,17 @@ pub enum Effect {
 }
 
 pub struct CommonConfig {
-    offered: u64,
+    pub(super) offered: u64,
     default_sizes: Vec<u16>,
-    device_feature_select: u32,
-    driver_feature_select: u32,
-    driver_features: u64,
+    pub(super) device_feature_select: u32,
+    pub(super) driver_feature_select: u32,
+    pub(super) driver_features: u64,
     /// Shared with the I/O thread, which sets NEEDS_RESET.
-    status: Arc<AtomicU8>,
-    queue_select: u16,
-    queues: Vec<QueueRegisters>,
-    vectors: Arc<Vectors>,
-    msix_vectors: u16,
+    pub(super) status: Arc<AtomicU8>,
+    pub(super) queue_select: u16,
+    pub(super) queues: Vec<QueueRegisters>,
+    pub(super) vectors: Arc<Vectors>,
+    pub(super) msix_vectors: u16,
 }
 
 fn set_low(value: u64, low: u32) -> u64 {

@@ -43,11 +43,11 @@ impl Vectors {
 }
 
 pub struct PciInterrupt {
-    isr: AtomicU8,
+    pub(super) isr: AtomicU8,
     /// irqfd on the device's IRQ, registered with resample.
     intx: EventFd,
     /// The command register's INTx disable bit.
-    intx_disabled: AtomicBool,
+    pub(super) intx_disabled: AtomicBool,
     msix: Mutex<Msix>,
     vectors: Arc<Vectors>,
 }

@@ -9,6 +9,7 @@
 pub mod common_config;
 pub mod interrupt;
 pub mod layout;
+mod persist;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,7 +22,7 @@ use vmm_sys_util::eventfd::EventFd;
 use self::common_config::{CommonConfig, Effect, NEEDS_RESET};
 use self::interrupt::PciInterrupt;
 use self::layout::Capabilities;
-use super::worker::{Activation, Worker, WorkerEvents};
+use super::worker::{Activation, QueuePosition, Worker, WorkerEvents};
 use super::{Interrupt, MAX_QUEUE_SIZE, VirtioDevice, has_feature};
 use crate::devices::pci::bars::BarRange;
 use crate::devices::pci::config_space::{
@@ -135,6 +136,7 @@ impl VirtioPciDevice {
             })),
             interrupt: interrupt.clone(),
             sources: device.event_sources(),
+            flusher: device.flusher(),
             on_broken: {
                 let status = common.status_cell();
                 let interrupt = interrupt.clone();
@@ -185,6 +187,22 @@ impl VirtioPciDevice {
     /// power of two, rings misaligned or outside memory) marks the device
     /// NEEDS_RESET instead.
     fn activate(&mut self) {
+        if let Err(e) = self.start_queues(None) {
+            mark_needs_reset(
+                &self.name,
+                &self.common.status_cell(),
+                self.interrupt.as_ref(),
+                &e,
+            );
+        }
+    }
+
+    /// Starts serving the queues the driver set up, at `positions` (a
+    /// restored device) or at the start of the rings.
+    fn start_queues(
+        &mut self,
+        positions: Option<&[Option<QueuePosition>]>,
+    ) -> Result<(), super::DeviceBroken> {
         let features = self.common.negotiated();
         let event_idx = has_feature(
             features,
@@ -196,19 +214,18 @@ impl VirtioPciDevice {
                 queues.push(None);
                 continue;
             }
-            match build_queue(regs, event_idx, &self.ctx.mem) {
-                Ok(q) => queues.push(Some(q)),
-                Err(what) => {
-                    let e = super::DeviceBroken(format!("queue {index}: {what}"));
-                    mark_needs_reset(
-                        &self.name,
-                        &self.common.status_cell(),
-                        self.interrupt.as_ref(),
-                        &e,
-                    );
-                    return;
-                }
+            let broken = |what: String| super::DeviceBroken(format!("queue {index}: {what}"));
+            let mut queue = build_queue(regs, event_idx, &self.ctx.mem).map_err(broken)?;
+            if let Some(positions) = positions {
+                let at = positions
+                    .get(index)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| broken("no saved position".into()))?;
+                queue.set_next_avail(at.next_avail);
+                queue.set_next_used(at.next_used);
             }
+            queues.push(Some(queue));
         }
         let handler = self.device.activate(features);
         self.worker.activate(Activation {
@@ -216,6 +233,7 @@ impl VirtioPciDevice {
             handler,
             mem: self.ctx.mem.clone(),
         });
+        Ok(())
     }
 
     fn apply(&mut self, effect: Effect) {

@@ -34,8 +34,8 @@ const DEFAULT_SIZES: FieldSizes = FieldSizes {
 };
 
 pub struct Scsi {
-    unit: Arc<Mutex<CdRom>>,
-    sizes: Arc<SharedSizes>,
+    pub(super) unit: Arc<Mutex<CdRom>>,
+    pub(super) sizes: Arc<SharedSizes>,
 }
 
 impl Scsi {
@@ -115,15 +115,16 @@ impl VirtioDevice for Scsi {
         });
     }
 
-    /// The sizes go back to their defaults (virtio 1.x §5.6.4.2).
+    /// The sizes go back to their defaults (virtio 1.x §5.6.4.2), and a
+    /// removal prevention ends as a hard reset would end it. (On the
+    /// reset, not when the driver activates the device again: a received
+    /// device is activated with the state the sender's had.)
     fn reset(&mut self) {
         self.sizes.set(DEFAULT_SIZES);
+        self.unit.lock().unwrap_or_else(|e| e.into_inner()).reset();
     }
 
     fn activate(&mut self, _features: u64) -> Box<dyn QueueHandler> {
-        // The driver reset the device before getting here: the reset
-        // ends a removal prevention as a hard reset would.
-        self.unit.lock().unwrap_or_else(|e| e.into_inner()).reset();
         Box::new(ScsiHandler {
             unit: self.unit.clone(),
             sizes: self.sizes.clone(),

@@ -13,6 +13,7 @@
 //!   (MMC-6) commands return.
 //! * [`sense`]: sense data.
 //! * [`handler`]: the I/O thread's side.
+//! * [`persist`]: the state a send carries.
 //! * [`driver`]: a driver without a guest, for tests and fuzzing.
 //!
 //! Only target 0, LUN 0 exists, and the configuration says so. A command
@@ -27,6 +28,7 @@ pub mod device;
 pub mod driver;
 pub mod handler;
 pub mod mmc;
+pub mod persist;
 pub mod request;
 pub mod sense;
 pub mod spc;

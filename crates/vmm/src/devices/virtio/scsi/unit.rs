@@ -31,6 +31,17 @@ pub enum DataIn {
     },
 }
 
+/// The drive's state as a send carries it (see [`super::persist`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitState {
+    /// Capacity in blocks, which the receiving image must have.
+    pub blocks: u64,
+    pub tray_open: bool,
+    pub prevent_removal: bool,
+    /// The media event GET EVENT STATUS NOTIFICATION reports next.
+    pub media_event: MediaEvent,
+}
+
 pub struct CdRom {
     backend: Arc<dyn BlockBackend>,
     /// Capacity in blocks: the image rounded up to whole blocks.
@@ -69,6 +80,31 @@ impl CdRom {
     /// initiator's removal prevention ends.
     pub fn reset(&mut self) {
         self.prevent_removal = false;
+    }
+
+    /// What the guest has done to the drive, for a send.
+    pub fn state(&self) -> UnitState {
+        UnitState {
+            blocks: self.blocks,
+            tray_open: self.tray_open,
+            prevent_removal: self.prevent_removal,
+            media_event: self.media_event,
+        }
+    }
+
+    /// Takes over a sent drive's state; its image must have the capacity
+    /// the guest knew.
+    pub fn restore(&mut self, state: &UnitState) -> Result<(), String> {
+        if state.blocks != self.blocks {
+            return Err(format!(
+                "the guest knew a cd of {} blocks, the image has {}",
+                state.blocks, self.blocks
+            ));
+        }
+        self.tray_open = state.tray_open;
+        self.prevent_removal = state.prevent_removal;
+        self.media_event = state.media_event;
+        Ok(())
     }
 
     /// The disc the guest can read, if the tray is closed on a non-empty

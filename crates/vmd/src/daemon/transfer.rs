@@ -1,0 +1,246 @@
+//! `vmctl send` and `vmctl receive` on the daemon's side (vmd.md §12,
+//! docs/send-stream.md).
+//!
+//! Send: the VM process gets vmctl's descriptor and writes the stream to
+//! it itself; vmd only relays the outcome. When the stream is complete the
+//! process ends, and vmd answers vmctl once the VM is cleaned up (removed,
+//! or stopped if configured) so that its disks are free for a receiver.
+//!
+//! Receive: a thread reads the stream's header and checks all of it,
+//! against this host's KVM too, before anything is created; then the VM is
+//! registered under its new name and id like an ad-hoc `vmctl start`,
+//! with its disks opened at the recorded paths and a new tty, and its
+//! process restores the rest of the stream instead of booting.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use conf::model::{Interface, MacAddr, Tap};
+use proto::ErrorCode;
+use proto::control::{Response, VmRef, state};
+use proto::names::validate_vm_name;
+use proto::vmchannel::{NicDescription, ToVm, VmDescription};
+use vmm::snapshot::{Header, StreamError};
+
+use super::Daemon;
+use crate::control::Client;
+use crate::events::Event;
+use crate::registry::{MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, VmParams, VmRecord};
+
+/// Largest guest vmctl accepts (vmctl.md, "memory size too large").
+const MAX_MEMORY: u64 = 128 << 30;
+
+/// A received stream whose header checked out, waiting for its VM.
+pub struct Incoming {
+    /// The preamble and header as read.
+    pub header_bytes: Vec<u8>,
+    /// The rest of the stream.
+    pub stream: OwnedFd,
+}
+
+/// What a VM is made of, as the stream tells the receiving vmd.
+pub fn describe(params: &VmParams) -> VmDescription {
+    VmDescription {
+        memory: params.memory,
+        vcpus: params.vcpus,
+        disks: params.disks.clone(),
+        cdrom: params.cdrom.clone(),
+        nics: params
+            .nics
+            .iter()
+            .map(|nic| NicDescription {
+                mac: nic.mac,
+                local: nic.iface.local,
+                switch: nic.iface.switch.clone(),
+                group: nic.iface.group.clone(),
+                locked: nic.iface.locked,
+                rdomain: nic.iface.rdomain,
+                up: nic.iface.up,
+            })
+            .collect(),
+    }
+}
+
+/// The parameters of a received VM: its description, with new taps; it
+/// boots the default firmware should the guest ever reset.
+fn params_of(description: &VmDescription) -> Result<VmParams, ErrorCode> {
+    let d = description;
+    if d.vcpus > MAX_VCPUS
+        || d.disks.len() > MAX_DISKS
+        || d.nics.len() > MAX_NICS
+        || d.memory > MAX_MEMORY
+    {
+        return Err(ErrorCode::EINVAL);
+    }
+    Ok(VmParams {
+        memory: d.memory,
+        vcpus: d.vcpus,
+        boot: None,
+        cmdline: None,
+        initrd: None,
+        disks: d.disks.clone(),
+        cdrom: d.cdrom.clone(),
+        nics: d
+            .nics
+            .iter()
+            .map(|nic| NicParams {
+                iface: Interface {
+                    tap: Tap::NextFree,
+                    local: nic.local,
+                    switch: nic.switch.clone(),
+                    group: nic.group.clone(),
+                    lladdr: Some(MacAddr(nic.mac)),
+                    locked: nic.locked,
+                    rdomain: nic.rdomain,
+                    up: nic.up,
+                },
+                mac: nic.mac,
+            })
+            .collect(),
+        boot_device: None,
+    })
+}
+
+impl Daemon {
+    /// `Request::Send`: hands vmctl's descriptor to the VM's process.
+    pub(super) fn send(&mut self, client: &Arc<Client>, target: &VmRef, fds: Vec<OwnedFd>) {
+        let refuse = |code| {
+            client.send(&Response::SendStarted(Err(code)));
+        };
+        let Some(stream) = fds.into_iter().next() else {
+            return refuse(ErrorCode::EINVAL);
+        };
+        let Some(index) = self.registry.find(target) else {
+            return refuse(ErrorCode::ENOENT);
+        };
+        let vm = &mut self.registry.vms[index];
+        let description = describe(&vm.params);
+        let stopping = vm.flags & state::SHUTDOWN != 0;
+        let Some(run) = vm.run.as_mut() else {
+            return refuse(ErrorCode::EINVAL);
+        };
+        if run.sender.is_some() || stopping {
+            return refuse(ErrorCode::EBUSY);
+        }
+        let message = ToVm::Send(Box::new(description));
+        if !run.process.send_with_fds(&message, &[stream.as_raw_fd()]) {
+            return refuse(ErrorCode::EIO);
+        }
+        // Only the VM process holds the descriptor now: its end of the
+        // stream is vmctl's end of file.
+        drop(stream);
+        run.sender = Some(client.clone());
+        tracing::info!("{}: sending vm {}", vm.name, vm.id);
+        client.send(&Response::SendStarted(Ok(vm.id)));
+    }
+
+    /// The VM process's answer to a send.
+    pub(super) fn sent(&mut self, index: usize, result: Result<(), ErrorCode>) {
+        let vm = &mut self.registry.vms[index];
+        let Some(run) = vm.run.as_mut() else { return };
+        match result {
+            // vmctl hears of it once the process has ended.
+            Ok(()) => run.sent = true,
+            Err(code) => {
+                tracing::warn!("{}: sending vm {} failed: {code}", vm.name, vm.id);
+                if let Some(sender) = run.sender.take() {
+                    sender.send(&Response::SendDone(Err(code)));
+                }
+            }
+        }
+    }
+
+    /// `Request::Receive`: reads and checks the stream's header on a
+    /// thread of its own (the sender may be slow to start) and comes back
+    /// with [`Event::Received`].
+    pub(super) fn receive(&mut self, client: &Arc<Client>, name: String, fds: Vec<OwnedFd>) {
+        let refuse = |code| {
+            client.send(&Response::Start(Err(code)));
+        };
+        let Some(stream) = fds.into_iter().next() else {
+            return refuse(ErrorCode::EINVAL);
+        };
+        if validate_vm_name(&name).is_err() {
+            return refuse(ErrorCode::EINVAL);
+        }
+        if self.registry.find(&VmRef::Name(name.clone())).is_some() {
+            return refuse(ErrorCode::EALREADY);
+        }
+        let kvm = match self.kvm.try_clone() {
+            Ok(kvm) => kvm,
+            Err(e) => return refuse(ErrorCode::from_io(&e)),
+        };
+        let events = self.events.clone();
+        let client = client.clone();
+        let spawned = std::thread::Builder::new()
+            .name("receive".into())
+            .spawn(move || {
+                let mut input = File::from(stream);
+                let result = vmm::snapshot::read_header(&mut input, &kvm).map(|(bytes, header)| {
+                    (
+                        header,
+                        Incoming {
+                            header_bytes: bytes,
+                            stream: OwnedFd::from(input),
+                        },
+                    )
+                });
+                let _ = events.send(Event::Received {
+                    client,
+                    name,
+                    result,
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a receive: {e}");
+        }
+    }
+
+    /// A received stream's header was read: registers and launches the VM,
+    /// or tells vmctl why not.
+    pub(super) fn received(
+        &mut self,
+        client: &Arc<Client>,
+        name: String,
+        result: Result<(Header, Incoming), StreamError>,
+    ) {
+        let (header, incoming) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!("receive {name}: {e}");
+                client.send(&Response::Start(Err(e.code())));
+                return;
+            }
+        };
+        let params = match params_of(&header.description) {
+            Ok(params) => params,
+            Err(code) => {
+                tracing::warn!("receive {name}: the stream's vm exceeds this host's limits");
+                client.send(&Response::Start(Err(code)));
+                return;
+            }
+        };
+        if self.registry.find(&VmRef::Name(name.clone())).is_some() {
+            client.send(&Response::Start(Err(ErrorCode::EALREADY)));
+            return;
+        }
+        tracing::info!("receiving vm {} as {name}", header.name);
+        let owner = Owner {
+            uid: client.uid,
+            gid: None,
+        };
+        let Some(id) = self.registry.assign_id(&name, client.uid) else {
+            client.send(&Response::Start(Err(ErrorCode::ENOMEM)));
+            return;
+        };
+        let mut vm = VmRecord::new(id, name, params, owner, false);
+        vm.flags |= state::RECEIVED;
+        vm.incoming = Some(incoming);
+        self.registry.vms.push(vm);
+        let index = self.registry.vms.len() - 1;
+        if let Err(code) = self.launch(index, client.uid, Some(client.clone())) {
+            client.send(&Response::Start(Err(code)));
+        }
+    }
+}
