@@ -121,50 +121,55 @@ pub fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSl
     Some(out)
 }
 
-/// Copies bytes `[offset, offset + buf.len())` of the buffers behind
-/// `slices` (from [`host_slices`]) into `buf`; false if they are shorter.
-/// The fast path for the few header bytes a device reads per request.
-pub fn copy_from_slices(slices: &HostSlices, mut offset: usize, buf: &mut [u8]) -> bool {
+/// Calls `copy(host, done, n)` for each piece of bytes `[offset, offset +
+/// len)` of the buffers behind `slices`: `n` bytes at host address `host`,
+/// which are bytes `done..done + n` of the range. False if the buffers are
+/// shorter than the range.
+fn for_each_piece(
+    slices: &HostSlices,
+    mut offset: usize,
+    len: usize,
+    mut copy: impl FnMut(*mut u8, usize, usize),
+) -> bool {
     let mut done = 0;
-    for &(ptr, len) in slices {
-        if done == buf.len() {
+    for &(ptr, slice_len) in slices {
+        if done == len {
             break;
         }
-        if offset >= len {
-            offset -= len;
+        if offset >= slice_len {
+            offset -= slice_len;
             continue;
         }
-        let n = (len - offset).min(buf.len() - done);
-        // SAFETY: `ptr..ptr + len` is mapped guest memory (host_slices
-        // checked it); the guest may change it meanwhile, which only
-        // changes the bytes copied.
-        unsafe { std::ptr::copy_nonoverlapping(ptr.add(offset), buf[done..].as_mut_ptr(), n) };
+        let n = (slice_len - offset).min(len - done);
+        // SAFETY: `offset < slice_len`, so the address is inside the slice.
+        copy(unsafe { ptr.add(offset) }, done, n);
         done += n;
         offset = 0;
     }
-    done == buf.len()
+    done == len
+}
+
+/// Copies bytes `[offset, offset + buf.len())` of the buffers behind
+/// `slices` (from [`host_slices`]) into `buf`; false if they are shorter.
+/// The fast path for the few header bytes a device reads per request.
+pub fn copy_from_slices(slices: &HostSlices, offset: usize, buf: &mut [u8]) -> bool {
+    let len = buf.len();
+    for_each_piece(slices, offset, len, |host, done, n| {
+        // SAFETY: `host..host + n` is mapped guest memory (host_slices
+        // checked it) and `done + n <= buf.len()`; the guest may change the
+        // memory meanwhile, which only changes the bytes copied.
+        unsafe { std::ptr::copy_nonoverlapping(host, buf[done..].as_mut_ptr(), n) }
+    })
 }
 
 /// Copies `bytes` into the buffers behind `slices` from byte `offset` on;
 /// false if they are shorter.
-pub fn copy_to_slices(slices: &HostSlices, mut offset: usize, bytes: &[u8]) -> bool {
-    let mut done = 0;
-    for &(ptr, len) in slices {
-        if done == bytes.len() {
-            break;
-        }
-        if offset >= len {
-            offset -= len;
-            continue;
-        }
-        let n = (len - offset).min(bytes.len() - done);
+pub fn copy_to_slices(slices: &HostSlices, offset: usize, bytes: &[u8]) -> bool {
+    for_each_piece(slices, offset, bytes.len(), |host, done, n| {
         // SAFETY: as in `copy_from_slices`; the device owns these buffers
         // until it hands them back.
-        unsafe { std::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), ptr.add(offset), n) };
-        done += n;
-        offset = 0;
-    }
-    done == bytes.len()
+        unsafe { std::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host, n) }
+    })
 }
 
 /// Fills the guest buffers `data` from the backend, starting at byte
