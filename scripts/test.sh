@@ -12,5 +12,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast "$@"
-# Short fixed-time runs of the disk crate's fuzz targets.
+# Short fixed-time runs of every crate's fuzz targets.
 ./scripts/fuzz-smoke.sh
