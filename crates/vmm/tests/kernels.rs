@@ -519,3 +519,44 @@ fn kernel_limits_are_refused_with_their_codes() {
     .launch_error();
     assert_eq!(firmware_with_args.code, ErrorCode::KERNEL_ARGS_UNSUPPORTED);
 }
+
+#[test]
+fn the_pm_timer_never_runs_backwards() {
+    // 20000 reads in a row, each no smaller than the one before; a read
+    // whose bytes came from either side of a carry (0x28ff, 0x2900 read
+    // as 0x29ff) runs back at the next.
+    let (out, _) = Guest::new(firmware(&format!(
+        r#"
+{PRINT_HEX32_16}main:
+    mov dx, 0x608
+    in eax, dx
+    mov edi, eax
+    mov ecx, 20000
+.poll:
+    in eax, dx
+    mov ebx, eax
+    sub eax, edi
+    cmp eax, 0x40000000
+    ja .bad
+    mov edi, ebx
+    dec ecx
+    jnz .poll
+    PRINT good
+    DONE
+.bad:
+    PRINT bad
+    mov eax, edi
+    call print_hex32
+    mov al, ' '
+    mov dx, 0x3f8
+    out dx, al
+    mov eax, ebx
+    call print_hex32
+    DONE
+good: db "monotonic", 13, 10, 0
+bad: db "backwards ", 0
+"#,
+    )))
+    .run();
+    assert!(out.contains("monotonic"), "{out}");
+}

@@ -171,9 +171,23 @@ fn locate(offset: u64) -> Option<(u64, u64)> {
 
 impl BusDevice for Pm1 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // Each register is read once per access: the timer moves while
+        // its bytes are gathered, and a byte taken from each side of a
+        // carry would make time jump (0x28ff, 0x2900 read as 0x29ff).
+        let mut read: Option<(u64, u32)> = None;
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = match locate(offset + i as u64) {
-                Some((register, at)) => (self.register(register) >> (8 * at)) as u8,
+                Some((register, at)) => {
+                    let value = match read {
+                        Some((r, value)) if r == register => value,
+                        _ => {
+                            let value = self.register(register);
+                            read = Some((register, value));
+                            value
+                        }
+                    };
+                    (value >> (8 * at)) as u8
+                }
                 None => 0xff,
             };
         }
