@@ -17,7 +17,9 @@ use std::io::{IoSlice, IoSliceMut};
 
 use disk::BlockBackend;
 use smallvec::SmallVec;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
+};
 
 use super::queue::{Segment, Segments};
 use crate::memory::GuestMemoryMmap;
@@ -112,13 +114,34 @@ pub type HostSlices = SmallVec<[(*mut u8, usize); 4]>;
 /// two memory regions becomes two slices.
 pub fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSlices> {
     let mut out = HostSlices::new();
+    host_slices_into(mem, segments, &mut out).then_some(out)
+}
+
+/// [`host_slices`], appended to `out`; false if a buffer is not guest
+/// memory (then `out` holds part of the views and means nothing).
+pub fn host_slices_into(mem: &GuestMemoryMmap, segments: &[Segment], out: &mut HostSlices) -> bool {
     for s in segments {
+        if s.len == 0 {
+            continue;
+        }
+        // A buffer inside one region, nearly always: one region lookup.
+        if let Some(region) = mem.find_region(s.addr) {
+            // `find_region` found the address inside the region.
+            let offset = s.addr.unchecked_offset_from(region.start_addr());
+            if u64::from(s.len) <= region.len() - offset {
+                let Ok(ptr) = region.get_host_address(MemoryRegionAddress(offset)) else {
+                    return false;
+                };
+                out.push((ptr, s.len as usize));
+                continue;
+            }
+        }
         for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
-            let slice = slice.ok()?;
+            let Ok(slice) = slice else { return false };
             out.push((slice.ptr_guard_mut().as_ptr(), slice.len()));
         }
     }
-    Some(out)
+    true
 }
 
 /// Calls `copy(host, done, n)` for each piece of bytes `[offset, offset +

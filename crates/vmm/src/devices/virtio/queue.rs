@@ -13,7 +13,7 @@ use std::num::Wrapping;
 
 use smallvec::SmallVec;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -31,7 +31,7 @@ pub type Segments = SmallVec<[Segment; 4]>;
 
 /// A well-formed descriptor chain: device-readable buffers, then
 /// device-writable ones, all inside guest memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Chain {
     pub head: u16,
     pub readable: Segments,
@@ -87,13 +87,23 @@ pub fn read_chain(
     chain: DescriptorChain<&GuestMemoryMmap>,
     max_descriptors: usize,
 ) -> Result<Chain, ChainError> {
-    let head = chain.head_index();
+    let mut out = Chain::default();
+    read_chain_into(chain, max_descriptors, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_chain`] into `out`, whose storage is reused: for devices that
+/// take a chain per frame, so a chain is not moved about by value. After
+/// an error `out` holds part of the chain and means nothing.
+pub fn read_chain_into(
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    max_descriptors: usize,
+    out: &mut Chain,
+) -> Result<(), ChainError> {
+    out.head = chain.head_index();
+    out.readable.clear();
+    out.writable.clear();
     let mem = chain.memory();
-    let mut out = Chain {
-        head,
-        readable: Segments::new(),
-        writable: Segments::new(),
-    };
     let mut count = 0usize;
     let mut ended = false;
     for desc in chain.clone() {
@@ -105,7 +115,7 @@ pub fn read_chain(
             addr: desc.addr(),
             len: desc.len(),
         };
-        if !GuestMemoryBackend::check_range(mem, segment.addr, segment.len as usize) {
+        if !in_memory(mem, segment.addr, segment.len as usize) {
             return Err(ChainError::OutsideMemory {
                 addr: segment.addr.0,
                 len: segment.len,
@@ -123,7 +133,24 @@ pub fn read_chain(
     if !ended {
         return Err(ChainError::Broken);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Whether `[addr, addr + len)` is guest memory, as
+/// `GuestMemoryBackend::check_range` says, but with a single region
+/// lookup for a range inside one region (nearly every buffer); a range
+/// that is not (across regions, or not memory at all) gets the general
+/// check.
+pub fn in_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool {
+    if let Some(region) = mem.find_region(addr) {
+        // `find_region` found `addr` inside the region: the offset is
+        // less than the region's length.
+        let offset = addr.unchecked_offset_from(region.start_addr());
+        if len as u64 <= region.len() - offset {
+            return true;
+        }
+    }
+    GuestMemoryBackend::check_range(mem, addr, len)
 }
 
 /// What [`serve_requests`] did.

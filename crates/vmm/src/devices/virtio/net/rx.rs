@@ -15,9 +15,11 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
-use super::handler::{NetHandler, NetStats};
-use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, copy_to_slices, host_slices};
-use crate::devices::virtio::queue::{Segments, read_chain};
+use super::handler::{NetHandler, NetStats, Tally};
+use crate::devices::virtio::buffers::{
+    HostSlices, copy_from_slices, copy_to_slices, host_slices_into,
+};
+use crate::devices::virtio::queue::{Chain, read_chain_into};
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
@@ -47,13 +49,16 @@ pub fn process(
     interrupt: &dyn Interrupt,
     budget: usize,
 ) -> Result<bool, DeviceBroken> {
-    let mut delivered = 0usize;
+    let mut delivered = Tally::default();
+    // Host views of the held buffers, rebuilt for every frame in the
+    // same storage.
+    let mut slices = HostSlices::new();
     let result = (|| {
         queue
             .disable_notification(mem)
             .map_err(|e| broken(e.to_string()))?;
         loop {
-            if delivered >= budget {
+            if delivered.frames() >= budget {
                 return Ok(true);
             }
             if !take_buffers(h, queue, mem)? {
@@ -66,9 +71,9 @@ pub fn process(
                     return Ok(false);
                 }
             }
-            let Some(slices) = host_slices(mem, &held_segments(h)) else {
+            if !held_slices(h, mem, &mut slices) {
                 return Err(broken("buffer outside guest memory".into()));
-            };
+            }
             let next = match h.replies.pop_front() {
                 Some(reply) => place_copy(h, &slices, &reply),
                 None => read_tap(h, &slices),
@@ -76,7 +81,7 @@ pub fn process(
             match next {
                 Next::Placed(len) => {
                     if complete(h, queue, mem, &slices, len)? {
-                        delivered += 1;
+                        delivered.count(len - HEADER_LEN);
                     }
                 }
                 Next::Dropped => {}
@@ -84,7 +89,8 @@ pub fn process(
             }
         }
     })();
-    if delivered > 0 && queue.needs_notification(mem).unwrap_or(true) {
+    delivered.add_to(&h.stats.rx_frames, &h.stats.rx_bytes);
+    if delivered.frames() > 0 && queue.needs_notification(mem).unwrap_or(true) {
         interrupt.signal_queue(RX as u16);
     }
     result
@@ -122,35 +128,40 @@ fn take_buffers(
         }
     };
     while !enough(h) {
-        let chain = {
-            let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
-            match iter.next() {
-                Some(chain) => chain,
-                None => break,
-            }
+        let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
+        let Some(chain) = iter.next() else { break };
+        // Read in place at the back of the held buffers, and taken back
+        // off unless it is a proper receive buffer.
+        h.rx_buffers.push_back(Chain::default());
+        let held = h.rx_buffers.back_mut().expect("just pushed");
+        let checked = match read_chain_into(chain, MAX_DESCRIPTORS, held) {
+            Err(e) => Err(broken(e.to_string())),
+            Ok(()) if !held.readable.is_empty() || held.writable_len() == 0 => Err(broken(
+                format!("buffer {} is not a writable buffer", held.head),
+            )),
+            Ok(()) => Ok(held.writable_len() as usize),
         };
-        let chain = read_chain(chain, MAX_DESCRIPTORS).map_err(|e| broken(e.to_string()))?;
-        if !chain.readable.is_empty() || chain.writable_len() == 0 {
-            return Err(broken(format!(
-                "buffer {} is not a writable buffer",
-                chain.head
-            )));
+        match checked {
+            Ok(len) => h.rx_held += len,
+            Err(e) => {
+                h.rx_buffers.pop_back();
+                return Err(e);
+            }
         }
-        h.rx_held += chain.writable_len() as usize;
-        h.rx_buffers.push_back(chain);
     }
     Ok(enough(h))
 }
 
-/// The held buffers as one stream: all of them with mergeable buffers,
-/// else the first.
-fn held_segments(h: &NetHandler) -> Segments {
+/// Host views of the held buffers as one stream, into `out`: all of
+/// them with mergeable buffers, else the first. False if one is not
+/// guest memory.
+fn held_slices(h: &NetHandler, mem: &GuestMemoryMmap, out: &mut HostSlices) -> bool {
+    out.clear();
     let take = if h.mergeable { h.rx_buffers.len() } else { 1 };
     h.rx_buffers
         .iter()
         .take(take)
-        .flat_map(|c| c.writable.iter().copied())
-        .collect()
+        .all(|c| host_slices_into(mem, &c.writable, out))
 }
 
 /// One read from the tap into the held buffers.
@@ -266,7 +277,5 @@ fn complete(
             .add_used(mem, chain.head, written as u32)
             .map_err(|e| broken(e.to_string()))?;
     }
-    NetStats::add(&h.stats.rx_frames, 1);
-    NetStats::add(&h.stats.rx_bytes, (len - HEADER_LEN) as u64);
     Ok(true)
 }

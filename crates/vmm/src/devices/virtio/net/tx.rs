@@ -10,9 +10,9 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
 use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
-use super::handler::{NetHandler, NetStats};
+use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, host_slices};
-use crate::devices::virtio::queue::{Chain, read_chain};
+use crate::devices::virtio::queue::{Chain, read_chain_into};
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
@@ -40,7 +40,10 @@ pub fn process(
 ) -> Result<bool, DeviceBroken> {
     let broken = |what: String| DeviceBroken(format!("transmit queue: {what}"));
     let mut served = 0usize;
-    let mut batch: Vec<Chain> = Vec::with_capacity(BATCH);
+    let mut sent = Tally::default();
+    // Out of the handler for the pass, so that `send` may have the
+    // handler while a chain of the batch is borrowed.
+    let mut batch = std::mem::take(&mut h.tx_batch);
     let result = (|| loop {
         queue
             .disable_notification(mem)
@@ -49,21 +52,25 @@ pub fn process(
             if served >= budget {
                 return Ok(true);
             }
-            batch.clear();
+            // The chains are read into the batch's slots in place.
+            let mut taken = 0usize;
             {
                 let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
-                while batch.len() < BATCH.min(budget - served) {
+                while taken < BATCH.min(budget - served) {
                     let Some(chain) = iter.next() else { break };
-                    batch.push(
-                        read_chain(chain, MAX_DESCRIPTORS).map_err(|e| broken(e.to_string()))?,
-                    );
+                    if batch.len() == taken {
+                        batch.push(Chain::default());
+                    }
+                    read_chain_into(chain, MAX_DESCRIPTORS, &mut batch[taken])
+                        .map_err(|e| broken(e.to_string()))?;
+                    taken += 1;
                 }
             }
-            if batch.is_empty() {
+            if taken == 0 {
                 break;
             }
-            for (i, chain) in batch.iter().enumerate() {
-                match send(h, mem, chain) {
+            for (i, chain) in batch[..taken].iter().enumerate() {
+                match send(h, mem, chain, &mut sent) {
                     Sent::Done => {
                         queue
                             .add_used(mem, chain.head, 0)
@@ -72,7 +79,7 @@ pub fn process(
                     }
                     Sent::Blocked => {
                         // This chain and the ones after it go back.
-                        let back = (batch.len() - i) as u16;
+                        let back = (taken - i) as u16;
                         queue.set_next_avail(queue.next_avail().wrapping_sub(back));
                         // The tap's writability (an edge in the I/O
                         // thread's epoll) brings us back.
@@ -88,6 +95,8 @@ pub fn process(
             return Ok(false);
         }
     })();
+    h.tx_batch = batch;
+    sent.add_to(&h.stats.tx_frames, &h.stats.tx_bytes);
     if served > 0 && queue.needs_notification(mem).unwrap_or(true) {
         interrupt.signal_queue(TX as u16);
     }
@@ -95,7 +104,7 @@ pub fn process(
 }
 
 /// One frame: inspected, then sent, answered or dropped.
-fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain) -> Sent {
+fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain, sent: &mut Tally) -> Sent {
     let total = chain.readable_len() as usize;
     let mut header = [0u8; HEADER_LEN];
     let slices = match host_slices(mem, &chain.readable) {
@@ -121,7 +130,7 @@ fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain) -> Sent {
         }
     }
     match frame::inspect_tx(&header, frame_len, seen, &h.tx_policy) {
-        TxVerdict::Send => write_to_tap(h, &slices, frame_len),
+        TxVerdict::Send => write_to_tap(h, &slices, frame_len, sent),
         TxVerdict::Reply(reply) => {
             h.push_reply(reply);
             Sent::Done
@@ -143,7 +152,12 @@ fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
     }
 }
 
-fn write_to_tap(h: &mut NetHandler, slices: &HostSlices, frame_len: usize) -> Sent {
+fn write_to_tap(
+    h: &mut NetHandler,
+    slices: &HostSlices,
+    frame_len: usize,
+    sent: &mut Tally,
+) -> Sent {
     h.iovecs.clear();
     h.iovecs
         .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
@@ -165,7 +179,6 @@ fn write_to_tap(h: &mut NetHandler, slices: &HostSlices, frame_len: usize) -> Se
         h.dropped("transmitted", err);
         return Sent::Done;
     }
-    NetStats::add(&h.stats.tx_frames, 1);
-    NetStats::add(&h.stats.tx_bytes, frame_len as u64);
+    sent.count(frame_len);
     Sent::Done
 }
