@@ -125,7 +125,7 @@ fn proto_channel_fd() -> RawFd {
 }
 
 fn read_vm(channel: Channel, run: u64, events: Sender<Event>) {
-    loop {
+    let malformed = loop {
         match channel.recv::<FromVm>() {
             Ok(Some(received)) => {
                 let event = Event::FromVm {
@@ -137,22 +137,13 @@ fn read_vm(channel: Channel, run: u64, events: Sender<Event>) {
                     return;
                 }
             }
-            Ok(None) => {
-                let _ = events.send(Event::VmChannelClosed {
-                    run,
-                    malformed: None,
-                });
-                return;
-            }
-            Err(e) => {
-                let _ = events.send(Event::VmChannelClosed {
-                    run,
-                    malformed: Some(e.to_string()),
-                });
-                return;
-            }
+            // What frame::recv calls a packet that is not a message.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => break Some(e.to_string()),
+            // The end of the channel, or of the process behind it.
+            Ok(None) | Err(_) => break None,
         }
-    }
+    };
+    let _ = events.send(Event::VmChannelClosed { run, malformed });
 }
 
 /// The descriptors of a launch, in the order [`VmLaunch::fds`] names them.
