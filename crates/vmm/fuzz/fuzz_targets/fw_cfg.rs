@@ -17,6 +17,9 @@
 
 #![no_main]
 
+#[path = "common/width.rs"]
+mod width;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,6 +29,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm::bus::{Bus, shared};
 use vmm::devices::fw_cfg::{self, FILE_DIR, FILE_FIRST, FwCfg, FwCfgDma, FwCfgError, FwCfgPorts};
 use vmm::memory::{GuestMemoryMmap, Layout, MIB};
+use width::Width;
 
 /// Guest RAM: two regions with a one-page hole between them.
 const REGIONS: [(u64, u64); 2] = [(0, 0xc_0000), (0xc_1000, 0x10_0000)];
@@ -127,23 +131,6 @@ enum Selector {
     /// One of the items that exist.
     Known(u8),
     Raw(u16),
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Width {
-    One,
-    Two,
-    Four,
-}
-
-impl Width {
-    fn bytes(self) -> usize {
-        match self {
-            Width::One => 1,
-            Width::Two => 2,
-            Width::Four => 4,
-        }
-    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]

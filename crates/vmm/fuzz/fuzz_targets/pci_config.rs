@@ -24,6 +24,9 @@
 
 #![no_main]
 
+#[path = "common/width.rs"]
+mod width;
+
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +48,7 @@ use vmm::irq_routing::GsiRouter;
 use vmm::lifecycle::Lifecycle;
 use vmm::memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+use width::Width;
 
 const MEM: usize = 1 << 20;
 const DISK: u64 = 64 << 10;
@@ -176,23 +180,6 @@ fn rig(rom: Vec<u8>) -> Rig {
         mmio,
         resets,
         _lifecycle: (lifecycle, rx),
-    }
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Width {
-    One,
-    Two,
-    Four,
-}
-
-impl Width {
-    fn bytes(self) -> usize {
-        match self {
-            Width::One => 1,
-            Width::Two => 2,
-            Width::Four => 4,
-        }
     }
 }
 
