@@ -8,8 +8,10 @@
 //!
 //! The lock belongs to the open file description, so it travels with the
 //! descriptor to the VM process and ends when the last descriptor closes.
-//! It is therefore never released explicitly: an unlock in the daemon
-//! after handing the descriptor over would unlock the VM's image too.
+//! The daemon therefore never releases it: an unlock there after handing
+//! the descriptor over would unlock the VM's image too. Only the VM
+//! process lets go early ([`HeldLocks`]), when its VM has been sent away
+//! and the receiver may take the images before this process has ended.
 
 use std::fs::File;
 use std::io;
@@ -40,6 +42,33 @@ pub fn lock_image(file: &File, mode: LockMode) -> io::Result<()> {
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
+        }
+    }
+}
+
+/// Descriptors sharing the open file descriptions of images this process
+/// holds locked, so that it can release the locks while the images' own
+/// descriptors are still in use elsewhere (a device's backend).
+#[derive(Debug, Default)]
+pub struct HeldLocks(Vec<File>);
+
+impl HeldLocks {
+    /// Keeps a way to release `file`'s lock.
+    pub fn keep(&mut self, file: &File) -> io::Result<()> {
+        self.0.push(file.try_clone()?);
+        Ok(())
+    }
+
+    /// Releases every lock kept: other processes may lock the images now,
+    /// though this one still has them open.
+    pub fn release(&self) {
+        for file in &self.0 {
+            // SAFETY: flock on a descriptor we own. Unlocking cannot fail
+            // for an open descriptor but by EINTR, and a lock that stays
+            // is released when the process ends anyway.
+            while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) } != 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
         }
     }
 }
@@ -77,5 +106,27 @@ mod tests {
         assert!(lock_image(&open(), LockMode::Exclusive).is_err());
         drop(dup);
         lock_image(&open(), LockMode::Exclusive).unwrap();
+    }
+
+    #[test]
+    fn held_locks_release_while_the_image_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, base) = (dir.path().join("top"), dir.path().join("base"));
+        std::fs::write(&top, b"x").unwrap();
+        std::fs::write(&base, b"x").unwrap();
+        let open = |path: &std::path::Path| File::open(path).unwrap();
+        let held_files = (open(&top), open(&base));
+        lock_image(&held_files.0, LockMode::Exclusive).unwrap();
+        lock_image(&held_files.1, LockMode::Shared).unwrap();
+        let mut held = HeldLocks::default();
+        held.keep(&held_files.0).unwrap();
+        held.keep(&held_files.1).unwrap();
+        assert!(lock_image(&open(&top), LockMode::Shared).is_err());
+        assert!(lock_image(&open(&base), LockMode::Exclusive).is_err());
+        held.release();
+        // Both descriptors are still open; neither holds a lock.
+        lock_image(&open(&top), LockMode::Exclusive).unwrap();
+        lock_image(&open(&base), LockMode::Exclusive).unwrap();
+        drop(held_files);
     }
 }

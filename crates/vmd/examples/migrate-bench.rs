@@ -347,6 +347,14 @@ fn main() {
         // Alternate so that both see the same machine conditions.
         ours.push(vmd.run(&image, &dir, run));
         theirs.push(run_qemu(&image, &dir));
+        let (o, q) = (&ours[run], &theirs[run]);
+        eprintln!(
+            "  run {run}: send vmd {:.3} s, qemu {:.3} s; receive vmd {:.3} s, qemu {:.3} s",
+            o.send.as_secs_f64(),
+            q.send.as_secs_f64(),
+            o.receive.as_secs_f64(),
+            q.receive.as_secs_f64()
+        );
     }
     drop(vmd);
     let _ = std::fs::remove_dir_all(&dir);

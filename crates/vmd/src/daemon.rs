@@ -1108,7 +1108,7 @@ impl Daemon {
     /// A VM process exited. Returns false if the VM was removed.
     fn ended(&mut self, index: usize, status: ExitStatus) -> bool {
         let vm = &mut self.registry.vms[index];
-        let mut run = vm.run.take().expect("ended() on a running VM");
+        let run = vm.run.take().expect("ended() on a running VM");
         let requested_stop = vm.flags & state::SHUTDOWN != 0;
         let rebooted = status.code() == Some(EXIT_REBOOT) && !requested_stop;
         match (status.code(), status.signal()) {
@@ -1134,20 +1134,49 @@ impl Daemon {
             }
             _ => {}
         }
-        // A completed send is confirmed once the VM is cleaned up, so
-        // that its disks are free for the receiver.
+        self.wind_up(index, run, rebooted)
+    }
+
+    /// A VM sent away: its process wrote the whole stream, vmctl has it,
+    /// and the process let go of the disk images. The VM ends here and
+    /// now, as if its process had exited, so that `vmctl send` returns
+    /// without waiting for the process to tear down its guest memory and
+    /// the receiver (this host's, even under the same name) finds the
+    /// name and the disks free. The process is reaped as an orphan.
+    pub(super) fn sent_away(&mut self, index: usize) {
+        let vm = &mut self.registry.vms[index];
+        let Some(mut run) = vm.run.take() else { return };
+        run.sent = true;
+        self.wind_up(index, run, false);
+    }
+
+    /// Everything that follows the end of a run: waiters told, taps
+    /// removed, the console closed, the VM forgotten unless vm.conf
+    /// defines it, or started again for a reboot. Returns false if the VM
+    /// was removed.
+    fn wind_up(&mut self, index: usize, mut run: Running, rebooted: bool) -> bool {
+        let vm = &mut self.registry.vms[index];
         let sender = run.sender.take().map(|client| (client, run.sent));
-        let rebooted = rebooted && !run.sent;
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
         run.taps.remove();
         let console = run.console.take();
         let console_pending = run.console_pending;
 
-        if rebooted && run.boot_device.is_none() {
+        // The rest of the run (guest memory, descriptors) goes at the end
+        // of this statement, before a reboot's new run is made.
+        let Running {
+            process,
+            user,
+            boot_device,
+            ..
+        } = { run };
+        // Reaped there, unless it was already (a VM sent away ends before
+        // its process has).
+        self.orphans.push(process);
+        if rebooted && boot_device.is_none() {
+            let vm = &self.registry.vms[index];
             tracing::info!("{}: vm {} is rebooting", vm.name, vm.id);
-            let user = run.user;
-            drop(run);
             match self.try_launch(index, user, None) {
                 Ok(()) => {
                     // The same pty carries on; the console client stays. One

@@ -80,7 +80,8 @@ pub struct Running {
     pub channel_closed: bool,
     /// The `vmctl send` client, while a send is under way.
     pub sender: Option<Arc<Client>>,
-    /// The VM process wrote the whole stream; it ends next.
+    /// The VM was sent away: its process wrote the whole stream and
+    /// vmctl confirmed it.
     pub sent: bool,
     /// Its taps, removed when this run is dropped.
     pub taps: crate::network::VmTaps,

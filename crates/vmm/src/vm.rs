@@ -5,6 +5,7 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use disk::lock::HeldLocks;
 use kvm_bindings::{CpuId, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use proto::ErrorCode;
@@ -202,6 +203,9 @@ pub struct Vm {
     disk_sizes: Vec<u64>,
     /// Size of the CD-ROM's image.
     cdrom_size: Option<u64>,
+    /// The locks vmd took on the disk and CD images, released once the
+    /// VM has been sent away.
+    image_locks: HeldLocks,
     kvm: Kvm,
 }
 
@@ -290,6 +294,7 @@ impl Assembly {
         vcpus: Vec<(SharedVcpu, CpuId)>,
         pty: (File, File),
         lifecycle: Arc<Lifecycle>,
+        image_locks: HeldLocks,
     ) -> Vm {
         let (vcpus, cpuids) = vcpus.into_iter().unzip();
         Vm {
@@ -312,6 +317,7 @@ impl Assembly {
             saved_devices: self.saved_devices,
             disk_sizes: self.disk_sizes,
             cdrom_size: self.cdrom_size,
+            image_locks,
             kvm: self.kvm,
         }
     }
@@ -340,9 +346,13 @@ impl Vm {
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Vm, LaunchError> {
         let boot = prepare_boot(launch, &files)?;
-        let disks = open_disks(&launch.disks, files.disks)?;
+        let mut locks = HeldLocks::default();
+        let disks = open_disks(&launch.disks, files.disks, &mut locks)?;
         let nics = open_nics(launch, files.nics)?;
-        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
+        let cdrom = files
+            .cdrom
+            .map(|file| open_cdrom(file, &mut locks))
+            .transpose()?;
         let layout = Layout::with_bios_size(launch.memory, boot.firmware_size());
         let parts = Assembly::new(launch, (disks, nics, cdrom), files.kvm, layout, &lifecycle)?;
         let vcpu_count = launch.vcpus.max(1);
@@ -372,6 +382,7 @@ impl Vm {
             vcpus,
             (files.pty_master, files.pty_slave),
             lifecycle,
+            locks,
         ))
     }
 
@@ -399,9 +410,13 @@ impl Vm {
         .map_err(stream_error)?;
         let header = Header::decode(&payload).map_err(stream_error)?;
         check_description(launch, &header)?;
-        let disks = open_disks(&launch.disks, files.disks)?;
+        let mut locks = HeldLocks::default();
+        let disks = open_disks(&launch.disks, files.disks, &mut locks)?;
         let nics = open_nics(launch, files.nics)?;
-        let cdrom = files.cdrom.map(open_cdrom).transpose()?;
+        let cdrom = files
+            .cdrom
+            .map(|file| open_cdrom(file, &mut locks))
+            .transpose()?;
         let sizes: Vec<u64> = disks.iter().map(|d| d.backend.size()).collect();
         if sizes != header.disk_sizes {
             return Err(stream_error(StreamError::DiskChanged(format!(
@@ -451,6 +466,7 @@ impl Vm {
             vcpus,
             (files.pty_master, files.pty_slave),
             lifecycle,
+            locks,
         );
         restore::apply(&vm.machine(), &received).map_err(stream_error)?;
         pci_root
@@ -503,6 +519,9 @@ impl Vm {
         };
         let sent = save::write_stream(&self.machine(), description, clock, out)?;
         save::await_receipt(out)?;
+        // The VM lives on elsewhere now: its receiver may take the disks
+        // before this process has finished tearing down.
+        self.image_locks.release();
         Ok(sent)
     }
 
@@ -875,9 +894,18 @@ struct OpenDisk {
 }
 
 /// Adopts the images vmd opened (and locked) for each disk.
-fn open_disks(disks: &[LaunchDisk], files: Vec<Vec<File>>) -> Result<Vec<OpenDisk>, LaunchError> {
+fn open_disks(
+    disks: &[LaunchDisk],
+    files: Vec<Vec<File>>,
+    locks: &mut HeldLocks,
+) -> Result<Vec<OpenDisk>, LaunchError> {
     let mut out = Vec::new();
     for (disk, files) in disks.iter().zip(files) {
+        for file in &files {
+            locks
+                .keep(file)
+                .map_err(|e| LaunchError::io(&disk.path, &e))?;
+        }
         let access = if disk.read_only {
             disk::Access::ReadOnly
         } else {
@@ -936,9 +964,10 @@ fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, La
 /// Adopts the ISO image vmd opened read-only: a raw image, whatever it
 /// holds. Its serial number names the file (device and inode), so the
 /// guest tells images apart without learning host paths.
-fn open_cdrom(file: File) -> Result<OpenCdrom, LaunchError> {
+fn open_cdrom(file: File, locks: &mut HeldLocks) -> Result<OpenCdrom, LaunchError> {
     use std::os::unix::fs::MetadataExt;
     let missing = |e: String| LaunchError::new(ErrorCode::CDROM_MISSING, e);
+    locks.keep(&file).map_err(|e| missing(e.to_string()))?;
     let meta = file.metadata().map_err(|e| missing(e.to_string()))?;
     let backend =
         disk::ImageChain::raw_read_only("cdrom", file).map_err(|e| missing(e.to_string()))?;

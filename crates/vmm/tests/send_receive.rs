@@ -292,6 +292,30 @@ fn a_stream_is_refused_when_cut_short_or_damaged() {
     assert!(out.contains("key=78"), "{out}");
 }
 
+#[test]
+fn a_sent_vm_lets_go_of_its_disk_while_its_process_still_exists() {
+    use disk::lock::{LockMode, lock_image};
+    let dir = testkit::tmp::TempDir::new("send");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let first = Guest {
+        disk: Some(disk.clone()),
+        ..Guest::new(stateful_guest())
+    }
+    .start();
+    first.wait_for_output("ready");
+    let other = std::fs::File::open(&disk).unwrap();
+    assert!(
+        lock_image(&other, LockMode::Shared).is_err(),
+        "a running VM holds its disk"
+    );
+    first.send_to(&dir.join("vm.state")).expect("send");
+    // The VM and its disk device still exist; the lock is gone, so a
+    // receiver need not wait for this VM's teardown.
+    lock_image(&other, LockMode::Exclusive).expect("the disk is free after the send");
+    drop(first);
+}
+
 /// Puts the local APIC in x2APIC mode with a 100 Hz periodic timer on
 /// vector 0x40 (PICs masked) and sets the RTC's year to 2001; prints
 /// `ready` after 50 ticks, then sleeps until a key arrives and reports:

@@ -140,8 +140,7 @@ impl Daemon {
         let vm = &mut self.registry.vms[index];
         let Some(run) = vm.run.as_mut() else { return };
         match result {
-            // vmctl hears of it once the process has ended.
-            Ok(()) => run.sent = true,
+            Ok(()) => self.sent_away(index),
             Err(code) => {
                 tracing::warn!("{}: sending vm {} failed: {code}", vm.name, vm.id);
                 if let Some(sender) = run.sender.take() {

@@ -174,6 +174,9 @@ fn control() -> Vec<Allowed> {
         // A send ends its stream for the reader before it waits for the
         // receipt.
         always(libc::SYS_shutdown),
+        // A VM sent away lets go of its disk images' locks before its
+        // process ends, for the receiver.
+        always(libc::SYS_flock),
         always(libc::SYS_epoll_wait),
         always(libc::SYS_epoll_ctl),
         ioctls(&[libc::TCFLSH, libc::TCGETS, libc::TCSETS]),

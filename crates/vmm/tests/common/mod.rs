@@ -26,6 +26,8 @@ pub struct Guest {
     pub initrd: Option<Vec<u8>>,
     /// An ISO image for the CD-ROM.
     pub cdrom: Option<Vec<u8>>,
+    /// A raw disk image, locked as vmd locks a disk it hands a VM.
+    pub disk: Option<std::path::PathBuf>,
 }
 
 impl Guest {
@@ -37,6 +39,7 @@ impl Guest {
             cmdline: None,
             initrd: None,
             cdrom: None,
+            disk: None,
         }
     }
 
@@ -65,7 +68,11 @@ impl Guest {
             pty_master: File::from(pty.master),
             pty_slave: File::from(pty.slave),
             boot_image: Some(write("image", &self.image)),
-            disks: vec![],
+            disks: self
+                .disk
+                .iter()
+                .map(|path| vec![locked_disk(path)])
+                .collect(),
             initrd: self.initrd.as_deref().map(|data| write("initrd", data)),
             firmware: None,
             incoming: None,
@@ -79,7 +86,16 @@ impl Guest {
             vcpus: self.vcpus,
             fds: LaunchFds::default(),
             cmdline: self.cmdline,
-            disks: vec![],
+            disks: self
+                .disk
+                .iter()
+                .map(|path| proto::vmchannel::LaunchDisk {
+                    path: path.display().to_string(),
+                    format: proto::control::DiskFormat::Raw,
+                    fds: vec![0],
+                    read_only: false,
+                })
+                .collect(),
             cdrom: None,
             nics: vec![],
             boot_device: None,
@@ -122,6 +138,18 @@ impl Guest {
             Err(e) => e,
         }
     }
+}
+
+/// `path` opened for reading and writing and locked exclusively, as vmd
+/// opens a disk.
+fn locked_disk(path: &Path) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    disk::lock::lock_image(&file, disk::lock::LockMode::Exclusive).expect("lock the disk");
+    file
 }
 
 /// The description a send of a guest built by [`Guest`] carries.
