@@ -31,7 +31,10 @@ use vmm::devices::virtio::net::driver::{NetDriver, RX_BUFFERS, SLOT};
 use vmm::devices::virtio::net::frame::{HEADER_LEN, Header};
 
 const QUEUE_SIZE: u16 = 256;
-const RUN: Duration = Duration::from_millis(1500);
+const RUN: Duration = Duration::from_millis(600);
+/// Device and limit runs alternate this many times per pattern; medians
+/// are reported, so that a moment of load on the machine moves neither.
+const ROUNDS: usize = 5;
 const RX_BUFFER: u32 = 4096;
 const MAC: [u8; 6] = [0xfe, 0xe1, 0xbb, 0xd1, 0, 1];
 /// Not the tap's MAC: the host stack drops these frames at once, so the
@@ -399,17 +402,35 @@ fn rx_device(p: Pattern) -> Rate {
     }
 }
 
-fn report(what: &str, p: Pattern, device: Rate, limit: Rate) {
-    let (d, l, unit) = if p.gso {
-        (device.gbps(), limit.gbps(), "Gbit/s")
-    } else {
-        (device.pps() / 1e3, limit.pps() / 1e3, "kpps")
-    };
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Runs device and limit in turn [`ROUNDS`] times; prints the medians,
+/// their ratio, and the spread of the rounds' ratios.
+fn compare(what: &str, p: Pattern, device: fn(Pattern) -> Rate, limit: fn(Pattern) -> Rate) {
+    let rate = |r: &Rate| if p.gso { r.gbps() } else { r.pps() / 1e3 };
+    let unit = if p.gso { "Gbit/s" } else { "kpps" };
+    let (mut d, mut l, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pps, mut gbps) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (dr, lr) = (device(p), limit(p));
+        ratios.push(rate(&dr) / rate(&lr));
+        pps.push(dr.pps());
+        gbps.push(dr.gbps());
+        d.push(rate(&dr));
+        l.push(rate(&lr));
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let (d, l) = (median(d), median(l));
     println!(
-        "{what:<3} {:<18} device {d:>9.2} {unit:<6} ({:>8.0} pps, {:>6.2} Gbit/s)  limit {l:>9.2} {unit:<6}  ratio {:.2}",
+        "{what:<3} {:<18} device {d:>9.2} {unit:<6} ({:>8.0} pps, {:>6.2} Gbit/s)  limit {l:>9.2} {unit:<6}  ratio {:.2} (rounds {lo:.2}-{hi:.2})",
         p.name,
-        device.pps(),
-        device.gbps(),
+        median(pps),
+        median(gbps),
         d / l
     );
 }
@@ -425,7 +446,7 @@ fn main() {
         std::process::exit(1);
     }
     println!(
-        "net_bench: {} CPUs, {} ms per run",
+        "net_bench: {} CPUs, {ROUNDS} rounds of {} ms per run, medians",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         RUN.as_millis()
     );
@@ -434,10 +455,10 @@ fn main() {
     let wanted = |what: &str| args.is_empty() || args.iter().any(|a| what.contains(a.as_str()));
     for p in [SMALL, LARGE] {
         if wanted(&format!("tx {}", p.name)) {
-            report("tx", p, tx_device(p), tx_limit(p));
+            compare("tx", p, tx_device, tx_limit);
         }
         if wanted(&format!("rx {}", p.name)) {
-            report("rx", p, rx_device(p), rx_limit(p));
+            compare("rx", p, rx_device, rx_limit);
         }
     }
 }

@@ -185,6 +185,23 @@ pub fn copy_from_slices(slices: &HostSlices, offset: usize, buf: &mut [u8]) -> b
     })
 }
 
+/// Bytes `[offset, offset + N)` of the buffers behind `slices`, or None if
+/// they are shorter: [`copy_from_slices`] for a fixed-size header, which
+/// inside the first buffer (nearly always) is a load of `N` bytes rather
+/// than a call to `memcpy`.
+pub fn read_array<const N: usize>(slices: &HostSlices, offset: usize) -> Option<[u8; N]> {
+    if let Some(&(host, len)) = slices.first()
+        && offset.checked_add(N).is_some_and(|end| end <= len)
+    {
+        // SAFETY: `host..host + len` is mapped guest memory (host_slices
+        // checked it) and `offset + N <= len`; the guest may change the
+        // memory meanwhile, which only changes the bytes read.
+        return Some(unsafe { std::ptr::read_unaligned(host.add(offset).cast::<[u8; N]>()) });
+    }
+    let mut out = [0u8; N];
+    copy_from_slices(slices, offset, &mut out).then_some(out)
+}
+
 /// Copies `bytes` into the buffers behind `slices` from byte `offset` on;
 /// false if they are shorter.
 pub fn copy_to_slices(slices: &HostSlices, offset: usize, bytes: &[u8]) -> bool {

@@ -25,6 +25,7 @@ pub mod pci;
 pub mod queue;
 pub mod rng;
 pub mod scsi;
+pub mod used;
 pub mod worker;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

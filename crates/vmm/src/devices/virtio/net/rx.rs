@@ -20,8 +20,13 @@ use crate::devices::virtio::buffers::{
     HostSlices, copy_from_slices, copy_to_slices, host_slices_into,
 };
 use crate::devices::virtio::queue::{Chain, read_chain_into};
+use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
+
+/// Frames a pass puts on the used ring before it makes them visible to
+/// the driver, which may take them while the pass goes on.
+const PUBLISH_EVERY: usize = 32;
 
 /// Descriptors accepted in one receive chain.
 pub const MAX_DESCRIPTORS: usize = 64;
@@ -53,6 +58,7 @@ pub fn process(
     // Host views of the held buffers, rebuilt for every frame in the
     // same storage.
     let mut slices = HostSlices::new();
+    let mut used = UsedBatch::new(queue);
     let result = (|| {
         queue
             .disable_notification(mem)
@@ -80,8 +86,12 @@ pub fn process(
             };
             match next {
                 Next::Placed(len) => {
-                    if complete(h, queue, mem, &slices, len)? {
+                    if complete(h, &mut used, &slices, len)? {
                         delivered.count(len - HEADER_LEN);
+                    }
+                    if delivered.frames() % PUBLISH_EVERY == 0 {
+                        used.publish(queue, mem)
+                            .map_err(|e| broken(e.to_string()))?;
                     }
                 }
                 Next::Dropped => {}
@@ -90,10 +100,11 @@ pub fn process(
         }
     })();
     delivered.add_to(&h.stats.rx_frames, &h.stats.rx_bytes);
-    if delivered.frames() > 0 && queue.needs_notification(mem).unwrap_or(true) {
+    let published = used.publish(queue, mem).map_err(|e| broken(e.to_string()));
+    if used.needs_interrupt(queue, mem) {
         interrupt.signal_queue(RX as u16);
     }
-    result
+    result.and_then(|more| published.map(|()| more))
 }
 
 fn broken(what: String) -> DeviceBroken {
@@ -229,8 +240,7 @@ fn place_copy(h: &mut NetHandler, slices: &HostSlices, frame: &[u8]) -> Next {
 /// guest. Returns whether it was delivered.
 fn complete(
     h: &mut NetHandler,
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
+    used: &mut UsedBatch,
     slices: &HostSlices,
     len: usize,
 ) -> Result<bool, DeviceBroken> {
@@ -273,9 +283,7 @@ fn complete(
         h.rx_held -= size;
         let written = left.min(size);
         left -= written;
-        queue
-            .add_used(mem, chain.head, written as u32)
-            .map_err(|e| broken(e.to_string()))?;
+        used.add(chain.head, written as u32);
     }
     Ok(true)
 }

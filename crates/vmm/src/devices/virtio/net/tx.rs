@@ -11,8 +11,9 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats, Tally};
-use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, host_slices};
+use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, host_slices, read_array};
 use crate::devices::virtio::queue::{Chain, read_chain_into};
+use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
@@ -44,6 +45,7 @@ pub fn process(
     // Out of the handler for the pass, so that `send` may have the
     // handler while a chain of the batch is borrowed.
     let mut batch = std::mem::take(&mut h.tx_batch);
+    let mut used = UsedBatch::new(queue);
     let result = (|| loop {
         queue
             .disable_notification(mem)
@@ -72,9 +74,7 @@ pub fn process(
             for (i, chain) in batch[..taken].iter().enumerate() {
                 match send(h, mem, chain, &mut sent) {
                     Sent::Done => {
-                        queue
-                            .add_used(mem, chain.head, 0)
-                            .map_err(|e| broken(e.to_string()))?;
+                        used.add(chain.head, 0);
                         served += 1;
                     }
                     Sent::Blocked => {
@@ -87,6 +87,8 @@ pub fn process(
                     }
                 }
             }
+            used.publish(queue, mem)
+                .map_err(|e| broken(e.to_string()))?;
         }
         if !queue
             .enable_notification(mem)
@@ -97,22 +99,22 @@ pub fn process(
     })();
     h.tx_batch = batch;
     sent.add_to(&h.stats.tx_frames, &h.stats.tx_bytes);
-    if served > 0 && queue.needs_notification(mem).unwrap_or(true) {
+    // What a batch cut short (the tap full, the budget spent) completed.
+    let published = used.publish(queue, mem).map_err(|e| broken(e.to_string()));
+    if used.needs_interrupt(queue, mem) {
         interrupt.signal_queue(TX as u16);
     }
-    result
+    result.and_then(|more| published.map(|()| more))
 }
 
 /// One frame: inspected, then sent, answered or dropped.
 fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain, sent: &mut Tally) -> Sent {
     let total = chain.readable_len() as usize;
-    let mut header = [0u8; HEADER_LEN];
-    let slices = match host_slices(mem, &chain.readable) {
-        Some(slices) if total >= HEADER_LEN && copy_from_slices(&slices, 0, &mut header) => slices,
-        _ => {
-            drop_frame(h, frame::Refused::Runt);
-            return Sent::Done;
-        }
+    let Some((slices, header)) = host_slices(mem, &chain.readable)
+        .and_then(|slices| read_array::<HEADER_LEN>(&slices, 0).map(|header| (slices, header)))
+    else {
+        drop_frame(h, frame::Refused::Runt);
+        return Sent::Done;
     };
     let header = Header::parse(&header);
     let frame_len = total - HEADER_LEN;
