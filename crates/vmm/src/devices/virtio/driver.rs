@@ -291,3 +291,52 @@ impl DriverQueue {
         Some((id, len))
     }
 }
+
+/// Takes every chain offered on the queues `ours` and `crates` (two
+/// device views of one driver queue) both ways: the crate's walk checked
+/// by [`read_chain_into`](super::queue::read_chain_into), and
+/// [`AvailRing`](super::avail::AvailRing). Panics where they differ in
+/// a chain, its checks' verdict or the queue's position; returns the
+/// chains taken. For the tests and the fuzz target of the fast walk.
+pub fn assert_walks_agree(
+    mem: &GuestMemoryMmap,
+    ours: &mut Queue,
+    crates: &mut Queue,
+    max_descriptors: usize,
+) -> usize {
+    use super::avail::{AvailRing, TakeError};
+    use super::queue::{Chain, read_chain_into};
+    use virtio_queue::QueueOwnedT;
+
+    let mut ring = AvailRing::new(ours, mem);
+    let mut taken = 0;
+    for _ in 0..=usize::from(ours.size()) {
+        let mut fast = Chain::default();
+        let fast_result = ring
+            .take(ours, max_descriptors, &mut fast)
+            .map_err(|e| match e {
+                TakeError::Queue(e) => e.to_string(),
+                TakeError::Chain(e) => e.to_string(),
+            });
+        let mut walked = Chain::default();
+        let crate_result = match crates.iter(mem) {
+            Err(e) => Err(e.to_string()),
+            Ok(mut iter) => match iter.next() {
+                None => Ok(false),
+                Some(chain) => read_chain_into(chain, max_descriptors, &mut walked)
+                    .map(|()| true)
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        assert_eq!(fast_result, crate_result, "chain {taken}");
+        assert_eq!(ours.next_avail(), crates.next_avail(), "chain {taken}");
+        match fast_result {
+            Ok(true) => {
+                assert_eq!(fast, walked, "chain {taken}");
+                taken += 1;
+            }
+            _ => break,
+        }
+    }
+    taken
+}

@@ -17,6 +17,7 @@
 //! * [`scsi`]: the SCSI host with the CD-ROM.
 //! * [`rng`]: the entropy device.
 
+pub mod avail;
 pub mod blk;
 pub mod buffers;
 pub mod driver;

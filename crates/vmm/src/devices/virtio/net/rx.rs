@@ -11,15 +11,16 @@
 
 use std::os::fd::AsRawFd;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats, Tally};
+use crate::devices::virtio::avail::AvailRing;
 use crate::devices::virtio::buffers::{
     HostSlices, copy_from_slices, copy_to_slices, host_slices_into,
 };
-use crate::devices::virtio::queue::{Chain, read_chain_into};
+use crate::devices::virtio::queue::Chain;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -59,6 +60,7 @@ pub fn process(
     // same storage.
     let mut slices = HostSlices::new();
     let mut used = UsedBatch::new(queue);
+    let mut ring = AvailRing::new(queue, mem);
     let result = (|| {
         queue
             .disable_notification(mem)
@@ -67,13 +69,13 @@ pub fn process(
             if delivered.frames() >= budget {
                 return Ok(true);
             }
-            if !take_buffers(h, queue, mem)? {
+            if !take_buffers(h, queue, &mut ring)? {
                 // Out of buffers: ask the driver to say when it adds some,
                 // and look once more in case it just did.
                 let more = queue
                     .enable_notification(mem)
                     .map_err(|e| broken(e.to_string()))?;
-                if !more || !take_buffers(h, queue, mem)? {
+                if !more || !take_buffers(h, queue, &mut ring)? {
                     return Ok(false);
                 }
             }
@@ -127,7 +129,7 @@ fn room_needed(h: &NetHandler) -> usize {
 fn take_buffers(
     h: &mut NetHandler,
     queue: &mut Queue,
-    mem: &GuestMemoryMmap,
+    ring: &mut AvailRing<'_>,
 ) -> Result<bool, DeviceBroken> {
     let want = room_needed(h);
     let all = usize::from(queue.size());
@@ -139,18 +141,20 @@ fn take_buffers(
         }
     };
     while !enough(h) {
-        let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
-        let Some(chain) = iter.next() else { break };
         // Read in place at the back of the held buffers, and taken back
         // off unless it is a proper receive buffer.
         h.rx_buffers.push_back(Chain::default());
         let held = h.rx_buffers.back_mut().expect("just pushed");
-        let checked = match read_chain_into(chain, MAX_DESCRIPTORS, held) {
+        let checked = match ring.take(queue, MAX_DESCRIPTORS, held) {
+            Ok(false) => {
+                h.rx_buffers.pop_back();
+                break;
+            }
             Err(e) => Err(broken(e.to_string())),
-            Ok(()) if !held.readable.is_empty() || held.writable_len() == 0 => Err(broken(
+            Ok(true) if !held.readable.is_empty() || held.writable_len() == 0 => Err(broken(
                 format!("buffer {} is not a writable buffer", held.head),
             )),
-            Ok(()) => Ok(held.writable_len() as usize),
+            Ok(true) => Ok(held.writable_len() as usize),
         };
         match checked {
             Ok(len) => h.rx_held += len,

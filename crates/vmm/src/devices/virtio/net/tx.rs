@@ -6,13 +6,14 @@
 
 use std::os::fd::AsRawFd;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 
 use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats, Tally};
+use crate::devices::virtio::avail::AvailRing;
 use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, host_slices, read_array};
-use crate::devices::virtio::queue::{Chain, read_chain_into};
+use crate::devices::virtio::queue::Chain;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -46,6 +47,7 @@ pub fn process(
     // handler while a chain of the batch is borrowed.
     let mut batch = std::mem::take(&mut h.tx_batch);
     let mut used = UsedBatch::new(queue);
+    let mut ring = AvailRing::new(queue, mem);
     let result = (|| loop {
         queue
             .disable_notification(mem)
@@ -56,17 +58,17 @@ pub fn process(
             }
             // The chains are read into the batch's slots in place.
             let mut taken = 0usize;
-            {
-                let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
-                while taken < BATCH.min(budget - served) {
-                    let Some(chain) = iter.next() else { break };
-                    if batch.len() == taken {
-                        batch.push(Chain::default());
-                    }
-                    read_chain_into(chain, MAX_DESCRIPTORS, &mut batch[taken])
-                        .map_err(|e| broken(e.to_string()))?;
-                    taken += 1;
+            while taken < BATCH.min(budget - served) {
+                if batch.len() == taken {
+                    batch.push(Chain::default());
                 }
+                if !ring
+                    .take(queue, MAX_DESCRIPTORS, &mut batch[taken])
+                    .map_err(|e| broken(e.to_string()))?
+                {
+                    break;
+                }
+                taken += 1;
             }
             if taken == 0 {
                 break;
