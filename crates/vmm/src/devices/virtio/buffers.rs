@@ -9,7 +9,7 @@
 //! frame), or have a disk backend read into it or write from it directly,
 //! without a bounce buffer ([`read_from_backend`], [`write_to_backend`]).
 //!
-//! Every segment was checked by [`super::queue::read_chain`] to lie in
+//! Every segment was checked by [`super::queue::read_chain_into`] to lie in
 //! guest memory; a failure here means memory went away, which callers
 //! report as an I/O error.
 

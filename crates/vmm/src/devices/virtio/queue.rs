@@ -3,18 +3,22 @@
 //!
 //! `virtio_queue` walks descriptors with a loop guard, but it ends a walk
 //! silently on a broken link (index out of range, bad indirect table, too
-//! many hops). [`read_chain`] tells those apart from a proper end: a chain
+//! many hops). [`read_chain_into`] tells those apart from a proper end: a chain
 //! is well formed only if its last descriptor has no NEXT flag. It also
 //! checks the direction order (device-readable first), the number of
 //! descriptors and that every buffer lies in guest memory, so devices get
-//! plain lists of guest ranges they may touch.
+//! plain lists of guest ranges they may touch. Devices take chains through
+//! [`super::avail::AvailRing`], which reads most of them from a mapping of
+//! the rings and reaches the same verdicts.
 
 use std::num::Wrapping;
 
 use smallvec::SmallVec;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
+use super::avail::AvailRing;
+use super::used::UsedBatch;
 use super::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
@@ -80,21 +84,10 @@ impl std::fmt::Display for ChainError {
     }
 }
 
-/// Walks `chain` and checks it (see the module comment). At most
-/// `max_descriptors` descriptors are read, so a hostile table costs
-/// bounded work.
-pub fn read_chain(
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    max_descriptors: usize,
-) -> Result<Chain, ChainError> {
-    let mut out = Chain::default();
-    read_chain_into(chain, max_descriptors, &mut out)?;
-    Ok(out)
-}
-
-/// [`read_chain`] into `out`, whose storage is reused: for devices that
-/// take a chain per frame, so a chain is not moved about by value. After
-/// an error `out` holds part of the chain and means nothing.
+/// Walks `chain` and checks it (see the module comment) into `out`, whose
+/// storage is reused. At most `max_descriptors` descriptors are read, so
+/// a hostile table costs bounded work. After an error `out` holds part of
+/// the chain and means nothing.
 pub fn read_chain_into(
     chain: DescriptorChain<&GuestMemoryMmap>,
     max_descriptors: usize,
@@ -153,6 +146,10 @@ pub fn in_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool 
     GuestMemoryBackend::check_range(mem, addr, len)
 }
 
+/// Requests a pass completes before it makes them visible to the driver,
+/// which may take them while the pass goes on.
+const PUBLISH_EVERY: usize = 16;
+
 /// What [`serve_requests`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Served {
@@ -202,6 +199,9 @@ pub fn serve_requests_while(
 ) -> Result<Served, DeviceBroken> {
     let broken = |what: String| DeviceBroken(format!("queue {index}: {what}"));
     let mut served = Served::default();
+    let mut ring = AvailRing::new(queue, mem);
+    let mut used = UsedBatch::new(queue);
+    let mut chain = Chain::default();
     let result = (|| loop {
         queue
             .disable_notification(mem)
@@ -220,20 +220,19 @@ pub fn serve_requests_while(
                 // empty ring, or the next chain would never be noticed.
                 break;
             }
-            let chain = {
-                let mut iter = queue.iter(mem).map_err(|e| broken(e.to_string()))?;
-                match iter.next() {
-                    Some(chain) => chain,
-                    None => break,
-                }
-            };
-            let head = chain.head_index();
-            let chain = read_chain(chain, max_descriptors).map_err(|e| broken(e.to_string()))?;
+            if !ring
+                .take(queue, max_descriptors, &mut chain)
+                .map_err(|e| broken(e.to_string()))?
+            {
+                break;
+            }
             let written = serve(&chain)?;
-            queue
-                .add_used(mem, head, written)
-                .map_err(|e| broken(e.to_string()))?;
+            used.add(chain.head, written);
             served.chains += 1;
+            if served.chains % PUBLISH_EVERY == 0 {
+                used.publish(queue, mem)
+                    .map_err(|e| broken(e.to_string()))?;
+            }
         }
         // Re-enable notifications; chains that arrived meanwhile are
         // served now rather than waiting for a kick that won't come.
@@ -245,10 +244,11 @@ pub fn serve_requests_while(
         }
     })();
     // Whatever was completed is announced, even if a later chain broke.
-    if served.chains > 0 && queue.needs_notification(mem).unwrap_or(true) {
+    let published = used.publish(queue, mem).map_err(|e| broken(e.to_string()));
+    if used.needs_interrupt(queue, mem) {
         interrupt.signal_queue(index as u16);
     }
-    result.map(|()| served)
+    result.and(published).map(|()| served)
 }
 
 /// The number of chains the driver has made available and the device has
