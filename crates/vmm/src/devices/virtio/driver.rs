@@ -21,6 +21,16 @@ pub fn guest_memory(size: u64) -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).expect("guest memory")
 }
 
+/// Guest memory of `size` bytes from address 0 in two regions that meet
+/// at `split`: a ring may lie across them.
+pub fn guest_memory_split(split: u64, size: u64) -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), split as usize),
+        (GuestAddress(split), (size - split) as usize),
+    ])
+    .expect("guest memory")
+}
+
 /// Copies `data` into guest memory at `addr`.
 pub fn write_guest(mem: &GuestMemoryMmap, addr: u64, data: &[u8]) {
     mem.write_slice(data, GuestAddress(addr))

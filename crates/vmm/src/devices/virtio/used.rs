@@ -151,7 +151,9 @@ impl UsedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::driver::{DriverQueue, guest_memory, read_guest};
+    use crate::devices::virtio::driver::{
+        DriverQueue, guest_memory, guest_memory_split, read_guest,
+    };
 
     const SIZE: u16 = 8;
 
@@ -208,11 +210,7 @@ mod tests {
 
     #[test]
     fn a_ring_across_two_regions_is_written_piece_by_piece() {
-        let mem = GuestMemoryMmap::from_ranges(&[
-            (GuestAddress(0), 0x1000),
-            (GuestAddress(0x1000), 0x1000),
-        ])
-        .unwrap();
+        let mem = guest_memory_split(0x1000, 0x2000);
         // The used ring of this queue starts 24 bytes before the regions
         // meet.
         let base = 0x1000 - 16 * u64::from(SIZE) - 2 * u64::from(SIZE) - 6 - 24;
