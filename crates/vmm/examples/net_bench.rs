@@ -27,7 +27,7 @@ use virtio_bindings::virtio_net::*;
 use vmm::devices::virtio::TRANSPORT_FEATURES;
 use vmm::devices::virtio::driver::Descriptor;
 use vmm::devices::virtio::net::NetConfig;
-use vmm::devices::virtio::net::driver::{NetDriver, RX_BUFFERS, SLOT};
+use vmm::devices::virtio::net::driver::{NetDriver, RX_BUFFERS, SLOT, memory_size, tx_buffers};
 use vmm::devices::virtio::net::frame::{HEADER_LEN, Header};
 
 const QUEUE_SIZE: u16 = 256;
@@ -136,6 +136,31 @@ fn new_tap(name: &str) -> Tap {
     tap
 }
 
+/// The limit loops' buffers: guest memory of the same size as the
+/// device's, the buffers at the same places in it, so that device and
+/// limit read and write memory the system backs and caches alike.
+struct LimitMemory(vmm::memory::GuestMemoryMmap);
+
+impl LimitMemory {
+    fn new() -> LimitMemory {
+        LimitMemory(vmm::devices::virtio::driver::guest_memory(memory_size(
+            QUEUE_SIZE,
+        )))
+    }
+
+    /// The buffers' area: where the device's receive buffers are, or its
+    /// transmit buffers.
+    fn bytes(&mut self, at: u64) -> &mut [u8] {
+        use vm_memory::{GuestAddress, GuestMemoryBackend};
+        let len = SLOT as usize * usize::from(QUEUE_SIZE);
+        let slice = self.0.get_slice(GuestAddress(at), len).expect("one region");
+        // SAFETY: the slice maps `len` bytes that live as long as
+        // `self`, which the returned borrow ties them to; nothing else
+        // touches this memory.
+        unsafe { std::slice::from_raw_parts_mut(slice.ptr_guard_mut().as_ptr(), len) }
+    }
+}
+
 /// Frames per second and bits per second of a run.
 struct Rate {
     frames: u64,
@@ -165,9 +190,12 @@ fn tx_limit(p: Pattern) -> Rate {
     // The same frames in as many buffers, as far apart, as the device's
     // transmit buffers: the same memory to read.
     let (header, frame) = frame(p);
-    let mut memory = vec![0u8; SLOT as usize * usize::from(QUEUE_SIZE)];
+    let mut memory = LimitMemory::new();
     let mut iovs = Vec::new();
-    for slot in memory.chunks_mut(SLOT as usize) {
+    for slot in memory
+        .bytes(tx_buffers(QUEUE_SIZE))
+        .chunks_mut(SLOT as usize)
+    {
         slot[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         slot[HEADER_LEN..HEADER_LEN + frame.len()].copy_from_slice(&frame);
         iovs.push(libc::iovec {
@@ -321,13 +349,13 @@ fn rx_limit(p: Pattern) -> Rate {
     // RX_BUFFER at the start of each slot, as many in turn as a frame of
     // this pattern needs (a 64 KiB frame spans 17 of them, as it does in
     // the device's mergeable buffers).
-    let mut memory = vec![0u8; SLOT as usize * usize::from(QUEUE_SIZE)];
+    let mut memory = LimitMemory::new();
     let per_frame = (HEADER_LEN + p.frame).div_ceil(RX_BUFFER as usize);
     let (mut frames, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
     let mut busy = Duration::ZERO;
     let mut slot = 0usize;
-    let base = memory.as_mut_ptr();
+    let base = memory.bytes(RX_BUFFERS).as_mut_ptr();
     let mut iovs = Vec::with_capacity(per_frame);
     while start.elapsed() < RUN {
         iovs.clear();
