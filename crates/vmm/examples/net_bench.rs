@@ -16,10 +16,7 @@
 //! words pick patterns (`tx`, `rx`, `64-byte`, `TSO`); bench/net-bench.sh
 //! runs them all.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use net::tap::{Tap, offload, set_offloads};
@@ -35,6 +32,9 @@ const RUN: Duration = Duration::from_millis(600);
 /// Device and limit runs alternate this many times per pattern; medians
 /// are reported, so that a moment of load on the machine moves neither.
 const ROUNDS: usize = 5;
+/// Frames the host queues in the tap before the receiver drains them:
+/// receive is measured on a full queue, not racing a sender for the CPUs.
+const QUEUED: usize = 200;
 const RX_BUFFER: u32 = 4096;
 const MAC: [u8; 6] = [0xfe, 0xe1, 0xbb, 0xd1, 0, 1];
 /// Not the tap's MAC: the host stack drops these frames at once, so the
@@ -266,72 +266,72 @@ fn tx_device(p: Pattern) -> Rate {
     }
 }
 
-/// Writes `p`'s frames into the tap `ifname` as fast as it can until
-/// `stop`, through a packet socket (the host side of a tap: what the host
-/// sends the guest).
-fn generator(ifname: &str, p: Pattern, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let index = net::rtnl::Rtnl::open()
-        .unwrap()
-        .link(ifname)
-        .unwrap()
-        .unwrap()
-        .index;
-    let (header, mut frame) = frame(p);
-    // Toward the guest.
-    frame[0..6].copy_from_slice(&MAC);
-    frame[6..12].copy_from_slice(&ELSEWHERE);
-    // SAFETY: socket set-up on a descriptor we own.
-    let fd = unsafe {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let fd = OwnedFd::from_raw_fd(libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(proto),
-        ));
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_VNET_HDR,
-            (&one as *const libc::c_int).cast(),
-            4,
-        );
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = index as i32;
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        fd
-    };
-    let mut bytes = header.to_bytes()[..10].to_vec();
-    bytes.extend_from_slice(&frame);
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            // SAFETY: sends `bytes`; a full tap queue just drops it.
-            unsafe {
-                libc::send(
-                    fd.as_raw_fd(),
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-        }
-    })
+/// What the host sends the guest: `p`'s frames written into the tap
+/// `ifname` through a packet socket (the host side of a tap).
+struct Sender {
+    fd: OwnedFd,
+    bytes: Vec<u8>,
 }
 
-fn wait_readable(file: &File) {
-    let mut pfd = libc::pollfd {
-        fd: file.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd.
-    unsafe { libc::poll(&mut pfd, 1, 10) };
+impl Sender {
+    fn new(ifname: &str, p: Pattern) -> Sender {
+        let index = net::rtnl::Rtnl::open()
+            .unwrap()
+            .link(ifname)
+            .unwrap()
+            .unwrap()
+            .index;
+        let (header, mut frame) = frame(p);
+        // Toward the guest.
+        frame[0..6].copy_from_slice(&MAC);
+        frame[6..12].copy_from_slice(&ELSEWHERE);
+        // SAFETY: socket set-up on a descriptor we own.
+        let fd = unsafe {
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            let fd = OwnedFd::from_raw_fd(libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(proto),
+            ));
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_VNET_HDR,
+                (&one as *const libc::c_int).cast(),
+                4,
+            );
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = index as i32;
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            fd
+        };
+        let mut bytes = header.to_bytes()[..10].to_vec();
+        bytes.extend_from_slice(&frame);
+        Sender { fd, bytes }
+    }
+
+    /// Queues [`QUEUED`] frames in the tap for the reader to drain.
+    fn fill(&self) {
+        for _ in 0..QUEUED {
+            // SAFETY: sends `bytes`.
+            let n = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    self.bytes.as_ptr().cast(),
+                    self.bytes.len(),
+                    0,
+                )
+            };
+            assert!(n > 0, "send: {}", std::io::Error::last_os_error());
+        }
+    }
 }
 
 fn rx_limit(p: Pattern) -> Rate {
@@ -343,8 +343,7 @@ fn rx_limit(p: Pattern) -> Rate {
         )
         .unwrap();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let generator = generator("bench-rx0", p, stop.clone());
+    let sender = Sender::new("bench-rx0", p);
     // Read into buffers laid out like the device's receive buffers: one
     // RX_BUFFER at the start of each slot, as many in turn as a frame of
     // this pattern needs (a 64 KiB frame spans 17 of them, as it does in
@@ -358,29 +357,30 @@ fn rx_limit(p: Pattern) -> Rate {
     let base = memory.bytes(RX_BUFFERS).as_mut_ptr();
     let mut iovs = Vec::with_capacity(per_frame);
     while start.elapsed() < RUN {
-        iovs.clear();
-        for i in 0..per_frame {
-            let at = (slot + i) % usize::from(QUEUE_SIZE) * SLOT as usize;
-            iovs.push(libc::iovec {
-                // SAFETY: `at + RX_BUFFER` lies inside `memory`.
-                iov_base: unsafe { base.add(at) }.cast(),
-                iov_len: RX_BUFFER as usize,
-            });
-        }
-        let reading = Instant::now();
-        // SAFETY: every iovec is a range of `memory`.
-        let n = unsafe { libc::readv(tap.file().as_raw_fd(), iovs.as_ptr(), iovs.len() as i32) };
-        busy += reading.elapsed();
-        if n > HEADER_LEN as isize {
+        sender.fill();
+        loop {
+            iovs.clear();
+            for i in 0..per_frame {
+                let at = (slot + i) % usize::from(QUEUE_SIZE) * SLOT as usize;
+                iovs.push(libc::iovec {
+                    // SAFETY: `at + RX_BUFFER` lies inside `memory`.
+                    iov_base: unsafe { base.add(at) }.cast(),
+                    iov_len: RX_BUFFER as usize,
+                });
+            }
+            let reading = Instant::now();
+            // SAFETY: every iovec is a range of `memory`.
+            let n =
+                unsafe { libc::readv(tap.file().as_raw_fd(), iovs.as_ptr(), iovs.len() as i32) };
+            busy += reading.elapsed();
+            if n <= HEADER_LEN as isize {
+                break;
+            }
             frames += 1;
             bytes += (n as usize - HEADER_LEN) as u64;
             slot = (slot + per_frame) % usize::from(QUEUE_SIZE);
-        } else {
-            wait_readable(tap.file());
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    generator.join().unwrap();
     Rate {
         frames,
         bytes,
@@ -391,33 +391,34 @@ fn rx_limit(p: Pattern) -> Rate {
 fn rx_device(p: Pattern) -> Rate {
     let tap = new_tap("bench-rx1");
     let mut d = driver(&tap, p);
-    let mut heads = Vec::new();
     for i in 0..QUEUE_SIZE {
         let addr = RX_BUFFERS + SLOT * u64::from(i);
-        heads.push(d.rx.add_chain(&[Descriptor::writable(addr, RX_BUFFER)]));
+        d.rx.add_chain(&[Descriptor::writable(addr, RX_BUFFER)]);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let generator = generator("bench-rx1", p, stop.clone());
-    let (mut frames, mut bytes) = (0u64, 0u64);
+    let sender = Sender::new("bench-rx1", p);
+    let mut bytes = 0u64;
     let start = Instant::now();
     let mut busy = Duration::ZERO;
     while start.elapsed() < RUN {
-        let serving = Instant::now();
-        d.process_rx().unwrap();
-        busy += serving.elapsed();
-        let mut got = false;
-        while let Some((head, len)) = d.rx.pop_used() {
-            got = true;
-            bytes += u64::from(len);
-            d.rx.make_available(head as u16);
+        sender.fill();
+        loop {
+            let serving = Instant::now();
+            d.process_rx().unwrap();
+            busy += serving.elapsed();
+            // The driver hands the buffers back, as a guest's would
+            // after taking the frames.
+            let mut got = false;
+            while let Some((head, len)) = d.rx.pop_used() {
+                got = true;
+                bytes += u64::from(len);
+                d.rx.make_available(head as u16);
+            }
+            if !got {
+                break;
+            }
         }
-        if !got {
-            wait_readable(tap.file());
-        }
-        frames = vmm::devices::virtio::net::handler::NetStats::get(&d.stats.rx_frames);
     }
-    stop.store(true, Ordering::Relaxed);
-    generator.join().unwrap();
+    let frames = vmm::devices::virtio::net::handler::NetStats::get(&d.stats.rx_frames);
     let dropped = vmm::devices::virtio::net::handler::NetStats::get(&d.stats.rx_dropped);
     if dropped > 0 {
         println!("    (device dropped {dropped} frames)");

@@ -153,13 +153,19 @@ fn read_direct(
         if index >= size {
             break;
         }
-        let mut raw = [0u8; DESCRIPTOR];
-        if table
-            .read_slice(&mut raw, usize::from(index) * DESCRIPTOR)
-            .is_err()
-        {
-            break;
-        }
+        let at = usize::from(index) * DESCRIPTOR;
+        // SAFETY: `table` maps `DESCRIPTOR * size` bytes of guest memory,
+        // which stay mapped while `mem` lives, and `index < size`. A
+        // driver writing the descriptor meanwhile makes at worst a wrong
+        // descriptor, checked like any other.
+        let raw = unsafe {
+            table
+                .ptr_guard()
+                .as_ptr()
+                .add(at)
+                .cast::<[u8; DESCRIPTOR]>()
+                .read_volatile()
+        };
         let field = |at: usize, n: usize| {
             let mut bytes = [0u8; 8];
             bytes[..n].copy_from_slice(&raw[at..at + n]);

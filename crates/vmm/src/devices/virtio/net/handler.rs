@@ -82,7 +82,7 @@ pub struct NetHandler {
     pub lock: Option<MacLock>,
     pub stats: Arc<NetStats>,
     /// Receive buffers taken off the queue and not yet used.
-    pub(super) rx_buffers: VecDeque<Chain>,
+    pub(super) rx_buffers: VecDeque<super::rx::HeldBuffer>,
     /// Bytes those buffers hold.
     pub(super) rx_held: usize,
     /// Transmit chains of the current batch, kept so their storage is

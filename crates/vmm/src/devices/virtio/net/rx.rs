@@ -11,15 +11,14 @@
 
 use std::os::fd::AsRawFd;
 
+use smallvec::SmallVec;
 use virtio_queue::{Queue, QueueT};
 
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::avail::AvailRing;
-use crate::devices::virtio::buffers::{
-    HostSlices, copy_from_slices, copy_to_slices, host_slices_into,
-};
+use crate::devices::virtio::buffers::{HostSlices, copy_to_slices, host_slices_into, read_array};
 use crate::devices::virtio::queue::Chain;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
@@ -37,6 +36,15 @@ pub const MAX_DESCRIPTORS: usize = 64;
 const PLAIN_ROOM: usize = HEADER_LEN + 1518;
 /// Room a frame may need with them: a 64 KiB super-frame.
 pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
+
+/// A receive buffer taken off the queue and not yet used: its chain's
+/// head, its length, and its host views, taken once when it is taken
+/// (guest memory stays mapped, unchanged, for the VM's life).
+pub(super) struct HeldBuffer {
+    head: u16,
+    len: u32,
+    slices: HostSlices,
+}
 
 /// Where the next frame comes from.
 enum Next {
@@ -69,19 +77,17 @@ pub fn process(
             if delivered.frames() >= budget {
                 return Ok(true);
             }
-            if !take_buffers(h, queue, &mut ring)? {
+            if !take_buffers(h, queue, mem, &mut ring)? {
                 // Out of buffers: ask the driver to say when it adds some,
                 // and look once more in case it just did.
                 let more = queue
                     .enable_notification(mem)
                     .map_err(|e| broken(e.to_string()))?;
-                if !more || !take_buffers(h, queue, &mut ring)? {
+                if !more || !take_buffers(h, queue, mem, &mut ring)? {
                     return Ok(false);
                 }
             }
-            if !held_slices(h, mem, &mut slices) {
-                return Err(broken("buffer outside guest memory".into()));
-            }
+            held_slices(h, &mut slices);
             let next = match h.replies.pop_front() {
                 Some(reply) => place_copy(h, &slices, &reply),
                 None => read_tap(h, &slices),
@@ -129,6 +135,7 @@ fn room_needed(h: &NetHandler) -> usize {
 fn take_buffers(
     h: &mut NetHandler,
     queue: &mut Queue,
+    mem: &GuestMemoryMmap,
     ring: &mut AvailRing<'_>,
 ) -> Result<bool, DeviceBroken> {
     let want = room_needed(h);
@@ -140,43 +147,43 @@ fn take_buffers(
             !h.rx_buffers.is_empty()
         }
     };
+    let mut chain = Chain::default();
     while !enough(h) {
-        // Read in place at the back of the held buffers, and taken back
-        // off unless it is a proper receive buffer.
-        h.rx_buffers.push_back(Chain::default());
-        let held = h.rx_buffers.back_mut().expect("just pushed");
-        let checked = match ring.take(queue, MAX_DESCRIPTORS, held) {
-            Ok(false) => {
-                h.rx_buffers.pop_back();
-                break;
-            }
-            Err(e) => Err(broken(e.to_string())),
-            Ok(true) if !held.readable.is_empty() || held.writable_len() == 0 => Err(broken(
-                format!("buffer {} is not a writable buffer", held.head),
-            )),
-            Ok(true) => Ok(held.writable_len() as usize),
-        };
-        match checked {
-            Ok(len) => h.rx_held += len,
-            Err(e) => {
-                h.rx_buffers.pop_back();
-                return Err(e);
-            }
+        if !ring
+            .take(queue, MAX_DESCRIPTORS, &mut chain)
+            .map_err(|e| broken(e.to_string()))?
+        {
+            break;
         }
+        let len = chain.writable_len() as usize;
+        if !chain.readable.is_empty() || len == 0 {
+            return Err(broken(format!(
+                "buffer {} is not a writable buffer",
+                chain.head
+            )));
+        }
+        let mut slices = HostSlices::new();
+        if !host_slices_into(mem, &chain.writable, &mut slices) {
+            return Err(broken("buffer outside guest memory".into()));
+        }
+        h.rx_buffers.push_back(HeldBuffer {
+            head: chain.head,
+            len: len as u32,
+            slices,
+        });
+        h.rx_held += len;
     }
     Ok(enough(h))
 }
 
 /// Host views of the held buffers as one stream, into `out`: all of
-/// them with mergeable buffers, else the first. False if one is not
-/// guest memory.
-fn held_slices(h: &NetHandler, mem: &GuestMemoryMmap, out: &mut HostSlices) -> bool {
+/// them with mergeable buffers, else the first.
+fn held_slices(h: &NetHandler, out: &mut HostSlices) {
     out.clear();
     let take = if h.mergeable { h.rx_buffers.len() } else { 1 };
-    h.rx_buffers
-        .iter()
-        .take(take)
-        .all(|c| host_slices_into(mem, &c.writable, out))
+    for held in h.rx_buffers.iter().take(take) {
+        out.extend_from_slice(&held.slices);
+    }
 }
 
 /// One read from the tap into the held buffers.
@@ -248,10 +255,9 @@ fn complete(
     slices: &HostSlices,
     len: usize,
 ) -> Result<bool, DeviceBroken> {
-    let mut raw = [0u8; HEADER_LEN + MIN_FRAME];
-    if !copy_from_slices(slices, 0, &mut raw) {
+    let Some(raw) = read_array::<{ HEADER_LEN + MIN_FRAME }>(slices, 0) else {
         return Ok(false);
-    }
+    };
     let header = Header::parse(raw[..HEADER_LEN].try_into().expect("header length"));
     let mut header = match frame::inspect_rx(
         &header,
@@ -266,28 +272,24 @@ fn complete(
             return Ok(false);
         }
     };
-    // The buffers the frame filled, in order.
-    let mut buffers = 0u16;
+    // The buffers the frame filled, in order, with what each holds.
+    let mut filled: SmallVec<[(u16, u32); 32]> = SmallVec::new();
     let mut left = len;
-    for chain in &h.rx_buffers {
+    for held in &h.rx_buffers {
         if left == 0 {
             break;
         }
-        left -= left.min(chain.writable_len() as usize);
-        buffers += 1;
+        let written = left.min(held.len as usize);
+        left -= written;
+        filled.push((held.head, written as u32));
     }
-    header.num_buffers = buffers;
+    header.num_buffers = filled.len() as u16;
     if !copy_to_slices(slices, 0, &header.to_bytes()) {
         return Ok(false);
     }
-    let mut left = len;
-    for _ in 0..buffers {
-        let chain = h.rx_buffers.pop_front().expect("counted above");
-        let size = chain.writable_len() as usize;
-        h.rx_held -= size;
-        let written = left.min(size);
-        left -= written;
-        used.add(chain.head, written as u32);
+    for (held, &(head, written)) in h.rx_buffers.drain(..filled.len()).zip(&filled) {
+        h.rx_held -= held.len as usize;
+        used.add(head, written);
     }
     Ok(true)
 }
