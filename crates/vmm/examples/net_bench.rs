@@ -3,13 +3,16 @@
 //! from a tap, next to a plain loop of `writev`/`readv` on a tap with the
 //! same frames, which is what the device could at best achieve. Small
 //! frames measure packets/s, 64 KiB segmentation-offload frames Gbit/s.
-//! Receive frames come from a generator thread writing into the tap
-//! through a packet socket, the same for device and limit.
+//! Received frames are queued in the tap through a packet socket, 200 at
+//! a time, and then drained, the same for device and limit (a sender
+//! thread racing the reader for two CPUs made rounds differ by a third).
+//! The limit's buffers are guest memory laid out as the device's.
 //!
 //! Rates are per second of the serving thread's own time: the device's
 //! time inside its handler (what its I/O thread spends; the guest's
 //! driver work runs on the guest's CPUs), the limit's time inside
-//! `writev`/`readv`; neither counts waiting for frames.
+//! `writev`/`readv`; neither counts queueing frames. Device and limit
+//! alternate five times per pattern; medians are printed.
 //!
 //! Runs in a network namespace of its own (root).
 //! `cargo run --release -p vmm --example net_bench [word ...]`, where the
