@@ -16,7 +16,8 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
-use super::queue::{Chain, ChainError, Segment, in_memory, read_chain_into};
+use super::buffers::{HostSlices, host_slices_into};
+use super::queue::{Chain, ChainError, Segment, mapped, read_chain_into};
 use crate::memory::GuestMemoryMmap;
 
 /// Bytes of one descriptor: address, length, flags, next.
@@ -77,8 +78,31 @@ impl<'m> AvailRing<'m> {
         max_descriptors: usize,
         out: &mut Chain,
     ) -> Result<bool, TakeError> {
+        self.take_into(queue, max_descriptors, out, None)
+    }
+
+    /// [`AvailRing::take`], and the host views of the chain's writable
+    /// buffers into `views` (replaced), found with the same region lookups
+    /// that checked them.
+    pub fn take_with_views(
+        &mut self,
+        queue: &mut Queue,
+        max_descriptors: usize,
+        out: &mut Chain,
+        views: &mut HostSlices,
+    ) -> Result<bool, TakeError> {
+        self.take_into(queue, max_descriptors, out, Some(views))
+    }
+
+    fn take_into(
+        &mut self,
+        queue: &mut Queue,
+        max_descriptors: usize,
+        out: &mut Chain,
+        views: Option<&mut HostSlices>,
+    ) -> Result<bool, TakeError> {
         let Some((desc, avail)) = &self.maps else {
-            return take_by_crate(queue, self.mem, max_descriptors, out);
+            return take_by_crate(queue, self.mem, max_descriptors, out, views);
         };
         let next = Wrapping(queue.next_avail());
         if next == self.avail_idx {
@@ -98,12 +122,16 @@ impl<'m> AvailRing<'m> {
             .load(AVAIL_HEADER + 2 * slot, Ordering::Relaxed)
             .map(u16::from_le)
             .map_err(|_| TakeError::Queue(virtio_queue::Error::QueueNotReady))?;
-        match read_direct(self.mem, desc, queue.size(), head, max_descriptors, out) {
-            Walk::Done(result) => {
+        let walk = Walk {
+            size: queue.size(),
+            max_descriptors,
+        };
+        match walk.read(self.mem, desc, head, out, views) {
+            Walked::Done(result) => {
                 queue.set_next_avail((next + Wrapping(1)).0);
                 result.map(|()| true).map_err(TakeError::Chain)
             }
-            Walk::Indirect => take_by_crate(queue, self.mem, max_descriptors, out),
+            Walked::Indirect(views) => take_by_crate(queue, self.mem, max_descriptors, out, views),
         }
     }
 }
@@ -115,94 +143,126 @@ fn take_by_crate(
     mem: &GuestMemoryMmap,
     max_descriptors: usize,
     out: &mut Chain,
+    views: Option<&mut HostSlices>,
 ) -> Result<bool, TakeError> {
     let mut iter = queue.iter(mem).map_err(TakeError::Queue)?;
     let Some(chain) = iter.next() else {
         return Ok(false);
     };
-    read_chain_into(chain, max_descriptors, out)
-        .map(|()| true)
-        .map_err(TakeError::Chain)
+    read_chain_into(chain, max_descriptors, out).map_err(TakeError::Chain)?;
+    if let Some(views) = views {
+        views.clear();
+        // Every buffer was found in guest memory just now.
+        if !host_slices_into(mem, &out.writable, views) {
+            let (addr, len) = out.writable.first().map_or((0, 0), |s| (s.addr.0, s.len));
+            return Err(TakeError::Chain(ChainError::OutsideMemory { addr, len }));
+        }
+    }
+    Ok(true)
 }
 
 /// How a walk of the table ended.
-enum Walk {
+enum Walked<'v> {
     Done(Result<(), ChainError>),
     /// The chain uses an indirect table: nothing was decided.
-    Indirect,
+    Indirect(Option<&'v mut HostSlices>),
 }
 
-/// Walks the chain at `head` in the mapped table, as the crate's
-/// `DescriptorChain` walks it (at most `size` descriptors, a total length
-/// below 4 GiB, no index beyond the table) and checks it as
-/// [`read_chain_into`] does.
-fn read_direct(
-    mem: &GuestMemoryMmap,
-    table: &VolatileSlice<'_, ()>,
+/// The crate's `DescriptorChain` rules for a walk: at most `size`
+/// descriptors, and as many as the device takes.
+struct Walk {
     size: u16,
-    head: u16,
     max_descriptors: usize,
-    out: &mut Chain,
-) -> Walk {
-    out.head = head;
-    out.readable.clear();
-    out.writable.clear();
-    let mut index = head;
-    let mut total = 0u32;
-    for count in 1..=usize::from(size) {
-        if index >= size {
-            break;
+}
+
+impl Walk {
+    /// Walks the chain at `head` in the mapped table, as the crate's
+    /// `DescriptorChain` walks it (at most `size` descriptors, a total length
+    /// below 4 GiB, no index beyond the table) and checks it as
+    /// [`read_chain_into`] does; the writable buffers' host views go into
+    /// `views` if asked for.
+    fn read<'v>(
+        &self,
+        mem: &GuestMemoryMmap,
+        table: &VolatileSlice<'_, ()>,
+        head: u16,
+        out: &mut Chain,
+        mut views: Option<&'v mut HostSlices>,
+    ) -> Walked<'v> {
+        let (size, max_descriptors) = (self.size, self.max_descriptors);
+        out.head = head;
+        out.readable.clear();
+        out.writable.clear();
+        if let Some(views) = views.as_deref_mut() {
+            views.clear();
         }
-        let at = usize::from(index) * DESCRIPTOR;
-        // SAFETY: `table` maps `DESCRIPTOR * size` bytes of guest memory,
-        // which stay mapped while `mem` lives, and `index < size`. A
-        // driver writing the descriptor meanwhile makes at worst a wrong
-        // descriptor, checked like any other.
-        let raw = unsafe {
-            table
-                .ptr_guard()
-                .as_ptr()
-                .add(at)
-                .cast::<[u8; DESCRIPTOR]>()
-                .read_volatile()
-        };
-        let field = |at: usize, n: usize| {
-            let mut bytes = [0u8; 8];
-            bytes[..n].copy_from_slice(&raw[at..at + n]);
-            u64::from_le_bytes(bytes)
-        };
-        let (addr, len) = (field(0, 8), field(8, 4) as u32);
-        let (flags, next) = (field(12, 2) as u32, field(14, 2) as u16);
-        if flags & VRING_DESC_F_INDIRECT != 0 {
-            return Walk::Indirect;
+        let mut index = head;
+        let mut total = 0u32;
+        for count in 1..=usize::from(size) {
+            if index >= size {
+                break;
+            }
+            let at = usize::from(index) * DESCRIPTOR;
+            // SAFETY: `table` maps `DESCRIPTOR * size` bytes of guest memory,
+            // which stay mapped while `mem` lives, and `index < size`. A
+            // driver writing the descriptor meanwhile makes at worst a wrong
+            // descriptor, checked like any other.
+            let raw = unsafe {
+                table
+                    .ptr_guard()
+                    .as_ptr()
+                    .add(at)
+                    .cast::<[u8; DESCRIPTOR]>()
+                    .read_volatile()
+            };
+            let field = |at: usize, n: usize| {
+                let mut bytes = [0u8; 8];
+                bytes[..n].copy_from_slice(&raw[at..at + n]);
+                u64::from_le_bytes(bytes)
+            };
+            let (addr, len) = (field(0, 8), field(8, 4) as u32);
+            let (flags, next) = (field(12, 2) as u32, field(14, 2) as u16);
+            if flags & VRING_DESC_F_INDIRECT != 0 {
+                return Walked::Indirect(views);
+            }
+            let Some(sum) = total.checked_add(len) else {
+                break;
+            };
+            total = sum;
+            if count > max_descriptors {
+                return Walked::Done(Err(ChainError::TooLong));
+            }
+            let segment = Segment {
+                addr: GuestAddress(addr),
+                len,
+            };
+            // As `in_memory`, keeping the mapping it finds.
+            let host = mapped(mem, segment.addr, len as usize);
+            if host.is_none() && !GuestMemoryBackend::check_range(mem, segment.addr, len as usize) {
+                return Walked::Done(Err(ChainError::OutsideMemory { addr, len }));
+            }
+            if flags & VRING_DESC_F_WRITE != 0 {
+                out.writable.push(segment);
+                if let Some(views) = views.as_deref_mut() {
+                    match host {
+                        Some(_) if len == 0 => {}
+                        Some(host) => views.push((host, len as usize)),
+                        None if host_slices_into(mem, &[segment], views) => {}
+                        None => return Walked::Done(Err(ChainError::OutsideMemory { addr, len })),
+                    }
+                }
+            } else if !out.writable.is_empty() {
+                return Walked::Done(Err(ChainError::Misordered));
+            } else {
+                out.readable.push(segment);
+            }
+            if flags & VRING_DESC_F_NEXT == 0 {
+                return Walked::Done(Ok(()));
+            }
+            index = next;
         }
-        let Some(sum) = total.checked_add(len) else {
-            break;
-        };
-        total = sum;
-        if count > max_descriptors {
-            return Walk::Done(Err(ChainError::TooLong));
-        }
-        let segment = Segment {
-            addr: GuestAddress(addr),
-            len,
-        };
-        if !in_memory(mem, segment.addr, len as usize) {
-            return Walk::Done(Err(ChainError::OutsideMemory { addr, len }));
-        }
-        if flags & VRING_DESC_F_WRITE != 0 {
-            out.writable.push(segment);
-        } else if !out.writable.is_empty() {
-            return Walk::Done(Err(ChainError::Misordered));
-        } else {
-            out.readable.push(segment);
-        }
-        if flags & VRING_DESC_F_NEXT == 0 {
-            return Walk::Done(Ok(()));
-        }
-        index = next;
+        Walked::Done(Err(ChainError::Broken))
     }
-    Walk::Done(Err(ChainError::Broken))
 }
 
 #[cfg(test)]

@@ -17,9 +17,7 @@ use std::io::{IoSlice, IoSliceMut};
 
 use disk::BlockBackend;
 use smallvec::SmallVec;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::queue::{Segment, Segments};
 use crate::memory::GuestMemoryMmap;
@@ -125,16 +123,9 @@ pub fn host_slices_into(mem: &GuestMemoryMmap, segments: &[Segment], out: &mut H
             continue;
         }
         // A buffer inside one region, nearly always: one region lookup.
-        if let Some(region) = mem.find_region(s.addr) {
-            // `find_region` found the address inside the region.
-            let offset = s.addr.unchecked_offset_from(region.start_addr());
-            if u64::from(s.len) <= region.len() - offset {
-                let Ok(ptr) = region.get_host_address(MemoryRegionAddress(offset)) else {
-                    return false;
-                };
-                out.push((ptr, s.len as usize));
-                continue;
-            }
+        if let Some(ptr) = super::queue::mapped(mem, s.addr, s.len as usize) {
+            out.push((ptr, s.len as usize));
+            continue;
         }
         for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
             let Ok(slice) = slice else { return false };
@@ -200,6 +191,21 @@ pub fn read_array<const N: usize>(slices: &HostSlices, offset: usize) -> Option<
     }
     let mut out = [0u8; N];
     copy_from_slices(slices, offset, &mut out).then_some(out)
+}
+
+/// Writes `bytes` at byte `offset` of the buffers behind `slices`; false
+/// if they are shorter: [`copy_to_slices`] for a fixed-size header, a
+/// store of `N` bytes when it falls inside the first buffer.
+pub fn write_array<const N: usize>(slices: &HostSlices, offset: usize, bytes: &[u8; N]) -> bool {
+    if let Some(&(host, len)) = slices.first()
+        && offset.checked_add(N).is_some_and(|end| end <= len)
+    {
+        // SAFETY: as in `read_array`; the device owns these buffers until
+        // it hands them back.
+        unsafe { std::ptr::write_unaligned(host.add(offset).cast::<[u8; N]>(), *bytes) };
+        return true;
+    }
+    copy_to_slices(slices, offset, bytes)
 }
 
 /// Copies `bytes` into the buffers behind `slices` from byte `offset` on;

@@ -322,8 +322,9 @@ pub fn assert_walks_agree(
     let mut taken = 0;
     for _ in 0..=usize::from(ours.size()) {
         let mut fast = Chain::default();
+        let mut views = super::buffers::HostSlices::new();
         let fast_result = ring
-            .take(ours, max_descriptors, &mut fast)
+            .take_with_views(ours, max_descriptors, &mut fast, &mut views)
             .map_err(|e| match e {
                 TakeError::Queue(e) => e.to_string(),
                 TakeError::Chain(e) => e.to_string(),
@@ -343,6 +344,13 @@ pub fn assert_walks_agree(
         match fast_result {
             Ok(true) => {
                 assert_eq!(fast, walked, "chain {taken}");
+                let mut expected = super::buffers::HostSlices::new();
+                assert!(super::buffers::host_slices_into(
+                    mem,
+                    &walked.writable,
+                    &mut expected
+                ));
+                assert_eq!(views, expected, "views of chain {taken}");
                 taken += 1;
             }
             _ => break,

@@ -15,7 +15,9 @@ use std::num::Wrapping;
 
 use smallvec::SmallVec;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{
+    Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
+};
 
 use super::avail::AvailRing;
 use super::used::UsedBatch;
@@ -135,15 +137,21 @@ pub fn read_chain_into(
 /// that is not (across regions, or not memory at all) gets the general
 /// check.
 pub fn in_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool {
-    if let Some(region) = mem.find_region(addr) {
-        // `find_region` found `addr` inside the region: the offset is
-        // less than the region's length.
-        let offset = addr.unchecked_offset_from(region.start_addr());
-        if len as u64 <= region.len() - offset {
-            return true;
-        }
+    mapped(mem, addr, len).is_some() || GuestMemoryBackend::check_range(mem, addr, len)
+}
+
+/// Where `[addr, addr + len)` is in this process when it lies inside one
+/// region (nearly every buffer), with one region lookup; None otherwise
+/// (across regions, or not memory at all).
+pub fn mapped(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
+    let region = mem.find_region(addr)?;
+    // `find_region` found `addr` inside the region: the offset is less
+    // than the region's length.
+    let offset = addr.unchecked_offset_from(region.start_addr());
+    if len as u64 > region.len() - offset {
+        return None;
     }
-    GuestMemoryBackend::check_range(mem, addr, len)
+    region.get_host_address(MemoryRegionAddress(offset)).ok()
 }
 
 /// Requests a pass completes before it makes them visible to the driver,

@@ -18,7 +18,7 @@ use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::avail::AvailRing;
-use crate::devices::virtio::buffers::{HostSlices, copy_to_slices, host_slices_into, read_array};
+use crate::devices::virtio::buffers::{HostSlices, copy_to_slices, read_array, write_array};
 use crate::devices::virtio::queue::Chain;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
@@ -77,13 +77,13 @@ pub fn process(
             if delivered.frames() >= budget {
                 return Ok(true);
             }
-            if !take_buffers(h, queue, mem, &mut ring)? {
+            if !take_buffers(h, queue, &mut ring)? {
                 // Out of buffers: ask the driver to say when it adds some,
                 // and look once more in case it just did.
                 let more = queue
                     .enable_notification(mem)
                     .map_err(|e| broken(e.to_string()))?;
-                if !more || !take_buffers(h, queue, mem, &mut ring)? {
+                if !more || !take_buffers(h, queue, &mut ring)? {
                     return Ok(false);
                 }
             }
@@ -135,7 +135,6 @@ fn room_needed(h: &NetHandler) -> usize {
 fn take_buffers(
     h: &mut NetHandler,
     queue: &mut Queue,
-    mem: &GuestMemoryMmap,
     ring: &mut AvailRing<'_>,
 ) -> Result<bool, DeviceBroken> {
     let want = room_needed(h);
@@ -149,8 +148,9 @@ fn take_buffers(
     };
     let mut chain = Chain::default();
     while !enough(h) {
+        let mut slices = HostSlices::new();
         if !ring
-            .take(queue, MAX_DESCRIPTORS, &mut chain)
+            .take_with_views(queue, MAX_DESCRIPTORS, &mut chain, &mut slices)
             .map_err(|e| broken(e.to_string()))?
         {
             break;
@@ -161,10 +161,6 @@ fn take_buffers(
                 "buffer {} is not a writable buffer",
                 chain.head
             )));
-        }
-        let mut slices = HostSlices::new();
-        if !host_slices_into(mem, &chain.writable, &mut slices) {
-            return Err(broken("buffer outside guest memory".into()));
         }
         h.rx_buffers.push_back(HeldBuffer {
             head: chain.head,
@@ -198,7 +194,9 @@ fn read_tap(h: &mut NetHandler, slices: &HostSlices) -> Next {
     let room: usize = h.iovecs.iter().map(|v| v.iov_len).sum();
     // A frame larger than the buffers runs on into this spill area (the
     // tap would cut it short without saying so) and is then dropped.
-    h.spill.resize(GSO_ROOM, 0);
+    if h.spill.len() != GSO_ROOM {
+        h.spill.resize(GSO_ROOM, 0);
+    }
     h.iovecs.push(libc::iovec {
         iov_base: h.spill.as_mut_ptr().cast(),
         iov_len: h.spill.len(),
@@ -284,7 +282,7 @@ fn complete(
         filled.push((held.head, written as u32));
     }
     header.num_buffers = filled.len() as u16;
-    if !copy_to_slices(slices, 0, &header.to_bytes()) {
+    if !write_array(slices, 0, &header.to_bytes()) {
         return Ok(false);
     }
     for (held, &(head, written)) in h.rx_buffers.drain(..filled.len()).zip(&filled) {
