@@ -252,10 +252,9 @@ pub fn serve_requests_while(
         }
     })();
     // Whatever was completed is announced, even if a later chain broke.
-    let published = used.publish(queue, mem).map_err(|e| broken(e.to_string()));
-    if used.needs_interrupt(queue, mem) {
-        interrupt.signal_queue(index as u16);
-    }
+    let published = used
+        .finish(queue, mem, interrupt, index as u16)
+        .map_err(|e| broken(e.to_string()));
     result.and(published).map(|()| served)
 }
 

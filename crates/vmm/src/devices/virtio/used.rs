@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
+use super::Interrupt;
 use crate::memory::GuestMemoryMmap;
 
 /// Bytes before the used ring's elements: flags and index.
@@ -118,6 +119,24 @@ impl UsedBatch {
         queue.set_next_used(next.0);
         self.pending.clear();
         Ok(())
+    }
+
+    /// Ends a pass over queue `index`: publishes what is pending and
+    /// interrupts the driver if it asked to hear of what the pass
+    /// completed. The interrupt goes out even when the publishing failed,
+    /// for what earlier batches published.
+    pub fn finish(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        interrupt: &dyn Interrupt,
+        index: u16,
+    ) -> Result<(), UsedError> {
+        let published = self.publish(queue, mem);
+        if self.needs_interrupt(queue, mem) {
+            interrupt.signal_queue(index);
+        }
+        published
     }
 
     /// Whether the driver asked to be interrupted for the chains this

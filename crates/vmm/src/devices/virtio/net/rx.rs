@@ -108,10 +108,9 @@ pub fn process(
         }
     })();
     delivered.add_to(&h.stats.rx_frames, &h.stats.rx_bytes);
-    let published = used.publish(queue, mem).map_err(|e| broken(e.to_string()));
-    if used.needs_interrupt(queue, mem) {
-        interrupt.signal_queue(RX as u16);
-    }
+    let published = used
+        .finish(queue, mem, interrupt, RX as u16)
+        .map_err(|e| broken(e.to_string()));
     result.and_then(|more| published.map(|()| more))
 }
 

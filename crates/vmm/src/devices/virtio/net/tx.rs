@@ -102,10 +102,9 @@ pub fn process(
     h.tx_batch = batch;
     sent.add_to(&h.stats.tx_frames, &h.stats.tx_bytes);
     // What a batch cut short (the tap full, the budget spent) completed.
-    let published = used.publish(queue, mem).map_err(|e| broken(e.to_string()));
-    if used.needs_interrupt(queue, mem) {
-        interrupt.signal_queue(TX as u16);
-    }
+    let published = used
+        .finish(queue, mem, interrupt, TX as u16)
+        .map_err(|e| broken(e.to_string()));
     result.and_then(|more| published.map(|()| more))
 }
 
