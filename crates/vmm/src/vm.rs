@@ -346,13 +346,8 @@ impl Vm {
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Vm, LaunchError> {
         let boot = prepare_boot(launch, &files)?;
-        let mut locks = HeldLocks::default();
-        let disks = open_disks(&launch.disks, files.disks, &mut locks)?;
-        let nics = open_nics(launch, files.nics)?;
-        let cdrom = files
-            .cdrom
-            .map(|file| open_cdrom(file, &mut locks))
-            .transpose()?;
+        let (disks, nics, cdrom, locks) =
+            open_devices(launch, (files.disks, files.nics, files.cdrom))?;
         let layout = Layout::with_bios_size(launch.memory, boot.firmware_size());
         let parts = Assembly::new(launch, (disks, nics, cdrom), files.kvm, layout, &lifecycle)?;
         let vcpu_count = launch.vcpus.max(1);
@@ -410,13 +405,8 @@ impl Vm {
         .map_err(stream_error)?;
         let header = Header::decode(&payload).map_err(stream_error)?;
         check_description(launch, &header)?;
-        let mut locks = HeldLocks::default();
-        let disks = open_disks(&launch.disks, files.disks, &mut locks)?;
-        let nics = open_nics(launch, files.nics)?;
-        let cdrom = files
-            .cdrom
-            .map(|file| open_cdrom(file, &mut locks))
-            .transpose()?;
+        let (disks, nics, cdrom, locks) =
+            open_devices(launch, (files.disks, files.nics, files.cdrom))?;
         let sizes: Vec<u64> = disks.iter().map(|d| d.backend.size()).collect();
         if sizes != header.disk_sizes {
             return Err(stream_error(StreamError::DiskChanged(format!(
@@ -891,6 +881,22 @@ fn add_smbios(
 struct OpenDisk {
     backend: Arc<dyn disk::BlockBackend>,
     path: String,
+}
+
+/// The disks, NICs and CD-ROM of a launch, opened from what vmd handed
+/// over, and a way to release the locks on the images.
+type OpenedDevices = (Vec<OpenDisk>, Vec<OpenNic>, Option<OpenCdrom>, HeldLocks);
+
+/// Opens the devices a boot and a restore alike are built with.
+fn open_devices(
+    launch: &VmLaunch,
+    (disks, nics, cdrom): (Vec<Vec<File>>, Vec<NicFiles>, Option<File>),
+) -> Result<OpenedDevices, LaunchError> {
+    let mut locks = HeldLocks::default();
+    let disks = open_disks(&launch.disks, disks, &mut locks)?;
+    let nics = open_nics(launch, nics)?;
+    let cdrom = cdrom.map(|file| open_cdrom(file, &mut locks)).transpose()?;
+    Ok((disks, nics, cdrom, locks))
 }
 
 /// Adopts the images vmd opened (and locked) for each disk.
