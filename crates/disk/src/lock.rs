@@ -33,6 +33,11 @@ pub fn lock_image(file: &File, mode: LockMode) -> io::Result<()> {
         LockMode::Exclusive => libc::LOCK_EX,
         LockMode::Shared => libc::LOCK_SH,
     } | libc::LOCK_NB;
+    flock(file, operation)
+}
+
+/// flock(2), again when a signal interrupts it.
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: flock takes a descriptor we own and integer flags.
         let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
@@ -63,12 +68,9 @@ impl HeldLocks {
     /// though this one still has them open.
     pub fn release(&self) {
         for file in &self.0 {
-            // SAFETY: flock on a descriptor we own. Unlocking cannot fail
-            // for an open descriptor but by EINTR, and a lock that stays
-            // is released when the process ends anyway.
-            while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) } != 0
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
+            // Unlocking an open descriptor does not fail, and a lock that
+            // stayed would end with the process anyway.
+            let _ = flock(file, libc::LOCK_UN);
         }
     }
 }
