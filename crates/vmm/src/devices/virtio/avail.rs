@@ -17,7 +17,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::buffers::{HostSlices, host_slices_into};
-use super::queue::{Chain, ChainError, Segment, mapped, read_chain_into};
+use super::queue::{Chain, ChainError, RegionCache, Segment, read_chain_into};
 use crate::memory::GuestMemoryMmap;
 
 /// Bytes of one descriptor: address, length, flags, next.
@@ -46,10 +46,99 @@ impl std::fmt::Display for TakeError {
 /// A queue's available ring and descriptor table, mapped for one pass.
 pub struct AvailRing<'m> {
     mem: &'m GuestMemoryMmap,
+    /// Finds the buffers in guest memory.
+    regions: RegionCache<'m>,
     /// Both mappings, or None when either ring is not in one mapping.
     maps: Option<(VolatileSlice<'m, ()>, VolatileSlice<'m, ()>)>,
     /// The driver's available index as last read.
     avail_idx: Wrapping<u16>,
+    /// A chain the crate walked, before it goes where it was asked for.
+    walked: Chain,
+}
+
+/// A chain as a receive queue takes it: device-writable buffers, their
+/// total length and their host views.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WritableChain {
+    pub head: u16,
+    /// Bytes of its device-writable buffers.
+    pub len: u32,
+    /// It also had device-readable buffers, which a receive queue refuses.
+    pub readable: bool,
+    /// Host views of the device-writable buffers, in order.
+    pub views: HostSlices,
+}
+
+/// Where a walk of a chain puts the buffers it finds, in chain order,
+/// device-readable ones first.
+trait Found {
+    fn start(&mut self, head: u16);
+    fn readable(&mut self, segment: Segment);
+    /// `host` is where the buffer is in this process when it lies inside
+    /// one region. False when it is not all guest memory.
+    fn writable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool;
+    /// Replaces what was found with a chain the crate walked.
+    fn replay(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError>;
+}
+
+impl Found for Chain {
+    fn start(&mut self, head: u16) {
+        self.head = head;
+        self.readable.clear();
+        self.writable.clear();
+    }
+
+    fn readable(&mut self, segment: Segment) {
+        self.readable.push(segment);
+    }
+
+    fn writable(&mut self, _: &GuestMemoryMmap, segment: Segment, _: Option<*mut u8>) -> bool {
+        self.writable.push(segment);
+        true
+    }
+
+    fn replay(&mut self, _: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError> {
+        self.clone_from(chain);
+        Ok(())
+    }
+}
+
+impl Found for WritableChain {
+    fn start(&mut self, head: u16) {
+        self.head = head;
+        self.len = 0;
+        self.readable = false;
+        self.views.clear();
+    }
+
+    fn readable(&mut self, _: Segment) {
+        self.readable = true;
+    }
+
+    fn writable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
+        // The walk keeps the chain's total below 4 GiB.
+        self.len += segment.len;
+        match host {
+            Some(_) if segment.len == 0 => true,
+            Some(host) => {
+                self.views.push((host, segment.len as usize));
+                true
+            }
+            None => host_slices_into(mem, &[segment], &mut self.views),
+        }
+    }
+
+    fn replay(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError> {
+        self.start(chain.head);
+        self.readable = !chain.readable.is_empty();
+        self.len = chain.writable_len() as u32;
+        // Every buffer was found in guest memory by the walk.
+        if !host_slices_into(mem, &chain.writable, &mut self.views) {
+            let (addr, len) = chain.writable.first().map_or((0, 0), |s| (s.addr.0, s.len));
+            return Err(ChainError::OutsideMemory { addr, len });
+        }
+        Ok(())
+    }
 }
 
 impl<'m> AvailRing<'m> {
@@ -64,8 +153,10 @@ impl<'m> AvailRing<'m> {
         };
         AvailRing {
             mem,
+            regions: RegionCache::new(mem),
             maps,
             avail_idx: Wrapping(queue.next_avail()),
+            walked: Chain::default(),
         }
     }
 
@@ -78,31 +169,29 @@ impl<'m> AvailRing<'m> {
         max_descriptors: usize,
         out: &mut Chain,
     ) -> Result<bool, TakeError> {
-        self.take_into(queue, max_descriptors, out, None)
+        self.take_into(queue, max_descriptors, out)
     }
 
-    /// [`AvailRing::take`], and the host views of the chain's writable
-    /// buffers into `views` (replaced), found with the same region lookups
-    /// that checked them.
-    pub fn take_with_views(
+    /// [`AvailRing::take`] for a receive queue: the chain's writable
+    /// buffers' length and host views, found with the same region lookups
+    /// that checked them, and whether it had readable ones.
+    pub fn take_writable(
         &mut self,
         queue: &mut Queue,
         max_descriptors: usize,
-        out: &mut Chain,
-        views: &mut HostSlices,
+        out: &mut WritableChain,
     ) -> Result<bool, TakeError> {
-        self.take_into(queue, max_descriptors, out, Some(views))
+        self.take_into(queue, max_descriptors, out)
     }
 
     fn take_into(
         &mut self,
         queue: &mut Queue,
         max_descriptors: usize,
-        out: &mut Chain,
-        views: Option<&mut HostSlices>,
+        out: &mut impl Found,
     ) -> Result<bool, TakeError> {
         let Some((desc, avail)) = &self.maps else {
-            return take_by_crate(queue, self.mem, max_descriptors, out, views);
+            return self.take_by_crate(queue, max_descriptors, out);
         };
         let next = Wrapping(queue.next_avail());
         if next == self.avail_idx {
@@ -117,55 +206,57 @@ impl<'m> AvailRing<'m> {
                 return Ok(false);
             }
         }
-        let slot = usize::from(next.0 % queue.size());
-        let head: u16 = avail
-            .load(AVAIL_HEADER + 2 * slot, Ordering::Relaxed)
-            .map(u16::from_le)
-            .map_err(|_| TakeError::Queue(virtio_queue::Error::QueueNotReady))?;
+        // The size is a power of two (the crate refuses any other).
+        let slot = usize::from(next.0 & (queue.size() - 1));
+        // SAFETY: `avail` maps the ring's `AVAIL_HEADER + 2 * size` bytes
+        // of guest memory, which stay mapped while `mem` lives, and
+        // `slot < size`. A driver writing the entry meanwhile makes at
+        // worst a wrong head, checked like any other.
+        let head = u16::from_le_bytes(unsafe {
+            avail
+                .ptr_guard()
+                .as_ptr()
+                .add(AVAIL_HEADER + 2 * slot)
+                .cast::<[u8; 2]>()
+                .read_volatile()
+        });
         let walk = Walk {
             size: queue.size(),
             max_descriptors,
         };
-        match walk.read(self.mem, desc, head, out, views) {
+        match walk.read(&mut self.regions, desc, head, out) {
             Walked::Done(result) => {
                 queue.set_next_avail((next + Wrapping(1)).0);
                 result.map(|()| true).map_err(TakeError::Chain)
             }
-            Walked::Indirect(views) => take_by_crate(queue, self.mem, max_descriptors, out, views),
+            Walked::Indirect => self.take_by_crate(queue, max_descriptors, out),
         }
     }
-}
 
-/// The crate's walk of the next chain, for what the mappings do not
-/// cover.
-fn take_by_crate(
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    max_descriptors: usize,
-    out: &mut Chain,
-    views: Option<&mut HostSlices>,
-) -> Result<bool, TakeError> {
-    let mut iter = queue.iter(mem).map_err(TakeError::Queue)?;
-    let Some(chain) = iter.next() else {
-        return Ok(false);
-    };
-    read_chain_into(chain, max_descriptors, out).map_err(TakeError::Chain)?;
-    if let Some(views) = views {
-        views.clear();
-        // Every buffer was found in guest memory just now.
-        if !host_slices_into(mem, &out.writable, views) {
-            let (addr, len) = out.writable.first().map_or((0, 0), |s| (s.addr.0, s.len));
-            return Err(TakeError::Chain(ChainError::OutsideMemory { addr, len }));
-        }
+    /// The crate's walk of the next chain, for what the mappings do not
+    /// cover.
+    fn take_by_crate(
+        &mut self,
+        queue: &mut Queue,
+        max_descriptors: usize,
+        out: &mut impl Found,
+    ) -> Result<bool, TakeError> {
+        let mut iter = queue.iter(self.mem).map_err(TakeError::Queue)?;
+        let Some(chain) = iter.next() else {
+            return Ok(false);
+        };
+        read_chain_into(chain, max_descriptors, &mut self.walked).map_err(TakeError::Chain)?;
+        out.replay(self.mem, &self.walked)
+            .map(|()| true)
+            .map_err(TakeError::Chain)
     }
-    Ok(true)
 }
 
 /// How a walk of the table ended.
-enum Walked<'v> {
+enum Walked {
     Done(Result<(), ChainError>),
     /// The chain uses an indirect table: nothing was decided.
-    Indirect(Option<&'v mut HostSlices>),
+    Indirect,
 }
 
 /// The crate's `DescriptorChain` rules for a walk: at most `size`
@@ -178,24 +269,19 @@ struct Walk {
 impl Walk {
     /// Walks the chain at `head` in the mapped table, as the crate's
     /// `DescriptorChain` walks it (at most `size` descriptors, a total length
-    /// below 4 GiB, no index beyond the table) and checks it as
-    /// [`read_chain_into`] does; the writable buffers' host views go into
-    /// `views` if asked for.
-    fn read<'v>(
+    /// below 4 GiB, no index beyond the table), checks it as
+    /// [`read_chain_into`] does and puts its buffers in `out`.
+    fn read(
         &self,
-        mem: &GuestMemoryMmap,
+        regions: &mut RegionCache<'_>,
         table: &VolatileSlice<'_, ()>,
         head: u16,
-        out: &mut Chain,
-        mut views: Option<&'v mut HostSlices>,
-    ) -> Walked<'v> {
+        out: &mut impl Found,
+    ) -> Walked {
         let (size, max_descriptors) = (self.size, self.max_descriptors);
-        out.head = head;
-        out.readable.clear();
-        out.writable.clear();
-        if let Some(views) = views.as_deref_mut() {
-            views.clear();
-        }
+        out.start(head);
+        let mem = regions.memory();
+        let mut any_writable = false;
         let mut index = head;
         let mut total = 0u32;
         for count in 1..=usize::from(size) {
@@ -223,7 +309,7 @@ impl Walk {
             let (addr, len) = (field(0, 8), field(8, 4) as u32);
             let (flags, next) = (field(12, 2) as u32, field(14, 2) as u16);
             if flags & VRING_DESC_F_INDIRECT != 0 {
-                return Walked::Indirect(views);
+                return Walked::Indirect;
             }
             let Some(sum) = total.checked_add(len) else {
                 break;
@@ -237,24 +323,20 @@ impl Walk {
                 len,
             };
             // As `in_memory`, keeping the mapping it finds.
-            let host = mapped(mem, segment.addr, len as usize);
+            let host = regions.mapped(segment.addr, len as usize);
+            let outside = Walked::Done(Err(ChainError::OutsideMemory { addr, len }));
             if host.is_none() && !GuestMemoryBackend::check_range(mem, segment.addr, len as usize) {
-                return Walked::Done(Err(ChainError::OutsideMemory { addr, len }));
+                return outside;
             }
             if flags & VRING_DESC_F_WRITE != 0 {
-                out.writable.push(segment);
-                if let Some(views) = views.as_deref_mut() {
-                    match host {
-                        Some(_) if len == 0 => {}
-                        Some(host) => views.push((host, len as usize)),
-                        None if host_slices_into(mem, &[segment], views) => {}
-                        None => return Walked::Done(Err(ChainError::OutsideMemory { addr, len })),
-                    }
+                any_writable = true;
+                if !out.writable(mem, segment, host) {
+                    return outside;
                 }
-            } else if !out.writable.is_empty() {
+            } else if any_writable {
                 return Walked::Done(Err(ChainError::Misordered));
             } else {
-                out.readable.push(segment);
+                out.readable(segment);
             }
             if flags & VRING_DESC_F_NEXT == 0 {
                 return Walked::Done(Ok(()));
@@ -361,8 +443,7 @@ mod tests {
                 driver.set_avail_idx(size + 1 + rng.below(100) as u16);
             }
             let max_descriptors = [1, 4, 64, 1000][rng.below(4) as usize];
-            let (mut ours, mut crates) = (driver.device_queue(false), driver.device_queue(false));
-            chains += assert_walks_agree(&mem, &mut ours, &mut crates, max_descriptors);
+            chains += assert_walks_agree(&mem, &driver, max_descriptors);
         }
         // The comparison saw many chains through, not only refusals.
         assert!(chains > 1000, "{chains} chains");

@@ -302,33 +302,42 @@ impl DriverQueue {
     }
 }
 
-/// Takes every chain offered on the queues `ours` and `crates` (two
-/// device views of one driver queue) both ways: the crate's walk checked
+/// Takes every chain `driver` offers, through device views of its queue,
+/// each way: the crate's walk checked
 /// by [`read_chain_into`](super::queue::read_chain_into), and
-/// [`AvailRing`](super::avail::AvailRing). Panics where they differ in
+/// [`AvailRing`](super::avail::AvailRing), as a chain and as a receive
+/// queue's writable chain with host views. Panics where they differ in
 /// a chain, its checks' verdict or the queue's position; returns the
 /// chains taken. For the tests and the fuzz target of the fast walk.
 pub fn assert_walks_agree(
     mem: &GuestMemoryMmap,
-    ours: &mut Queue,
-    crates: &mut Queue,
+    driver: &DriverQueue,
     max_descriptors: usize,
 ) -> usize {
-    use super::avail::{AvailRing, TakeError};
+    use super::avail::{AvailRing, TakeError, WritableChain};
     use super::queue::{Chain, read_chain_into};
     use virtio_queue::QueueOwnedT;
 
+    let message = |e: TakeError| match e {
+        TakeError::Queue(e) => e.to_string(),
+        TakeError::Chain(e) => e.to_string(),
+    };
+    let (mut ours, mut receiving, mut crates) = (
+        driver.device_queue(false),
+        driver.device_queue(false),
+        driver.device_queue(false),
+    );
+    let (ours, crates) = (&mut ours, &mut crates);
     let mut ring = AvailRing::new(ours, mem);
+    let mut receive_ring = AvailRing::new(&receiving, mem);
     let mut taken = 0;
     for _ in 0..=usize::from(ours.size()) {
         let mut fast = Chain::default();
-        let mut views = super::buffers::HostSlices::new();
-        let fast_result = ring
-            .take_with_views(ours, max_descriptors, &mut fast, &mut views)
-            .map_err(|e| match e {
-                TakeError::Queue(e) => e.to_string(),
-                TakeError::Chain(e) => e.to_string(),
-            });
+        let fast_result = ring.take(ours, max_descriptors, &mut fast).map_err(message);
+        let mut writable = WritableChain::default();
+        let writable_result = receive_ring
+            .take_writable(&mut receiving, max_descriptors, &mut writable)
+            .map_err(message);
         let mut walked = Chain::default();
         let crate_result = match crates.iter(mem) {
             Err(e) => Err(e.to_string()),
@@ -340,17 +349,24 @@ pub fn assert_walks_agree(
             },
         };
         assert_eq!(fast_result, crate_result, "chain {taken}");
+        assert_eq!(writable_result, crate_result, "chain {taken}, writable");
         assert_eq!(ours.next_avail(), crates.next_avail(), "chain {taken}");
+        assert_eq!(receiving.next_avail(), crates.next_avail(), "chain {taken}");
         match fast_result {
             Ok(true) => {
                 assert_eq!(fast, walked, "chain {taken}");
-                let mut expected = super::buffers::HostSlices::new();
+                let mut expected = WritableChain {
+                    head: walked.head,
+                    len: walked.writable_len() as u32,
+                    readable: !walked.readable.is_empty(),
+                    views: super::buffers::HostSlices::new(),
+                };
                 assert!(super::buffers::host_slices_into(
                     mem,
                     &walked.writable,
-                    &mut expected
+                    &mut expected.views
                 ));
-                assert_eq!(views, expected, "views of chain {taken}");
+                assert_eq!(writable, expected, "writable chain {taken}");
                 taken += 1;
             }
             _ => break,

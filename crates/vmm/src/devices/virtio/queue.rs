@@ -154,6 +154,41 @@ pub fn mapped(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*
     region.get_host_address(MemoryRegionAddress(offset)).ok()
 }
 
+/// [`mapped`] for many lookups in a row, trying first the region the
+/// previous lookup found: a driver's buffers nearly all lie in one region,
+/// and this skips the search for it.
+pub struct RegionCache<'m> {
+    mem: &'m GuestMemoryMmap,
+    /// The last region found: its guest start, length and host address.
+    last: Option<(u64, u64, *mut u8)>,
+}
+
+impl<'m> RegionCache<'m> {
+    pub fn new(mem: &'m GuestMemoryMmap) -> RegionCache<'m> {
+        RegionCache { mem, last: None }
+    }
+
+    pub fn memory(&self) -> &'m GuestMemoryMmap {
+        self.mem
+    }
+
+    /// As [`mapped`].
+    pub fn mapped(&mut self, addr: GuestAddress, len: usize) -> Option<*mut u8> {
+        if let Some((start, size, host)) = self.last {
+            let offset = addr.0.wrapping_sub(start);
+            if offset < size && len as u64 <= size - offset {
+                // SAFETY: `offset < size`, and `host` maps the region's
+                // `size` bytes while `mem` lives.
+                return Some(unsafe { host.add(offset as usize) });
+            }
+        }
+        let region = self.mem.find_region(addr)?;
+        let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
+        self.last = Some((region.start_addr().0, region.len(), host));
+        mapped(self.mem, addr, len)
+    }
+}
+
 /// Requests a pass completes before it makes them visible to the driver,
 /// which may take them while the pass goes on.
 const PUBLISH_EVERY: usize = 16;

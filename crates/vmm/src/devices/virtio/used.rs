@@ -87,20 +87,31 @@ impl UsedBatch {
         let stored = match mem.get_slice(ring, ring_len as usize) {
             // The ring in one mapping (always, but for a ring across two
             // adjacent regions).
-            Ok(slice) => self
-                .pending
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, &(head, written))| {
-                    let at = offset(i) as usize;
-                    slice
-                        .store(u32::from(head).to_le(), at, Ordering::Relaxed)
-                        .and_then(|()| slice.store(written.to_le(), at + 4, Ordering::Relaxed))
-                })
+            Ok(slice) => {
+                let ring = slice.ptr_guard_mut().as_ptr();
+                let mut slot = usize::from(first.0 % size);
+                for &(head, written) in &self.pending {
+                    let mut element = [0u8; USED_ELEMENT as usize];
+                    element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+                    element[4..].copy_from_slice(&written.to_le_bytes());
+                    // SAFETY: `slice` maps the whole ring, `ring_len`
+                    // bytes of guest memory that stay mapped while `mem`
+                    // lives, and `slot < size`; the driver only reads
+                    // these elements.
+                    unsafe {
+                        ring.add(USED_HEADER as usize + USED_ELEMENT as usize * slot)
+                            .cast::<[u8; USED_ELEMENT as usize]>()
+                            .write_volatile(element)
+                    };
+                    slot += 1;
+                    if slot == usize::from(size) {
+                        slot = 0;
+                    }
+                }
                 // The elements before the index: a driver that sees the
                 // index sees them.
-                .and_then(|()| slice.store(next.0.to_le(), 2, Ordering::Release))
-                .is_ok(),
+                slice.store(next.0.to_le(), 2, Ordering::Release).is_ok()
+            }
             Err(_) => self
                 .pending
                 .iter()

@@ -11,15 +11,13 @@
 
 use std::os::fd::AsRawFd;
 
-use smallvec::SmallVec;
 use virtio_queue::{Queue, QueueT};
 
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats, Tally};
-use crate::devices::virtio::avail::AvailRing;
+use crate::devices::virtio::avail::{AvailRing, WritableChain};
 use crate::devices::virtio::buffers::{HostSlices, copy_to_slices, read_array, write_array};
-use crate::devices::virtio::queue::Chain;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -27,6 +25,9 @@ use crate::memory::GuestMemoryMmap;
 /// Frames a pass puts on the used ring before it makes them visible to
 /// the driver, which may take them while the pass goes on.
 const PUBLISH_EVERY: usize = 32;
+
+/// Buffers taken off the queue at a time when more are needed.
+const TAKE_AHEAD: usize = 32;
 
 /// Descriptors accepted in one receive chain.
 pub const MAX_DESCRIPTORS: usize = 64;
@@ -40,11 +41,7 @@ pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
 /// A receive buffer taken off the queue and not yet used: its chain's
 /// head, its length, and its host views, taken once when it is taken
 /// (guest memory stays mapped, unchanged, for the VM's life).
-pub(super) struct HeldBuffer {
-    head: u16,
-    len: u32,
-    slices: HostSlices,
-}
+pub(super) type HeldBuffer = WritableChain;
 
 /// Where the next frame comes from.
 enum Next {
@@ -64,9 +61,9 @@ pub fn process(
     budget: usize,
 ) -> Result<bool, DeviceBroken> {
     let mut delivered = Tally::default();
-    // Host views of the held buffers, rebuilt for every frame in the
-    // same storage.
-    let mut slices = HostSlices::new();
+    // Host views of the held buffers as one stream, for the frames whose
+    // first buffer does not hold what is looked at.
+    let mut scratch = HostSlices::new();
     let mut used = UsedBatch::new(queue);
     let mut ring = AvailRing::new(queue, mem);
     let result = (|| {
@@ -87,14 +84,13 @@ pub fn process(
                     return Ok(false);
                 }
             }
-            held_slices(h, &mut slices);
             let next = match h.replies.pop_front() {
-                Some(reply) => place_copy(h, &slices, &reply),
-                None => read_tap(h, &slices),
+                Some(reply) => place_copy(h, &mut scratch, &reply),
+                None => read_tap(h),
             };
             match next {
                 Next::Placed(len) => {
-                    if complete(h, &mut used, &slices, len)? {
+                    if complete(h, &mut used, &mut scratch, len)? {
                         delivered.count(len - HEADER_LEN);
                     }
                     if delivered.frames() % PUBLISH_EVERY == 0 {
@@ -127,10 +123,13 @@ fn room_needed(h: &NetHandler) -> usize {
     }
 }
 
-/// Takes buffers off the queue until a frame of any size fits (one buffer
-/// without mergeable buffers). Returns whether the held buffers are enough
-/// to read into: with mergeable buffers that is room for the largest
-/// frame, or every buffer the queue can hold if the driver posts less.
+/// Takes buffers off the queue when a frame of any size would not fit
+/// in those held (one buffer without mergeable buffers): enough for one,
+/// and [`TAKE_AHEAD`] at least, so that the descriptor table is read a
+/// run of buffers at a time rather than one between two reads of the
+/// tap. Returns whether the held buffers are enough to read into: with
+/// mergeable buffers that is room for the largest frame, or every buffer
+/// the queue can hold if the driver posts less.
 fn take_buffers(
     h: &mut NetHandler,
     queue: &mut Queue,
@@ -145,52 +144,83 @@ fn take_buffers(
             !h.rx_buffers.is_empty()
         }
     };
-    let mut chain = Chain::default();
-    while !enough(h) {
-        let mut slices = HostSlices::new();
+    if enough(h) {
+        return Ok(true);
+    }
+    let mut buffer = HeldBuffer::default();
+    while !enough(h) || h.rx_buffers.len() < TAKE_AHEAD.min(all) {
         if !ring
-            .take_with_views(queue, MAX_DESCRIPTORS, &mut chain, &mut slices)
+            .take_writable(queue, MAX_DESCRIPTORS, &mut buffer)
             .map_err(|e| broken(e.to_string()))?
         {
             break;
         }
-        let len = chain.writable_len() as usize;
-        if !chain.readable.is_empty() || len == 0 {
+        if buffer.readable || buffer.len == 0 {
             return Err(broken(format!(
                 "buffer {} is not a writable buffer",
-                chain.head
+                buffer.head
             )));
         }
-        h.rx_buffers.push_back(HeldBuffer {
-            head: chain.head,
-            len: len as u32,
-            slices,
-        });
-        h.rx_held += len;
+        h.rx_held += buffer.len as usize;
+        h.rx_buffers.push_back(std::mem::take(&mut buffer));
     }
     Ok(enough(h))
 }
 
-/// Host views of the held buffers as one stream, into `out`: all of
-/// them with mergeable buffers, else the first.
-fn held_slices(h: &NetHandler, out: &mut HostSlices) {
-    out.clear();
-    let take = if h.mergeable { h.rx_buffers.len() } else { 1 };
-    for held in h.rx_buffers.iter().take(take) {
-        out.extend_from_slice(&held.slices);
+/// How many held buffers the next frame may fill: all of them with
+/// mergeable buffers, else the first.
+fn frame_buffers(h: &NetHandler) -> usize {
+    if !h.mergeable {
+        return 1;
+    }
+    let want = room_needed(h);
+    let mut room = 0;
+    for (i, held) in h.rx_buffers.iter().enumerate() {
+        room += held.len as usize;
+        if room >= want {
+            return i + 1;
+        }
+    }
+    h.rx_buffers.len()
+}
+
+/// Host views of the first `at_least` bytes (or more) of the buffers the
+/// next frame fills: the first buffer's own views when it holds that
+/// much (nearly always), else all of them as one stream in `scratch`.
+fn frame_views<'a>(
+    h: &'a NetHandler,
+    scratch: &'a mut HostSlices,
+    at_least: usize,
+) -> &'a HostSlices {
+    match h.rx_buffers.front() {
+        Some(first) if first.len as usize >= at_least => &first.views,
+        _ => {
+            scratch.clear();
+            for held in h.rx_buffers.iter().take(frame_buffers(h)) {
+                scratch.extend_from_slice(&held.views);
+            }
+            scratch
+        }
     }
 }
 
 /// One read from the tap into the held buffers.
-fn read_tap(h: &mut NetHandler, slices: &HostSlices) -> Next {
+fn read_tap(h: &mut NetHandler) -> Next {
     h.iovecs.clear();
-    h.iovecs
-        .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
+    let mut room = 0;
+    let views = h
+        .rx_buffers
+        .iter()
+        .take(frame_buffers(h))
+        .flat_map(|held| held.views.iter())
+        .take(libc::UIO_MAXIOV as usize - 1);
+    for &(ptr, len) in views {
+        h.iovecs.push(libc::iovec {
             iov_base: ptr.cast(),
             iov_len: len,
-        }));
-    h.iovecs.truncate(libc::UIO_MAXIOV as usize - 1);
-    let room: usize = h.iovecs.iter().map(|v| v.iov_len).sum();
+        });
+        room += len;
+    }
     // A frame larger than the buffers runs on into this spill area (the
     // tap would cut it short without saying so) and is then dropped.
     if h.spill.len() != GSO_ROOM {
@@ -234,8 +264,9 @@ fn read_tap(h: &mut NetHandler, slices: &HostSlices) -> Next {
 
 /// Copies a frame the device made into the held buffers, behind a plain
 /// header.
-fn place_copy(h: &mut NetHandler, slices: &HostSlices, frame: &[u8]) -> Next {
+fn place_copy(h: &mut NetHandler, scratch: &mut HostSlices, frame: &[u8]) -> Next {
     let header = Header::default().to_bytes();
+    let slices = frame_views(h, scratch, HEADER_LEN + frame.len());
     if !copy_to_slices(slices, 0, &header) || !copy_to_slices(slices, HEADER_LEN, frame) {
         NetStats::add(&h.stats.rx_dropped, 1);
         h.dropped("device-made", "larger than the receive buffers");
@@ -249,10 +280,11 @@ fn place_copy(h: &mut NetHandler, slices: &HostSlices, frame: &[u8]) -> Next {
 fn complete(
     h: &mut NetHandler,
     used: &mut UsedBatch,
-    slices: &HostSlices,
+    scratch: &mut HostSlices,
     len: usize,
 ) -> Result<bool, DeviceBroken> {
-    let Some(raw) = read_array::<{ HEADER_LEN + MIN_FRAME }>(slices, 0) else {
+    const LOOKED_AT: usize = HEADER_LEN + MIN_FRAME;
+    let Some(raw) = read_array::<LOOKED_AT>(frame_views(h, scratch, LOOKED_AT), 0) else {
         return Ok(false);
     };
     let header = Header::parse(raw[..HEADER_LEN].try_into().expect("header length"));
@@ -269,24 +301,29 @@ fn complete(
             return Ok(false);
         }
     };
-    // The buffers the frame filled, in order, with what each holds.
-    let mut filled: SmallVec<[(u16, u32); 32]> = SmallVec::new();
-    let mut left = len;
+    // The buffers the frame filled: the first ones, in order.
+    let mut filled = 0;
+    let mut room = 0;
     for held in &h.rx_buffers {
-        if left == 0 {
+        if room >= len {
             break;
         }
-        let written = left.min(held.len as usize);
-        left -= written;
-        filled.push((held.head, written as u32));
+        room += held.len as usize;
+        filled += 1;
     }
-    header.num_buffers = filled.len() as u16;
-    if !write_array(slices, 0, &header.to_bytes()) {
+    header.num_buffers = filled as u16;
+    if !write_array(frame_views(h, scratch, HEADER_LEN), 0, &header.to_bytes()) {
         return Ok(false);
     }
-    for (held, &(head, written)) in h.rx_buffers.drain(..filled.len()).zip(&filled) {
+    let mut left = len;
+    for _ in 0..filled {
+        let Some(held) = h.rx_buffers.pop_front() else {
+            break;
+        };
+        let written = left.min(held.len as usize);
+        left -= written;
         h.rx_held -= held.len as usize;
-        used.add(head, written);
+        used.add(held.head, written as u32);
     }
     Ok(true)
 }
