@@ -140,7 +140,7 @@ pub fn host_slices_into(mem: &GuestMemoryMmap, segments: &[Segment], out: &mut H
 /// which are bytes `done..done + n` of the range. False if the buffers are
 /// shorter than the range.
 fn for_each_piece(
-    slices: &HostSlices,
+    slices: &[(*mut u8, usize)],
     mut offset: usize,
     len: usize,
     mut copy: impl FnMut(*mut u8, usize, usize),
@@ -166,7 +166,7 @@ fn for_each_piece(
 /// Copies bytes `[offset, offset + buf.len())` of the buffers behind
 /// `slices` (from [`host_slices`]) into `buf`; false if they are shorter.
 /// The fast path for the few header bytes a device reads per request.
-pub fn copy_from_slices(slices: &HostSlices, offset: usize, buf: &mut [u8]) -> bool {
+pub fn copy_from_slices(slices: &[(*mut u8, usize)], offset: usize, buf: &mut [u8]) -> bool {
     let len = buf.len();
     for_each_piece(slices, offset, len, |host, done, n| {
         // SAFETY: `host..host + n` is mapped guest memory (host_slices
@@ -180,7 +180,7 @@ pub fn copy_from_slices(slices: &HostSlices, offset: usize, buf: &mut [u8]) -> b
 /// they are shorter: [`copy_from_slices`] for a fixed-size header, which
 /// inside the first buffer (nearly always) is a load of `N` bytes rather
 /// than a call to `memcpy`.
-pub fn read_array<const N: usize>(slices: &HostSlices, offset: usize) -> Option<[u8; N]> {
+pub fn read_array<const N: usize>(slices: &[(*mut u8, usize)], offset: usize) -> Option<[u8; N]> {
     if let Some(&(host, len)) = slices.first()
         && offset.checked_add(N).is_some_and(|end| end <= len)
     {
@@ -196,7 +196,11 @@ pub fn read_array<const N: usize>(slices: &HostSlices, offset: usize) -> Option<
 /// Writes `bytes` at byte `offset` of the buffers behind `slices`; false
 /// if they are shorter: [`copy_to_slices`] for a fixed-size header, a
 /// store of `N` bytes when it falls inside the first buffer.
-pub fn write_array<const N: usize>(slices: &HostSlices, offset: usize, bytes: &[u8; N]) -> bool {
+pub fn write_array<const N: usize>(
+    slices: &[(*mut u8, usize)],
+    offset: usize,
+    bytes: &[u8; N],
+) -> bool {
     if let Some(&(host, len)) = slices.first()
         && offset.checked_add(N).is_some_and(|end| end <= len)
     {
@@ -210,7 +214,7 @@ pub fn write_array<const N: usize>(slices: &HostSlices, offset: usize, bytes: &[
 
 /// Copies `bytes` into the buffers behind `slices` from byte `offset` on;
 /// false if they are shorter.
-pub fn copy_to_slices(slices: &HostSlices, offset: usize, bytes: &[u8]) -> bool {
+pub fn copy_to_slices(slices: &[(*mut u8, usize)], offset: usize, bytes: &[u8]) -> bool {
     for_each_piece(slices, offset, bytes.len(), |host, done, n| {
         // SAFETY: as in `copy_from_slices`; the device owns these buffers
         // until it hands them back.

@@ -174,6 +174,12 @@ fn frame_buffers(h: &NetHandler) -> usize {
         return 1;
     }
     let want = room_needed(h);
+    if h.rx_buffers
+        .front()
+        .is_some_and(|first| first.len as usize >= want)
+    {
+        return 1;
+    }
     let mut room = 0;
     for (i, held) in h.rx_buffers.iter().enumerate() {
         room += held.len as usize;
@@ -206,20 +212,26 @@ fn frame_views<'a>(
 
 /// One read from the tap into the held buffers.
 fn read_tap(h: &mut NetHandler) -> Next {
-    h.iovecs.clear();
+    let buffers = frame_buffers(h);
+    let (iovecs, held) = (&mut h.iovecs, &h.rx_buffers);
+    iovecs.clear();
     let mut room = 0;
-    let views = h
-        .rx_buffers
-        .iter()
-        .take(frame_buffers(h))
-        .flat_map(|held| held.views.iter())
-        .take(libc::UIO_MAXIOV as usize - 1);
-    for &(ptr, len) in views {
-        h.iovecs.push(libc::iovec {
-            iov_base: ptr.cast(),
-            iov_len: len,
-        });
-        room += len;
+    let mut add = |views: &[(*mut u8, usize)]| {
+        for &(ptr, len) in views {
+            if iovecs.len() == libc::UIO_MAXIOV as usize - 1 {
+                break;
+            }
+            iovecs.push(libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            });
+            room += len;
+        }
+    };
+    match buffers {
+        // Nearly always: one buffer.
+        1 => held.front().into_iter().for_each(|first| add(&first.views)),
+        n => held.iter().take(n).for_each(|buffer| add(&buffer.views)),
     }
     // A frame larger than the buffers runs on into this spill area (the
     // tap would cut it short without saying so) and is then dropped.
@@ -284,9 +296,12 @@ fn complete(
     len: usize,
 ) -> Result<bool, DeviceBroken> {
     const LOOKED_AT: usize = HEADER_LEN + MIN_FRAME;
-    let Some(raw) = read_array::<LOOKED_AT>(frame_views(h, scratch, LOOKED_AT), 0) else {
+    let views = frame_views(h, scratch, LOOKED_AT);
+    let Some(raw) = read_array::<LOOKED_AT>(views, 0) else {
         return Ok(false);
     };
+    // Where the header goes back: in the first view (nearly always).
+    let header_view = views.first().copied().filter(|&(_, len)| len >= HEADER_LEN);
     let header = Header::parse(raw[..HEADER_LEN].try_into().expect("header length"));
     let mut header = match frame::inspect_rx(
         &header,
@@ -302,17 +317,27 @@ fn complete(
         }
     };
     // The buffers the frame filled: the first ones, in order.
-    let mut filled = 0;
-    let mut room = 0;
-    for held in &h.rx_buffers {
-        if room >= len {
-            break;
+    let filled = match h.rx_buffers.front() {
+        Some(first) if first.len as usize >= len => 1,
+        _ => {
+            let mut room = 0;
+            h.rx_buffers
+                .iter()
+                .take_while(|held| {
+                    let more = room < len;
+                    room += held.len as usize;
+                    more
+                })
+                .count()
         }
-        room += held.len as usize;
-        filled += 1;
-    }
+    };
     header.num_buffers = filled as u16;
-    if !write_array(frame_views(h, scratch, HEADER_LEN), 0, &header.to_bytes()) {
+    let header = header.to_bytes();
+    let stored = match header_view {
+        Some(view) => write_array(&[view], 0, &header),
+        None => write_array(frame_views(h, scratch, HEADER_LEN), 0, &header),
+    };
+    if !stored {
         return Ok(false);
     }
     let mut left = len;
