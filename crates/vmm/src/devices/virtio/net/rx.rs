@@ -167,8 +167,9 @@ fn take_buffers(
     Ok(enough(h))
 }
 
-/// How many held buffers the next frame may fill: all of them with
-/// mergeable buffers, else the first.
+/// How many held buffers the next frame may fill: with mergeable buffers
+/// the first ones that make room for the largest frame (all of them if
+/// they do not), else the first.
 fn frame_buffers(h: &NetHandler) -> usize {
     if !h.mergeable {
         return 1;
