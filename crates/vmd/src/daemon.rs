@@ -1171,9 +1171,14 @@ impl Daemon {
             boot_device,
             ..
         } = { run };
-        // Reaped there, unless it was already (a VM sent away ends before
-        // its process has).
-        self.orphans.push(process);
+        // A process still running (a VM sent away ends before its process
+        // has) is reaped with the orphans; one already reaped goes now,
+        // with its channel: the orphans are only looked at again when
+        // another child exits.
+        let mut process = process;
+        if process.try_wait().is_none() {
+            self.orphans.push(process);
+        }
         if rebooted && boot_device.is_none() {
             let vm = &self.registry.vms[index];
             tracing::info!("{}: vm {} is rebooting", vm.name, vm.id);

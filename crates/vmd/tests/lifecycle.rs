@@ -232,3 +232,40 @@ fn pause_freezes_a_grub_countdown_and_unpause_resumes_it() {
     );
     daemon.vmctl_ok(&["stop", "-f", "counter"]);
 }
+
+/// The daemon's descriptors that are sockets: its control socket, its
+/// clients, and a channel per VM process.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn stopped_vms_leave_no_channel_to_their_processes() {
+    let daemon = TestDaemon::start();
+    let image = daemon.dir().join("idle.bin");
+    std::fs::write(&image, firmware("main:\n    hlt\n    jmp main\n")).unwrap();
+    let before = sockets(daemon.pid());
+    // Several VMs ending together: their processes exit and their
+    // channels close in whatever order the daemon sees them.
+    for round in 0..20 {
+        for i in 0..4 {
+            let name = format!("idle{round}x{i}");
+            daemon.vmctl_ok(&["start", "-b", image.to_str().unwrap(), "-m", "32M", &name]);
+        }
+        daemon.vmctl_ok(&["stop", "-f", "-w", "-a"]);
+        // Once vmctl's own connection is gone, the sockets are the ones
+        // from before any VM ran: the channel of a process that ended
+        // went with it, not when some later child happens to exit.
+        daemon.wait_for(
+            || sockets(daemon.pid()) <= before,
+            Duration::from_secs(5),
+            &format!("the daemon's {before} sockets (round {round})"),
+        );
+    }
+}

@@ -85,6 +85,23 @@ fn descriptors(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// What each of `pid`'s descriptors is, for a failure's message.
+fn descriptor_targets(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let target = std::fs::read_link(e.path()).ok()?;
+        Some(format!(
+            "{}={}",
+            e.file_name().to_string_lossy(),
+            target.display()
+        ))
+    })
+    .collect()
+}
+
 fn children(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -244,9 +261,14 @@ fn two_hundred_clients_against_twenty_vms() {
     assert!(states(&daemon).values().all(|s| *s == State::Stopped));
     // At most: the baseline may count the connection of the `stop` before
     // it, which the daemon closes once it sees that vmctl went away.
-    daemon.wait_for(
-        || descriptors(vmd) <= fds_before,
-        Duration::from_secs(5),
-        "the daemon's descriptors back to the baseline",
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while descriptors(vmd) > fds_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        descriptors(vmd) <= fds_before,
+        "the daemon's descriptors are not back to the baseline of {fds_before}: {}\n--- vmd log ---\n{}",
+        descriptor_targets(vmd).join(", "),
+        daemon.log()
     );
 }
