@@ -23,6 +23,18 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// What each open descriptor of process `pid` is (`/proc/<pid>/fd`'s
+/// links: a path, `socket:[…]`, `pipe:[…]`), for counting what a daemon
+/// keeps open and naming it when it keeps too much.
+pub fn open_descriptors(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect()
+}
+
 pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(

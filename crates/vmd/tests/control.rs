@@ -96,11 +96,7 @@ fn clients_that_vanish_leave_nothing_behind() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
-    let fds = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
+    let fds = |pid: u32| testkit::daemon::open_descriptors(pid).len();
     assert_alive(&daemon);
     let (threads_before, fds_before) = (threads(daemon.pid()), fds(daemon.pid()));
     for _ in 0..50 {

@@ -236,13 +236,10 @@ fn pause_freezes_a_grub_countdown_and_unpause_resumes_it() {
 /// The daemon's descriptors that are sockets: its control socket, its
 /// clients, and a channel per VM process.
 fn sockets(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                .count()
-        })
-        .unwrap_or(0)
+    testkit::daemon::open_descriptors(pid)
+        .iter()
+        .filter(|target| target.starts_with("socket:"))
+        .count()
 }
 
 #[test]

@@ -80,26 +80,7 @@ impl Rng {
 }
 
 fn descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// What each of `pid`'s descriptors is, for a failure's message.
-fn descriptor_targets(pid: u32) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let target = std::fs::read_link(e.path()).ok()?;
-        Some(format!(
-            "{}={}",
-            e.file_name().to_string_lossy(),
-            target.display()
-        ))
-    })
-    .collect()
+    testkit::daemon::open_descriptors(pid).len()
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -268,7 +249,7 @@ fn two_hundred_clients_against_twenty_vms() {
     assert!(
         descriptors(vmd) <= fds_before,
         "the daemon's descriptors are not back to the baseline of {fds_before}: {}\n--- vmd log ---\n{}",
-        descriptor_targets(vmd).join(", "),
+        testkit::daemon::open_descriptors(vmd).join(", "),
         daemon.log()
     );
 }
