@@ -127,27 +127,45 @@ impl ImageFile {
 
     /// Writes all of `bufs` at `offset`.
     pub(crate) fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
-        // advance_slices needs a mutable list; the slices themselves are
-        // only borrowed.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        // Empty leading buffers would make the first call write nothing.
+        let bufs = &bufs[bufs.iter().take_while(|b| b.is_empty()).count()..];
+        // Nearly always one call writes it all, straight from `bufs`.
+        let n = self.write_once(&bufs[..bufs.len().min(MAX_IOVECS)], offset)?;
+        self.len.fetch_max(offset + n as u64, Ordering::Relaxed);
+        if n == total {
+            return Ok(());
+        }
+        // The rest: advance_slices needs a mutable list; the slices
+        // themselves are only borrowed.
         let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
         let mut bufs = &mut owned[..];
-        let mut offset = offset;
-        IoSlice::advance_slices(&mut bufs, 0);
+        let mut offset = offset + n as u64;
+        IoSlice::advance_slices(&mut bufs, n);
         while !bufs.is_empty() {
-            let count = bufs.len().min(MAX_IOVECS);
-            let n = if count == 1 {
-                retry_eintr(|| pwrite(self.file.as_fd(), &bufs[0], to_off(offset)?))?
-            } else {
-                retry_eintr(|| pwritev(self.file.as_fd(), &bufs[..count], to_off(offset)?))?
-            };
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+            let n = self.write_once(&bufs[..bufs.len().min(MAX_IOVECS)], offset)?;
             offset += n as u64;
             self.len.fetch_max(offset, Ordering::Relaxed);
             IoSlice::advance_slices(&mut bufs, n);
         }
         Ok(())
+    }
+
+    /// One `pwrite` (one buffer) or `pwritev` of `bufs` at `offset`: the
+    /// bytes written, never none.
+    fn write_once(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<usize> {
+        let n = if let [buf] = bufs {
+            retry_eintr(|| pwrite(self.file.as_fd(), buf, to_off(offset)?))?
+        } else {
+            retry_eintr(|| pwritev(self.file.as_fd(), bufs, to_off(offset)?))?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        Ok(n)
     }
 
     /// Deallocates a range, keeping the file length; reads give zeroes.

@@ -48,6 +48,18 @@ pub fn sub_segments(segments: &[Segment], mut skip: u64, mut take: u64) -> Segme
 /// Copies the first `buf.len()` bytes of the stream out of guest memory;
 /// false if the stream is shorter.
 pub fn read_bytes(mem: &GuestMemoryMmap, segments: &[Segment], buf: &mut [u8]) -> bool {
+    // Nearly always (a request's header): all in the first buffer, which
+    // lies in one region.
+    if let Some(first) = segments.first()
+        && first.len as usize >= buf.len()
+        && let Some(host) = super::queue::mapped(mem, first.addr, buf.len())
+    {
+        // SAFETY: `host..host + buf.len()` is mapped guest memory, which
+        // stays mapped while `mem` lives; the guest may change it
+        // meanwhile, which only changes the bytes read.
+        unsafe { std::ptr::copy_nonoverlapping(host, buf.as_mut_ptr(), buf.len()) };
+        return true;
+    }
     let mut at = 0usize;
     for s in sub_segments(segments, 0, buf.len() as u64) {
         let end = at + s.len as usize;

@@ -90,6 +90,13 @@ fn write_status(
     at: vm_memory::GuestAddress,
     status: u8,
 ) -> Result<(), DeviceBroken> {
+    if let Some(host) = queue::mapped(mem, at, 1) {
+        // SAFETY: `host` is a mapped byte of guest memory, which stays
+        // mapped while `mem` lives; the device owns it until the chain
+        // goes on the used ring.
+        unsafe { host.write_volatile(status) };
+        return Ok(());
+    }
     mem.write_obj(status, at)
         .map_err(|e| DeviceBroken(format!("status byte at {:#x}: {e}", at.0)))
 }
