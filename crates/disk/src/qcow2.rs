@@ -4,7 +4,10 @@
 //! write from backing images, compressed cluster reads, metadata caching
 //! and write ordering. This module builds an imago image from files that
 //! are already open (every backing layer supplied explicitly, so imago
-//! never opens anything by name) and adapts it to [`BlockBackend`].
+//! never opens anything by name) and adapts it to [`BlockBackend`]. A
+//! read or write that one mapping covers (nearly all) moves its data
+//! between the guest's buffers and the mapped file range itself, after
+//! imago has looked up or prepared that mapping.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::sync::RwLock;
@@ -129,26 +132,63 @@ impl BlockBackend for Qcow2Backend {
     }
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
-        check_range(offset, iov_len(bufs), self.size)?;
+        let total = iov_len(bufs);
+        check_range(offset, total, self.size)?;
+        if total == 0 {
+            return Ok(());
+        }
+        let image = self.image();
+        // Nearly always the whole read is data of one layer: read
+        // straight into `bufs`, as imago's `readv` would read it, without
+        // copying the buffer list into imago's vector.
+        if let (
+            Mapping::Raw {
+                storage, offset, ..
+            },
+            length,
+        ) = image.get_mapping(offset, total)?
+            && length >= total
+        {
+            return storage.read_vectored_at(bufs, offset);
+        }
         // imago's vectors must not hold empty buffers.
         let slices: Vec<IoSliceMut<'_>> = bufs
             .iter_mut()
             .filter(|b| !b.is_empty())
             .map(|b| IoSliceMut::new(b))
             .collect();
-        if slices.is_empty() {
-            return Ok(());
-        }
-        self.image().readv(IoVectorMut::from(slices), offset)
+        image.readv(IoVectorMut::from(slices), offset)
     }
 
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
-        self.check_write(offset, iov_len(bufs))?;
-        let slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).copied().collect();
-        if slices.is_empty() {
+        let total = iov_len(bufs);
+        self.check_write(offset, total)?;
+        if total == 0 {
             return Ok(());
         }
-        self.image().writev(IoVector::from(slices), offset)
+        let image = self.image();
+        // Nearly always one mapping takes the whole write (a guest write
+        // rarely crosses a cluster): its data goes straight to the file,
+        // as imago's `writev` would write it, without the range blocker
+        // imago's storage layer sets up for it (it only waits for the
+        // read-modify-write cycles of storage that needs aligned I/O,
+        // which an `ImageFile` never does) and without copying the
+        // buffer list into imago's vector.
+        let mapping = image.prepare_data_mapping(offset, total, true)?;
+        if mapping.length() >= total {
+            if !mapping.storage().is_writable() {
+                return Err(read_only_error());
+            }
+            mapping
+                .storage()
+                .write_vectored_at(bufs, mapping.offset())?;
+            return image.commit_data_mapping(mapping);
+        }
+        // Across mappings: imago's own loop, from a fresh start (the
+        // prepared mapping, dropped, is undone).
+        drop(mapping);
+        let slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).copied().collect();
+        image.writev(IoVector::from(slices), offset)
     }
 
     fn flush(&self) -> io::Result<()> {
