@@ -15,7 +15,7 @@ use std::sync::RwLock;
 use imago::io_buffers::{IoVector, IoVectorMut};
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping};
+use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping, Storage};
 use proto::control::DiskFormat;
 
 use crate::backend::{BlockBackend, BlockStatus, check_range, iov_len, read_only_error};
@@ -58,6 +58,14 @@ pub(crate) fn open_layers(layers: Vec<Layer>) -> io::Result<Image> {
         below = Some(image);
     }
     below.ok_or_else(|| io::Error::other("empty image chain"))
+}
+
+/// Whether `file` needs aligned I/O, which imago then does with bounce
+/// buffers and read-modify-write cycles: the direct path of reads and
+/// writes that one mapping covers is only for files that need none
+/// (every file today; one opened for direct I/O would not be).
+fn needs_alignment(file: &ImageFile) -> bool {
+    file.mem_align() > 1 || file.req_align() > 1
 }
 
 /// A qcow2 image and its backing chain as a block backend.
@@ -148,6 +156,7 @@ impl BlockBackend for Qcow2Backend {
             length,
         ) = image.get_mapping(offset, total)?
             && length >= total
+            && !needs_alignment(storage)
         {
             return storage.read_vectored_at(bufs, offset);
         }
@@ -172,10 +181,10 @@ impl BlockBackend for Qcow2Backend {
         // as imago's `writev` would write it, without the range blocker
         // imago's storage layer sets up for it (it only waits for the
         // read-modify-write cycles of storage that needs aligned I/O,
-        // which an `ImageFile` never does) and without copying the
-        // buffer list into imago's vector.
+        // which this path leaves to imago) and without copying the buffer
+        // list into imago's vector.
         let mapping = image.prepare_data_mapping(offset, total, true)?;
-        if mapping.length() >= total {
+        if mapping.length() >= total && !needs_alignment(mapping.storage()) {
             if !mapping.storage().is_writable() {
                 return Err(read_only_error());
             }
