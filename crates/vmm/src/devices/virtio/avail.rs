@@ -56,26 +56,52 @@ pub struct AvailRing<'m> {
     walked: Chain,
 }
 
-/// A chain as a receive queue takes it: device-writable buffers, their
-/// total length and their host views.
+/// A chain as a device that uses one direction of it takes it: the
+/// buffers of that direction (device-writable ones when `DEVICE_WRITES`,
+/// device-readable ones otherwise), their total length and their host
+/// views, and whether it had buffers of the other direction too.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct WritableChain {
+pub struct ChainViews<const DEVICE_WRITES: bool> {
     pub head: u16,
-    /// Bytes of its device-writable buffers.
+    /// Bytes of its buffers of this direction.
     pub len: u32,
-    /// It also had device-readable buffers, which a receive queue refuses.
-    pub readable: bool,
-    /// Host views of the device-writable buffers, in order.
+    /// It also had buffers of the other direction.
+    pub mixed: bool,
+    /// Host views of the buffers of this direction, in order.
     pub views: HostSlices,
+}
+
+/// A receive buffer: what the device writes into.
+pub type WritableChain = ChainViews<true>;
+/// A frame to send: what the device reads.
+pub type ReadableChain = ChainViews<false>;
+
+impl<const DEVICE_WRITES: bool> ChainViews<DEVICE_WRITES> {
+    /// A buffer of this direction, `host` its mapping when it lies in
+    /// one region; false when it is not all guest memory.
+    fn add(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
+        // The walk keeps the chain's total below 4 GiB.
+        self.len += segment.len;
+        match host {
+            Some(_) if segment.len == 0 => true,
+            Some(host) => {
+                self.views.push((host, segment.len as usize));
+                true
+            }
+            None => host_slices_into(mem, &[segment], &mut self.views),
+        }
+    }
 }
 
 /// Where a walk of a chain puts the buffers it finds, in chain order,
 /// device-readable ones first.
 trait Found {
     fn start(&mut self, head: u16);
-    fn readable(&mut self, segment: Segment);
-    /// `host` is where the buffer is in this process when it lies inside
-    /// one region. False when it is not all guest memory.
+    /// A device-readable buffer; `host` is where it is in this process
+    /// when it lies inside one region. False when it is not all guest
+    /// memory.
+    fn readable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool;
+    /// A device-writable buffer, as [`Found::readable`].
     fn writable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool;
     /// Replaces what was found with a chain the crate walked.
     fn replay(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError>;
@@ -88,8 +114,9 @@ impl Found for Chain {
         self.writable.clear();
     }
 
-    fn readable(&mut self, segment: Segment) {
+    fn readable(&mut self, _: &GuestMemoryMmap, segment: Segment, _: Option<*mut u8>) -> bool {
         self.readable.push(segment);
+        true
     }
 
     fn writable(&mut self, _: &GuestMemoryMmap, segment: Segment, _: Option<*mut u8>) -> bool {
@@ -103,38 +130,42 @@ impl Found for Chain {
     }
 }
 
-impl Found for WritableChain {
+impl<const DEVICE_WRITES: bool> Found for ChainViews<DEVICE_WRITES> {
     fn start(&mut self, head: u16) {
         self.head = head;
         self.len = 0;
-        self.readable = false;
+        self.mixed = false;
         self.views.clear();
     }
 
-    fn readable(&mut self, _: Segment) {
-        self.readable = true;
+    fn readable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
+        if DEVICE_WRITES {
+            self.mixed = true;
+            return true;
+        }
+        self.add(mem, segment, host)
     }
 
     fn writable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
-        // The walk keeps the chain's total below 4 GiB.
-        self.len += segment.len;
-        match host {
-            Some(_) if segment.len == 0 => true,
-            Some(host) => {
-                self.views.push((host, segment.len as usize));
-                true
-            }
-            None => host_slices_into(mem, &[segment], &mut self.views),
+        if !DEVICE_WRITES {
+            self.mixed = true;
+            return true;
         }
+        self.add(mem, segment, host)
     }
 
     fn replay(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError> {
         self.start(chain.head);
-        self.readable = !chain.readable.is_empty();
-        self.len = chain.writable_len() as u32;
+        let (this, other) = if DEVICE_WRITES {
+            (&chain.writable, &chain.readable)
+        } else {
+            (&chain.readable, &chain.writable)
+        };
+        self.mixed = !other.is_empty();
+        self.len = super::queue::total_len(this) as u32;
         // Every buffer was found in guest memory by the walk.
-        if !host_slices_into(mem, &chain.writable, &mut self.views) {
-            let (addr, len) = chain.writable.first().map_or((0, 0), |s| (s.addr.0, s.len));
+        if !host_slices_into(mem, this, &mut self.views) {
+            let (addr, len) = this.first().map_or((0, 0), |s| (s.addr.0, s.len));
             return Err(ChainError::OutsideMemory { addr, len });
         }
         Ok(())
@@ -172,14 +203,15 @@ impl<'m> AvailRing<'m> {
         self.take_into(queue, max_descriptors, out)
     }
 
-    /// [`AvailRing::take`] for a receive queue: the chain's writable
-    /// buffers' length and host views, found with the same region lookups
-    /// that checked them, and whether it had readable ones.
-    pub fn take_writable(
+    /// [`AvailRing::take`] for a device that uses one direction of a
+    /// chain: the length and host views of its buffers of that
+    /// direction, found with the same region lookups that checked them,
+    /// and whether it had buffers of the other direction too.
+    pub fn take_views<const DEVICE_WRITES: bool>(
         &mut self,
         queue: &mut Queue,
         max_descriptors: usize,
-        out: &mut WritableChain,
+        out: &mut ChainViews<DEVICE_WRITES>,
     ) -> Result<bool, TakeError> {
         self.take_into(queue, max_descriptors, out)
     }
@@ -335,8 +367,8 @@ impl Walk {
                 }
             } else if any_writable {
                 return Walked::Done(Err(ChainError::Misordered));
-            } else {
-                out.readable(segment);
+            } else if !out.readable(mem, segment, host) {
+                return outside;
             }
             if flags & VRING_DESC_F_NEXT == 0 {
                 return Walked::Done(Ok(()));

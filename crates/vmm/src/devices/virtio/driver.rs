@@ -305,8 +305,8 @@ impl DriverQueue {
 /// Takes every chain `driver` offers, through device views of its queue,
 /// each way: the crate's walk checked
 /// by [`read_chain_into`](super::queue::read_chain_into), and
-/// [`AvailRing`](super::avail::AvailRing), as a chain and as a receive
-/// queue's writable chain with host views. Panics where they differ in
+/// [`AvailRing`](super::avail::AvailRing), as a chain and as the views
+/// of either direction of it. Panics where they differ in
 /// a chain, its checks' verdict or the queue's position; returns the
 /// chains taken. For the tests and the fuzz target of the fast walk.
 pub fn assert_walks_agree(
@@ -314,7 +314,7 @@ pub fn assert_walks_agree(
     driver: &DriverQueue,
     max_descriptors: usize,
 ) -> usize {
-    use super::avail::{AvailRing, TakeError, WritableChain};
+    use super::avail::{AvailRing, ChainViews, ReadableChain, TakeError, WritableChain};
     use super::queue::{Chain, read_chain_into};
     use virtio_queue::QueueOwnedT;
 
@@ -322,21 +322,43 @@ pub fn assert_walks_agree(
         TakeError::Queue(e) => e.to_string(),
         TakeError::Chain(e) => e.to_string(),
     };
-    let (mut ours, mut receiving, mut crates) = (
-        driver.device_queue(false),
-        driver.device_queue(false),
-        driver.device_queue(false),
-    );
-    let (ours, crates) = (&mut ours, &mut crates);
-    let mut ring = AvailRing::new(ours, mem);
+    // What the views of one direction of the crate's chain should be.
+    fn expected<const DEVICE_WRITES: bool>(
+        mem: &GuestMemoryMmap,
+        walked: &Chain,
+    ) -> ChainViews<DEVICE_WRITES> {
+        let (this, other) = if DEVICE_WRITES {
+            (&walked.writable, &walked.readable)
+        } else {
+            (&walked.readable, &walked.writable)
+        };
+        let mut views = super::buffers::HostSlices::new();
+        assert!(super::buffers::host_slices_into(mem, this, &mut views));
+        ChainViews {
+            head: walked.head,
+            len: super::queue::total_len(this) as u32,
+            mixed: !other.is_empty(),
+            views,
+        }
+    }
+    let queue = || driver.device_queue(false);
+    let (mut ours, mut receiving, mut sending, mut crates) = (queue(), queue(), queue(), queue());
+    let mut ring = AvailRing::new(&ours, mem);
     let mut receive_ring = AvailRing::new(&receiving, mem);
+    let mut send_ring = AvailRing::new(&sending, mem);
     let mut taken = 0;
     for _ in 0..=usize::from(ours.size()) {
         let mut fast = Chain::default();
-        let fast_result = ring.take(ours, max_descriptors, &mut fast).map_err(message);
+        let fast_result = ring
+            .take(&mut ours, max_descriptors, &mut fast)
+            .map_err(message);
         let mut writable = WritableChain::default();
         let writable_result = receive_ring
-            .take_writable(&mut receiving, max_descriptors, &mut writable)
+            .take_views(&mut receiving, max_descriptors, &mut writable)
+            .map_err(message);
+        let mut readable = ReadableChain::default();
+        let readable_result = send_ring
+            .take_views(&mut sending, max_descriptors, &mut readable)
             .map_err(message);
         let mut walked = Chain::default();
         let crate_result = match crates.iter(mem) {
@@ -350,23 +372,15 @@ pub fn assert_walks_agree(
         };
         assert_eq!(fast_result, crate_result, "chain {taken}");
         assert_eq!(writable_result, crate_result, "chain {taken}, writable");
-        assert_eq!(ours.next_avail(), crates.next_avail(), "chain {taken}");
-        assert_eq!(receiving.next_avail(), crates.next_avail(), "chain {taken}");
+        assert_eq!(readable_result, crate_result, "chain {taken}, readable");
+        for position in [&ours, &receiving, &sending] {
+            assert_eq!(position.next_avail(), crates.next_avail(), "chain {taken}");
+        }
         match fast_result {
             Ok(true) => {
                 assert_eq!(fast, walked, "chain {taken}");
-                let mut expected = WritableChain {
-                    head: walked.head,
-                    len: walked.writable_len() as u32,
-                    readable: !walked.readable.is_empty(),
-                    views: super::buffers::HostSlices::new(),
-                };
-                assert!(super::buffers::host_slices_into(
-                    mem,
-                    &walked.writable,
-                    &mut expected.views
-                ));
-                assert_eq!(writable, expected, "writable chain {taken}");
+                assert_eq!(writable, expected(mem, &walked), "writable chain {taken}");
+                assert_eq!(readable, expected(mem, &walked), "readable chain {taken}");
                 taken += 1;
             }
             _ => break,

@@ -12,7 +12,7 @@ use virtio_queue::Queue;
 
 use super::frame::{Offloads, TxPolicy};
 use super::{RX, TX, rx, tx};
-use crate::devices::virtio::queue::Chain;
+use crate::devices::virtio::avail::ReadableChain;
 use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
 use crate::memory::GuestMemoryMmap;
 
@@ -87,7 +87,7 @@ pub struct NetHandler {
     pub(super) rx_held: usize,
     /// Transmit chains of the current batch, kept so their storage is
     /// reused from batch to batch.
-    pub(super) tx_batch: Vec<Chain>,
+    pub(super) tx_batch: Vec<ReadableChain>,
     /// Frames made by the device (DHCP replies) for the guest.
     pub(super) replies: VecDeque<Vec<u8>>,
     /// Queues to serve next (bit per queue).

@@ -150,12 +150,12 @@ fn take_buffers(
     let mut buffer = HeldBuffer::default();
     while !enough(h) || h.rx_buffers.len() < TAKE_AHEAD.min(all) {
         if !ring
-            .take_writable(queue, MAX_DESCRIPTORS, &mut buffer)
+            .take_views(queue, MAX_DESCRIPTORS, &mut buffer)
             .map_err(|e| broken(e.to_string()))?
         {
             break;
         }
-        if buffer.readable || buffer.len == 0 {
+        if buffer.mixed || buffer.len == 0 {
             return Err(broken(format!(
                 "buffer {} is not a writable buffer",
                 buffer.head

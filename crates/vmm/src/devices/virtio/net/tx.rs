@@ -11,9 +11,8 @@ use virtio_queue::{Queue, QueueT};
 use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats, Tally};
-use crate::devices::virtio::avail::AvailRing;
-use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, host_slices, read_array};
-use crate::devices::virtio::queue::Chain;
+use crate::devices::virtio::avail::{AvailRing, ReadableChain};
+use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, read_array};
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -60,10 +59,10 @@ pub fn process(
             let mut taken = 0usize;
             while taken < BATCH.min(budget - served) {
                 if batch.len() == taken {
-                    batch.push(Chain::default());
+                    batch.push(ReadableChain::default());
                 }
                 if !ring
-                    .take(queue, MAX_DESCRIPTORS, &mut batch[taken])
+                    .take_views(queue, MAX_DESCRIPTORS, &mut batch[taken])
                     .map_err(|e| broken(e.to_string()))?
                 {
                     break;
@@ -74,7 +73,7 @@ pub fn process(
                 break;
             }
             for (i, chain) in batch[..taken].iter().enumerate() {
-                match send(h, mem, chain, &mut sent) {
+                match send(h, chain, &mut sent) {
                     Sent::Done => {
                         used.add(chain.head, 0);
                         served += 1;
@@ -108,12 +107,12 @@ pub fn process(
     result.and_then(|more| published.map(|()| more))
 }
 
-/// One frame: inspected, then sent, answered or dropped.
-fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain, sent: &mut Tally) -> Sent {
-    let total = chain.readable_len() as usize;
-    let Some((slices, header)) = host_slices(mem, &chain.readable)
-        .and_then(|slices| read_array::<HEADER_LEN>(&slices, 0).map(|header| (slices, header)))
-    else {
+/// One frame: inspected, then sent, answered or dropped. Buffers the
+/// device could write into mean nothing on this queue and are left alone.
+fn send(h: &mut NetHandler, chain: &ReadableChain, sent: &mut Tally) -> Sent {
+    let total = chain.len as usize;
+    let slices = &chain.views;
+    let Some(header) = read_array::<HEADER_LEN>(slices, 0) else {
         drop_frame(h, frame::Refused::Runt);
         return Sent::Done;
     };
@@ -124,16 +123,16 @@ fn send(h: &mut NetHandler, mem: &GuestMemoryMmap, chain: &Chain, sent: &mut Tal
     let mut seen: &[u8] = &[];
     if frame::looks_inside(&h.tx_policy) {
         let n = frame_len.min(PEEK_LEN);
-        copy_from_slices(&slices, HEADER_LEN, &mut peek[..n]);
+        copy_from_slices(slices, HEADER_LEN, &mut peek[..n]);
         seen = &peek[..n];
         if frame::wants_whole_frame(&h.tx_policy, frame_len, seen) {
             whole.resize(frame_len, 0);
-            copy_from_slices(&slices, HEADER_LEN, &mut whole);
+            copy_from_slices(slices, HEADER_LEN, &mut whole);
             seen = &whole;
         }
     }
     match frame::inspect_tx(&header, frame_len, seen, &h.tx_policy) {
-        TxVerdict::Send => write_to_tap(h, &slices, frame_len, sent),
+        TxVerdict::Send => write_to_tap(h, slices, frame_len, sent),
         TxVerdict::Reply(reply) => {
             h.push_reply(reply);
             Sent::Done
