@@ -15,9 +15,7 @@ use std::num::Wrapping;
 
 use smallvec::SmallVec;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{
-    Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
-};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 use super::avail::AvailRing;
 use super::used::UsedBatch;
@@ -144,14 +142,7 @@ pub fn in_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool 
 /// region (nearly every buffer), with one region lookup; None otherwise
 /// (across regions, or not memory at all).
 pub fn mapped(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
-    let region = mem.find_region(addr)?;
-    // `find_region` found `addr` inside the region: the offset is less
-    // than the region's length.
-    let offset = addr.unchecked_offset_from(region.start_addr());
-    if len as u64 > region.len() - offset {
-        return None;
-    }
-    region.get_host_address(MemoryRegionAddress(offset)).ok()
+    RegionCache::new(mem).mapped(addr, len)
 }
 
 /// [`mapped`] for many lookups in a row, trying first the region the
@@ -174,18 +165,21 @@ impl<'m> RegionCache<'m> {
 
     /// As [`mapped`].
     pub fn mapped(&mut self, addr: GuestAddress, len: usize) -> Option<*mut u8> {
-        if let Some((start, size, host)) = self.last {
-            let offset = addr.0.wrapping_sub(start);
-            if offset < size && len as u64 <= size - offset {
-                // SAFETY: `offset < size`, and `host` maps the region's
-                // `size` bytes while `mem` lives.
-                return Some(unsafe { host.add(offset as usize) });
+        let (start, size, host) = match self.last {
+            Some(last) if addr.0.wrapping_sub(last.0) < last.1 => last,
+            _ => {
+                let region = self.mem.find_region(addr)?;
+                let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
+                *self
+                    .last
+                    .insert((region.start_addr().0, region.len(), host))
             }
-        }
-        let region = self.mem.find_region(addr)?;
-        let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
-        self.last = Some((region.start_addr().0, region.len(), host));
-        mapped(self.mem, addr, len)
+        };
+        // `addr` lies in the region: the offset is less than its size.
+        let offset = addr.0 - start;
+        // SAFETY: `offset < size`, and `host` maps the region's `size`
+        // bytes while `mem` lives.
+        (len as u64 <= size - offset).then(|| unsafe { host.add(offset as usize) })
     }
 }
 
