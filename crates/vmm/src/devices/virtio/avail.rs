@@ -45,8 +45,7 @@ impl std::fmt::Display for TakeError {
 
 /// A queue's available ring and descriptor table, mapped for one pass.
 pub struct AvailRing<'m> {
-    mem: &'m GuestMemoryMmap,
-    /// Finds the buffers in guest memory.
+    /// Guest memory, and where the buffers are in it.
     regions: RegionCache<'m>,
     /// Both mappings, or None when either ring is not in one mapping.
     maps: Option<(VolatileSlice<'m, ()>, VolatileSlice<'m, ()>)>,
@@ -162,11 +161,14 @@ impl<const DEVICE_WRITES: bool> Found for ChainViews<DEVICE_WRITES> {
             (&chain.readable, &chain.writable)
         };
         self.mixed = !other.is_empty();
-        self.len = super::queue::total_len(this) as u32;
-        // Every buffer was found in guest memory by the walk.
-        if !host_slices_into(mem, this, &mut self.views) {
-            let (addr, len) = this.first().map_or((0, 0), |s| (s.addr.0, s.len));
-            return Err(ChainError::OutsideMemory { addr, len });
+        for &segment in this {
+            // Every buffer was found in guest memory by the walk.
+            if !self.add(mem, segment, None) {
+                return Err(ChainError::OutsideMemory {
+                    addr: segment.addr.0,
+                    len: segment.len,
+                });
+            }
         }
         Ok(())
     }
@@ -183,7 +185,6 @@ impl<'m> AvailRing<'m> {
             None
         };
         AvailRing {
-            mem,
             regions: RegionCache::new(mem),
             maps,
             avail_idx: Wrapping(queue.next_avail()),
@@ -273,12 +274,13 @@ impl<'m> AvailRing<'m> {
         max_descriptors: usize,
         out: &mut impl Found,
     ) -> Result<bool, TakeError> {
-        let mut iter = queue.iter(self.mem).map_err(TakeError::Queue)?;
+        let mem = self.regions.memory();
+        let mut iter = queue.iter(mem).map_err(TakeError::Queue)?;
         let Some(chain) = iter.next() else {
             return Ok(false);
         };
         read_chain_into(chain, max_descriptors, &mut self.walked).map_err(TakeError::Chain)?;
-        out.replay(self.mem, &self.walked)
+        out.replay(mem, &self.walked)
             .map(|()| true)
             .map_err(TakeError::Chain)
     }
