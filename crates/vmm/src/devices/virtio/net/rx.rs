@@ -171,20 +171,27 @@ fn take_buffers(
 /// the first ones that make room for the largest frame (all of them if
 /// they do not), else the first.
 fn frame_buffers(h: &NetHandler) -> usize {
-    if !h.mergeable {
-        return 1;
+    if h.mergeable {
+        buffers_for(h, room_needed(h))
+    } else {
+        1
     }
-    let want = room_needed(h);
+}
+
+/// How many of the first held buffers it takes to hold `bytes` (all of
+/// them if they cannot).
+fn buffers_for(h: &NetHandler, bytes: usize) -> usize {
+    // Nearly always the first.
     if h.rx_buffers
         .front()
-        .is_some_and(|first| first.len as usize >= want)
+        .is_some_and(|first| first.len as usize >= bytes)
     {
         return 1;
     }
     let mut room = 0;
     for (i, held) in h.rx_buffers.iter().enumerate() {
         room += held.len as usize;
-        if room >= want {
+        if room >= bytes {
             return i + 1;
         }
     }
@@ -229,11 +236,9 @@ fn read_tap(h: &mut NetHandler) -> Next {
             room += len;
         }
     };
-    match buffers {
-        // Nearly always: one buffer.
-        1 => held.front().into_iter().for_each(|first| add(&first.views)),
-        n => held.iter().take(n).for_each(|buffer| add(&buffer.views)),
-    }
+    held.iter()
+        .take(buffers)
+        .for_each(|buffer| add(&buffer.views));
     // A frame larger than the buffers runs on into this spill area (the
     // tap would cut it short without saying so) and is then dropped.
     if h.spill.len() != GSO_ROOM {
@@ -318,20 +323,7 @@ fn complete(
         }
     };
     // The buffers the frame filled: the first ones, in order.
-    let filled = match h.rx_buffers.front() {
-        Some(first) if first.len as usize >= len => 1,
-        _ => {
-            let mut room = 0;
-            h.rx_buffers
-                .iter()
-                .take_while(|held| {
-                    let more = room < len;
-                    room += held.len as usize;
-                    more
-                })
-                .count()
-        }
-    };
+    let filled = buffers_for(h, len);
     header.num_buffers = filled as u16;
     let header = header.to_bytes();
     let stored = match header_view {
