@@ -27,12 +27,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 const MEM: usize = 8 << 20;
 const QUEUE_AT: u64 = 0x1000;
+const VERSION_1: u64 = 1 << 32;
 
 struct Rig {
     _dir: TempDir,
     device: Arc<Mutex<VirtioPciDevice>>,
     ports: PciConfigPorts,
     pio: Arc<Bus>,
+    /// Where BAR1 (the MSI-X table and PBA) is mapped.
+    mmio: Arc<Bus>,
     mem: GuestMemoryMmap,
     vm: Arc<kvm_ioctls::VmFd>,
     lifecycle: Arc<Lifecycle>,
@@ -45,10 +48,15 @@ fn rig() -> Rig {
 
 /// A rig whose disk is the raw image at `image`, or a new one.
 fn rig_on(image: Option<&std::path::Path>) -> Rig {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
+    rig_in(image, mem)
+}
+
+/// A rig on the disk `image` (or a new one) whose guest memory is `mem`.
+fn rig_in(image: Option<&std::path::Path>, mem: GuestMemoryMmap) -> Rig {
     let kvm = Kvm::new().expect("/dev/kvm");
     let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
     vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let (tx, _rx) = mpsc::channel();
     let lifecycle = Arc::new(Lifecycle::new(tx));
     let ctx = TransportContext {
@@ -90,6 +98,7 @@ fn rig_on(image: Option<&std::path::Path>) -> Rig {
         device,
         ports,
         pio,
+        mmio,
         mem,
         vm,
         lifecycle,
@@ -135,12 +144,20 @@ impl Rig {
         assert!(self.pio.write(base + offset, &value.to_le_bytes()[..len]));
     }
 
-    /// Negotiates VERSION_1 (and what `extra` adds), sets queue 0 of
-    /// `size` up at QUEUE_AT, and sets DRIVER_OK.
+    /// Negotiates VERSION_1, sets queue 0 of `size` up at QUEUE_AT, and
+    /// sets DRIVER_OK.
     fn start_driver(&self, size: u16) -> DriverQueue {
+        self.start_driver_with(size, VERSION_1)
+    }
+
+    /// As [`Rig::start_driver`], accepting `features` (which must hold
+    /// VERSION_1); the driver feature select is left at 1.
+    fn start_driver_with(&self, size: u16, features: u64) -> DriverQueue {
         self.reg_write(0x14, 1 | 2, 1);
+        self.reg_write(0x08, 0, 4);
+        self.reg_write(0x0c, features as u32, 4);
         self.reg_write(0x08, 1, 4);
-        self.reg_write(0x0c, 1, 4); // VERSION_1
+        self.reg_write(0x0c, (features >> 32) as u32, 4);
         self.reg_write(0x14, 1 | 2 | 8, 1);
         assert_eq!(self.reg_read(0x14, 1) & 8, 8, "FEATURES_OK kept");
         let q = DriverQueue::new(&self.mem, QUEUE_AT, size.next_power_of_two());
@@ -165,6 +182,112 @@ impl Rig {
 
     fn kick(&self) {
         self.reg_write(0x100, 0, 2);
+    }
+
+    /// Offset of the MSI-X capability in configuration space.
+    fn msix_cap(&mut self) -> u32 {
+        let mut at = self.cfg_read(0x34) & 0xff;
+        while self.cfg_read(at) & 0xff != 0x11 {
+            at = self.cfg_read(at) >> 8 & 0xff;
+        }
+        at
+    }
+
+    /// Writes the MSI-X message control (enable, function mask) as a
+    /// driver does: the capability's first dword, id and next pointer
+    /// being read-only.
+    fn msix_control(&mut self, enable: bool, function_masked: bool) {
+        let cap = self.msix_cap();
+        let control = u32::from(enable) << 31 | u32::from(function_masked) << 30;
+        self.cfg_write(cap, control);
+    }
+
+    fn bar1(&self) -> u64 {
+        self.device.lock().unwrap().bars()[1].base
+    }
+
+    /// Writes dword `word` (0 address low, 1 address high, 2 data, 3
+    /// vector control) of MSI-X table entry `vector`, through the bus.
+    fn msix_entry_write(&self, vector: u64, word: u64, value: u32) {
+        let at = self.bar1() + 16 * vector + 4 * word;
+        assert!(self.mmio.write(at, &value.to_le_bytes()), "BAR1 mapped");
+    }
+
+    /// Points MSI-X vector `vector` at local APIC 0, interrupt `apic_vector`,
+    /// with its mask bit as `masked`.
+    fn msix_program(&self, vector: u64, apic_vector: u8, masked: bool) {
+        self.msix_entry_write(vector, 0, 0xfee0_0000);
+        self.msix_entry_write(vector, 1, 0);
+        self.msix_entry_write(vector, 2, u32::from(apic_vector));
+        self.msix_entry_write(vector, 3, u32::from(masked));
+    }
+
+    /// The first byte of the pending-bit array, read through the bus.
+    fn pba(&self) -> u8 {
+        let mut b = [0u8; 1];
+        assert!(self.mmio.read(self.bar1() + 0x800, &mut b), "BAR1 mapped");
+        b[0]
+    }
+
+    /// Maps queue 0's interrupts to MSI-X vector `vector`.
+    fn map_queue0(&self, vector: u32) {
+        self.reg_write(0x16, 0, 2);
+        self.reg_write(0x1a, vector, 2);
+        assert_eq!(self.reg_read(0x1a, 2), vector, "vector accepted");
+    }
+}
+
+/// The local APIC of the VM's vCPU 0, which never runs: where an MSI for
+/// APIC ID 0 lands, in the interrupt request register KVM keeps. This is
+/// how a test sees whether an MSI-X vector reached the guest.
+struct Apic {
+    vcpu: kvm_ioctls::VcpuFd,
+}
+
+/// The APIC interrupt the tests' MSI-X vectors carry.
+const APIC_VECTOR: u8 = 0x41;
+
+impl Apic {
+    fn new(vm: &kvm_ioctls::VmFd) -> Apic {
+        let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
+        let mut lapic = vcpu.get_lapic().expect("KVM_GET_LAPIC");
+        // Spurious vector register: software enabled, or the APIC takes
+        // no fixed interrupt.
+        lapic.regs[0xf0..0xf4].copy_from_slice(&0x1ffu32.to_le_bytes().map(|b| b as _));
+        vcpu.set_lapic(&lapic).expect("KVM_SET_LAPIC");
+        Apic { vcpu }
+    }
+
+    /// Whether `vector` was requested and not yet taken.
+    fn requested(&self, vector: u8) -> bool {
+        let lapic = self.vcpu.get_lapic().expect("KVM_GET_LAPIC");
+        let at = 0x200 + usize::from(vector / 32) * 0x10;
+        let word = u32::from_le_bytes(std::array::from_fn(|i| lapic.regs[at + i] as u8));
+        word & 1 << (vector % 32) != 0
+    }
+
+    /// Forgets every request, as if the guest had taken them.
+    fn clear(&self) {
+        let mut lapic = self.vcpu.get_lapic().expect("KVM_GET_LAPIC");
+        lapic.regs[0x200..0x280].fill(0);
+        self.vcpu.set_lapic(&lapic).expect("KVM_SET_LAPIC");
+    }
+
+    /// Waits up to a second for `vector` (KVM may inject an irqfd's MSI
+    /// from a worker).
+    fn wait(&self, vector: u8) -> bool {
+        self.wait_for(vector, Duration::from_secs(1))
+    }
+
+    fn wait_for(&self, vector: u8, time: Duration) -> bool {
+        let deadline = Instant::now() + time;
+        while Instant::now() < deadline {
+            if self.requested(vector) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
     }
 }
 
@@ -481,10 +604,11 @@ fn a_device_moved_while_serving_does_every_request_exactly_once() {
         device,
         ports,
         pio,
+        mmio,
         ..
     } = a;
     // The bus's BAR windows hold the device too.
-    drop((device, ports, pio));
+    drop((device, ports, pio, mmio));
     let image = dir.join("d.img");
     let b = rig_on(Some(&image));
     b.mem.write_slice(&memory, GuestAddress(0)).unwrap();
@@ -501,7 +625,7 @@ fn a_device_moved_while_serving_does_every_request_exactly_once() {
     heads.sort_unstable();
     heads.dedup();
     assert_eq!(heads.len(), usize::from(2 * HALF), "none completed twice");
-    drop((b.device, b.ports, b.pio));
+    drop((b.device, b.ports, b.pio, b.mmio));
     let backend = disk::ImageChain::open(
         image.to_str().unwrap(),
         DiskFormat::Raw,
@@ -515,4 +639,173 @@ fn a_device_moved_while_serving_does_every_request_exactly_once() {
         backend.read_at(&mut sector, 512 * u64::from(i)).unwrap();
         assert_eq!(sector, sector_data(i), "sector {i}");
     }
+}
+
+/// Waits until the device has either marked the vectors of `bits`
+/// pending or delivered [`APIC_VECTOR`]: the used ring is published before
+/// the interrupt is raised, so a completion alone does not say the
+/// device got that far.
+fn wait_pending_or_delivered(r: &Rig, apic: &Apic, bits: u8) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.pba() & bits != bits && !apic.requested(APIC_VECTOR) {
+        assert!(Instant::now() < deadline, "the device raised no interrupt");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A completion on queue 0, whose interrupts go to MSI-X vector 1, with
+/// the vector's mask bit clear and only the function masked (message
+/// control bit 14): the interrupt waits in the PBA and comes when the
+/// function is unmasked, once.
+#[test]
+fn the_function_mask_alone_holds_a_vector_pending_until_cleared() {
+    let mut r = rig();
+    let apic = Apic::new(&r.vm);
+    r.msix_control(true, true);
+    r.msix_program(1, APIC_VECTOR, false);
+    let mut q = r.start_driver(64);
+    r.map_queue0(1);
+    flush_request(&r.mem, &mut q);
+    r.kick();
+    assert!(wait_used(&mut q).is_some());
+    wait_pending_or_delivered(&r, &apic, 0b10);
+    assert!(
+        !apic.requested(APIC_VECTOR),
+        "delivered while the function was masked"
+    );
+    assert_eq!(r.pba(), 0b10, "vector 1 pending");
+    r.msix_control(true, false);
+    assert!(
+        apic.wait(APIC_VECTOR),
+        "delivered when the function was unmasked"
+    );
+    assert_eq!(r.pba(), 0, "no longer pending");
+    apic.clear();
+    r.msix_control(true, true);
+    r.msix_control(true, false);
+    assert!(
+        !apic.wait_for(APIC_VECTOR, Duration::from_millis(100)),
+        "delivered a second time"
+    );
+    // Unmasked, the next completion goes straight through.
+    flush_request(&r.mem, &mut q);
+    r.kick();
+    assert!(wait_used(&mut q).is_some());
+    assert!(apic.wait(APIC_VECTOR), "an unmasked vector is delivered");
+    assert_eq!(r.pba(), 0);
+}
+
+/// The same with the function unmasked and only vector 1's own mask bit
+/// (vector control bit 0) set: pending until the table entry is unmasked.
+#[test]
+fn a_vector_mask_bit_alone_holds_its_vector_pending_until_cleared() {
+    let mut r = rig();
+    let apic = Apic::new(&r.vm);
+    r.msix_control(true, false);
+    r.msix_program(1, APIC_VECTOR, true);
+    let mut q = r.start_driver(64);
+    r.map_queue0(1);
+    flush_request(&r.mem, &mut q);
+    r.kick();
+    assert!(wait_used(&mut q).is_some());
+    wait_pending_or_delivered(&r, &apic, 0b10);
+    assert!(
+        !apic.requested(APIC_VECTOR),
+        "delivered while the vector was masked"
+    );
+    assert_eq!(r.pba(), 0b10, "vector 1 pending");
+    r.msix_entry_write(1, 3, 0);
+    assert!(
+        apic.wait(APIC_VECTOR),
+        "delivered when the vector was unmasked"
+    );
+    assert_eq!(r.pba(), 0, "no longer pending");
+    apic.clear();
+    r.msix_entry_write(1, 3, 1);
+    r.msix_entry_write(1, 3, 0);
+    assert!(
+        !apic.wait_for(APIC_VECTOR, Duration::from_millis(100)),
+        "delivered a second time"
+    );
+}
+
+/// A device moved (saved, and restored into a new VM) with features
+/// negotiated beyond VERSION_1 and a queue interrupt pending behind a
+/// masked vector: the driver reads its features back through the common
+/// configuration, the PBA still has the bit, and unmasking the vector
+/// delivers the interrupt in the new VM.
+#[test]
+fn negotiated_features_and_a_pending_vector_survive_a_move() {
+    use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+    use vmm::devices::persist::Persist;
+    let features = VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC;
+    let mut a = rig();
+    let a_apic = Apic::new(&a.vm);
+    a.msix_control(true, false);
+    a.msix_program(1, APIC_VECTOR, true);
+    let mut q = a.start_driver_with(64, features);
+    a.map_queue0(1);
+    // Selects the driver left where a fresh device does not have them.
+    a.reg_write(0x00, 1, 4);
+    flush_request(&a.mem, &mut q);
+    a.kick();
+    assert!(wait_used(&mut q).is_some());
+    wait_pending_or_delivered(&a, &a_apic, 0b10);
+    assert!(!a_apic.requested(APIC_VECTOR), "delivered while masked");
+    a.lifecycle.pause(0);
+    let state = a.device.lock().unwrap().save().expect("save");
+    // The receiver's guest memory is the sender's (as if every page had
+    // been copied), so the driver's queue goes on in it.
+    let Rig {
+        _dir: dir,
+        device,
+        ports,
+        pio,
+        mmio,
+        mem,
+        ..
+    } = a;
+    drop((device, ports, pio, mmio));
+
+    let image = dir.join("d.img");
+    let mut b = rig_in(Some(&image), mem);
+    let apic = Apic::new(&b.vm);
+    b.lifecycle.hold();
+    b.device.lock().unwrap().restore(&state).expect("restore");
+    b.lifecycle.resume();
+    assert_eq!(b.status(), 1 | 2 | 4 | 8, "DRIVER_OK came across");
+    assert_eq!(b.reg_read(0x00, 4), 1, "device feature select");
+    assert_eq!(b.reg_read(0x04, 4), 1, "offered features, high half");
+    assert_eq!(b.reg_read(0x08, 4), 1, "driver feature select");
+    assert_eq!(
+        b.reg_read(0x0c, 4),
+        (features >> 32) as u32,
+        "driver features, high half"
+    );
+    b.reg_write(0x08, 0, 4);
+    assert_eq!(
+        b.reg_read(0x0c, 4),
+        features as u32,
+        "driver features, low half"
+    );
+    let cap = b.msix_cap();
+    assert_eq!(
+        b.cfg_read(cap) >> 30,
+        0b10,
+        "MSI-X enabled, function unmasked"
+    );
+    assert_eq!(b.pba(), 0b10, "vector 1 still pending");
+    assert!(!apic.requested(APIC_VECTOR), "delivered while masked");
+    b.msix_entry_write(1, 3, 0);
+    assert!(
+        apic.wait(APIC_VECTOR),
+        "the pending interrupt is delivered once its vector is unmasked"
+    );
+    assert_eq!(b.pba(), 0);
+    // The moved device goes on serving, interrupting through vector 1.
+    apic.clear();
+    flush_request(&b.mem, &mut q);
+    b.kick();
+    assert!(wait_used(&mut q).is_some());
+    assert!(apic.wait(APIC_VECTOR), "the next completion interrupts");
 }
