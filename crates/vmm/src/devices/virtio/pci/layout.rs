@@ -74,8 +74,8 @@ fn virtio_cap(cfg_type: u8, bar: u8, offset: u64, length: u64, extra: &[u8]) -> 
 }
 
 /// Declares the BARs and capabilities of a virtio-pci device whose
-/// device configuration is `device_config_len` bytes and which has
-/// `vectors` MSI-X vectors.
+/// device configuration is `device_config_len` bytes (none: no device
+/// configuration capability) and which has `vectors` MSI-X vectors.
 pub fn declare(config: &mut ConfigSpace, device_config_len: u64, vectors: u16) -> Capabilities {
     config.add_bar(
         usize::from(REGISTERS_BAR),
@@ -103,10 +103,15 @@ pub fn declare(config: &mut ConfigSpace, device_config_len: u64, vectors: u16) -
         ),
     );
     cap(config, virtio_cap(CFG_ISR, r, ISR_OFFSET, 1, &[]));
-    cap(
-        config,
-        virtio_cap(CFG_DEVICE, r, DEVICE_CONFIG_OFFSET, device_config_len, &[]),
-    );
+    // A device without device-specific configuration (the entropy device)
+    // declares no such structure: Linux refuses a capability of length 0
+    // and with it the whole device.
+    if device_config_len > 0 {
+        cap(
+            config,
+            virtio_cap(CFG_DEVICE, r, DEVICE_CONFIG_OFFSET, device_config_len, &[]),
+        );
+    }
     // The PCI configuration access window: bar, offset, length and data
     // are the driver's to write.
     let body = virtio_cap(CFG_PCI, 0, 0, 0, &[0; 4]);
