@@ -537,7 +537,7 @@ impl Daemon {
         };
         let mut vm = VmRecord::new(id, name, params, owner, false);
         vm.allow_instance = allow_instance;
-        vm.next_kernel = kernel;
+        vm.kernel = kernel;
         vm.next_boot_device = boot_device;
         self.registry.vms.push(vm);
         Ok(self.registry.vms.len() - 1)
@@ -652,13 +652,19 @@ impl Daemon {
             return Err(ErrorCode::EPERM);
         }
 
-        let boot_image_chosen = vm.next_kernel.is_some();
+        let boot_image_chosen = vm.next_kernel.is_some() || vm.kernel.is_some();
         let incoming = vm.incoming.take();
         let boot_image = match vm.next_kernel.take() {
             Some(fd) => Some(fd),
             // A received VM carries on where it was: it boots nothing.
             None if incoming.is_some() => None,
-            None => Some(open_boot_image(vm.params.boot.as_deref())?),
+            None => match &vm.kernel {
+                Some(kernel) => Some(rewound(kernel).map_err(|e| {
+                    tracing::warn!("{}: cannot boot its kernel again: {e}", vm.name);
+                    ErrorCode::from_io(&e)
+                })?),
+                None => Some(open_boot_image(vm.params.boot.as_deref())?),
+            },
         };
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
@@ -736,13 +742,6 @@ impl Daemon {
                     ErrorCode::from_io(&e)
                 })?;
         self.next_run += 1;
-        if boot_image_chosen && !vm.configured {
-            // An ad-hoc VM's -b kernel is used once (a guest reboot comes
-            // up with the default firmware); its command line and initrd
-            // go with it.
-            vm.params.cmdline = None;
-            vm.params.initrd = None;
-        }
         vm.last_start = Some(now);
         vm.flags &= !(state::SHUTDOWN | state::PAUSED | state::WAITING);
         vm.run = Some(Running {
@@ -1250,6 +1249,18 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket_path);
         tracing::info!("terminating");
     }
+}
+
+/// Another descriptor of an ad-hoc VM's `-b` image, to boot it again.
+/// vmctl opened the file with its user's rights and vmd cannot open it
+/// again by name; the descriptors share one file offset, which the last
+/// boot's read left at the end, so it goes back to the start (that boot's
+/// process has ended: nothing else reads it now).
+fn rewound(kernel: &OwnedFd) -> std::io::Result<OwnedFd> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::from(kernel.try_clone()?);
+    file.seek(SeekFrom::Start(0))?;
+    Ok(OwnedFd::from(file))
 }
 
 /// Opens the configured boot image, or the first default firmware that

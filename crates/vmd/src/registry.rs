@@ -101,6 +101,10 @@ pub struct VmRecord {
     pub pty: Option<Pty>,
     /// `vmctl start -b` for an existing VM: used for the next boot only.
     pub next_kernel: Option<OwnedFd>,
+    /// The `-b` image of a VM created by `vmctl start`: its boot image,
+    /// booted again (with its command line and initrd) whenever the guest
+    /// reboots, as a configured `boot` would be.
+    pub kernel: Option<OwnedFd>,
     /// `-B` for the next boot only.
     pub next_boot_device: Option<BootDevice>,
     pub last_start: Option<Instant>,
@@ -131,6 +135,7 @@ impl VmRecord {
             run: None,
             pty: None,
             next_kernel: None,
+            kernel: None,
             next_boot_device: None,
             last_start: None,
             quick_restarts: 0,

@@ -280,9 +280,21 @@ main:
 msg: db "booted once", 13, 10, 0
 "#,
     );
+    let disk = daemon.dir().join("looper.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let config = daemon.dir().join("looper.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "vm \"looper\" {{\n    disable\n    memory 64M\n    disk \"{}\"\n}}\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    daemon.vmctl_ok(&["load", config.to_str().unwrap()]);
     daemon.vmctl_ok(&["start", "-b", &image, "looper"]);
-    // -b is used once; the reboot comes up with the default firmware, and
-    // the console history survives the reboot.
+    // -b of a configured VM is used once; the reboot comes up with the
+    // default firmware, and the console history survives the reboot.
     let text = daemon.console_until("looper", BANNER, BOOT);
     let first = text.find("booted once").expect("output of the first run");
     assert!(first < text.find(BANNER).unwrap(), "{text}");
