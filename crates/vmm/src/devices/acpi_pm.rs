@@ -6,7 +6,7 @@
 //! | port  | size | register |
 //! |-------|------|----------|
 //! | 0x600 | 2 | PM1a_STS: status, write 1 to clear |
-//! | 0x602 | 2 | PM1a_EN: event enables |
+//! | 0x602 | 2 | PM1a_EN: event enables (TMR, GBL, PWRBTN, SLPBTN, RTC, PCIEXP_WAKE_DIS read back; only PWRBTN's event is ever raised) |
 //! | 0x604 | 2 | PM1a_CNT: SCI_EN (always set: there is no SMI command port, the machine is always in ACPI mode), SLP_TYP, SLP_EN |
 //! | 0x608 | 4 | PM_TMR: 32-bit free-running counter at 3.579545 MHz |
 //!
@@ -45,20 +45,38 @@ pub const SCI_IRQ: u8 = 9;
 /// The `_S5` sleep type value the DSDT publishes and PM1a_CNT decodes.
 pub const SLP_TYP_S5: u16 = 5;
 
-/// PM1 status and enable bit of the fixed power button.
+/// PM1 status and enable bits of the fixed events ACPI defines, at the
+/// same position in both registers: the PM timer's carry, the Global
+/// Lock's release, the power and sleep buttons, the RTC alarm.
+pub const TMR_STS: u16 = 1 << 0;
+pub const GBL_STS: u16 = 1 << 5;
 pub const PWRBTN_STS: u16 = 1 << 8;
-/// Enable bits a guest may set: only the power button's (the timer's
-/// overflow event is not generated).
-const PM1_EN_WRITABLE: u16 = PWRBTN_STS;
+pub const SLPBTN_STS: u16 = 1 << 9;
+pub const RTC_STS: u16 = 1 << 10;
+/// PM1_EN bit 14 disables PCI Express wake events; unlike the others it
+/// enables nothing.
+pub const PCIEXP_WAKE_DIS: u16 = 1 << 14;
+/// Enable bits that read back as written; the reserved ones read 0. OSPM
+/// enables each fixed event by writing its bit and reading it back, and
+/// takes a bit that does not stick for missing hardware (Linux then turns
+/// off the Global Lock and the RTC event and logs errors). Enabling an
+/// event this device never raises is harmless: only the power button's
+/// status is ever set.
+const PM1_EN_WRITABLE: u16 =
+    TMR_STS | GBL_STS | PWRBTN_STS | SLPBTN_STS | RTC_STS | PCIEXP_WAKE_DIS;
+/// The enable bits that let a status bit raise the SCI.
+const PM1_EVENTS: u16 = TMR_STS | GBL_STS | PWRBTN_STS | SLPBTN_STS | RTC_STS;
 
 /// PM1 control bits.
 pub const SCI_EN: u16 = 1 << 0;
 const SLP_TYP_SHIFT: u16 = 10;
 const SLP_TYP_MASK: u16 = 0x7 << SLP_TYP_SHIFT;
 pub const SLP_EN: u16 = 1 << 13;
-/// Bits of PM1a_CNT that read back what was written (BM_RLD, GBL_RLS,
-/// SLP_TYP).
-const PM1_CNT_STORED: u16 = 0x0006 | SLP_TYP_MASK;
+/// Bits of PM1a_CNT that read back what was written (BM_RLD, SLP_TYP).
+/// GBL_RLS (bit 2), like SLP_EN, is write-only and reads 0: it would tell
+/// firmware that OSPM released the Global Lock, and no firmware here ever
+/// holds the lock.
+const PM1_CNT_STORED: u16 = (1 << 1) | SLP_TYP_MASK;
 
 /// The PM timer's rate, in Hz.
 pub const PM_TIMER_HZ: u64 = 3_579_545;
@@ -120,7 +138,7 @@ impl Pm1 {
 
     /// Whether the SCI line should be asserted.
     pub fn sci_pending(&self) -> bool {
-        self.status & self.enable != 0
+        self.status & self.enable & PM1_EVENTS != 0
     }
 
     fn timer(&self) -> u32 {
@@ -261,8 +279,8 @@ mod tests {
         pm.press_power_button();
         assert_eq!(read16(&mut pm, STS), PWRBTN_STS);
         assert!(!pm.sci_pending(), "not enabled yet");
-        pm.write(EN, &0xffffu16.to_le_bytes());
-        assert_eq!(read16(&mut pm, EN), PWRBTN_STS, "only the button enables");
+        pm.write(EN, &PWRBTN_STS.to_le_bytes());
+        assert_eq!(read16(&mut pm, EN), PWRBTN_STS);
         assert!(pm.sci_pending());
         // Writing 0 leaves the status; writing the bit clears it.
         pm.write(STS, &0u16.to_le_bytes());
@@ -289,5 +307,51 @@ mod tests {
         assert!(ticks < PM_TIMER_HZ, "{ticks}");
         pm.write(TMR, &[0; 4]);
         assert!(read(&mut pm) >= b, "the timer is read-only");
+    }
+
+    #[test]
+    fn fixed_event_enables_read_back_and_reserved_bits_do_not() {
+        let (mut pm, _) = pm();
+        for bit in [
+            TMR_STS,
+            GBL_STS,
+            PWRBTN_STS,
+            SLPBTN_STS,
+            RTC_STS,
+            PCIEXP_WAKE_DIS,
+        ] {
+            pm.write(EN, &bit.to_le_bytes());
+            assert_eq!(read16(&mut pm, EN), bit, "{bit:#x}");
+            // As OSPM does it: one bit set in what is there, by byte too.
+            pm.write(EN, &0u16.to_le_bytes());
+            let [low, high] = bit.to_le_bytes();
+            if low != 0 {
+                pm.write(EN, &[low]);
+            } else {
+                pm.write(EN + 1, &[high]);
+            }
+            assert_eq!(read16(&mut pm, EN), bit, "{bit:#x} by byte");
+        }
+        pm.write(EN, &0xffffu16.to_le_bytes());
+        assert_eq!(read16(&mut pm, EN), PM1_EN_WRITABLE, "reserved bits read 0");
+        assert_eq!(PM1_EN_WRITABLE, 0x4721);
+        // No event is pending for enabling: none of them was raised.
+        assert_eq!(read16(&mut pm, STS), 0);
+        assert!(!pm.sci_pending());
+        pm.press_power_button();
+        assert!(pm.sci_pending());
+        pm.write(STS, &PWRBTN_STS.to_le_bytes());
+        assert!(!pm.sci_pending());
+    }
+
+    #[test]
+    fn write_only_control_bits_read_zero() {
+        let (mut pm, _) = pm();
+        pm.write(CNT, &((1u16 << 1) | (1 << 2)).to_le_bytes());
+        assert_eq!(
+            read16(&mut pm, CNT),
+            SCI_EN | (1 << 1),
+            "BM_RLD stays, GBL_RLS does not"
+        );
     }
 }
