@@ -37,6 +37,22 @@ pub fn write_stream(
     clock: kvm_clock_data,
     out: impl Write,
 ) -> Result<Sent, StreamError> {
+    // Devices first: a device comes to rest as it saves, and the pass its
+    // I/O thread finishes on the way may complete a request and raise its
+    // interrupt (an MSI into a local APIC, a line into the in-kernel
+    // chips). Taken after the vCPUs and those chips, that interrupt would
+    // stay behind with the sender.
+    let devices = machine
+        .devices
+        .iter()
+        .map(|d| {
+            d.save().map(|state| DeviceRecord {
+                name: d.name.clone(),
+                state,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StreamError::Save(e.0))?;
     let msrs = vcpu_state::msr_list(machine.kvm).map_err(StreamError::Save)?;
     let xsave_size = vcpu_state::xsave_size(machine.vm_fd);
     let vcpus = machine
@@ -50,17 +66,6 @@ pub fn write_stream(
         .collect::<Result<Vec<VcpuState>, String>>()
         .map_err(StreamError::Save)?;
     let in_kernel = in_kernel::save(machine.vm_fd, clock).map_err(StreamError::Save)?;
-    let devices = machine
-        .devices
-        .iter()
-        .map(|d| {
-            d.save().map(|state| DeviceRecord {
-                name: d.name.clone(),
-                state,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StreamError::Save(e.0))?;
     let header = Header {
         name: machine.name.to_string(),
         description: description.clone(),
@@ -118,5 +123,100 @@ pub fn await_receipt(out: &File) -> Result<(), StreamError> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => Err(StreamError::Io(e)),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use kvm_bindings::{CpuId, kvm_cpuid_entry2, kvm_msi, kvm_pit_config};
+    use kvm_ioctls::{Kvm, VmFd};
+
+    use super::*;
+    use crate::devices::persist::{Persist, PersistError};
+    use crate::memory::{GuestRam, Layout, MIB};
+    use crate::snapshot::format::{FrameReader, read_header_bytes};
+    use crate::snapshot::{Header, SavedDevice, restore};
+
+    const VECTOR: usize = 0x41;
+
+    /// A device whose I/O thread, asked to come to rest for the save,
+    /// finishes the pass it is in: the request it completes raises an
+    /// MSI for local APIC 0.
+    struct CompletesAsItQuiesces {
+        vm: Arc<VmFd>,
+    }
+
+    impl Persist for CompletesAsItQuiesces {
+        fn save(&self) -> Result<Vec<u8>, PersistError> {
+            let msi = kvm_msi {
+                address_lo: 0xfee0_0000,
+                data: VECTOR as u32,
+                ..Default::default()
+            };
+            self.vm
+                .signal_msi(msi)
+                .map_err(|e| PersistError(format!("KVM_SIGNAL_MSI: {e}")))?;
+            Ok(Vec::new())
+        }
+
+        fn restore(&mut self, _: &[u8]) -> Result<(), PersistError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_interrupt_raised_while_a_device_quiesces_travels_with_the_vcpu() {
+        let kvm = Kvm::new().expect("/dev/kvm");
+        let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
+        vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+        vm.create_pit2(kvm_pit_config::default())
+            .expect("KVM_CREATE_PIT2");
+        let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
+        // Spurious vector register: software enabled, or the APIC takes
+        // no fixed interrupt.
+        let mut lapic = vcpu.get_lapic().expect("KVM_GET_LAPIC");
+        lapic.regs[0xf0..0xf4].copy_from_slice(&0x1ffu32.to_le_bytes().map(|b| b as _));
+        vcpu.set_lapic(&lapic).expect("KVM_SET_LAPIC");
+        let ram = GuestRam::new(Layout::new(8 * MIB), "save-test").unwrap();
+        let device: Arc<Mutex<dyn Persist + Send>> =
+            Arc::new(Mutex::new(CompletesAsItQuiesces { vm: vm.clone() }));
+        let machine = Machine {
+            name: "t",
+            kvm: &kvm,
+            vm_fd: &vm,
+            ram: &ram,
+            vcpus: &[Arc::new(Mutex::new(vcpu))],
+            cpuids: &[CpuId::from_entries(&[kvm_cpuid_entry2::default()]).unwrap()],
+            devices: &[SavedDevice::port("dev", device)],
+            disk_sizes: &[],
+            cdrom_size: None,
+        };
+        let description = VmDescription {
+            memory: 8 * MIB,
+            vcpus: 1,
+            disks: vec![],
+            cdrom: None,
+            nics: vec![],
+        };
+        let clock = vm.get_clock().expect("KVM_GET_CLOCK");
+        let mut stream = Vec::new();
+        write_stream(&machine, &description, clock, &mut stream).expect("write");
+
+        let mut input = stream.as_slice();
+        let (raw, payload) = read_header_bytes(&mut input).unwrap();
+        let header = Header::decode(&payload).unwrap();
+        let (reader, _) = FrameReader::resume(&raw, input).unwrap();
+        let into = GuestRam::new(Layout::new(8 * MIB), "save-test-in").unwrap();
+        let received = restore::read_stream(reader, &header, &into).unwrap();
+        // The interrupt request register of the local APIC as sent.
+        let regs = &received.vcpus[0].lapic.0.regs;
+        let at = 0x200 + VECTOR / 32 * 0x10 + VECTOR % 32 / 8;
+        assert_ne!(
+            regs[at] as u8 & 1 << (VECTOR % 8),
+            0,
+            "the device's last interrupt is in the local APIC the stream carries"
+        );
     }
 }
