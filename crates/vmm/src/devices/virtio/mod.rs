@@ -84,6 +84,15 @@ pub trait QueueHandler: Send {
         budget: usize,
     ) -> Result<bool, DeviceBroken>;
 
+    /// The part of activation that needs the host (a network device
+    /// tells its tap the offloads the driver took). Called once, on the
+    /// device's I/O thread, when the handler is handed to it; the
+    /// driver's DRIVER_OK write completes only after it. Not in
+    /// [`VirtioDevice::activate`]: that runs on the vCPU thread that took
+    /// the write, whose seccomp filter allows KVM's ioctls and nothing
+    /// else of the kind.
+    fn start(&mut self) {}
+
     /// Queues (bit n for queue n) that serving another queue gave work
     /// to, to be served next; asked after every pass.
     fn take_woken(&mut self) -> u64 {

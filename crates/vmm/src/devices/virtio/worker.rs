@@ -4,7 +4,9 @@
 //! notification eventfds (written by KVM when the guest kicks), on the
 //! INTx resample eventfd (written by KVM when the guest acknowledges the
 //! interrupt), and on a control eventfd through which the transport hands
-//! it the queues at DRIVER_OK and takes them back on reset.
+//! it the queues at DRIVER_OK and takes them back on reset. Activation's
+//! host work ([`QueueHandler::start`]) runs here too: the transport runs
+//! on vCPU threads, whose seccomp filter is narrower than this thread's.
 //!
 //! Control requests are synchronous: when [`Worker::reset`] returns, the
 //! thread has dropped the queues and finished the request it was serving,
@@ -249,7 +251,10 @@ fn run(epoll: Epoll, events: WorkerEvents, control: &Control) {
                     let command = state.command.take();
                     let stop = matches!(command, Some(Command::Stop));
                     match command {
-                        Some(Command::Activate(a)) => {
+                        Some(Command::Activate(mut a)) => {
+                            // Before the command completes: the driver
+                            // sees DRIVER_OK with the host side set up.
+                            a.handler.start();
                             let due = vec![true; a.queues.len()];
                             active = Some(Active {
                                 queues: a.queues,

@@ -1,6 +1,6 @@
 //! The network device model: what it offers, its configuration space (the
-//! guest's MAC and the link state), and activation, where the tap is told
-//! which offloads the guest takes.
+//! guest's MAC and the link state), and activation, which decides the
+//! offloads the guest takes (the handler tells the tap).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use net::dhcp::Lease;
 use net::mac_lock::MacLock;
-use net::tap::{self, offload};
+use net::tap::offload;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
@@ -150,14 +150,11 @@ impl VirtioDevice for Net {
         }
     }
 
+    /// Runs on the vCPU thread that took the driver's DRIVER_OK write, so
+    /// it only decides: the handler tells the tap its offloads when the
+    /// device's I/O thread starts it (`QueueHandler::start`).
     fn activate(&mut self, features: u64) -> Box<dyn QueueHandler> {
         let (guest, host) = offloads(features);
-        let flags = tap_offloads(&guest);
-        if let Err(e) = tap::set_offloads(std::os::fd::AsFd::as_fd(&*self.tap), flags) {
-            // Without them the kernel finishes every frame itself; the
-            // guest is told nothing it did not ask for either way.
-            tracing::warn!("{}: TUNSETOFFLOAD {flags:#x}: {e}", self.name);
-        }
         Box::new(NetHandler::new(
             &self.name,
             self.tap.clone(),

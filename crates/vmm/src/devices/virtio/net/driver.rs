@@ -74,7 +74,9 @@ impl NetDriver {
             "features the device does not offer"
         );
         let stats = net.stats();
-        let handler = net.activate(features);
+        let mut handler = net.activate(features);
+        // What the device's I/O thread does when it is handed the handler.
+        handler.start();
         let rx = DriverQueue::new(&mem, RX_QUEUE, size);
         let tx = DriverQueue::new(&mem, TX_QUEUE, size);
         let event_idx =

@@ -4,10 +4,12 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use net::mac_lock::MacLock;
+use net::tap;
 use virtio_queue::Queue;
 
 use super::frame::{Offloads, TxPolicy};
@@ -98,6 +100,8 @@ pub struct NetHandler {
     pub(super) spill: Vec<u8>,
     /// Drops logged so far, so a hostile guest cannot flood the log.
     pub(super) drops_logged: u32,
+    /// The tap's `TUNSETOFFLOAD` flags, set by [`QueueHandler::start`].
+    tap_offloads: u32,
 }
 
 // SAFETY: the raw pointers in `iovecs` are scratch space, rebuilt before
@@ -129,6 +133,7 @@ impl NetHandler {
             iovecs: Vec::new(),
             spill: Vec::new(),
             drops_logged: 0,
+            tap_offloads: super::device::tap_offloads(&guest_offloads),
         }
     }
 
@@ -166,6 +171,25 @@ impl QueueHandler for NetHandler {
             RX => rx::process(self, queue, mem, interrupt, budget),
             TX => tx::process(self, queue, mem, interrupt, budget),
             _ => Ok(false),
+        }
+    }
+
+    /// Tells the tap which offloads the guest takes, before any frame
+    /// moves either way.
+    ///
+    /// Here, on the device's I/O thread, whose seccomp filter allows the
+    /// tap's ioctls, rather than in [`super::Net`]'s activation on the
+    /// vCPU thread that took the DRIVER_OK write: a vCPU thread may issue
+    /// KVM's ioctls only, and `TUNSETOFFLOAD` there kills the VM. Letting
+    /// vCPU threads, the threads a hostile guest drives most directly,
+    /// issue it would widen their filter for one call at activation that
+    /// this thread can make as well.
+    fn start(&mut self) {
+        let flags = self.tap_offloads;
+        if let Err(e) = tap::set_offloads(self.tap.as_fd(), flags) {
+            // Without them the kernel finishes every frame itself; the
+            // guest is told nothing it did not ask for either way.
+            tracing::warn!("{}: TUNSETOFFLOAD {flags:#x}: {e}", self.name);
         }
     }
 
