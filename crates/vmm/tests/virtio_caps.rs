@@ -118,7 +118,7 @@ fn check_mapping(
             cap.length
         ));
     }
-    if cap.offset % align != 0 {
+    if !cap.offset.is_multiple_of(align) {
         return Err(format!(
             "{what}: offset {:#x} not aligned to {align}",
             cap.offset
@@ -168,7 +168,7 @@ fn check_device(kind: Kind, m: &mut Machine) -> Vec<String> {
     let mut taken: Vec<(u32, u32)> = Vec::new();
     let mut vendor = Vec::new();
     for &(at, id) in &list {
-        if !(0x40..0x100).contains(&at) || at % 4 != 0 {
+        if !(0x40..0x100).contains(&at) || !at.is_multiple_of(4) {
             fail(format!(
                 "capability at {at:#x}: outside 0x40..0x100 or unaligned"
             ));
@@ -265,7 +265,7 @@ fn check_device(kind: Kind, m: &mut Machine) -> Vec<String> {
         && notify.cap_len >= 20
     {
         let multiplier = u64::from(m.cfg_read32(notify.at + 16));
-        if multiplier != 0 && (multiplier % 2 != 0 || !multiplier.is_power_of_two()) {
+        if multiplier != 0 && (!multiplier.is_multiple_of(2) || !multiplier.is_power_of_two()) {
             fail(format!(
                 "notify_off_multiplier {multiplier} is neither 0 nor an even power of two"
             ));

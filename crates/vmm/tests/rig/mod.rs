@@ -4,6 +4,7 @@
 //! 0xcf8/0xcfc, BAR0 registers through port I/O, the MSI-X table through
 //! MMIO. Shared by the tests that look at devices the way a guest does.
 
+// Each test binary that includes this uses only part of it.
 #![allow(dead_code)]
 
 use std::fs::File;
