@@ -66,6 +66,25 @@ pub fn ipv4_pair(
     })
 }
 
+/// Whether `pair` is one the plan of `prefix/prefix_len` can give: both
+/// ends inside the prefix, the host's the even address of a /31 the
+/// NIC octet can hold and the guest's the odd one. A VM received from
+/// another host keeps its local interfaces' pairs only when they are
+/// (docs/networking.md).
+pub fn is_planned_pair(prefix: Ipv4Addr, prefix_len: u8, pair: LocalPair) -> bool {
+    let Some(shift) = 32u32.checked_sub(u32::from(prefix_len)) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(shift).unwrap_or(0);
+    let host = u32::from(pair.host);
+    let low = host & ((1 << NIC_BITS) - 1);
+    host & mask == u32::from(prefix) & mask
+        && u32::from(pair.guest) == host + 1
+        && low >= 2
+        && low.is_multiple_of(2)
+        && (low as usize - 2) / 2 <= MAX_NIC_INDEX
+}
+
 /// The host side's IPv6 address with `local inet6`: the prefix (at most
 /// /64), the guest's IPv4 address in bytes 8–11 and 1 in the last byte.
 pub fn ipv6_host(prefix: Ipv6Addr, guest: Ipv4Addr) -> Ipv6Addr {
@@ -124,6 +143,44 @@ mod tests {
             RangeExceeded { vm_id: 7, nic: 2 }.to_string(),
             "dhcp address range exceeded, vm id 7 interface 2"
         );
+    }
+
+    #[test]
+    fn planned_pairs_are_recognised() {
+        let pair = |host: [u8; 4], guest: [u8; 4]| LocalPair {
+            host: Ipv4Addr::from(host),
+            guest: Ipv4Addr::from(guest),
+        };
+        let planned = ipv4_pair(CGNAT, 10, 300, 3).unwrap();
+        assert!(is_planned_pair(CGNAT, 10, planned));
+        assert!(is_planned_pair(
+            CGNAT,
+            10,
+            pair([100, 64, 7, 2], [100, 64, 7, 3])
+        ));
+        // Another prefix, the guest's address on the host side, a guest
+        // that is not the host's neighbour, the .0/.1 pair no NIC has.
+        assert!(!is_planned_pair(
+            Ipv4Addr::new(10, 1, 0, 0),
+            16,
+            pair([100, 64, 7, 2], [100, 64, 7, 3])
+        ));
+        assert!(!is_planned_pair(
+            CGNAT,
+            10,
+            pair([100, 64, 7, 3], [100, 64, 7, 4])
+        ));
+        assert!(!is_planned_pair(
+            CGNAT,
+            10,
+            pair([100, 64, 7, 2], [100, 64, 7, 5])
+        ));
+        assert!(!is_planned_pair(
+            CGNAT,
+            10,
+            pair([100, 64, 7, 0], [100, 64, 7, 1])
+        ));
+        assert!(!is_planned_pair(CGNAT, 33, planned));
     }
 
     #[test]

@@ -135,8 +135,14 @@ pub struct VmDescription {
 pub struct NicDescription {
     /// The guest's MAC address, which the guest's state already knows.
     pub mac: [u8; 6],
-    /// A local interface (vmd.md §9.2): its addresses follow the new id.
+    /// A local interface (vmd.md §9.2).
     pub local: bool,
+    /// A local interface's addresses on the sending host. The receiving
+    /// vmd gives them to the new tap and its DHCP server when this host
+    /// has no interface with them, so that the guest's lease stays
+    /// good; otherwise the interface gets the new id's addresses
+    /// (docs/networking.md).
+    pub local_addrs: Option<LocalAddrs>,
     pub switch: Option<String>,
     pub group: Option<String>,
     pub locked: bool,

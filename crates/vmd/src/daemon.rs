@@ -711,11 +711,13 @@ impl Daemon {
                 name: &vm.name,
                 nics: &vm.params.nics,
                 net_boot: boot_device == Some(proto::control::BootDevice::Net),
+                keep: &vm.keep_local,
             },
             &self.switches,
             &self.settings,
             &mut fds,
         )?;
+        let local = nics.iter().map(|nic| nic.local).collect();
         let launch = VmLaunch {
             id: vm.id,
             name: vm.name.clone(),
@@ -760,6 +762,7 @@ impl Daemon {
             sender: None,
             sent: false,
             taps,
+            local,
         });
         Ok(())
     }

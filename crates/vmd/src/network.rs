@@ -44,6 +44,9 @@ pub struct VmNics<'a> {
     pub nics: &'a [NicParams],
     /// Boot device `net`: the first NIC carries the PXE option ROM.
     pub net_boot: bool,
+    /// Per NIC, the addresses a received VM's local interface had on the
+    /// host it came from: kept when this host has them free.
+    pub keep: &'a [Option<LocalAddrs>],
 }
 
 impl Network {
@@ -86,7 +89,12 @@ impl Network {
         for (index, nic) in vm.nics.iter().enumerate() {
             let iface = &nic.iface;
             let local = match iface.local {
-                true => Some(self.local_pair(settings, vm.id, index)?),
+                true => Some(self.local_pair(
+                    settings,
+                    vm,
+                    index,
+                    vm.keep.get(index).copied().flatten(),
+                )?),
                 false => None,
             };
             let switch = configured_switch(iface, switches);
@@ -134,19 +142,87 @@ impl Network {
         Ok((launch, taps))
     }
 
-    /// The /31 of a local interface; a VM id or NIC index beyond the
-    /// prefix fails the start.
+    /// The /31 of a local interface: the one a received VM had, if this
+    /// host can give it (see [`Network::keepable`]), else the plan's for
+    /// the VM's id; a VM id or NIC index beyond the prefix fails the
+    /// start.
     fn local_pair(
-        &self,
+        &mut self,
         settings: &GlobalSettings,
-        vm_id: u32,
+        vm: &VmNics<'_>,
         index: usize,
+        keep: Option<LocalAddrs>,
     ) -> Result<LocalPair, ErrorCode> {
         let prefix = settings.local_prefix;
-        local_addr::ipv4_pair(prefix.addr, prefix.len, vm_id, index).map_err(|e| {
-            tracing::warn!("{e}");
-            ErrorCode(libc::EADDRNOTAVAIL)
-        })
+        let kept = keep.map(|addrs| LocalPair {
+            host: addrs.host.into(),
+            guest: addrs.guest.into(),
+        });
+        let refusal = match kept {
+            Some(pair) => match self.keepable(settings, pair) {
+                Ok(()) => {
+                    tracing::info!(
+                        "{}: vm {} interface {index} keeps its addresses: host {}, guest {}",
+                        vm.name,
+                        vm.id,
+                        pair.host,
+                        pair.guest
+                    );
+                    return Ok(pair);
+                }
+                Err(why) => Some((pair, why)),
+            },
+            None => None,
+        };
+        let planned =
+            local_addr::ipv4_pair(prefix.addr, prefix.len, vm.id, index).map_err(|e| {
+                tracing::warn!("{e}");
+                ErrorCode(libc::EADDRNOTAVAIL)
+            })?;
+        if let Some((old, why)) = refusal {
+            tracing::warn!(
+                "{}: vm {} interface {index} cannot keep host {} and guest {} ({why}): \
+                 it gets host {} and guest {} instead; the guest must renew its DHCP lease",
+                vm.name,
+                vm.id,
+                old.host,
+                old.guest,
+                planned.host,
+                planned.guest
+            );
+        }
+        Ok(planned)
+    }
+
+    /// Whether a received VM's local interface can keep `pair` here: a
+    /// pair this host's `local prefix` could give, neither of whose
+    /// addresses any interface of this host has (another VM's tap, of
+    /// this vmd or another, or the host's own).
+    fn keepable(&mut self, settings: &GlobalSettings, pair: LocalPair) -> Result<(), String> {
+        let prefix = settings.local_prefix;
+        if !local_addr::is_planned_pair(prefix.addr, prefix.len, pair) {
+            return Err(format!(
+                "not a local interface's pair in this host's prefix {}/{}",
+                prefix.addr, prefix.len
+            ));
+        }
+        let rtnl = self.rtnl().map_err(|e| format!("netlink: {e}"))?;
+        let addresses = rtnl
+            .all_addresses()
+            .map_err(|e| format!("cannot list this host's addresses: {e}"))?;
+        let taken = addresses
+            .iter()
+            .find(|(_, a)| a.addr == IpAddr::V4(pair.host) || a.addr == IpAddr::V4(pair.guest));
+        match taken {
+            Some((link, a)) => {
+                let name = match rtnl.link_by_index(*link) {
+                    Ok(Some(link)) => link.name,
+                    _ => format!("link {link}"),
+                };
+                Err(format!("{} is in use on {name}", a.addr))
+            }
+            None => Ok(()),
+        }
     }
 
     /// The host side's addresses of a local interface.

@@ -85,6 +85,9 @@ pub struct Running {
     pub sent: bool,
     /// Its taps, removed when this run is dropped.
     pub taps: crate::network::VmTaps,
+    /// Per NIC, the addresses of a local interface in this run: a send
+    /// passes them on, for the receiver to keep.
+    pub local: Vec<Option<proto::vmchannel::LocalAddrs>>,
 }
 
 pub struct VmRecord {
@@ -118,6 +121,9 @@ pub struct VmRecord {
     pub allow_instance: Option<conf::model::InstancePermissions>,
     /// A received VM's stream, for its first launch.
     pub incoming: Option<Incoming>,
+    /// Per NIC, the addresses a received VM's local interface had where
+    /// it came from; it keeps them where this host has them free.
+    pub keep_local: Vec<Option<proto::vmchannel::LocalAddrs>>,
     /// An instance whose ISO image a user chose: whoever starts it must
     /// be able to read the image (vmd.md §6.3 step 5).
     pub cdrom_chosen_by_user: bool,
@@ -143,6 +149,7 @@ impl VmRecord {
             waiters: Vec::new(),
             allow_instance: None,
             incoming: None,
+            keep_local: Vec::new(),
             cdrom_chosen_by_user: false,
         }
     }

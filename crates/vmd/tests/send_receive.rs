@@ -326,7 +326,7 @@ fn damaged_truncated_and_newer_streams_are_refused_and_leave_nothing_behind() {
     longer.extend_from_slice(&whole[..64]);
     refused(&daemon, &longer, "vm state stream is corrupt");
     let mut newer = whole.clone();
-    newer[8] = 2;
+    newer[8] = 3;
     refused(
         &daemon,
         &newer,
@@ -484,5 +484,301 @@ fn a_send_that_vmctl_cannot_write_out_leaves_the_vm_running() {
         session.read_until(&more, Duration::from_secs(30)).is_ok(),
         "the guest stopped after the failed send: {}",
         session.text()
+    );
+}
+
+/// A guest with a virtio-net driver (port I/O only: BAR0 is I/O) that
+/// asks for an address the way a DHCP client does: every round it sends
+/// `discover` (a DISCOVER, its MAC patched in from the device's
+/// configuration) and prints the address an answer offers it as
+/// `lease=` and eight hex digits, forever. Other frames (the host's IPv6
+/// chatter on the tap) are passed over.
+fn dhcp_guest(daemon: &TestDaemon) -> String {
+    let mut discover =
+        net::dhcp::request_frame::RequestFrame::discover([0; 6], 0x7e57_d4c9).frame();
+    // The MAC goes in after this frame was built: no UDP checksum (IPv4
+    // allows none).
+    discover[40..42].fill(0);
+    let bytes: Vec<String> = discover.iter().map(|b| format!("{b:#04x}")).collect();
+    let program = format!(
+        r#"
+%define BAR0 0x7f48
+%define RX_SEEN 0x7f4a
+%define RX_AVAIL 0x7f4c
+%define TX_AVAIL 0x7f4e
+%define FRAME_LEN {len}
+
+; Register %1 of the device's BAR0 gets %3 of width %2 (al, ax, eax).
+%macro VIO_OUT 3
+    mov dx, [es:BAR0]
+    add dx, %1
+    mov %2, %3
+    out dx, %2
+%endmacro
+
+main:
+    xor ax, ax
+    mov es, ax
+    mov ax, 0x1000
+    mov fs, ax
+    ; the first virtio-net device on bus 0
+    mov ebx, 0x80000000
+.scan:
+    mov eax, ebx
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    cmp eax, 0x10411af4
+    je .found
+    add ebx, 0x800
+    cmp ebx, 0x80010000
+    jb .scan
+    jmp fail
+.found:
+    mov eax, ebx
+    or eax, 0x10
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    and ax, 0xfffc
+    mov [es:BAR0], ax
+    mov word [es:RX_SEEN], 0
+    mov word [es:RX_AVAIL], 0
+    mov word [es:TX_AVAIL], 0
+    ; reset, ACKNOWLEDGE | DRIVER, VERSION_1 only, FEATURES_OK
+    VIO_OUT 0x14, al, 0
+    VIO_OUT 0x14, al, 3
+    VIO_OUT 0x08, eax, 0
+    VIO_OUT 0x0c, eax, 0
+    VIO_OUT 0x08, eax, 1
+    VIO_OUT 0x0c, eax, 1
+    VIO_OUT 0x14, al, 11
+    mov dx, [es:BAR0]
+    add dx, 0x14
+    in al, dx
+    test al, 8
+    jz fail
+    ; receive queue: descriptors at 0x10000, available ring at 0x10100,
+    ; used ring at 0x11000; transmit queue the same at 0x12000
+    VIO_OUT 0x16, ax, 0
+    VIO_OUT 0x18, ax, 8
+    VIO_OUT 0x20, eax, 0x10000
+    VIO_OUT 0x24, eax, 0
+    VIO_OUT 0x28, eax, 0x10100
+    VIO_OUT 0x2c, eax, 0
+    VIO_OUT 0x30, eax, 0x11000
+    VIO_OUT 0x34, eax, 0
+    VIO_OUT 0x1c, ax, 1
+    VIO_OUT 0x16, ax, 1
+    VIO_OUT 0x18, ax, 8
+    VIO_OUT 0x20, eax, 0x12000
+    VIO_OUT 0x24, eax, 0
+    VIO_OUT 0x28, eax, 0x12100
+    VIO_OUT 0x2c, eax, 0
+    VIO_OUT 0x30, eax, 0x13000
+    VIO_OUT 0x34, eax, 0
+    VIO_OUT 0x1c, ax, 1
+    VIO_OUT 0x14, al, 15
+    ; the frame at 0x15000 behind a 12-byte virtio-net header of zeroes,
+    ; with the device's MAC as source and client hardware address
+    mov si, discover
+    mov di, 0x500c
+    mov cx, FRAME_LEN
+.copy:
+    mov al, [si]
+    mov [fs:di], al
+    inc si
+    inc di
+    dec cx
+    jnz .copy
+    mov cx, 0
+.mac:
+    mov dx, [es:BAR0]
+    add dx, 0x300
+    add dx, cx
+    in al, dx
+    mov di, cx
+    mov [fs:0x500c + 6 + di], al
+    mov [fs:0x500c + 70 + di], al
+    inc cx
+    cmp cx, 6
+    jb .mac
+    ; one device-writable receive buffer of 2048 bytes at 0x14000, one
+    ; transmit descriptor for the frame
+    mov dword [fs:0x0000], 0x14000
+    mov dword [fs:0x0004], 0
+    mov dword [fs:0x0008], 2048
+    mov word [fs:0x000c], 2
+    mov word [fs:0x000e], 0
+    mov dword [fs:0x2000], 0x15000
+    mov dword [fs:0x2004], 0
+    mov dword [fs:0x2008], 12 + FRAME_LEN
+    mov word [fs:0x200c], 0
+    mov word [fs:0x200e], 0
+    call post_rx
+round:
+    ; the DISCOVER
+    mov ax, [es:TX_AVAIL]
+    mov bx, ax
+    and bx, 7
+    shl bx, 1
+    mov word [fs:0x2104 + bx], 0
+    inc ax
+    mov [es:TX_AVAIL], ax
+    mov [fs:0x2102], ax
+    VIO_OUT 0x100, ax, 1
+.wait:
+    mov ecx, 300000
+.poll:
+    mov ax, [fs:0x1002]
+    cmp ax, [es:RX_SEEN]
+    jne .received
+    dec ecx
+    jnz .poll
+    jmp pause
+.received:
+    mov [es:RX_SEEN], ax
+    ; IPv4 UDP to port 68, a BOOTREPLY
+    cmp word [fs:0x4000 + 12 + 12], 0x0008
+    jne .other
+    cmp byte [fs:0x4000 + 12 + 23], 17
+    jne .other
+    cmp word [fs:0x4000 + 12 + 36], 0x4400
+    jne .other
+    cmp byte [fs:0x4000 + 12 + 42], 2
+    jne .other
+    PRINT s_lease
+    mov bx, 0
+.digits:
+    mov al, [fs:0x4000 + 12 + 58 + bx]
+    PRINT_HEX8
+    inc bx
+    cmp bx, 4
+    jb .digits
+    PRINT nl
+    call post_rx
+    jmp pause
+.other:
+    call post_rx
+    jmp .wait
+pause:
+    mov ecx, 300000
+.delay:
+    dec ecx
+    jnz .delay
+    jmp round
+
+; makes descriptor 0 available to the receive queue
+post_rx:
+    mov ax, [es:RX_AVAIL]
+    mov bx, ax
+    and bx, 7
+    shl bx, 1
+    mov word [fs:0x0104 + bx], 0
+    inc ax
+    mov [es:RX_AVAIL], ax
+    mov [fs:0x0102], ax
+    VIO_OUT 0x100, ax, 0
+    ret
+
+fail:
+    PRINT s_fail
+    DONE
+
+s_lease: db "lease=", 0
+s_fail: db "failed", 13, 10, 0
+nl: db 13, 10, 0
+discover: db {bytes}
+"#,
+        len = discover.len(),
+        bytes = bytes.join(", "),
+    );
+    let path = daemon.dir().join("dhcp.bin");
+    std::fs::write(&path, firmware(&program)).unwrap();
+    path.display().to_string()
+}
+
+/// The IPv4 address (with its prefix) of the tap whose alias is `alias`.
+fn tap_inet(ns: &testkit::netns::NetNs, alias: &str) -> String {
+    let links = ns.ip(&["-o", "-d", "link", "show"]);
+    let line = links
+        .lines()
+        .find(|l| l.contains(&format!("alias {alias}")))
+        .unwrap_or_else(|| panic!("no tap with alias {alias}:\n{links}"));
+    let name = line.split(": ").nth(1).unwrap().split('@').next().unwrap();
+    let addrs = ns.ip(&["-o", "-4", "addr", "show", "dev", name]);
+    addrs
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address on {name}: {addrs}"))
+        .to_string()
+}
+
+/// The last address the DHCP guest `vm` printed after `skip` bytes of
+/// its console, waiting for one.
+fn next_lease(daemon: &TestDaemon, session: &ConsoleSession, vm: &str, skip: usize) -> String {
+    daemon.wait_for(
+        || session.text().get(skip..).is_some_and(|t| t.contains("\n")),
+        Duration::from_secs(60),
+        &format!("a DHCP answer on {vm}'s console"),
+    );
+    let text = session.text();
+    let lease = text[skip..]
+        .split("lease=")
+        .nth(1)
+        .map(|rest| rest.chars().take(8).collect::<String>())
+        .unwrap_or_else(|| panic!("{vm}'s console:\n{text}"));
+    assert_eq!(lease.len(), 8, "{text}");
+    lease
+}
+
+#[test]
+fn a_received_local_interface_keeps_its_addresses_when_they_are_free() {
+    let ns = testkit::netns::NetNs::new("vmdmove");
+    let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
+    let image = dhcp_guest(&daemon);
+    daemon.vmctl_ok(&["start", "-b", &image, "-m", "64M", "-L", "dh"]);
+    assert_eq!(tap_inet(&ns, "vm1-if0-dh"), "100.64.1.2/31");
+    let first = daemon.console("dh");
+    // 100.64.1.3 offered to the guest's MAC.
+    assert_eq!(next_lease(&daemon, &first, "dh", 0), "64400103");
+    drop(first);
+    let stream = daemon.dir().join("dh.state");
+    send_ok(&daemon, "dh", &stream);
+
+    // Received with id 2, it keeps the tap's address and the guest's
+    // lease: the guest's MAC is offered the same address again.
+    receive_ok(&daemon, "dh2", &stream);
+    assert_eq!(tap_inet(&ns, "vm2-if0-dh2"), "100.64.1.2/31");
+    let moved = daemon.console("dh2");
+    let seen = moved.text().len();
+    assert_eq!(next_lease(&daemon, &moved, "dh2", seen), "64400103");
+    assert!(
+        daemon.log().contains(
+            "dh2: vm 2 interface 0 keeps its addresses: host 100.64.1.2, guest 100.64.1.3"
+        ),
+        "{}",
+        daemon.log()
+    );
+
+    // Received again while dh2 has them: the new id's addresses, and a
+    // warning that the guest must renew.
+    receive_ok(&daemon, "dh3", &stream);
+    assert_eq!(tap_inet(&ns, "vm3-if0-dh3"), "100.64.3.2/31");
+    let third = daemon.console("dh3");
+    let seen = third.text().len();
+    assert_eq!(next_lease(&daemon, &third, "dh3", seen), "64400303");
+    let log = daemon.log();
+    assert!(
+        log.contains(
+            "dh3: vm 3 interface 0 cannot keep host 100.64.1.2 and guest 100.64.1.3 \
+             (100.64.1.2 is in use on "
+        ) && log.contains(
+            "it gets host 100.64.3.2 and guest 100.64.3.3 instead; the guest must renew its DHCP lease"
+        ),
+        "{log}"
     );
 }

@@ -280,7 +280,7 @@ fn a_stream_is_refused_when_cut_short_or_damaged() {
 
     let newer = dir.join("newer.state");
     let mut bytes = whole.clone();
-    bytes[8] = 2;
+    bytes[8] = 3;
     std::fs::write(&newer, &bytes).unwrap();
     let err = receive(&newer).err().expect("another version is refused");
     assert_eq!(err.code, ErrorCode::STREAM_VERSION, "{}", err.reason);

@@ -81,6 +81,16 @@ impl Rtnl {
 
     /// The addresses of one link, in the order the kernel lists them.
     pub fn addresses(&self, index: u32) -> io::Result<Vec<Address>> {
+        Ok(self
+            .all_addresses()?
+            .into_iter()
+            .filter(|(link, _)| *link == index)
+            .map(|(_, address)| address)
+            .collect())
+    }
+
+    /// Every address of the namespace with the index of its link.
+    pub fn all_addresses(&self) -> io::Result<Vec<(u32, Address)>> {
         let request = IfaddrmsgBuilder::default()
             .ifa_family(RtAddrFamily::Unspecified)
             .ifa_prefixlen(0)
@@ -91,16 +101,16 @@ impl Rtnl {
         let found = self.request::<_, _, Ifaddrmsg>(Rtm::Getaddr, NlmF::DUMP, request)?;
         Ok(found
             .iter()
-            .filter(|m| *m.ifa_index() == index)
             .filter_map(|m| {
                 let handle = m.rtattrs().get_attr_handle();
                 let raw = handle
                     .get_attribute(Ifa::Local)
                     .or_else(|| handle.get_attribute(Ifa::Address))?;
-                Some(Address {
+                let address = Address {
                     addr: from_octets(raw.rta_payload().as_ref())?,
                     prefix_len: *m.ifa_prefixlen(),
-                })
+                };
+                Some((*m.ifa_index(), address))
             })
             .collect())
     }

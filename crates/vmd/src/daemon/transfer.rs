@@ -20,7 +20,7 @@ use conf::model::{Interface, MacAddr, Tap};
 use proto::ErrorCode;
 use proto::control::{Response, VmRef, state};
 use proto::names::validate_vm_name;
-use proto::vmchannel::{NicDescription, ToVm, VmDescription};
+use proto::vmchannel::{LocalAddrs, NicDescription, ToVm, VmDescription};
 use vmm::snapshot::{Header, StreamError};
 
 use super::Daemon;
@@ -39,8 +39,9 @@ pub struct Incoming {
     pub stream: OwnedFd,
 }
 
-/// What a VM is made of, as the stream tells the receiving vmd.
-pub fn describe(params: &VmParams) -> VmDescription {
+/// What a VM is made of, as the stream tells the receiving vmd; `local`
+/// holds the addresses its local interfaces have in this run.
+pub fn describe(params: &VmParams, local: &[Option<LocalAddrs>]) -> VmDescription {
     VmDescription {
         memory: params.memory,
         vcpus: params.vcpus,
@@ -49,9 +50,11 @@ pub fn describe(params: &VmParams) -> VmDescription {
         nics: params
             .nics
             .iter()
-            .map(|nic| NicDescription {
+            .enumerate()
+            .map(|(index, nic)| NicDescription {
                 mac: nic.mac,
                 local: nic.iface.local,
+                local_addrs: local.get(index).copied().flatten(),
                 switch: nic.iface.switch.clone(),
                 group: nic.iface.group.clone(),
                 locked: nic.iface.locked,
@@ -60,6 +63,16 @@ pub fn describe(params: &VmParams) -> VmDescription {
             })
             .collect(),
     }
+}
+
+/// What a received VM's local interfaces had on the sending host, per
+/// NIC (docs/networking.md).
+fn kept_local(description: &VmDescription) -> Vec<Option<LocalAddrs>> {
+    description
+        .nics
+        .iter()
+        .map(|nic| nic.local_addrs.filter(|_| nic.local))
+        .collect()
 }
 
 /// The parameters of a received VM: its description, with new taps; it
@@ -115,11 +128,11 @@ impl Daemon {
             return refuse(ErrorCode::ENOENT);
         };
         let vm = &mut self.registry.vms[index];
-        let description = describe(&vm.params);
         let stopping = vm.flags & state::SHUTDOWN != 0;
         let Some(run) = vm.run.as_mut() else {
             return refuse(ErrorCode::EINVAL);
         };
+        let description = describe(&vm.params, &run.local);
         if run.sender.is_some() || stopping {
             return refuse(ErrorCode::EBUSY);
         }
@@ -234,6 +247,7 @@ impl Daemon {
             return;
         };
         let mut vm = VmRecord::new(id, name, params, owner, false);
+        vm.keep_local = kept_local(&header.description);
         vm.flags |= state::RECEIVED;
         vm.incoming = Some(incoming);
         self.registry.vms.push(vm);

@@ -16,7 +16,7 @@ use super::error::StreamError;
 /// The first bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"VMDSTATE";
 /// The version this code writes and the only one it reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Magic, version and a flags word that must be zero.
 pub const PREAMBLE_LEN: usize = 16;
 /// Tag and length before a payload.
@@ -506,9 +506,12 @@ mod tests {
     #[test]
     fn versions_magic_extra_and_dropped_frames() {
         let s = stream(&[(Tag::Header, b"hdr"), (Tag::Device, b"a")]);
-        let mut v2 = s.clone();
-        v2[8] = 2;
-        assert!(matches!(read_all(&v2), Err(StreamError::Version(2))));
+        let mut v3 = s.clone();
+        v3[8] = 3;
+        assert!(matches!(read_all(&v3), Err(StreamError::Version(3))));
+        let mut v1 = s.clone();
+        v1[8] = 1;
+        assert!(matches!(read_all(&v1), Err(StreamError::Version(1))));
         let mut other = s.clone();
         other[0] = b'X';
         assert!(matches!(read_all(&other), Err(StreamError::Corrupt(_))));
