@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, getsockopt, listen,
-    setsockopt, socket, sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect, getsockopt,
+    listen, setsockopt, socket, sockopt,
 };
 use proto::control::{Request, Response};
 use proto::frame;
@@ -51,8 +52,86 @@ impl Client {
     }
 }
 
-/// Creates the listening socket: an existing file is replaced, mode 0660,
-/// owner root:0 until `socket owner` says otherwise.
+/// Why vmd may not take the control socket's path.
+#[derive(Debug)]
+pub enum Occupied {
+    /// A vmd answers there: the process that listens, if the kernel says.
+    Running(Option<i32>),
+    /// Something there cannot be connected to for another reason (not a
+    /// vmd socket, no permission): vmd will not remove what it does not
+    /// know to be dead.
+    Unusable(Errno),
+}
+
+impl Occupied {
+    /// The message for the terminal, naming the path.
+    pub fn message(&self, path: &Path) -> String {
+        match self {
+            Occupied::Running(pid) => format!(
+                "{}: another vmd is running{}: stop it first, or give this one a \
+                 socket of its own with VMD_SOCKET",
+                path.display(),
+                pid.map_or(String::new(), |pid| format!(" (pid {pid})"))
+            ),
+            Occupied::Unusable(e) => format!(
+                "{}: {}: not a socket vmd left behind; remove it if nothing uses it",
+                path.display(),
+                crate::strerror(*e as i32)
+            ),
+        }
+    }
+}
+
+/// Checks that no daemon answers at `path`, so that this one may take
+/// the path over. Nothing there, or a socket that refuses connections
+/// (its daemon died without removing it), is free; a socket that accepts
+/// the connection belongs to a live daemon. Called before vmd changes
+/// anything, and again just before the new socket replaces the path.
+pub fn ensure_vacant(path: &Path) -> Result<(), Occupied> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(Occupied::Unusable)?;
+    let addr = UnixAddr::new(path).map_err(Occupied::Unusable)?;
+    // A live daemon whose backlog is full makes connect() wait; give up
+    // after a while and count it as running.
+    let _ = setsockopt(
+        &sock,
+        sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(2, 0),
+    );
+    match connect(sock.as_raw_fd(), &addr) {
+        // The listening side's credentials are those of the process that
+        // last called listen() on it: the daemon itself (see relisten).
+        Ok(()) => Err(Occupied::Running(
+            getsockopt(&sock, sockopt::PeerCredentials)
+                .ok()
+                .map(|c| c.pid())
+                .filter(|&pid| pid > 0),
+        )),
+        Err(Errno::ENOENT | Errno::ECONNREFUSED) => Ok(()),
+        // A full backlog: a daemon is there, too busy to accept yet.
+        Err(Errno::EAGAIN) => Err(Occupied::Running(None)),
+        Err(e) => Err(Occupied::Unusable(e)),
+    }
+}
+
+/// Listens again on the socket `listen_at` made, from the process that
+/// serves it. The kernel gives a connecting client the credentials of
+/// the process that last called listen(); after vmd detaches that would
+/// be the parent, which has exited, and a second vmd could not name the
+/// one that runs.
+pub fn relisten(listener: &OwnedFd) -> io::Result<()> {
+    listen(listener, Backlog::new(5).unwrap_or(Backlog::MAXCONN))?;
+    Ok(())
+}
+
+/// Creates the listening socket, mode 0660, owner root:0 until `socket
+/// owner` says otherwise. A socket a dead daemon left behind is replaced;
+/// a live daemon's is not (see [`ensure_vacant`]).
 pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
     let sock = socket(
         AddressFamily::Unix,
@@ -78,7 +157,10 @@ pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
         std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))?;
         let _ = nix::unistd::chown(&staging, Some(0.into()), Some(0.into()));
         listen(&sock, Backlog::new(5).unwrap_or(Backlog::MAXCONN))?;
-        // An existing socket (a previous daemon's) is replaced.
+        // A daemon may have started since vmd first looked.
+        ensure_vacant(path)
+            .map_err(|o| io::Error::new(io::ErrorKind::AddrInUse, o.message(path)))?;
+        // A dead daemon's socket is replaced.
         std::fs::rename(&staging, path)
     })();
     if let Err(e) = ready {

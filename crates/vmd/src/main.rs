@@ -105,13 +105,20 @@ fn vm_process(args: &[String]) -> i32 {
 
 /// The unprivileged user VM processes become (vmd.md §1: `unknown user
 /// _vmd` when it is missing) and the empty directory they are locked into,
-/// created if the system lacks it.
+/// created if the system lacks it. The message says how to make the user,
+/// as `make install` and the package do (dist/postinst).
 fn sandbox_identity() -> Result<proto::vmchannel::SandboxIdentity, String> {
     use std::os::unix::fs::PermissionsExt;
     let user = nix::unistd::User::from_name(VM_USER)
         .ok()
         .flatten()
-        .ok_or_else(|| format!("unknown user {VM_USER}"))?;
+        .ok_or_else(|| {
+            format!(
+                "unknown user {VM_USER}: create it with `useradd --system --user-group \
+                 --home-dir {EMPTY_ROOT} --no-create-home --shell /usr/sbin/nologin {VM_USER}` \
+                 (`make install` and the Debian package do)"
+            )
+        })?;
     let root = std::path::Path::new(EMPTY_ROOT);
     if !root.is_dir() {
         std::fs::create_dir_all(root).map_err(|e| format!("{EMPTY_ROOT}: {e}"))?;
@@ -123,6 +130,72 @@ fn sandbox_identity() -> Result<proto::vmchannel::SandboxIdentity, String> {
         gid: user.gid.as_raw(),
         root: EMPTY_ROOT.to_string(),
     })
+}
+
+/// The C library's text for `errno` ("Inappropriate ioctl for device"),
+/// without the "(os error N)" that `std::io::Error` adds, for messages a
+/// user reads.
+fn strerror(errno: i32) -> String {
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: the buffer and its length are valid; strerror_r (the XSI
+    // one, which libc binds) NUL-terminates what it writes into it.
+    if unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) } != 0 {
+        return format!("error {errno}");
+    }
+    // SAFETY: NUL-terminated within the buffer, see above.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The hypervisor device.
+const KVM_DEVICE: &str = "/dev/kvm";
+/// `KVM_GET_API_VERSION`, `_IO(KVMIO, 0x00)` in <linux/kvm.h>.
+const KVM_GET_API_VERSION: libc::c_ulong = 0xae00;
+/// The only KVM API version there has ever been (`KVM_API_VERSION`).
+const KVM_API_VERSION: libc::c_int = 12;
+
+/// Opens /dev/kvm and makes sure it is KVM, so that a host without it is
+/// told at start-up, with what to do, rather than at the first `vmctl
+/// start` with an ioctl error.
+fn open_kvm() -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let kvm = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(KVM_DEVICE)
+        .map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => {
+                    ": load kvm_intel or kvm_amd (`modprobe kvm_intel` or `modprobe kvm_amd`) \
+                     and enable virtualization in the firmware, or nested virtualization \
+                     if this host is a VM"
+                }
+                Some(libc::EACCES | libc::EPERM) => {
+                    ": access to the device is denied (a container's device policy?)"
+                }
+                _ => "",
+            };
+            let cause = e.raw_os_error().map_or(e.to_string(), strerror);
+            format!("{KVM_DEVICE}: {cause}{hint}")
+        })?;
+    // SAFETY: KVM_GET_API_VERSION takes no argument and only returns a
+    // number; on a device that is not KVM it fails with an errno (ENOTTY),
+    // which is what this checks.
+    let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+    if version < 0 {
+        return Err(format!(
+            "{KVM_DEVICE}: not a KVM device (KVM_GET_API_VERSION: {})",
+            strerror(nix::errno::Errno::last_raw())
+        ));
+    }
+    if version != KVM_API_VERSION {
+        return Err(format!(
+            "{KVM_DEVICE}: KVM API version {version}, vmd needs {KVM_API_VERSION}"
+        ));
+    }
+    Ok(kvm)
 }
 
 fn set_thread_name(title: &str) {
@@ -156,29 +229,31 @@ fn daemon_main(options: Options) -> i32 {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("need root privileges");
+        eprintln!("vmd: need root privileges");
+        return 1;
+    }
+    // Start-up failures are reported before vmd detaches, so that they
+    // reach the terminal that started it. Another daemon on the socket is
+    // looked for first: a second vmd must change nothing.
+    let socket_path = proto::client::socket_path();
+    if let Err(occupied) = control::ensure_vacant(&socket_path) {
+        eprintln!("vmd: {}", occupied.message(&socket_path));
         return 1;
     }
     let sandbox = match sandbox_identity() {
         Ok(identity) => identity,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("vmd: {message}");
             return 1;
         }
     };
-    let kvm = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/kvm")
-    {
+    let kvm = match open_kvm() {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("/dev/kvm: {e}");
+        Err(message) => {
+            eprintln!("vmd: {message}");
             return 1;
         }
     };
-    let socket_path = proto::client::socket_path();
     let loaded = match source.load(1) {
         Ok(loaded) => loaded,
         Err(rejected) => {
@@ -193,15 +268,19 @@ fn daemon_main(options: Options) -> i32 {
     // waits for the detach (systemd's Type=forking) finds it ready.
     let listener = match control::listen_at(&socket_path) {
         Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("vmd: {e}");
+            return 1;
+        }
         Err(e) => {
-            eprintln!("control socket {}: {e}", socket_path.display());
+            eprintln!("vmd: control socket {}: {e}", socket_path.display());
             return 1;
         }
     };
     if !options.foreground
         && let Err(e) = nix::unistd::daemon(false, false)
     {
-        eprintln!("daemon: {e}");
+        eprintln!("vmd: daemon: {e}");
         return 1;
     }
     logging::init(
@@ -212,6 +291,12 @@ fn daemon_main(options: Options) -> i32 {
         },
         options.verbosity,
     );
+    if !options.foreground
+        && let Err(e) = control::relisten(&listener)
+    {
+        tracing::error!("control socket {}: {e}", socket_path.display());
+        return 1;
+    }
 
     // SAFETY: ignoring SIGPIPE and SIGUSR1 has no preconditions; a client
     // that goes away must not kill the daemon.
