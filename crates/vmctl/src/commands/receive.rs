@@ -1,8 +1,10 @@
 //! Legacy `receive name` (vmctl.md §6.14): stdin goes into one end of a
 //! socket pair whose other end vmd restores the VM from (spliced where
-//! stdin allows, [`Feeder`]); the outcome is reported like `start`.
+//! stdin allows, [`Feeder`]); the outcome is reported like `start`. A
+//! terminal is refused as the stream's source before vmd is asked
+//! anything.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
@@ -23,6 +25,13 @@ pub fn run(args: &[String]) -> CmdResult {
     let VmRef::Name(name) = parse_id(Some(word), true)? else {
         unreachable!("parse_id refuses numbers when a name is needed");
     };
+    // A stream is a file or a pipe; from a terminal vmctl would wait for
+    // typed input forever. Refused before vmd is asked anything.
+    if io::stdin().is_terminal() {
+        return Err(Failure::msg(
+            "receive: standard input is a terminal; redirect it from a file or a pipe",
+        ));
+    }
     let (stream, vmd_end) = UnixStream::pair()
         .map_err(|err| Failure::msg(format!("socketpair: {}", error_text(&err))))?;
     stream

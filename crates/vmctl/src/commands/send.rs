@@ -3,9 +3,10 @@
 //! reported only once vmd confirms the stream is complete, and the VM
 //! leaves only once vmctl confirmed that it wrote the whole stream out
 //! (docs/send-stream.md): a vmctl that fails to write, or dies, leaves the
-//! VM running where it was.
+//! VM running where it was. A terminal is refused as the stream's
+//! destination before vmd is asked anything.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
@@ -32,6 +33,14 @@ pub fn send_failure(code: ErrorCode) -> Failure {
 pub fn run(args: &[String]) -> CmdResult {
     let word = single_operand(args, CommandId::Send)?;
     let target = parse_id(Some(word), false)?;
+    // The stream is binary, and the VM ends once it is out: on a terminal
+    // it would be garbage on the screen and a VM gone. Refused before vmd
+    // hears of it, so the VM is untouched.
+    if io::stdout().is_terminal() {
+        return Err(Failure::msg(
+            "send: standard output is a terminal; redirect it to a file or a pipe",
+        ));
+    }
     let label = match &target {
         VmRef::Id(id) => id.to_string(),
         VmRef::Name(name) => name.clone(),
