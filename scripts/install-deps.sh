@@ -3,8 +3,15 @@
 # the end-to-end tests boot, the image tools they compare against, QEMU for
 # the benchmarks, the tools the packaging and documentation tests run
 # (mandoc, make, dpkg-deb, systemd-analyze, man, the shells whose
-# completions are tested), and cargo-nextest. Installs only what is missing.
+# completions are tested), the C compilers Rust links with and cargo-fuzz's
+# libFuzzer is built with, and cargo-nextest. Installs only what is missing;
+# Rust itself comes from rustup.
 set -euo pipefail
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps.sh: cargo not found: install Rust 1.85 or later (https://rustup.rs), then run me again" >&2
+    exit 1
+fi
 
 packages=(
     seabios qemu-utils qemu-system-x86
@@ -12,6 +19,7 @@ packages=(
     ipxe ipxe-qemu busybox-static cpio lz4
     acpica-tools mandoc iproute2 nasm
     make binutils dpkg man-db systemd util-linux zsh fish
+    gcc g++ libc6-dev
 )
 missing=()
 for p in "${packages[@]}"; do
