@@ -177,8 +177,11 @@ fn the_demo_sets_up_a_fresh_host_and_boots_seabios() {
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
     let empty = std::fs::metadata(root.join("var/empty")).ok();
 
-    // SAFETY: signalling the process group this test made.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+    if exited.is_none() {
+        // SAFETY: signalling the process group this test made, whose
+        // leader has not been reaped yet.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+    }
     let end = Instant::now() + Duration::from_secs(30);
     while exited.is_none() && Instant::now() < end {
         exited = child.try_wait().unwrap();
@@ -186,8 +189,8 @@ fn the_demo_sets_up_a_fresh_host_and_boots_seabios() {
     }
     if exited.is_none() {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    let _ = child.wait();
     let left = processes_on(&socket);
     for &pid in &left {
         // SAFETY: a process this test started (it has the test's socket).
