@@ -3,7 +3,7 @@
 # The flags are checked against vmctl's own command table by
 # crates/vmctl/src/completions.rs.
 
-_vmctl_commands="console create load log pause receive reload reset send show start status stop unpause wait"
+_vmctl_commands="console create help load log pause receive reload reset send show start status stop unpause wait"
 
 # The command a (possibly abbreviated) word names, if it names only one.
 _vmctl_command()
@@ -113,6 +113,7 @@ _vmctl()
     create | load)
         COMPREPLY=($(compgen -f -- "$cur"))
         ;;
+    help) COMPREPLY=($(compgen -W "$_vmctl_commands" -- "$cur")) ;;
     log) COMPREPLY=($(compgen -W "brief verbose" -- "$cur")) ;;
     reset) COMPREPLY=($(compgen -W "all switches vms" -- "$cur")) ;;
     esac

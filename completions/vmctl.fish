@@ -10,7 +10,7 @@ function __vmctl_command
     for word in $words
         string match -q -- '-*' $word; and continue
         set -l found
-        for c in console create load log pause receive reload reset send show start status stop unpause wait
+        for c in console create help load log pause receive reload reset send show start status stop unpause wait
             string match -q -- "$word*" $c; and set -a found $c
         end
         test (count $found) -eq 1; and echo $found
@@ -41,6 +41,7 @@ complete -c vmctl -n __vmctl_no_command -s v -d 'Print debug messages'
 
 complete -c vmctl -n __vmctl_no_command -a console -d 'Attach to the console of a VM'
 complete -c vmctl -n __vmctl_no_command -a create -d 'Make a disk image'
+complete -c vmctl -n __vmctl_no_command -a help -d 'List the commands or show the usage of one'
 complete -c vmctl -n __vmctl_no_command -a load -d 'Read another configuration file'
 complete -c vmctl -n __vmctl_no_command -a log -d 'Set the daemon log level'
 complete -c vmctl -n __vmctl_no_command -a pause -d 'Pause a VM'
@@ -95,4 +96,5 @@ for c in console pause send stop wait
 end
 complete -c vmctl -n '__vmctl_using unpause' -x -a '(__vmctl_vms)'
 complete -c vmctl -n '__vmctl_using log' -x -a 'brief verbose'
+complete -c vmctl -n '__vmctl_using help' -x -a 'console create help load log pause receive reload reset send show start status stop unpause wait'
 complete -c vmctl -n '__vmctl_using reset' -x -a 'all switches vms'

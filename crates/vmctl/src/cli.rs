@@ -20,6 +20,7 @@ pub const KEY_INITRD: char = '\u{2}';
 pub enum CommandId {
     Console,
     Create,
+    Help,
     Load,
     Log,
     Pause,
@@ -40,9 +41,15 @@ pub enum CommandId {
 pub struct Command {
     pub id: CommandId,
     pub name: &'static str,
-    /// The reference's usage text; options the reference lacks (the Linux
-    /// extensions) are in `options` but not here.
+    /// The usage text printed after `vmctl [-v] <name>`: every option the
+    /// command accepts, the Linux extensions included.
     pub usage: &'static str,
+    /// The reference's usage text, which lacks the Linux extensions;
+    /// `None` for a command the reference does not have. What `usage`
+    /// has beyond it is marked as an extension in vmctl(8).
+    pub reference_usage: Option<&'static str>,
+    /// What the command does, in one line of `vmctl help`.
+    pub summary: &'static str,
     /// The getopt option string.
     pub options: &'static str,
     pub long_options: &'static [LongOpt],
@@ -77,6 +84,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Console,
         name: "console",
         usage: "id",
+        reference_usage: Some("id"),
+        summary: "attach to the serial console of a running VM",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -84,13 +93,26 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Create,
         name: "create",
         usage: "[-b base | -i disk] [-s size] disk",
+        reference_usage: Some("[-b base | -i disk] [-s size] disk"),
+        summary: "make a raw or qcow2 disk image",
         options: "b:i:s:",
+        long_options: NO_LONG_OPTIONS,
+    },
+    Command {
+        id: CommandId::Help,
+        name: "help",
+        usage: "[command]",
+        reference_usage: None,
+        summary: "list the commands, or print the usage of one",
+        options: "",
         long_options: NO_LONG_OPTIONS,
     },
     Command {
         id: CommandId::Load,
         name: "load",
         usage: "filename",
+        reference_usage: Some("filename"),
+        summary: "read another configuration file",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -98,6 +120,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Log,
         name: "log",
         usage: "[brief | verbose]",
+        reference_usage: Some("[brief | verbose]"),
+        summary: "set how much vmd logs",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -105,6 +129,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Pause,
         name: "pause",
         usage: "id",
+        reference_usage: Some("id"),
+        summary: "pause a running VM",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -112,6 +138,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Receive,
         name: "receive",
         usage: "name",
+        reference_usage: Some("name"),
+        summary: "run a VM whose state send wrote, read from standard input",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -119,6 +147,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Reload,
         name: "reload",
         usage: "",
+        reference_usage: Some(""),
+        summary: "forget the stopped VMs and read the configuration again",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -126,6 +156,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Reset,
         name: "reset",
         usage: "[all | switches | vms]",
+        reference_usage: Some("[all | switches | vms]"),
+        summary: "forget VMs, switches or both",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -133,13 +165,17 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Send,
         name: "send",
         usage: "id",
+        reference_usage: Some("id"),
+        summary: "write the state of a running VM to standard output",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
     Command {
         id: CommandId::Show,
         name: "show",
-        usage: "[id]",
+        usage: "[-jr] [id]",
+        reference_usage: Some("[id]"),
+        summary: "the same as status",
         options: "jr",
         long_options: NO_LONG_OPTIONS,
     },
@@ -147,14 +183,22 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Start,
         name: "start",
         usage: "[-cL] [-B device] [-b path] [-d disk] [-i count]\n\
-                \t\t[-m size] [-n switch] [-r path] [-t name] id | name",
+                \t\t[-m size] [-n switch] [-p count] [-r path] [-t name]\n\
+                \t\t[--cmdline string] [--initrd path] id | name",
+        reference_usage: Some(
+            "[-cL] [-B device] [-b path] [-d disk] [-i count]\n\
+             \t\t[-m size] [-n switch] [-r path] [-t name] id | name",
+        ),
+        summary: "start a VM, new or defined in vm.conf",
         options: "B:b:cd:i:Lm:n:p:r:t:",
         long_options: START_LONG_OPTIONS,
     },
     Command {
         id: CommandId::Status,
         name: "status",
-        usage: "[-r] [id]",
+        usage: "[-jr] [id]",
+        reference_usage: Some("[-r] [id]"),
+        summary: "list the VMs",
         options: "jr",
         long_options: NO_LONG_OPTIONS,
     },
@@ -162,6 +206,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Stop,
         name: "stop",
         usage: "[-fw] [id | -a]",
+        reference_usage: Some("[-fw] [id | -a]"),
+        summary: "stop a running VM, or all of them",
         options: "afw",
         long_options: NO_LONG_OPTIONS,
     },
@@ -169,6 +215,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Unpause,
         name: "unpause",
         usage: "id",
+        reference_usage: Some("id"),
+        summary: "let a paused VM run again",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -176,6 +224,8 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Wait,
         name: "wait",
         usage: "id",
+        reference_usage: Some("id"),
+        summary: "wait until a running VM stops",
         options: "",
         long_options: NO_LONG_OPTIONS,
     },
@@ -212,7 +262,12 @@ pub fn lookup(word: &str) -> Lookup {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use testkit::mdoc::usage_flags;
+
     use super::*;
+    use crate::getopt::Opt;
 
     fn found(word: &str) -> Option<&'static str> {
         match lookup(word) {
@@ -240,6 +295,7 @@ mod tests {
             ("rec", "receive"),
             ("rel", "reload"),
             ("res", "reset"),
+            ("h", "help"),
             ("status", "status"),
             ("console", "console"),
         ];
@@ -265,33 +321,112 @@ mod tests {
     }
 
     #[test]
-    fn usage_strings_match_the_spec_table() {
+    fn reference_usage_strings_match_the_spec_table() {
         let expected = [
-            ("console", "id"),
-            ("create", "[-b base | -i disk] [-s size] disk"),
-            ("load", "filename"),
-            ("log", "[brief | verbose]"),
-            ("pause", "id"),
-            ("receive", "name"),
-            ("reload", ""),
-            ("reset", "[all | switches | vms]"),
-            ("send", "id"),
-            ("show", "[id]"),
+            ("console", Some("id")),
+            ("create", Some("[-b base | -i disk] [-s size] disk")),
+            ("help", None),
+            ("load", Some("filename")),
+            ("log", Some("[brief | verbose]")),
+            ("pause", Some("id")),
+            ("receive", Some("name")),
+            ("reload", Some("")),
+            ("reset", Some("[all | switches | vms]")),
+            ("send", Some("id")),
+            ("show", Some("[id]")),
             (
                 "start",
-                "[-cL] [-B device] [-b path] [-d disk] [-i count]\n\t\t\
-                 [-m size] [-n switch] [-r path] [-t name] id | name",
+                Some(
+                    "[-cL] [-B device] [-b path] [-d disk] [-i count]\n\t\t\
+                     [-m size] [-n switch] [-r path] [-t name] id | name",
+                ),
             ),
-            ("status", "[-r] [id]"),
-            ("stop", "[-fw] [id | -a]"),
-            ("unpause", "id"),
-            ("wait", "id"),
+            ("status", Some("[-r] [id]")),
+            ("stop", Some("[-fw] [id | -a]")),
+            ("unpause", Some("id")),
+            ("wait", Some("id")),
         ];
         assert_eq!(COMMANDS.len(), expected.len());
         for (entry, (name, usage)) in COMMANDS.iter().zip(expected) {
             assert_eq!(entry.name, name);
-            assert_eq!(entry.usage, usage, "usage of {name}");
+            assert_eq!(entry.reference_usage, usage, "reference usage of {name}");
             assert_eq!(command(entry.id).name, name);
+        }
+    }
+
+    /// Every flag the command's getopt reports as found: each printable
+    /// character tried as `-c arg`, each long option as `--name arg`.
+    fn accepted_flags(command: &Command) -> BTreeSet<String> {
+        let found = |args: &[String]| matches!(command.getopt(args).next(), Some(Opt::Found(..)));
+        let mut accepted = BTreeSet::new();
+        for c in ('!'..='~').filter(|&c| c != '-') {
+            if found(&[format!("-{c}"), "arg".into()]) {
+                accepted.insert(format!("-{c}"));
+            }
+        }
+        for long in command.long_options {
+            if found(&[format!("--{}", long.name), "arg".into()]) {
+                accepted.insert(format!("--{}", long.name));
+            }
+        }
+        // A long option the table lacks is refused, so the loop above saw
+        // every long option there is.
+        assert!(!found(&["--no-such-option".into(), "arg".into()]));
+        accepted
+    }
+
+    #[test]
+    fn each_usage_string_lists_every_accepted_flag() {
+        for command in COMMANDS {
+            assert_eq!(
+                usage_flags(command.usage),
+                accepted_flags(command),
+                "flags in the usage of `{}` vs what its parser accepts",
+                command.name
+            );
+        }
+        // The options that go before the command word.
+        let global: BTreeSet<String> = ('!'..='~')
+            .filter(|&c| c != '-')
+            .filter(|c| {
+                let args = [format!("-{c}")];
+                matches!(
+                    Getopt::new(&args, GLOBAL_OPTIONS).next(),
+                    Some(Opt::Found(..))
+                )
+            })
+            .map(|c| format!("-{c}"))
+            .collect();
+        assert_eq!(usage_flags(crate::output::GLOBAL_USAGE), global);
+    }
+
+    #[test]
+    fn extensions_lengthen_only_their_own_usage() {
+        // The usage of a command the reference has is the reference's,
+        // with the Linux extensions added, so the reference's flags are
+        // all still there.
+        for command in COMMANDS {
+            if let Some(reference) = command.reference_usage {
+                assert!(
+                    usage_flags(reference).is_subset(&usage_flags(command.usage)),
+                    "usage of `{}` lost a flag of the reference",
+                    command.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn summaries_are_one_short_line() {
+        for command in COMMANDS {
+            assert!(
+                !command.summary.is_empty()
+                    && !command.summary.contains('\n')
+                    && command.summary.len() <= 60,
+                "summary of `{}`: {:?}",
+                command.name,
+                command.summary
+            );
         }
     }
 }

@@ -8,6 +8,12 @@ use crate::output;
 pub enum Failure {
     /// The global usage line.
     GlobalUsage,
+    /// No command word: the global usage line, then the list of commands
+    /// (the list is a Linux extension).
+    NoCommand,
+    /// A command word that names no command (`unknown argument: <word>`)
+    /// or several (`ambiguous argument: <word>`), then the global usage.
+    CommandWord { word: String, ambiguous: bool },
     /// The command's own usage line.
     Usage(CommandId),
     /// `vmctl: <line>` for each line, in order.
@@ -43,6 +49,15 @@ impl Failure {
     pub fn report(&self) {
         match self {
             Failure::GlobalUsage => output::global_usage(),
+            Failure::NoCommand => {
+                output::global_usage();
+                output::eprint_raw(output::command_list());
+            }
+            Failure::CommandWord { word, ambiguous } => {
+                let what = if *ambiguous { "ambiguous" } else { "unknown" };
+                output::eprint_raw(format_args!("{what} argument: {word}\n"));
+                output::global_usage();
+            }
             Failure::Usage(id) => {
                 let command = cli::command(*id);
                 output::command_usage(command.name, command.usage);

@@ -17,7 +17,6 @@ mod getopt;
 mod man_page;
 mod output;
 
-use cli::Lookup;
 use failure::Failure;
 use getopt::{Getopt, Opt};
 
@@ -36,19 +35,13 @@ fn run(args: &[String]) -> i32 {
     }
     output::set_verbosity(verbosity);
     let Some((word, rest)) = getopt.operands().split_first() else {
-        Failure::GlobalUsage.report();
+        Failure::NoCommand.report();
         return 1;
     };
-    match cli::lookup(word) {
-        Lookup::Found(command) => commands::run(command.id, rest),
-        Lookup::Ambiguous => {
-            output::eprint_raw(format_args!("ambiguous argument: {word}\n"));
-            Failure::GlobalUsage.report();
-            1
-        }
-        Lookup::Unknown => {
-            output::eprint_raw(format_args!("unknown argument: {word}\n"));
-            Failure::GlobalUsage.report();
+    match commands::command_named(word) {
+        Ok(command) => commands::run(command.id, rest),
+        Err(failure) => {
+            failure.report();
             1
         }
     }

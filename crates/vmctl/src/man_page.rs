@@ -60,9 +60,10 @@ fn each_command_documents_exactly_its_flags() {
         assert_eq!(names.len(), described.len(), "a flag of `{name}` twice");
         // What the reference's usage text lacks is an extension. `show`
         // is `status` under another name, whose text omits `-r`.
-        let mut reference = usage_flags(command.usage);
+        let reference_flags = |c: &Command| c.reference_usage.map(usage_flags).unwrap_or_default();
+        let mut reference = reference_flags(command);
         if command.id == CommandId::Show {
-            reference.extend(usage_flags(crate::cli::command(CommandId::Status).usage));
+            reference.extend(reference_flags(crate::cli::command(CommandId::Status)));
         }
         for (flag, entry) in &described {
             let marked = entry.body.contains("Linux extension");
@@ -72,6 +73,26 @@ fn each_command_documents_exactly_its_flags() {
                 "`{name} {flag}`: marked as a Linux extension exactly when the reference lacks it"
             );
         }
+    }
+}
+
+#[test]
+fn commands_the_reference_lacks_are_marked_as_extensions() {
+    let page = Page::read(PAGE);
+    for item in commands(&page) {
+        let name = item.name().unwrap();
+        let command = COMMANDS.iter().find(|c| c.name == name).unwrap();
+        if command.reference_usage.is_some() {
+            continue;
+        }
+        // The entry's own text says so, not only the entries of its
+        // options (whose text is part of its body too).
+        let marks = |body: &str| body.matches("Linux extension").count();
+        let in_options: usize = item.nested_items().map(|i| marks(&i.body)).sum();
+        assert!(
+            marks(&item.body) > in_options,
+            "`{name}` is a Linux extension and its entry must say so"
+        );
     }
 }
 

@@ -50,20 +50,40 @@ pub fn eprint_raw(text: impl std::fmt::Display) {
     let _ = err.flush();
 }
 
+/// What follows the program name in the global usage line.
+pub const GLOBAL_USAGE: &str = "[-v] command [arg ...]";
+
 /// The global usage line: `usage:\tvmctl [-v] command [arg ...]`.
-pub fn global_usage() {
-    let _ = writeln!(
-        std::io::stderr(),
-        "usage:\t{} [-v] command [arg ...]",
-        progname()
-    );
+pub fn global_usage_line() -> String {
+    format!("usage:\t{} {GLOBAL_USAGE}\n", progname())
 }
 
 /// A command's usage line: `usage:\tvmctl [-v] <command> <usage>`.
-pub fn command_usage(command: &str, usage: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "usage:\t{} [-v] {command} {usage}",
+pub fn command_usage_line(command: &str, usage: &str) -> String {
+    format!("usage:\t{} [-v] {command} {usage}\n", progname())
+}
+
+/// The commands, one line each with what they do, and how to see the
+/// options of one (the reference prints no such list; vmctl(8)
+/// documents it).
+pub fn command_list() -> String {
+    let mut text = String::from("commands:\n");
+    for command in crate::cli::COMMANDS {
+        text.push_str(&format!("  {:<9}{}\n", command.name, command.summary));
+    }
+    text.push_str(&format!(
+        "Type `{} help command` for the options of a command.\n",
         progname()
-    );
+    ));
+    text
+}
+
+/// The global usage line on stderr.
+pub fn global_usage() {
+    let _ = std::io::stderr().write_all(global_usage_line().as_bytes());
+}
+
+/// A command's usage line on stderr.
+pub fn command_usage(command: &str, usage: &str) {
+    let _ = std::io::stderr().write_all(command_usage_line(command, usage).as_bytes());
 }

@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod ctl;
+pub mod help;
 pub mod pause;
 pub mod receive;
 pub mod send;
@@ -10,7 +11,7 @@ pub mod status;
 pub mod stop;
 pub mod stream_pump;
 
-use crate::cli::CommandId;
+use crate::cli::{self, Command, CommandId, Lookup};
 use crate::create;
 use crate::failure::{CmdResult, Failure};
 
@@ -20,6 +21,7 @@ pub fn run(id: CommandId, args: &[String]) -> i32 {
     let result: CmdResult = match id {
         CommandId::Create => return create::run(args),
         CommandId::Console => console::run(args),
+        CommandId::Help => help::run(args),
         CommandId::Load => ctl::run_load(args),
         CommandId::Log => ctl::run_log(args),
         CommandId::Reload => ctl::run_reload(args),
@@ -48,5 +50,17 @@ pub fn single_operand(args: &[String], id: CommandId) -> Result<&str, Failure> {
     match args {
         [word] => Ok(word),
         _ => Err(Failure::Usage(id)),
+    }
+}
+
+/// The command a command word names, or the failure to report for it
+/// (`unknown argument: <word>` or `ambiguous argument: <word>`).
+pub fn command_named(word: &str) -> Result<&'static Command, Failure> {
+    match cli::lookup(word) {
+        Lookup::Found(command) => Ok(command),
+        lookup => Err(Failure::CommandWord {
+            word: word.to_string(),
+            ambiguous: lookup == Lookup::Ambiguous,
+        }),
     }
 }

@@ -271,6 +271,9 @@ fn fixed_arguments() {
     check(&harness, "vmctl log ", &set(["brief", "verbose"]));
     check(&harness, "vmctl reset ", &set(["all", "switches", "vms"]));
     check(&harness, "vmctl reset s", &set(["switches"]));
+    let names = set(COMMANDS.iter().map(|c| c.name));
+    check(&harness, "vmctl help ", &names);
+    check(&harness, "vmctl h ", &names);
     // Nothing to offer for a size or a new VM's name.
     check(&harness, "vmctl start -m ", &set([]));
     check(&harness, "vmctl receive ", &set([]));
