@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: dependencies, formatting, lints,
-# unit tests, device tests and end-to-end tests on /dev/kvm. Run as root
+# unit tests, device tests, end-to-end tests on /dev/kvm, and the
+# real-guest scenarios. Run as root
 # (the end-to-end tests start vmd, which needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,6 @@ cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast "$@"
 # Short fixed-time runs of every crate's fuzz targets.
 ./scripts/fuzz-smoke.sh
+# A real Linux guest drives every device (nested where /dev/kvm is not
+# hardware KVM); prints each scenario by name.
+./scripts/real-guests.sh

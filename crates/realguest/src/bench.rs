@@ -1,0 +1,743 @@
+//! `realguest bench`: the same Linux guest under our vmd and under QEMU
+//! with KVM, side by side, measured (never asserted; not part of the test
+//! suite). bench/real-guest-bench.sh builds and runs it.
+//!
+//! Both sides boot the fixture kernel and initramfs directly, with the
+//! same memory ([`MEMORY_MIB`]), one vCPU, a raw virtio-blk disk, a
+//! virtio-net NIC on a tap, a virtio-scsi CD and a virtio-rng device. On a
+//! host without hardware KVM both run inside the same outer guest (see
+//! [`crate::outer`]), QEMU being copied into it with its libraries and
+//! firmware. Rounds alternate (ours, QEMU, ours, ...); each side of a
+//! round is one fresh boot and measures:
+//!
+//! * `boot_s`: seconds from `vmctl start` (or QEMU's start) to the guest
+//!   init's `@@guest ready` line on the serial console;
+//! * `wr4k`, `rd4k`, `wr1m`, `rd1m`: MiB/s of the guest's
+//!   `dd oflag=direct` / `iflag=direct` on `/dev/vda`, 4 KiB and 1 MiB
+//!   blocks;
+//! * `g2h`, `h2g`: MiB/s of busybox `nc` from the guest to a listener of
+//!   ours on the host side of the tap, and back.
+//!
+//! Times are the host's wall clock: the guest's clock runs slow when it is
+//! nested under an emulator. A dd's time is the console command's, less the
+//! console's round trip (a `true` timed the same way); a transfer's is
+//! from the listener's accept to the last byte.
+//!
+//! The runner prints one `@@rg bench sample` line per boot; the host side
+//! prints each measure's median per side and the ratio ours/QEMU.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use crate::console::Console;
+use crate::guest::{Env, Guest};
+use crate::outer;
+
+/// Guest memory on both sides.
+pub const MEMORY_MIB: u64 = 512;
+/// The raw disk both guests get.
+const DISK_MIB: u64 = 256;
+/// Blocks of each dd: 4 KiB ones, and 1 MiB ones.
+const COUNT_4K: u64 = 4096;
+const COUNT_1M: u64 = 128;
+/// Bytes of each nc transfer.
+const NET_BYTES: u64 = 128 << 20;
+const G2H_PORT: u16 = 5101;
+const H2G_PORT: u16 = 5102;
+/// The tap QEMU's NIC uses (QEMU makes it), and its addresses: a /31 of
+/// its own, outside the 100.64.0.0/16 vmd gives its local interfaces.
+const QEMU_TAP: &str = "rgbench0";
+const QEMU_HOST_IP: &str = "100.127.0.2";
+const QEMU_GUEST_IP: &str = "100.127.0.3";
+const CMDLINE: &str = "console=ttyS0 panic=-1 rg.boot=bench";
+/// Where the runner keeps its images in the outer guest: tmpfs, so the
+/// outer disk's emulation does not weigh on either side.
+const RUN_DIR: &str = "/tmp/bench";
+/// Generous: a nested guest is slow.
+const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The measures, in the order they are printed, and whether more is
+/// better (throughputs) or less (times).
+pub const MEASURES: &[(&str, &str, bool)] = &[
+    ("boot_s", "start to @@guest ready (s)", false),
+    ("wr4k", "dd 4K O_DIRECT write (MiB/s)", true),
+    ("rd4k", "dd 4K O_DIRECT read (MiB/s)", true),
+    ("wr1m", "dd 1M O_DIRECT write (MiB/s)", true),
+    ("rd1m", "dd 1M O_DIRECT read (MiB/s)", true),
+    ("g2h", "nc guest->host (MiB/s)", true),
+    ("h2g", "nc host->guest (MiB/s)", true),
+];
+
+/// The two sides.
+pub const SIDES: [&str; 2] = ["vmd", "qemu"];
+
+fn arg_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// One measured boot: `(measure, value)` pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub side: String,
+    pub round: u32,
+    pub values: Vec<(String, f64)>,
+    /// Anything else the runner reported (huge pages in use, errors).
+    pub notes: Vec<(String, String)>,
+}
+
+impl Sample {
+    /// The `@@rg bench sample ...` line's body.
+    pub fn to_line(&self) -> String {
+        let mut line = format!("bench sample side={} round={}", self.side, self.round);
+        for (k, v) in &self.values {
+            line.push_str(&format!(" {k}={v:.3}"));
+        }
+        for (k, v) in &self.notes {
+            line.push_str(&format!(" {k}={}", v.replace(char::is_whitespace, "_")));
+        }
+        line
+    }
+
+    /// Parses a console line holding `@@rg bench sample`.
+    pub fn parse(line: &str) -> Option<Sample> {
+        let body = line.split_once("@@rg bench sample ")?.1;
+        let mut sample = Sample {
+            side: String::new(),
+            round: 0,
+            values: Vec::new(),
+            notes: Vec::new(),
+        };
+        for word in body.split_whitespace() {
+            let (k, v) = word.split_once('=')?;
+            match k {
+                "side" => sample.side = v.to_string(),
+                "round" => sample.round = v.parse().ok()?,
+                _ if MEASURES.iter().any(|(m, _, _)| *m == k) => {
+                    sample.values.push((k.to_string(), v.parse().ok()?))
+                }
+                _ => sample.notes.push((k.to_string(), v.to_string())),
+            }
+        }
+        (!sample.side.is_empty()).then_some(sample)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+/// The summary table: per measure, each side's median over its samples
+/// (and how many), and ours/QEMU.
+pub fn summarize(samples: &[Sample]) -> String {
+    let mut out = format!(
+        "{:<30} {:>10} {:>10} {:>11}  {}\n",
+        "measure", "vmd", "qemu", "vmd/qemu", "(medians)"
+    );
+    for (key, label, more_is_better) in MEASURES {
+        let med = |side: &str| {
+            let mut v: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.side == side)
+                .filter_map(|s| s.values.iter().find(|(k, _)| k == key).map(|(_, v)| *v))
+                .collect();
+            let n = v.len();
+            (median(&mut v), n)
+        };
+        let ((ours, n_ours), (qemu, n_qemu)) = (med("vmd"), med("qemu"));
+        let fmt = |m: Option<f64>, n: usize| m.map_or("-".to_string(), |m| format!("{m:.2} ({n})"));
+        let ratio = match (ours, qemu) {
+            (Some(o), Some(q)) if q > 0.0 => format!("{:.2}", o / q),
+            _ => "-".into(),
+        };
+        let better = if *more_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        };
+        out.push_str(&format!(
+            "{label:<30} {:>10} {:>10} {ratio:>11}  {better}\n",
+            fmt(ours, n_ours),
+            fmt(qemu, n_qemu)
+        ));
+    }
+    out
+}
+
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("@@rg {line}\n").as_bytes());
+    let _ = out.flush();
+}
+
+/// A line that shows how far a long run has come.
+fn progress(side: &str, what: &str, since: Instant) {
+    emit(&format!(
+        "bench step {side}: {what} ({:.1} s)",
+        since.elapsed().as_secs_f64()
+    ));
+}
+
+fn sh(command: &str) -> Result<String, String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .map_err(|e| format!("{command}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The files QEMU reads to boot a kernel directly with these devices: its
+/// BIOS, the linuxboot option ROM and KVM's vapic ROM.
+fn qemu_firmware() -> Vec<PathBuf> {
+    [
+        "/usr/share/qemu/bios-256k.bin",
+        "/usr/share/qemu/linuxboot_dma.bin",
+        "/usr/share/qemu/linuxboot.bin",
+        "/usr/share/qemu/kvmvapic.bin",
+        "/usr/share/qemu/pvh.bin",
+        "/usr/share/qemu/multiboot_dma.bin",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.exists())
+    .collect()
+}
+
+fn which(program: &str) -> Result<PathBuf, String> {
+    let out = sh(&format!("command -v {program}"))?;
+    let path = out.trim();
+    if path.is_empty() {
+        Err(format!("{program} is not installed"))
+    } else {
+        Ok(PathBuf::from(path))
+    }
+}
+
+/// The `bench` and `bench-guest` subcommands; `None` for any other.
+pub fn dispatch(args: &[String]) -> Option<ExitCode> {
+    match args.first().map(String::as_str) {
+        Some("bench") => Some(match host(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("realguest bench: {e}");
+                ExitCode::FAILURE
+            }
+        }),
+        Some("bench-guest") => Some(runner(args)),
+        _ => None,
+    }
+}
+
+/// `realguest bench [--rounds N] [--vmd-dir DIR] [--fixtures DIR]
+/// [--keep DIR] [--shmem-thp MODE]`, as root: builds the fixtures, runs
+/// the rounds (nested unless `/dev/kvm` is hardware KVM), prints the
+/// samples and the summary.
+fn host(args: &[String]) -> Result<(), String> {
+    let fixtures = arg_value(args, "--fixtures").map_or_else(
+        || testkit::fixtures::root().join("real-guest"),
+        PathBuf::from,
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/real-guest-fixture.sh");
+    let out = Command::new(&script)
+        .arg(&fixtures)
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the fixtures failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let fixtures = fixtures.as_path();
+    let bin_dir = testkit::daemon::bin_dir();
+    let bin_dir = bin_dir.as_path();
+    let scratch =
+        arg_value(args, "--keep").map_or_else(|| bin_dir.join("real-guest-bench"), PathBuf::from);
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = scratch.as_path();
+    // Hardware KVM: the vendor module is loaded. Else KVM cannot run a
+    // stock kernel here and both sides run in the outer guest.
+    let nested = match std::env::var("VMD_REAL_GUESTS").ok().as_deref() {
+        Some("direct") => false,
+        Some("nested") => true,
+        _ => {
+            !(Path::new("/dev/kvm").exists()
+                && ["kvm_intel", "kvm_amd"]
+                    .iter()
+                    .any(|m| Path::new("/sys/module").join(m).exists()))
+        }
+    };
+    let rounds: u32 = arg_value(args, "--rounds")
+        .map(|r| r.parse().map_err(|_| format!("--rounds {r}: not a number")))
+        .transpose()?
+        .unwrap_or(5);
+    // The vmd and vmctl measured: those built with this harness unless
+    // --vmd-dir names others (a build from before a change, say).
+    let vmd_dir = arg_value(args, "--vmd-dir").map_or_else(|| bin_dir.to_path_buf(), PathBuf::from);
+    // shmem_enabled for the guest RAM's memfd (see vmd(8), "Guest memory"):
+    // set in the outer guest as an administrator sets it on a host.
+    let thp = arg_value(args, "--shmem-thp").unwrap_or_else(|| "advise".into());
+    let qemu = which("qemu-system-x86_64")?;
+    let runner_args = format!("--rounds {rounds} --shmem-thp {thp}");
+    println!(
+        "real-guest bench: {rounds} rounds, vmd from {}, shmem_enabled={thp}, {} MiB and 1 vCPU per guest, {}",
+        vmd_dir.display(),
+        MEMORY_MIB,
+        if nested {
+            "nested in qemu-system-x86_64 -accel tcg -cpu max (emulated SVM)"
+        } else {
+            "directly on this host's KVM"
+        }
+    );
+    let transcript = if nested {
+        let stage = scratch.join("bench-bin");
+        std::fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
+        for (name, from) in [
+            ("realguest", bin_dir),
+            ("vmd", &vmd_dir),
+            ("vmctl", &vmd_dir),
+        ] {
+            std::fs::copy(from.join(name), stage.join(name))
+                .map_err(|e| format!("{}: {e}", from.join(name).display()))?;
+        }
+        let root = Path::new("/var/tmp/vmd-real-guests");
+        let payload = outer::Payload {
+            programs: vec![qemu],
+            files: qemu_firmware(),
+            command: Some(format!(
+                "/bin/realguest bench-guest --fixtures {}/fx --bin-dir /bin {runner_args}\n\
+                 echo \"@@rg runner-exit $?\"",
+                root.display()
+            )),
+        };
+        let initramfs = outer::build_initramfs_with(scratch, &stage, fixtures, root, &payload)?;
+        let disk = outer::build_data_disk(scratch, fixtures)?;
+        let t = outer::boot_echoing(
+            scratch,
+            &fixtures.join("bzImage"),
+            &initramfs,
+            &disk,
+            &["bench", "outer", "fatal", "runner-exit"],
+        );
+        let _ = std::fs::remove_file(&disk);
+        t?
+    } else {
+        let out = Command::new(bin_dir.join("realguest"))
+            .arg("bench-guest")
+            .arg("--fixtures")
+            .arg(fixtures)
+            .arg("--bin-dir")
+            .arg(&vmd_dir)
+            .args(runner_args.split_whitespace())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| e.to_string())?;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(scratch.join("bench-transcript.log"), &transcript).map_err(|e| e.to_string())?;
+    let samples: Vec<Sample> = transcript.lines().filter_map(Sample::parse).collect();
+    println!();
+    for s in &samples {
+        println!("{}", s.to_line());
+    }
+    println!();
+    print!("{}", summarize(&samples));
+    if samples.is_empty() {
+        return Err(format!(
+            "no samples (transcript: {})",
+            scratch.join("bench-transcript.log").display()
+        ));
+    }
+    Ok(())
+}
+
+/// The runner: `realguest bench-guest --fixtures DIR --bin-dir DIR
+/// --rounds N --shmem-thp MODE`, where KVM runs whole kernels.
+pub fn runner(args: &[String]) -> ExitCode {
+    let (Some(fixtures), Some(bin_dir)) =
+        (arg_value(args, "--fixtures"), arg_value(args, "--bin-dir"))
+    else {
+        eprintln!(
+            "usage: realguest bench-guest --fixtures DIR --bin-dir DIR [--rounds N] [--shmem-thp MODE]"
+        );
+        return ExitCode::from(2);
+    };
+    let rounds: u32 = arg_value(args, "--rounds")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    if let Some(mode) = arg_value(args, "--shmem-thp") {
+        let knob = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+        if let Err(e) = std::fs::write(knob, &mode) {
+            emit(&format!("bench note: cannot set {knob} to {mode}: {e}"));
+        }
+    }
+    let knob = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .unwrap_or_default();
+    emit(&format!(
+        "bench note: shmem_enabled {}, qemu {}",
+        knob.trim(),
+        sh("qemu-system-x86_64 --version | head -1")
+            .unwrap_or_default()
+            .trim()
+    ));
+    // SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("VMD_BIN_DIR", &bin_dir) };
+    let work = PathBuf::from(RUN_DIR);
+    let _ = std::fs::create_dir_all(&work);
+    let daemon = testkit::daemon::TestDaemon::start();
+    let env = Env {
+        daemon,
+        vmctl: PathBuf::from(&bin_dir).join("vmctl"),
+        fixtures: PathBuf::from(fixtures),
+        work,
+    };
+    for round in 1..=rounds {
+        for side in SIDES {
+            let sample = measure(&env, side, round);
+            emit(&sample.to_line());
+        }
+    }
+    drop(env);
+    emit("bench done");
+    ExitCode::SUCCESS
+}
+
+/// Huge pages the outer kernel has handed out (anonymous and shmem), MiB.
+fn huge_pages_mib() -> String {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |key: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    format!(
+        "anon:{},shmem:{}",
+        kib("AnonHugePages:") / 1024,
+        kib("ShmemHugePages:") / 1024
+    )
+}
+
+/// One boot of one side, measured; a failure is a note on the sample.
+fn measure(env: &Env, side: &str, round: u32) -> Sample {
+    let mut sample = Sample {
+        side: side.to_string(),
+        round,
+        values: Vec::new(),
+        notes: Vec::new(),
+    };
+    if let Err(e) = measure_into(env, side, &mut sample) {
+        sample.notes.push(("error".into(), e));
+    }
+    sample
+}
+
+/// A VM of either side, for as long as it is measured.
+enum Vm<'a> {
+    Ours(Guest<'a>),
+    Qemu(Console),
+}
+
+impl Vm<'_> {
+    fn console(&mut self) -> &mut Console {
+        match self {
+            Vm::Ours(g) => &mut g.console,
+            Vm::Qemu(c) => c,
+        }
+    }
+}
+
+fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String> {
+    let disk = env.work.join("disk.raw");
+    let _ = std::fs::remove_file(&disk);
+    sh(&format!("truncate -s {DISK_MIB}M {}", disk.display()))?;
+    let disk = disk.display().to_string();
+    let started = Instant::now();
+    progress(side, "starting", started);
+    let mut vm = match side {
+        "vmd" => {
+            let args: Vec<String> = [
+                "-b",
+                &env.fixture("bzImage"),
+                "--initrd",
+                &env.fixture("inner.img"),
+                "--cmdline",
+                CMDLINE,
+                "-m",
+                &format!("{MEMORY_MIB}M"),
+                "-p",
+                "1",
+                "-d",
+                &disk,
+                "-r",
+                &env.fixture("data.iso"),
+                "-L",
+            ]
+            .map(String::from)
+            .to_vec();
+            Vm::Ours(Guest::start(env, "bench", &args)?)
+        }
+        _ => Vm::Qemu(start_qemu(env, &disk)?),
+    };
+    let result = (|| {
+        vm.console().wait_line("@@guest ready", STEP_TIMEOUT)?;
+        progress(side, "guest ready", started);
+        sample
+            .values
+            .push(("boot_s".into(), started.elapsed().as_secs_f64()));
+        sample
+            .notes
+            .push(("hugepages_mib".into(), huge_pages_mib()));
+        // Let the shell print its prompt before anything is typed.
+        std::thread::sleep(Duration::from_secs(1));
+        let c = vm.console();
+        // The console's round trip, taken off each dd's time.
+        let mut trips: Vec<f64> = (0..3)
+            .map(|_| timed(c, "true").map(|(t, _)| t))
+            .collect::<Result<_, _>>()?;
+        let trip = median(&mut trips).unwrap_or(0.0);
+        sample
+            .notes
+            .push(("console_trip_s".into(), format!("{trip:.3}")));
+        for (key, command, bytes) in [
+            (
+                "wr1m",
+                format!("dd if=/dev/zero of=/dev/vda bs=1M count={COUNT_1M} oflag=direct"),
+                COUNT_1M << 20,
+            ),
+            (
+                "rd1m",
+                format!("dd if=/dev/vda of=/dev/null bs=1M count={COUNT_1M} iflag=direct"),
+                COUNT_1M << 20,
+            ),
+            (
+                "wr4k",
+                format!("dd if=/dev/zero of=/dev/vda bs=4k count={COUNT_4K} oflag=direct"),
+                COUNT_4K << 12,
+            ),
+            (
+                "rd4k",
+                format!("dd if=/dev/vda of=/dev/null bs=4k count={COUNT_4K} iflag=direct"),
+                COUNT_4K << 12,
+            ),
+        ] {
+            let (t, _) = timed(c, &format!("{command} 2>/dev/null"))?;
+            progress(side, key, started);
+            sample
+                .values
+                .push((key.into(), mib_per_s(bytes, (t - trip).max(1e-3))));
+        }
+        let host = match side {
+            "vmd" => {
+                c.run_ok(
+                    "udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3",
+                    STEP_TIMEOUT,
+                )?;
+                let id = env.vm_id("bench").ok_or("the VM is not listed")?;
+                format!("100.64.{id}.2")
+            }
+            _ => {
+                c.run_ok(
+                    &format!("ip link set eth0 up && ip addr add {QEMU_GUEST_IP}/31 dev eth0"),
+                    STEP_TIMEOUT,
+                )?;
+                QEMU_HOST_IP.to_string()
+            }
+        };
+        c.run_ok(
+            &format!(
+                "dd if=/dev/zero of=/tmp/blob bs=1M count={} 2>/dev/null",
+                NET_BYTES >> 20
+            ),
+            STEP_TIMEOUT,
+        )?;
+        progress(side, "network up", started);
+        let g2h = guest_to_host(c, &host)?;
+        sample.values.push(("g2h".into(), g2h));
+        let h2g = host_to_guest(c, &host)?;
+        sample.values.push(("h2g".into(), h2g));
+        progress(side, "done", started);
+        Ok(())
+    })();
+    match vm {
+        Vm::Ours(g) => {
+            drop(g);
+            let _ = env.vmctl(&["stop", "-f", "bench"]);
+            env.wait("the bench VM to go", Duration::from_secs(120), || {
+                env.vm_state("bench").is_none_or(|s| s == "stopped")
+            })?;
+        }
+        Vm::Qemu(c) => drop(c),
+    }
+    result
+}
+
+fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64 / seconds
+}
+
+/// Runs `command` in the guest's shell; its wall time and output.
+fn timed(c: &mut Console, command: &str) -> Result<(f64, String), String> {
+    let t = Instant::now();
+    let out = c.run_ok(command, STEP_TIMEOUT)?;
+    Ok((t.elapsed().as_secs_f64(), out))
+}
+
+/// QEMU with KVM and the devices vmd gives the guest, its serial console
+/// on a terminal as vmctl's is. [`Console`] runs `PROGRAM console NAME`,
+/// so the program is a script that ignores those words and starts QEMU.
+fn start_qemu(env: &Env, disk: &str) -> Result<Console, String> {
+    let script = env.work.join("qemu-console.sh");
+    let command = format!(
+        "#!/bin/sh\nexec qemu-system-x86_64 -enable-kvm -cpu host -M pc -m {MEMORY_MIB} -smp 1 \
+         -nodefaults -no-user-config -vga none -display none -monitor none -serial stdio -no-reboot \
+         -kernel {kernel} -initrd {initrd} -append '{CMDLINE}' \
+         -drive file={disk},format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 \
+         -netdev tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no \
+         -device virtio-net-pci,netdev=n0,romfile= \
+         -device virtio-scsi-pci -drive if=none,id=cd,media=cdrom,readonly=on,file={iso} \
+         -device scsi-cd,drive=cd -device virtio-rng-pci\n",
+        kernel = env.fixture("bzImage"),
+        initrd = env.fixture("inner.img"),
+        iso = env.fixture("data.iso"),
+    );
+    std::fs::write(&script, command).map_err(|e| e.to_string())?;
+    sh(&format!("chmod 755 {}", script.display()))?;
+    let console =
+        Console::attach(&script, &env.daemon.socket, "qemu").map_err(|e| format!("qemu: {e}"))?;
+    // QEMU makes the tap (busybox's ip cannot) and it goes with QEMU; its
+    // address is set once it exists, long before the guest's drivers load.
+    let tap = Path::new("/sys/class/net").join(QEMU_TAP);
+    env.wait("QEMU's tap", Duration::from_secs(30), || tap.exists())?;
+    sh(&format!(
+        "ip addr add {QEMU_HOST_IP}/31 dev {QEMU_TAP} && ip link set {QEMU_TAP} up"
+    ))?;
+    Ok(console)
+}
+
+/// `nc` from the guest's /tmp/blob to a listener here: MiB/s from accept
+/// to the last byte.
+fn guest_to_host(c: &mut Console, host: &str) -> Result<f64, String> {
+    let listener = TcpListener::bind(("0.0.0.0", G2H_PORT)).map_err(|e| e.to_string())?;
+    let receiver = std::thread::spawn(move || -> Result<f64, String> {
+        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0u64;
+        while got < NET_BYTES {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n as u64,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        // The guest's nc ends when this side closes.
+        let _ = s.shutdown(Shutdown::Both);
+        if got != NET_BYTES {
+            return Err(format!("guest->host: {got} of {NET_BYTES} bytes"));
+        }
+        Ok(mib_per_s(got, secs))
+    });
+    c.run_ok(&format!("nc {host} {G2H_PORT} < /tmp/blob"), STEP_TIMEOUT)?;
+    receiver
+        .join()
+        .map_err(|_| "the receiver panicked".to_string())?
+}
+
+/// `nc` in the guest from a sender here: MiB/s from accept until the
+/// guest, having read everything, closes.
+fn host_to_guest(c: &mut Console, host: &str) -> Result<f64, String> {
+    let listener = TcpListener::bind(("0.0.0.0", H2G_PORT)).map_err(|e| e.to_string())?;
+    let sender = std::thread::spawn(move || -> Result<f64, String> {
+        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let buf = vec![0x5au8; 1 << 16];
+        let mut sent = 0u64;
+        while sent < NET_BYTES {
+            s.write_all(&buf).map_err(|e| e.to_string())?;
+            sent += buf.len() as u64;
+        }
+        // The guest's nc ends at our end of stream and then closes.
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        Ok(mib_per_s(sent, t.elapsed().as_secs_f64()))
+    });
+    let out = c.run_ok(&format!("nc {host} {H2G_PORT} | wc -c"), STEP_TIMEOUT)?;
+    let rate = sender
+        .join()
+        .map_err(|_| "the sender panicked".to_string())??;
+    if out.trim() != NET_BYTES.to_string() {
+        return Err(format!(
+            "host->guest: the guest read {out:?} bytes of {NET_BYTES}"
+        ));
+    }
+    Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn sample_lines_round_trip_and_summarize() {
+        let s = Sample {
+            side: "vmd".into(),
+            round: 2,
+            values: vec![("boot_s".into(), 12.5), ("rd4k".into(), 3.25)],
+            notes: vec![("hugepages_mib".into(), "anon:0,shmem:140".into())],
+        };
+        let line = format!("noise @@rg {}", s.to_line());
+        assert_eq!(Sample::parse(&line), Some(s.clone()));
+        let q = Sample {
+            side: "qemu".into(),
+            values: vec![("boot_s".into(), 10.0), ("rd4k".into(), 6.5)],
+            ..s.clone()
+        };
+        let table = summarize(&[s, q]);
+        let boot = table.lines().find(|l| l.starts_with("start to")).unwrap();
+        assert!(
+            boot.contains("12.50 (1)") && boot.contains("10.00 (1)") && boot.contains("1.25"),
+            "{boot}"
+        );
+        let rd = table
+            .lines()
+            .find(|l| l.contains("4K O_DIRECT read"))
+            .unwrap();
+        assert!(rd.contains("0.50"), "{rd}");
+    }
+}

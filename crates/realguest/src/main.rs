@@ -1,0 +1,219 @@
+//! `realguest`: runs the real-guest scenarios and prints each by name.
+//!
+//! * `realguest [--fixtures DIR] [--keep DIR]`, as root: builds the
+//!   fixtures (scripts/real-guest-fixture.sh), runs the scenarios directly
+//!   on hardware KVM or nested under QEMU's emulator, checks the images on
+//!   the host, prints one line per scenario and `N passed, N failed`;
+//!   exits 1 if any failed.
+//! * `realguest guest --fixtures DIR --work DIR --bin-dir DIR`: the runner
+//!   itself (inside the outer guest, or started by the above).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use realguest::report::{self, Run, Verdict};
+use realguest::{guest, host_checks, outer, scenarios};
+
+/// Where the scenarios' images live, at the same path on the host and in
+/// the outer guest.
+const WORK_ROOT: &str = "/var/tmp/vmd-real-guests";
+const SWITCH_BRIDGE: &str = "rgbr0";
+
+fn arg_value(args: &[String], flag: &str) -> Option<PathBuf> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = realguest::bench::dispatch(&args) {
+        return code;
+    }
+    if args.first().map(String::as_str) == Some("guest") {
+        return runner(&args);
+    }
+    match host(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("realguest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The runner: a vmd of its own, a bridge for the switch scenario, every
+/// scenario.
+fn runner(args: &[String]) -> ExitCode {
+    let (Some(fixtures), Some(work), Some(bin_dir)) = (
+        arg_value(args, "--fixtures"),
+        arg_value(args, "--work"),
+        arg_value(args, "--bin-dir"),
+    ) else {
+        eprintln!("usage: realguest guest --fixtures DIR --work DIR --bin-dir DIR");
+        return ExitCode::from(2);
+    };
+    // SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("VMD_BIN_DIR", &bin_dir) };
+    let _ = std::fs::create_dir_all(&work);
+    let _ = Command::new("ip")
+        .args(["link", "add", SWITCH_BRIDGE, "type", "bridge"])
+        .status();
+    let _ = Command::new("ip")
+        .args(["link", "set", SWITCH_BRIDGE, "up"])
+        .status();
+    let conf = work.join("vm.conf");
+    let _ = std::fs::write(
+        &conf,
+        format!("switch \"rgswitch\" {{\n\tinterface {SWITCH_BRIDGE}\n}}\n"),
+    );
+    let daemon = testkit::daemon::TestDaemon::start_with(&["-f", &conf.display().to_string()]);
+    let env = guest::Env {
+        daemon,
+        vmctl: bin_dir.join("vmctl"),
+        fixtures,
+        work,
+    };
+    scenarios::run_all(&env);
+    drop(env);
+    let _ = Command::new("ip")
+        .args(["link", "del", SWITCH_BRIDGE])
+        .status();
+    report::done();
+    ExitCode::SUCCESS
+}
+
+/// Whether `/dev/kvm` is hardware KVM: the vendor module is loaded.
+fn hardware_kvm() -> Option<&'static str> {
+    if !Path::new("/dev/kvm").exists() {
+        return None;
+    }
+    ["kvm_intel", "kvm_amd"]
+        .into_iter()
+        .find(|m| Path::new("/sys/module").join(m).exists())
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name)
+}
+
+fn host(args: &[String]) -> Result<bool, String> {
+    let fixtures = arg_value(args, "--fixtures")
+        .unwrap_or_else(|| testkit::fixtures::root().join("real-guest"));
+    let out = Command::new(script("real-guest-fixture.sh"))
+        .arg(&fixtures)
+        .output()
+        .map_err(|e| format!("scripts/real-guest-fixture.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the fixtures failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let version = std::fs::read_to_string(fixtures.join("version")).unwrap_or_default();
+    let bin_dir = testkit::daemon::bin_dir();
+    let work_root = PathBuf::from(WORK_ROOT);
+    let scratch = arg_value(args, "--keep").unwrap_or_else(|| bin_dir.join("real-guests"));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(work_root.join("work"));
+
+    let forced = std::env::var("VMD_REAL_GUESTS").ok();
+    let direct = match forced.as_deref() {
+        Some("direct") => true,
+        Some("nested") => false,
+        _ => hardware_kvm().is_some(),
+    };
+    let transcript = if direct {
+        println!(
+            "real guests: /dev/kvm is hardware KVM ({}): the scenarios run directly; guest kernel {}",
+            hardware_kvm().unwrap_or("forced"),
+            version.trim()
+        );
+        let out = Command::new(bin_dir.join("realguest"))
+            .arg("guest")
+            .arg("--fixtures")
+            .arg(&fixtures)
+            .arg("--work")
+            .arg(work_root.join("work"))
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| e.to_string())?;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        println!(
+            "real guests: /dev/kvm is not hardware KVM here: the scenarios run nested, \
+             inside qemu-system-x86_64 -accel tcg -cpu max (emulated SVM); guest kernel {}",
+            version.trim()
+        );
+        let initramfs = outer::build_initramfs(&scratch, &bin_dir, &fixtures, &work_root)?;
+        let disk = outer::build_data_disk(&scratch, &fixtures)?;
+        let transcript = outer::boot(&scratch, &fixtures.join("bzImage"), &initramfs, &disk)?;
+        outer::extract_work(&disk, &work_root)?;
+        let _ = std::fs::remove_file(&disk);
+        transcript
+    };
+    std::fs::write(scratch.join("transcript.log"), &transcript).map_err(|e| e.to_string())?;
+    Ok(summarize(&Run::parse(&transcript), &scratch))
+}
+
+/// Applies the host checks and prints one line per scenario.
+fn summarize(run: &Run, scratch: &Path) -> bool {
+    let mut verdicts: Vec<(String, Verdict)> = Vec::new();
+    for name in scenarios::ALL {
+        let verdict = run
+            .results
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| {
+                Verdict::Fail(if run.done {
+                    "the runner reported nothing".into()
+                } else {
+                    "the runner did not finish".into()
+                })
+            });
+        let verdict = match verdict {
+            Verdict::Pass(detail) => run
+                .checks
+                .iter()
+                .filter(|(n, _)| n == name)
+                .try_fold(detail, |detail, (_, check)| {
+                    host_checks::run(check, scratch).map(|c| format!("{detail}; {c}"))
+                })
+                .map_or_else(Verdict::Fail, Verdict::Pass),
+            fail => fail,
+        };
+        verdicts.push((name.to_string(), verdict));
+    }
+    println!();
+    let mut failed = 0;
+    for (name, verdict) in &verdicts {
+        match verdict {
+            Verdict::Pass(detail) => println!("PASS {name:<16} {detail}"),
+            Verdict::Fail(reason) => {
+                failed += 1;
+                println!("FAIL {name:<16} {reason}");
+            }
+        }
+    }
+    // The runner logs the console and vmd's log of every group that
+    // failed; they explain the failures above.
+    if failed > 0 && !run.logs.is_empty() {
+        println!("\n--- what the guests and vmd showed ---");
+        for (group, line) in &run.logs {
+            println!("[{group}] {line}");
+        }
+    }
+    println!(
+        "\nreal-guests: {} passed, {failed} failed",
+        verdicts.len() - failed
+    );
+    failed == 0
+}

@@ -1,0 +1,370 @@
+//! The outer layer, for hosts whose `/dev/kvm` cannot run a stock kernel:
+//! QEMU without KVM (`-accel tcg -cpu max`) emulates AMD SVM, so the
+//! fixture kernel inside it loads `kvm_amd`, gets a `/dev/kvm` that
+//! virtualizes a whole kernel, and our vmd runs the inner guests there.
+//!
+//! The outer guest boots from a small initramfs (busybox, vmd, vmctl, this
+//! harness, their libraries, the KVM and bridge modules, SeaBIOS) and
+//! mounts a data disk at the work directory's parent: the fixtures go in
+//! through it (made with `mke2fs -d`, no loop mounts), and the images the
+//! scenarios write come back out of it (`debugfs rdump`), at the same
+//! paths, so qcow2 backing paths stay valid on the host.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The outer guest's memory: the inner VMs' RAM comes out of it.
+const OUTER_MEMORY: &str = "3G";
+/// How long the whole outer run may take before it is stopped.
+pub const OUTER_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+
+/// The modules the outer guest loads: KVM for either vendor, taps,
+/// bridges, and its own data disk.
+const OUTER_MODULES: &[&str] = &[
+    "kvm_amd",
+    "kvm_intel",
+    "tun",
+    "bridge",
+    "virtio_pci",
+    "virtio_blk",
+];
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The shared libraries `binary` loads, as `ldd` names them.
+fn libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| format!("ldd: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+        })
+        .collect())
+}
+
+/// The module files `names` need, dependencies first, from `modules.dep`.
+fn module_closure(modules: &Path, names: &[&str]) -> Result<Vec<String>, String> {
+    let dep = std::fs::read_to_string(modules.join("modules.dep"))
+        .map_err(|e| format!("modules.dep: {e}"))?;
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let Some(line) = dep.lines().find(|l| {
+            let file = l.split(':').next().unwrap_or("");
+            let stem = file
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".ko");
+            stem.replace('-', "_") == *name
+        }) else {
+            continue;
+        };
+        let (file, deps) = line.split_once(':').unwrap_or((line, ""));
+        for m in deps.split_whitespace().rev().chain(std::iter::once(file)) {
+            if !out.iter().any(|o| o == m) {
+                out.push(m.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))
+}
+
+/// What the outer guest runs besides vmd, vmctl and this harness: the
+/// scenario runner by default; the benchmark adds QEMU and its firmware.
+#[derive(Debug, Default, Clone)]
+pub struct Payload {
+    /// Programs copied to the same path, with the libraries `ldd` names.
+    pub programs: Vec<PathBuf>,
+    /// Files copied to the same path (symbolic links followed).
+    pub files: Vec<PathBuf>,
+    /// The shell lines /init runs once the data disk is mounted, in place
+    /// of the scenario runner; `None` runs the scenarios.
+    pub command: Option<String>,
+}
+
+/// The scenario runner's lines of /init.
+fn scenario_command(work_root: &Path) -> String {
+    let root = work_root.display();
+    format!(
+        "/bin/realguest guest --fixtures {root}/fx --work {root}/work --bin-dir /bin\n\
+         echo \"@@rg runner-exit $?\""
+    )
+}
+
+/// What the outer guest's /init does: mount, load KVM, mount the data
+/// disk, run `command` (the scenarios), power off.
+fn init_script(work_root: &Path, command: &str) -> String {
+    let root = work_root.display();
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /dev/shm
+for m in {modules}; do modprobe $m 2>/dev/null; done
+ip link set lo up
+mkdir -p {root}
+mount -t ext4 /dev/vda {root} || echo "@@rg fatal: cannot mount the data disk"
+echo "@@rg outer: $(uname -r), kvm: $(ls /sys/module | grep -E '^kvm_(amd|intel)$')"
+{groups}{command}
+sync
+umount {root}
+poweroff -f
+"#,
+        modules = OUTER_MODULES.join(" "),
+        groups = std::env::var("VMD_REAL_GUESTS_GROUPS")
+            .map(|g| format!("export VMD_REAL_GUESTS_GROUPS={g}\n"))
+            .unwrap_or_default(),
+    )
+}
+
+/// Builds the outer guest's initramfs in `dir`; returns its path.
+pub fn build_initramfs(
+    dir: &Path,
+    bin_dir: &Path,
+    fixtures: &Path,
+    work_root: &Path,
+) -> Result<PathBuf, String> {
+    build_initramfs_with(dir, bin_dir, fixtures, work_root, &Payload::default())
+}
+
+/// [`build_initramfs`] with `payload`'s programs and files added, and its
+/// command run in place of the scenarios.
+pub fn build_initramfs_with(
+    dir: &Path,
+    bin_dir: &Path,
+    fixtures: &Path,
+    work_root: &Path,
+    payload: &Payload,
+) -> Result<PathBuf, String> {
+    let root = dir.join("outer-root");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in [
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc",
+        "var/empty",
+        "root",
+    ] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+    }
+    copy(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
+    for name in ["vmd", "vmctl", "realguest"] {
+        let from = bin_dir.join(name);
+        run(Command::new("strip")
+            .arg("-o")
+            .arg(root.join("bin").join(name))
+            .arg(&from))?;
+        for lib in libraries(&from)? {
+            copy(&lib, &root.join(lib.strip_prefix("/").unwrap_or(&lib)))?;
+        }
+    }
+    for program in &payload.programs {
+        copy(
+            program,
+            &root.join(program.strip_prefix("/").unwrap_or(program)),
+        )?;
+        for lib in libraries(program)? {
+            copy(&lib, &root.join(lib.strip_prefix("/").unwrap_or(&lib)))?;
+        }
+    }
+    for file in &payload.files {
+        copy(file, &root.join(file.strip_prefix("/").unwrap_or(file)))?;
+    }
+    // The firmware vmd boots when no -b is given.
+    for bios in [
+        "/usr/share/seabios/bios-256k.bin",
+        "/usr/share/seabios/bios.bin",
+    ] {
+        copy(Path::new(bios), &root.join(&bios[1..]))?;
+    }
+    // The user VM processes run as, as dist/postinst makes it.
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n_vmd:x:999:999:vmd:/var/empty:/bin/false\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\ntty:x:5:\n_vmd:x:999:\n")
+        .map_err(|e| e.to_string())?;
+    let modules = fixtures.join("modules");
+    let release = std::fs::read_to_string(fixtures.join("release"))
+        .map_err(|e| format!("the fixtures' kernel release: {e}"))?;
+    let release = release.trim();
+    let target = root.join("lib/modules").join(release);
+    for m in module_closure(&modules, OUTER_MODULES)? {
+        copy(&modules.join(&m), &target.join(&m))?;
+    }
+    copy(&modules.join("modules.dep"), &target.join("modules.dep"))?;
+    let init = root.join("init");
+    let command = payload
+        .command
+        .clone()
+        .unwrap_or_else(|| scenario_command(work_root));
+    std::fs::write(&init, init_script(work_root, &command)).map_err(|e| e.to_string())?;
+    run(Command::new("chmod").arg("755").arg(&init))?;
+
+    let image = dir.join("outer.img");
+    let cpio = format!(
+        "cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}",
+        root.display(),
+        image.display()
+    );
+    run(Command::new("sh").arg("-c").arg(&cpio))?;
+    Ok(image)
+}
+
+/// Makes the data disk: the fixtures under `fx/`, an empty `work/`.
+pub fn build_data_disk(dir: &Path, fixtures: &Path) -> Result<PathBuf, String> {
+    let staging = dir.join("data-root");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(staging.join("work")).map_err(|e| e.to_string())?;
+    for f in [
+        "bzImage",
+        "inner.img",
+        "grub-disk.img",
+        "grub-cd.iso",
+        "data.iso",
+        "data.md5",
+    ] {
+        copy(&fixtures.join(f), &staging.join("fx").join(f))?;
+    }
+    let disk = dir.join("data.img");
+    let _ = std::fs::remove_file(&disk);
+    run(Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-F", "-d"])
+        .arg(&staging)
+        .arg(&disk)
+        .arg("4G"))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(disk)
+}
+
+/// Boots the outer guest; returns its console transcript. Lines of the
+/// runner are echoed as they come, so a long run shows its progress.
+pub fn boot(dir: &Path, kernel: &Path, initramfs: &Path, disk: &Path) -> Result<String, String> {
+    boot_echoing(
+        dir,
+        kernel,
+        initramfs,
+        disk,
+        &["result", "outer", "fatal", "runner-exit"],
+    )
+}
+
+/// [`boot`], echoing the `@@rg` lines whose body starts with one of `echo`.
+pub fn boot_echoing(
+    dir: &Path,
+    kernel: &Path,
+    initramfs: &Path,
+    disk: &Path,
+    echo: &[&str],
+) -> Result<String, String> {
+    let log_path = dir.join("outer-console.log");
+    let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            OUTER_MEMORY,
+        ])
+        .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let pid = child.id();
+    let started = Instant::now();
+    // A watchdog: an outer guest that hangs is stopped.
+    std::thread::spawn(move || {
+        std::thread::sleep(OUTER_TIMEOUT);
+        // SAFETY: signalling the QEMU process we started; if it already
+        // ended the pid is at worst reused by nothing of ours to kill.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let mut transcript = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).split(b'\n') {
+        let Ok(line) = line else { break };
+        let line = String::from_utf8_lossy(&line).into_owned();
+        let _ = writeln!(log, "{line}");
+        if let Some(at) = line.find("@@rg ") {
+            let body = &line[at + 5..];
+            if echo.iter().any(|e| body.starts_with(e)) {
+                println!(
+                    "  [{:>4} s] {}",
+                    started.elapsed().as_secs(),
+                    body.trim_end()
+                );
+            }
+        }
+        transcript.push_str(&line);
+        transcript.push('\n');
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!(
+            "the outer QEMU ended with {status} after {:?} (console: {})",
+            started.elapsed(),
+            log_path.display()
+        ));
+    }
+    Ok(transcript)
+}
+
+/// Copies the work directory back out of the data disk to `work_root`.
+pub fn extract_work(disk: &Path, work_root: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(work_root.join("work"));
+    std::fs::create_dir_all(work_root).map_err(|e| e.to_string())?;
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /work {}", work_root.display()))
+        .arg(disk))
+}

@@ -1,0 +1,148 @@
+//! The lines the scenario runner prints and the harness reads back. Inside
+//! the outer guest the runner's standard output is the outer serial
+//! console, mixed with whatever the outer kernel prints; every line of
+//! ours starts with `@@rg `, so the two never mix up.
+//!
+//! * `@@rg result NAME pass DETAIL` / `@@rg result NAME fail REASON`
+//! * `@@rg log NAME TEXT`: one line of what explains a failure (the
+//!   guest's console, vmd's log)
+//! * `@@rg check NAME KIND ARG...`: a check only the host can make once
+//!   the runner is done (`qemu-img check` of an image, the bytes an image
+//!   holds), see [`crate::host_checks`]
+//! * `@@rg done`: the runner finished.
+
+use std::io::Write;
+
+pub const PREFIX: &str = "@@rg ";
+
+/// One scenario's outcome as the runner saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass(String),
+    Fail(String),
+}
+
+/// Everything a run reported, in order.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub results: Vec<(String, Verdict)>,
+    pub logs: Vec<(String, String)>,
+    pub checks: Vec<(String, Vec<String>)>,
+    pub done: bool,
+}
+
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // One write per line: the outer console interleaves kernel messages
+    // between writes, never inside one.
+    let _ = out.write_all(format!("{PREFIX}{line}\n").as_bytes());
+    let _ = out.flush();
+}
+
+pub fn result(name: &str, verdict: &Verdict) {
+    match verdict {
+        Verdict::Pass(detail) => emit(&format!("result {name} pass {}", one_line(detail))),
+        Verdict::Fail(reason) => emit(&format!("result {name} fail {}", one_line(reason))),
+    }
+}
+
+pub fn log(name: &str, text: &str) {
+    for line in text.lines() {
+        emit(&format!("log {name} {line}"));
+    }
+}
+
+pub fn check(name: &str, kind: &str, args: &[&str]) {
+    emit(&format!("check {name} {kind} {}", args.join(" ")));
+}
+
+pub fn done() {
+    emit("done");
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+impl Run {
+    /// Reads the runner's lines out of a console transcript.
+    pub fn parse(transcript: &str) -> Run {
+        let mut run = Run::default();
+        for raw in transcript.lines() {
+            let Some(at) = raw.find(PREFIX) else { continue };
+            let line = raw[at + PREFIX.len()..].trim_end_matches('\r');
+            let mut words = line.splitn(2, ' ');
+            let kind = words.next().unwrap_or("");
+            let rest = words.next().unwrap_or("");
+            match kind {
+                "result" => {
+                    let mut parts = rest.splitn(3, ' ');
+                    let name = parts.next().unwrap_or("").to_string();
+                    let verdict = parts.next().unwrap_or("");
+                    let text = parts.next().unwrap_or("").to_string();
+                    let verdict = if verdict == "pass" {
+                        Verdict::Pass(text)
+                    } else {
+                        Verdict::Fail(text)
+                    };
+                    run.results.push((name, verdict));
+                }
+                "log" => {
+                    let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                    run.logs.push((name.to_string(), text.to_string()));
+                }
+                "check" => {
+                    let mut parts = rest.split(' ').map(String::from);
+                    let name = parts.next().unwrap_or_default();
+                    run.checks.push((name, parts.collect()));
+                }
+                "done" => run.done = true,
+                _ => {}
+            }
+        }
+        run
+    }
+
+    /// The lines logged for scenario `name`.
+    pub fn log_of(&self, name: &str) -> Vec<&str> {
+        self.logs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, l)| l.as_str())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_found_among_kernel_messages() {
+        let transcript = "[ 1.0] kvm: loaded\r\n\
+            @@rg result boot-direct pass cpus=2\r\n\
+            [ 2.0] random\r\n\
+            junk@@rg result net-dhcp fail no lease\n\
+            @@rg log net-dhcp guest# udhcpc\n\
+            @@rg check blk-qcow2 qcow2 /data/a.qcow2\n\
+            @@rg done\n";
+        let run = Run::parse(transcript);
+        assert_eq!(
+            run.results,
+            vec![
+                ("boot-direct".into(), Verdict::Pass("cpus=2".into())),
+                ("net-dhcp".into(), Verdict::Fail("no lease".into())),
+            ]
+        );
+        assert_eq!(run.log_of("net-dhcp"), vec!["guest# udhcpc"]);
+        assert_eq!(
+            run.checks,
+            vec![(
+                "blk-qcow2".to_string(),
+                vec!["qcow2".to_string(), "/data/a.qcow2".to_string()]
+            )]
+        );
+        assert!(run.done);
+        assert!(!Run::parse("@@rg result x pass\n").done);
+    }
+}

@@ -1,0 +1,685 @@
+//! The scenarios: what a real Linux guest's own drivers and tools report
+//! about each device and lifecycle path of vmd. Each scenario's verdict
+//! rests on lines the guest printed (or, for the disks, on bytes the host
+//! reads back afterwards, see [`crate::host_checks`]).
+//!
+//! Scenarios are grouped by the VM they use, since every boot costs tens
+//! of seconds nested: the `main` VM covers the direct boot, the console,
+//! the disks, the CD, the RNG, the network, the clock, a reboot and a
+//! graceful stop; two VMs on a switch cover SMP, the switch and the other
+//! ways a VM ends; two firmware boots cover GRUB from a disk and from a
+//! CD; one VM is sent and received.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use crate::guest::{Env, Guest, md5_of};
+use crate::report::{self, Verdict};
+
+/// Every scenario, in the order they run; the harness reports each.
+pub const ALL: &[&str] = &[
+    "boot-direct",
+    "smp-2",
+    "clock-kvmclock",
+    "rng",
+    "blk-order",
+    "console-shell",
+    "console-detach",
+    "scsi-cd",
+    "net-dhcp",
+    "net-ping",
+    "net-bulk",
+    "clock-pause",
+    "life-reboot",
+    "blk-raw",
+    "blk-qcow2",
+    "life-stop",
+    "smp-4",
+    "net-switch",
+    "life-stop-force",
+    "life-poweroff",
+    "boot-grub-disk",
+    "boot-grub-cd",
+    "send-receive",
+];
+
+/// Bytes the guest writes to each disk and sends over the network.
+const BLOB_MIB: u64 = 24;
+/// Where on the disk the raw blob goes (past the partition-table area).
+const BLOB_OFFSET_MIB: u64 = 1;
+
+/// Collects verdicts and prints each as it is decided.
+pub struct Recorder {
+    pub results: Vec<(String, Verdict)>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            results: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, name: &str, outcome: Result<String, String>) -> bool {
+        let verdict = match outcome {
+            Ok(detail) => Verdict::Pass(detail),
+            Err(reason) => Verdict::Fail(reason),
+        };
+        report::result(name, &verdict);
+        let passed = matches!(verdict, Verdict::Pass(_));
+        self.results.push((name.to_string(), verdict));
+        passed
+    }
+
+    /// Fails every scenario of `names` not yet decided, for a group that
+    /// could not go on.
+    pub fn fail_rest(&mut self, names: &[&str], reason: &str) {
+        for name in names {
+            if !self.results.iter().any(|(n, _)| n == name) {
+                self.record(name, Err(reason.to_string()));
+            }
+        }
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+fn expect(what: &str, got: &str, want: &str) -> Result<String, String> {
+    if got == want {
+        Ok(format!("{what}={got}"))
+    } else {
+        Err(format!("{what}: guest reports {got:?}, expected {want:?}"))
+    }
+}
+
+/// Logs what explains a failed group: the guest's console and vmd's log.
+fn log_failure(name: &str, guest: Option<&Guest>, env: &Env) {
+    if let Some(g) = guest {
+        report::log(name, &format!("--- console of {} ---", g.name));
+        report::log(name, &g.transcript(150));
+    }
+    let log = env.daemon.log();
+    let lines: Vec<&str> = log.lines().collect();
+    report::log(name, "--- vmd log (tail) ---");
+    report::log(name, &lines[lines.len().saturating_sub(60)..].join("\n"));
+}
+
+/// Runs every group; returns the recorder with one verdict per scenario.
+pub fn run_all(env: &Env) -> Recorder {
+    let mut rec = Recorder::new();
+    let groups: [(&str, fn(&Env, &mut Recorder) -> Result<(), String>, &[&str]); 4] = [
+        ("main", main_vm, &ALL[..16]),
+        ("switch", switch_vms, &ALL[16..20]),
+        ("grub", grub_boots, &ALL[20..22]),
+        ("move", send_receive, &ALL[22..]),
+    ];
+    // A developer chasing one failure may run some groups only.
+    let only = std::env::var("VMD_REAL_GUESTS_GROUPS").ok();
+    for (group, run, names) in groups {
+        if let Some(only) = &only
+            && !only.split(',').any(|g| g == group)
+        {
+            rec.fail_rest(names, "not run (VMD_REAL_GUESTS_GROUPS)");
+            continue;
+        }
+        let started = Instant::now();
+        if let Err(e) = run(env, &mut rec) {
+            rec.fail_rest(names, &format!("group {group} stopped: {e}"));
+        }
+        eprintln!("realguest: group {group} took {:?}", started.elapsed());
+        // A group leaves no VM behind for the next.
+        for name in ["main", "sw1", "sw2", "grubdisk", "grubcd", "moved"] {
+            let _ = env.vmctl(&["stop", "-f", name]);
+        }
+    }
+    rec
+}
+
+/// The `main` VM: direct boot with two disks, the data CD, a local
+/// interface and two vCPUs.
+fn main_vm(env: &Env, rec: &mut Recorder) -> Result<(), String> {
+    env.vmctl(&["create", "-s", "64M", &env.work_path("raw.img")])?;
+    env.vmctl(&["create", "-s", "96M", &env.work_path("base.qcow2")])?;
+    env.vmctl(&[
+        "create",
+        "-b",
+        &env.work_path("base.qcow2"),
+        &env.work_path("overlay.qcow2"),
+    ])?;
+    let mut args = env.direct_boot("direct");
+    for a in [
+        "-m",
+        "256M",
+        "-p",
+        "2",
+        "-d",
+        &env.work_path("raw.img"),
+        "-d",
+        &env.work_path("overlay.qcow2"),
+        "-r",
+        &env.fixture("data.iso"),
+        "-L",
+    ] {
+        args.push(a.to_string());
+    }
+    let mut guest = Guest::start(env, "main", &args)?;
+    let result = main_scenarios(env, &mut guest, rec);
+    if result.is_err()
+        || rec
+            .results
+            .iter()
+            .any(|(_, v)| matches!(v, Verdict::Fail(_)))
+    {
+        log_failure("main", Some(&guest), env);
+    }
+    result
+}
+
+fn main_scenarios(env: &Env, g: &mut Guest, rec: &mut Recorder) -> Result<(), String> {
+    let boot = g.wait_boot(None)?.clone();
+    rec.record(
+        "boot-direct",
+        if boot.get("cmdline").contains("rg.boot=direct") {
+            Ok(format!("kernel {} reached user space", boot.get("kernel")))
+        } else {
+            Err(format!("unexpected command line {:?}", boot.get("cmdline")))
+        },
+    );
+    rec.record("smp-2", expect("cpus", boot.get("cpus"), "2"));
+    rec.record(
+        "clock-kvmclock",
+        expect("clocksource", boot.get("clocksource"), "kvm-clock"),
+    );
+    let rng = expect("rng_current", boot.get("rng"), "virtio_rng.0").and_then(|d| {
+        let n = g.query("$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)")?;
+        if n == "32" {
+            Ok(format!("{d}, read 32 bytes from /dev/hwrng"))
+        } else {
+            Err(format!("reading /dev/hwrng gave {n} bytes"))
+        }
+    });
+    rec.record("rng", rng);
+    // 64 MiB and 96 MiB in 512-byte sectors, in the order of the -d options.
+    rec.record(
+        "blk-order",
+        expect("disks", boot.get("disks"), "vda:131072,vdb:196608"),
+    );
+
+    rec.record(
+        "console-shell",
+        g.query("$((6 * 7)) $(uname -s)").and_then(|out| {
+            if out == "42 Linux" {
+                Ok("a typed command's output came back".into())
+            } else {
+                Err(format!("the shell answered {out:?}"))
+            }
+        }),
+    );
+    rec.record("console-detach", console_detach(env, g));
+
+    rec.record("scsi-cd", scsi_cd(env, g));
+
+    // The disks: a file system on the raw disk, raw bytes on the overlay.
+    let blob_md5 = write_disks(g)?;
+    rec.record("net-dhcp", dhcp(env, g));
+    let id = env.vm_id("main").ok_or("main is not listed")?;
+    let host = format!("100.64.{id}.2");
+    let guest_ip = format!("100.64.{id}.3");
+    rec.record("net-ping", ping_both_ways(g, &host, &guest_ip));
+    rec.record("net-bulk", bulk_transfer(env, g, &host, &blob_md5));
+    rec.record("clock-pause", pause_clock(env, g));
+
+    // Reboot: the same VM (same id) boots again and finds its data.
+    let before = g.boot.boot_id.clone();
+    g.console.skip_seen();
+    g.console
+        .type_raw(b"reboot -f\r")
+        .map_err(|e| e.to_string())?;
+    let reboot = (|| {
+        if !g.console.attached() {
+            g.reattach()?;
+        }
+        g.wait_boot(Some(&before))?;
+        let after = env.vm_id("main");
+        if after == Some(id) {
+            Ok(format!("booted again as vm {id}"))
+        } else {
+            Err(format!("came back as {after:?}, was {id}"))
+        }
+    })();
+    let rebooted = rec.record("life-reboot", reboot);
+    if rebooted {
+        let (raw, qcow2) = read_disks(g);
+        rec.record(
+            "blk-raw",
+            raw.and_then(|sum| {
+                expect("md5 of /blob after reboot", &sum, &blob_md5)?;
+                report::check(
+                    "blk-raw",
+                    "ext2-file",
+                    &[&env.work_path("raw.img"), "/blob", &blob_md5],
+                );
+                Ok("file system written, read back after reboot".into())
+            }),
+        );
+        rec.record(
+            "blk-qcow2",
+            qcow2.and_then(|sum| {
+                expect("md5 of the overlay's bytes after reboot", &sum, &blob_md5)?;
+                let offset = (BLOB_OFFSET_MIB << 20).to_string();
+                let len = (BLOB_MIB << 20).to_string();
+                report::check("blk-qcow2", "qcow2", &[&env.work_path("overlay.qcow2")]);
+                report::check(
+                    "blk-qcow2",
+                    "bytes",
+                    &[&env.work_path("overlay.qcow2"), &offset, &len, &blob_md5],
+                );
+                Ok("bytes written, read back after reboot".into())
+            }),
+        );
+    }
+
+    // A graceful stop: the guest's acpid sees the power button.
+    g.console.skip_seen();
+    let stop = env.vmctl(&["stop", "-w", "main"]).and_then(|_| {
+        g.console
+            .wait_line("@@guest power button", Duration::from_secs(5))
+            .map_err(|e| format!("stopped, but the guest never saw the power button: {e}"))?;
+        env.wait(
+            "main to leave vmctl status",
+            Duration::from_secs(30),
+            || env.vm_id("main").is_none(),
+        )?;
+        Ok("the guest powered itself off on the ACPI power button".into())
+    });
+    rec.record("life-stop", stop);
+    Ok(())
+}
+
+fn console_detach(env: &Env, g: &mut Guest) -> Result<String, String> {
+    if !g.console.detach(Duration::from_secs(10)) {
+        return Err("`~.` did not end vmctl console".into());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    match env.vm_state(&g.name).as_deref() {
+        Some("running") => {}
+        other => return Err(format!("after detaching the VM is {other:?}")),
+    }
+    g.reattach()?;
+    g.console.skip_seen();
+    let out = g.query("reattached-$((1 + 1))")?;
+    expect("output after reattaching", &out, "reattached-2")
+        .map(|_| "detached with ~., the guest kept running, reattached".into())
+}
+
+fn scsi_cd(env: &Env, g: &mut Guest) -> Result<String, String> {
+    let want = std::fs::read_to_string(env.fixtures.join("data.md5"))
+        .map_err(|e| format!("data.md5: {e}"))?;
+    g.run_ok("mkdir -p /mnt/cd && mount -t iso9660 -o ro /dev/sr0 /mnt/cd")?;
+    let sum = g.query("$(md5sum /mnt/cd/data.bin | cut -d' ' -f1)")?;
+    g.run_ok("umount /mnt/cd")?;
+    expect("md5 of data.bin on the CD", &sum, want.trim())
+}
+
+/// Writes a blob of random bytes to both disks and returns its MD5.
+fn write_disks(g: &mut Guest) -> Result<String, String> {
+    g.run_ok(&format!(
+        "dd if=/dev/urandom of=/tmp/blob bs=1M count={BLOB_MIB} 2>/dev/null"
+    ))?;
+    let sum = g.query("$(md5sum /tmp/blob | cut -d' ' -f1)")?;
+    g.run_ok(
+        "mke2fs /dev/vda >/dev/null && \
+         mkdir -p /mnt/d && mount -t ext2 /dev/vda /mnt/d && cp /tmp/blob /mnt/d/blob && \
+         sync && umount /mnt/d",
+    )?;
+    g.run_ok(&format!(
+        "dd if=/tmp/blob of=/dev/vdb bs=1M seek={BLOB_OFFSET_MIB} conv=fsync 2>/dev/null"
+    ))?;
+    Ok(sum)
+}
+
+/// The blob's MD5 as each disk holds it now (page cache dropped first).
+fn read_disks(g: &mut Guest) -> (Result<String, String>, Result<String, String>) {
+    let raw = g
+        .run_ok(
+            "echo 3 > /proc/sys/vm/drop_caches; mkdir -p /mnt/d && mount -t ext2 /dev/vda /mnt/d",
+        )
+        .and_then(|_| g.query("$(md5sum /mnt/d/blob | cut -d' ' -f1)"));
+    let _ = g.run_ok("umount /mnt/d");
+    let qcow2 = g.query(&format!(
+        "$(dd if=/dev/vdb bs=1M skip={BLOB_OFFSET_MIB} count={BLOB_MIB} 2>/dev/null | md5sum | cut -d' ' -f1)"
+    ));
+    (raw, qcow2)
+}
+
+fn dhcp(env: &Env, g: &mut Guest) -> Result<String, String> {
+    let id = env.vm_id(&g.name).ok_or("VM not listed")?;
+    let out = g.run_ok("udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3")?;
+    let line = out
+        .lines()
+        .find(|l| l.contains("@@guest dhcp bound"))
+        .ok_or_else(|| format!("udhcpc bound no lease: {out}"))?;
+    let want = format!(
+        "@@guest dhcp bound eth0 ip=100.64.{id}.3 mask=31 router=100.64.{id}.2 dns=100.64.{id}.2"
+    );
+    if line.trim() == want {
+        Ok(format!("lease 100.64.{id}.3/31, router and DNS .2"))
+    } else {
+        Err(format!(
+            "udhcpc reported {:?}, expected {want:?}",
+            line.trim()
+        ))
+    }
+}
+
+fn ping_both_ways(g: &mut Guest, host: &str, guest_ip: &str) -> Result<String, String> {
+    g.run_ok(&format!("ping -c 3 -W 5 {host} >/dev/null"))
+        .map_err(|e| format!("guest to host: {e}"))?;
+    let out = std::process::Command::new("ping")
+        .args(["-c", "3", "-W", "5", guest_ip])
+        .output()
+        .map_err(|e| format!("ping: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "host to guest: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    Ok(format!("{host} <-> {guest_ip}"))
+}
+
+/// The guest sends its blob to the host and fetches one from it, over TCP
+/// (busybox nc); both sides compare MD5 sums.
+fn bulk_transfer(env: &Env, g: &mut Guest, host: &str, blob_md5: &str) -> Result<String, String> {
+    let len = (BLOB_MIB << 20) as usize;
+    // Guest to host.
+    let upload = TcpListener::bind((host, 5001)).map_err(|e| format!("bind {host}:5001: {e}"))?;
+    let receiver = std::thread::spawn(move || -> Result<Vec<u8>, String> {
+        let (mut conn, _) = upload.accept().map_err(|e| e.to_string())?;
+        let mut data = vec![0u8; len];
+        conn.read_exact(&mut data).map_err(|e| e.to_string())?;
+        Ok(data)
+    });
+    let started = Instant::now();
+    g.run_ok(&format!("nc {host} 5001 < /tmp/blob"))?;
+    let data = receiver.join().map_err(|_| "receiver panicked")??;
+    let up = started.elapsed();
+    let file = env.work.join("uploaded.bin");
+    std::fs::write(&file, &data).map_err(|e| e.to_string())?;
+    expect("md5 of what the host received", &md5_of(&file)?, blob_md5)?;
+    let _ = std::fs::remove_file(&file);
+
+    // Host to guest: the guest's own blob reversed in 4 KiB blocks, so the
+    // bytes differ from what it holds.
+    let mut down: Vec<u8> = data.chunks(4096).rev().flatten().copied().collect();
+    down.truncate(len);
+    let file = env.work.join("download.bin");
+    std::fs::write(&file, &down).map_err(|e| e.to_string())?;
+    let down_md5 = md5_of(&file)?;
+    let _ = std::fs::remove_file(&file);
+    let serve = TcpListener::bind((host, 5002)).map_err(|e| format!("bind {host}:5002: {e}"))?;
+    let sender = std::thread::spawn(move || -> Result<(), String> {
+        let (mut conn, _) = serve.accept().map_err(|e| e.to_string())?;
+        conn.write_all(&down).map_err(|e| e.to_string())
+    });
+    let started = Instant::now();
+    g.run_ok(&format!("nc {host} 5002 > /tmp/in"))?;
+    sender.join().map_err(|_| "sender panicked")??;
+    let down_time = started.elapsed();
+    let sum = g.query("$(md5sum /tmp/in | cut -d' ' -f1)")?;
+    g.run_ok("rm -f /tmp/in")?;
+    expect("md5 of what the guest received", &sum, &down_md5)?;
+    Ok(format!(
+        "{BLOB_MIB} MiB each way intact (up {:.1} s, down {:.1} s)",
+        up.as_secs_f64(),
+        down_time.as_secs_f64()
+    ))
+}
+
+/// Pauses the VM for 10 s: the guest's clocks must not run backwards and
+/// its kernel must not see a soft lockup.
+fn pause_clock(env: &Env, g: &mut Guest) -> Result<String, String> {
+    let read = |g: &mut Guest| -> Result<(f64, u64), String> {
+        let out = g.query("$(cut -d' ' -f1 /proc/uptime) $(date +%s)")?;
+        let mut words = out.split_whitespace();
+        let uptime = words.next().and_then(|w| w.parse().ok());
+        let date = words.next().and_then(|w| w.parse().ok());
+        uptime.zip(date).ok_or(format!("unreadable clocks {out:?}"))
+    };
+    let (up1, date1) = read(g)?;
+    env.vmctl(&["pause", &g.name])?;
+    std::thread::sleep(Duration::from_secs(10));
+    env.vmctl(&["unpause", &g.name])?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (up2, date2) = read(g)?;
+    if up2 < up1 || date2 < date1 {
+        return Err(format!(
+            "a clock ran backwards: uptime {up1} -> {up2}, date {date1} -> {date2}"
+        ));
+    }
+    let lockups = g.query("$(dmesg | grep -c 'soft lockup')")?;
+    expect("soft lockups logged", &lockups, "0")?;
+    Ok(format!(
+        "uptime {up1:.1} -> {up2:.1}, date +{} s across a 10 s pause",
+        date2 - date1
+    ))
+}
+
+/// Two VMs on a vm.conf switch: `sw1` with four vCPUs, `sw2` with one.
+fn switch_vms(env: &Env, rec: &mut Recorder) -> Result<(), String> {
+    let mut first = env.direct_boot("switch");
+    first.extend(["-m", "192M", "-p", "4", "-n", "rgswitch"].map(String::from));
+    let mut second = env.direct_boot("switch");
+    second.extend(["-m", "192M", "-n", "rgswitch"].map(String::from));
+    let mut sw1 = Guest::start(env, "sw1", &first)?;
+    let mut sw2 = Guest::start(env, "sw2", &second)?;
+    let result = (|| -> Result<(), String> {
+        let boot = sw1.wait_boot(None)?.clone();
+        rec.record("smp-4", expect("cpus", boot.get("cpus"), "4"));
+        sw2.wait_boot(None)?;
+        let link = (|| {
+            sw1.run_ok("ip addr add 100.80.0.1/24 dev eth0 && ip link set eth0 up")?;
+            sw2.run_ok("ip addr add 100.80.0.2/24 dev eth0 && ip link set eth0 up")?;
+            sw1.run_ok("ping -c 3 -W 5 100.80.0.2 >/dev/null")?;
+            sw2.run_ok("ping -c 3 -W 5 100.80.0.1 >/dev/null")?;
+            Ok("sw1 and sw2 ping each other across the switch".into())
+        })();
+        rec.record("net-switch", link);
+
+        let started = Instant::now();
+        let forced = env.vmctl(&["stop", "-f", "sw1"]).and_then(|_| {
+            env.wait("sw1 to leave vmctl status", Duration::from_secs(10), || {
+                env.vm_id("sw1").is_none()
+            })?;
+            Ok(format!("ended in {:?}", started.elapsed()))
+        });
+        rec.record("life-stop-force", forced);
+
+        sw2.console
+            .type_raw(b"poweroff -f\r")
+            .map_err(|e| e.to_string())?;
+        let off = env
+            .wait("sw2 to leave vmctl status", Duration::from_secs(60), || {
+                env.vm_id("sw2").is_none()
+            })
+            .map(|_| "guest poweroff ended the VM".to_string());
+        rec.record("life-poweroff", off);
+        Ok(())
+    })();
+    if result.is_err()
+        || rec.results[rec.results.len().saturating_sub(4)..]
+            .iter()
+            .any(|(_, v)| matches!(v, Verdict::Fail(_)))
+    {
+        log_failure("switch", Some(&sw1), env);
+        log_failure("switch", Some(&sw2), env);
+    }
+    result
+}
+
+/// SeaBIOS, then GRUB from a disk and from an El Torito CD, then Linux.
+fn grub_boots(env: &Env, rec: &mut Recorder) -> Result<(), String> {
+    let disk = env.work.join("grub-disk.img");
+    std::fs::copy(env.fixtures.join("grub-disk.img"), &disk).map_err(|e| e.to_string())?;
+    let disk = disk.display().to_string();
+    let mut from_disk = Guest::start(
+        env,
+        "grubdisk",
+        &["-m", "256M", "-d", &disk].map(String::from),
+    )?;
+    let mut from_cd = Guest::start(
+        env,
+        "grubcd",
+        &[
+            "-m",
+            "256M",
+            "-r",
+            &env.fixture("grub-cd.iso"),
+            "-B",
+            "cdrom",
+        ]
+        .map(String::from),
+    )?;
+    for (name, guest, tag) in [
+        ("boot-grub-disk", &mut from_disk, "rg.boot=grub-disk"),
+        ("boot-grub-cd", &mut from_cd, "rg.boot=grub-cd"),
+    ] {
+        let outcome = guest.wait_boot(None).map(|b| b.clone()).and_then(|boot| {
+            if boot.get("cmdline").contains(tag) {
+                Ok(format!("SeaBIOS -> GRUB -> {}", boot.get("kernel")))
+            } else {
+                Err(format!("booted with {:?}", boot.get("cmdline")))
+            }
+        });
+        if !rec.record(name, outcome) {
+            log_failure(name, Some(guest), env);
+        }
+    }
+    Ok(())
+}
+
+/// A running guest is sent to a file and received back: its counter keeps
+/// counting, its disk still holds its bytes, its network still answers.
+fn send_receive(env: &Env, rec: &mut Recorder) -> Result<(), String> {
+    env.vmctl(&["create", "-s", "64M", &env.work_path("move.img")])?;
+    let mut args = env.direct_boot("move");
+    args.extend(["-m", "192M", "-d", &env.work_path("move.img"), "-L"].map(String::from));
+    let mut g = Guest::start(env, "moved", &args)?;
+    let outcome = move_guest(env, &mut g);
+    let failed = outcome.is_err();
+    rec.record("send-receive", outcome);
+    if failed {
+        log_failure("send-receive", Some(&g), env);
+    }
+    Ok(())
+}
+
+fn move_guest(env: &Env, g: &mut Guest) -> Result<String, String> {
+    g.wait_boot(None)?;
+    let id = env.vm_id("moved").ok_or("moved is not listed")?;
+    g.run_ok("udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3")?;
+    g.run_ok(&format!(
+        "dd if=/dev/urandom of=/tmp/blob bs=1M count=8 2>/dev/null && dd if=/tmp/blob of=/dev/vda bs=1M seek={BLOB_OFFSET_MIB} conv=fsync 2>/dev/null"
+    ))?;
+    let sum = g.query("$(md5sum /tmp/blob | cut -d' ' -f1)")?;
+    g.run_ok("(i=0; while :; do i=$((i+1)); echo \"@@count $i\"; sleep 1; done) &")?;
+    g.console.wait_line("@@count 3", Duration::from_secs(60))?;
+
+    let stream = env.work.join("moved.vm");
+    let out = std::process::Command::new(&env.vmctl)
+        .args(["send", "moved"])
+        .env("VMD_SOCKET", &env.daemon.socket)
+        .stdout(std::fs::File::create(&stream).map_err(|e| e.to_string())?)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "vmctl send: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let last = last_count(&g.console.text());
+    env.wait(
+        "moved to leave vmctl status",
+        Duration::from_secs(30),
+        || env.vm_id("moved").is_none(),
+    )?;
+    let out = std::process::Command::new(&env.vmctl)
+        .args(["receive", "moved"])
+        .env("VMD_SOCKET", &env.daemon.socket)
+        .stdin(std::fs::File::open(&stream).map_err(|e| e.to_string())?)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "vmctl receive: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let _ = std::fs::remove_file(&stream);
+    g.reattach()?;
+    g.console.skip_seen();
+    let want = last + 2;
+    g.console
+        .wait_line(&format!("@@count {want}"), Duration::from_secs(60))
+        .map_err(|e| format!("the counter stopped at {last}: {e}"))?;
+    let after = g.query(&format!(
+        "$(dd if=/dev/vda bs=1M skip={BLOB_OFFSET_MIB} count=8 2>/dev/null | md5sum | cut -d' ' -f1)"
+    ))?;
+    expect("md5 of the disk's bytes after the move", &after, &sum)?;
+    let new_id = env
+        .vm_id("moved")
+        .ok_or("moved is not listed after receive")?;
+    // The guest keeps its lease: its address must still answer.
+    let guest_ip = format!("100.64.{id}.3");
+    let out = std::process::Command::new("ping")
+        .args(["-c", "3", "-W", "5", &guest_ip])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "after the move (vm {id} -> {new_id}) the guest's {guest_ip} does not answer"
+        ));
+    }
+    g.run_ok(&format!("ping -c 3 -W 5 100.64.{id}.2 >/dev/null"))
+        .map_err(|e| format!("after the move the guest cannot reach its host: {e}"))?;
+    Ok(format!(
+        "counted past {last} after the move (vm {id} -> {new_id}), disk intact, {guest_ip} answers"
+    ))
+}
+
+/// The highest `@@count N` the console showed.
+fn last_count(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once("@@count ").map(|(_, n)| n))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_lines() {
+        assert_eq!(
+            last_count("x\n@@count 3\r\n@@count 4\r\nguest# @@count 5\n"),
+            5
+        );
+        assert_eq!(last_count("nothing"), 0);
+    }
+
+    #[test]
+    fn every_scenario_has_a_unique_name() {
+        let mut names = ALL.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+    }
+}
