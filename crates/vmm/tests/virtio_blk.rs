@@ -283,6 +283,38 @@ fn oversized_buffers_and_too_many_segments_are_refused() {
 }
 
 #[test]
+fn the_limits_let_linux_send_a_1_mib_request_in_two() {
+    use vmm::devices::virtio::VirtioDevice;
+    use vmm::devices::virtio::blk::Blk;
+    let d = disk(DiskFormat::Raw);
+    let blk = Blk::new(d.backend.clone(), "/images/limits.img");
+    // The largest queue, and seg_max in the configuration space (offset
+    // 12) as QEMU offers them: a driver may use 256-entry queues, and a
+    // request may carry 254 page-sized buffers.
+    assert_eq!(blk.queue_sizes(), &[256]);
+    let mut seg_max = [0u8; 4];
+    blk.read_config(12, &mut seg_max);
+    assert_eq!(u32::from_le_bytes(seg_max), 254);
+    // Such a request, each buffer a separate 4 KiB page as Linux makes of
+    // a user buffer, in a 256-entry queue: served in full.
+    let mut drv = BlkDriver::new(d.backend.clone(), MEM, 256);
+    let data = pattern(254 * 4096, 3);
+    let pages: Vec<_> = (0..254u64)
+        .map(|i| {
+            // Every other page, so none are adjacent.
+            let at = DATA_START + 2 * 4096 * i;
+            let chunk = i as usize * 4096;
+            drv.write_data(at, &data[chunk..chunk + 4096]);
+            Descriptor::readable(at, 4096)
+        })
+        .collect();
+    assert_eq!(simple(&mut drv, VIRTIO_BLK_T_OUT, 8, &pages), OK);
+    let mut on_disk = vec![0u8; data.len()];
+    d.backend.read_at(&mut on_disk, 8 * 512).unwrap();
+    assert!(on_disk == data, "the 254-buffer write did not land");
+}
+
+#[test]
 fn writes_to_a_read_only_disk_fail_and_change_nothing() {
     let Disk {
         _dir,
