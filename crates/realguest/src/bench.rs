@@ -56,8 +56,12 @@ const CMDLINE: &str = "console=ttyS0 panic=-1 rg.boot=bench";
 /// Where the runner keeps its images in the outer guest: tmpfs, so the
 /// outer disk's emulation does not weigh on either side.
 const RUN_DIR: &str = "/tmp/bench";
-/// Generous: a nested guest is slow.
+/// Generous: a nested guest is slow. A boot takes 10-35 s nested; one
+/// that has not reached user space in [`BOOT_TIMEOUT`] is a failed sample.
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long a transfer may take, from the guest's `nc` on.
+const NET_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The measures, in the order they are printed, and whether more is
 /// better (throughputs) or less (times).
@@ -506,7 +510,7 @@ fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String
         _ => Vm::Qemu(start_qemu(env, &disk)?),
     };
     let result = (|| {
-        vm.console().wait_line("@@guest ready", STEP_TIMEOUT)?;
+        vm.console().wait_line("@@guest ready", BOOT_TIMEOUT)?;
         progress(side, "guest ready", started);
         sample
             .values
@@ -553,23 +557,21 @@ fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String
                 .values
                 .push((key.into(), mib_per_s(bytes, (t - trip).max(1e-3))));
         }
-        let host = match side {
+        progress(side, "network", started);
+        // Static addresses on both sides: vmd's -L tap is 100.64.<id>.2/31
+        // and its DHCP server would offer .3; the same address set by hand
+        // keeps the guest's DHCP client out of what is measured.
+        let (host, guest_ip) = match side {
             "vmd" => {
-                c.run_ok(
-                    "udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3",
-                    STEP_TIMEOUT,
-                )?;
                 let id = env.vm_id("bench").ok_or("the VM is not listed")?;
-                format!("100.64.{id}.2")
+                (format!("100.64.{id}.2"), format!("100.64.{id}.3"))
             }
-            _ => {
-                c.run_ok(
-                    &format!("ip link set eth0 up && ip addr add {QEMU_GUEST_IP}/31 dev eth0"),
-                    STEP_TIMEOUT,
-                )?;
-                QEMU_HOST_IP.to_string()
-            }
+            _ => (QEMU_HOST_IP.to_string(), QEMU_GUEST_IP.to_string()),
         };
+        c.run_ok(
+            &format!("ip link set eth0 up && ip addr add {guest_ip}/31 dev eth0"),
+            STEP_TIMEOUT,
+        )?;
         c.run_ok(
             &format!(
                 "dd if=/dev/zero of=/tmp/blob bs=1M count={} 2>/dev/null",
@@ -585,6 +587,21 @@ fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String
         progress(side, "done", started);
         Ok(())
     })();
+    if result.is_err() {
+        // What the guest and vmd showed explains the failure.
+        let text = testkit::daemon::strip_escapes(&vm.console().text());
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(30)..] {
+            emit(&format!("bench log {side} console: {line}"));
+        }
+        if side == "vmd" {
+            let log = env.daemon.log();
+            let lines: Vec<&str> = log.lines().collect();
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                emit(&format!("bench log vmd: {line}"));
+            }
+        }
+    }
     match vm {
         Vm::Ours(g) => {
             drop(g);
@@ -641,12 +658,35 @@ fn start_qemu(env: &Env, disk: &str) -> Result<Console, String> {
     Ok(console)
 }
 
+/// Accepts one connection within [`NET_TIMEOUT`]: a guest whose `nc`
+/// never connects leaves no thread behind holding the port.
+fn accept(listener: &TcpListener) -> Result<std::net::TcpStream, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + NET_TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(NET_TIMEOUT))
+                    .map_err(|e| e.to_string())?;
+                s.set_write_timeout(Some(NET_TIMEOUT))
+                    .map_err(|e| e.to_string())?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("no connection from the guest: {e}")),
+        }
+    }
+}
+
 /// `nc` from the guest's /tmp/blob to a listener here: MiB/s from accept
 /// to the last byte.
 fn guest_to_host(c: &mut Console, host: &str) -> Result<f64, String> {
     let listener = TcpListener::bind(("0.0.0.0", G2H_PORT)).map_err(|e| e.to_string())?;
     let receiver = std::thread::spawn(move || -> Result<f64, String> {
-        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut s = accept(&listener)?;
         let t = Instant::now();
         let mut buf = vec![0u8; 1 << 16];
         let mut got = 0u64;
@@ -665,10 +705,15 @@ fn guest_to_host(c: &mut Console, host: &str) -> Result<f64, String> {
         }
         Ok(mib_per_s(got, secs))
     });
-    c.run_ok(&format!("nc {host} {G2H_PORT} < /tmp/blob"), STEP_TIMEOUT)?;
-    receiver
+    let sent = c.run_ok(
+        &format!("nc -w 10 {host} {G2H_PORT} < /tmp/blob"),
+        NET_TIMEOUT,
+    );
+    let rate = receiver
         .join()
-        .map_err(|_| "the receiver panicked".to_string())?
+        .map_err(|_| "the receiver panicked".to_string())?;
+    sent?;
+    rate
 }
 
 /// `nc` in the guest from a sender here: MiB/s from accept until the
@@ -676,7 +721,7 @@ fn guest_to_host(c: &mut Console, host: &str) -> Result<f64, String> {
 fn host_to_guest(c: &mut Console, host: &str) -> Result<f64, String> {
     let listener = TcpListener::bind(("0.0.0.0", H2G_PORT)).map_err(|e| e.to_string())?;
     let sender = std::thread::spawn(move || -> Result<f64, String> {
-        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut s = accept(&listener)?;
         let t = Instant::now();
         let buf = vec![0x5au8; 1 << 16];
         let mut sent = 0u64;
@@ -690,10 +735,11 @@ fn host_to_guest(c: &mut Console, host: &str) -> Result<f64, String> {
         let _ = s.read_to_end(&mut rest);
         Ok(mib_per_s(sent, t.elapsed().as_secs_f64()))
     });
-    let out = c.run_ok(&format!("nc {host} {H2G_PORT} | wc -c"), STEP_TIMEOUT)?;
+    let out = c.run_ok(&format!("nc -w 10 {host} {H2G_PORT} | wc -c"), NET_TIMEOUT);
     let rate = sender
         .join()
         .map_err(|_| "the sender panicked".to_string())??;
+    let out = out?;
     if out.trim() != NET_BYTES.to_string() {
         return Err(format!(
             "host->guest: the guest read {out:?} bytes of {NET_BYTES}"

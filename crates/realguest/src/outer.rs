@@ -368,3 +368,23 @@ pub fn extract_work(disk: &Path, work_root: &Path) -> Result<(), String> {
         .arg(format!("rdump /work {}", work_root.display()))
         .arg(disk))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_runs_the_scenarios_unless_a_payload_says_otherwise() {
+        let root = Path::new("/var/tmp/vmd-real-guests");
+        let default = init_script(root, &scenario_command(root));
+        assert!(default.contains(
+            "/bin/realguest guest --fixtures /var/tmp/vmd-real-guests/fx \
+             --work /var/tmp/vmd-real-guests/work --bin-dir /bin\n\
+             echo \"@@rg runner-exit $?\"\nsync\n"
+        ));
+        let other = init_script(root, "/bin/realguest bench-guest");
+        assert!(other.contains("mount -t ext4 /dev/vda /var/tmp/vmd-real-guests"));
+        assert!(other.contains("/bin/realguest bench-guest\nsync\n"));
+        assert!(!other.contains("realguest guest "));
+    }
+}
