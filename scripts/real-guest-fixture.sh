@@ -28,7 +28,7 @@ PINNED=linux-image-6.1.0-57-cloud-amd64
 
 dir=${1:-${VMD_FIXTURES:-/var/tmp/vmd-fixtures}/real-guest}
 # Bump when the recipe changes: an old build is then made again.
-RECIPE=5
+RECIPE=6
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
@@ -77,6 +77,7 @@ INNER_MODULES="virtio_pci virtio_blk virtio_net virtio_rng virtio_scsi sr_mod is
 
 # The inner guest's initramfs.
 mkdir -p inner/bin inner/proc inner/sys inner/dev inner/tmp inner/mnt inner/etc/acpi/PWRF \
+    inner/var/log inner/var/run \
     inner/lib/modules/"$version"
 cp /bin/busybox inner/bin/busybox
 for m in $(closure $INNER_MODULES); do
@@ -128,7 +129,7 @@ sync
 poweroff -f
 EOS
 chmod 755 /etc/acpi/PWRF/00000080
-acpid -c /etc/acpi
+acpid -c /etc/acpi -l /var/log/acpid.log -p /var/run/acpid.pid || say acpid failed
 # A DHCP client script for udhcpc: configure the interface and report.
 cat > /etc/udhcpc.script <<'EOS'
 #!/bin/sh

@@ -312,7 +312,13 @@ pub fn boot_echoing(
         .arg(kernel)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .arg("-append")
+        .arg(if std::env::var_os("VMD_REAL_GUESTS_VERBOSE").is_some() {
+            // Every message of the outer kernel, for chasing a failure in it.
+            "console=ttyS0 panic=-1 loglevel=7"
+        } else {
+            "console=ttyS0 panic=-1 quiet loglevel=3"
+        })
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
         .stdin(Stdio::null())

@@ -44,6 +44,10 @@ pub const ALL: &[&str] = &[
     "send-receive",
 ];
 
+/// What brings the guest's NIC up and asks vmd's DHCP server for a lease
+/// (the fixture's udhcpc script configures the address and prints it).
+const DHCP: &str = "ip link set eth0 up && udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3";
+
 /// Bytes the guest writes to each disk and sends over the network.
 const BLOB_MIB: u64 = 24;
 /// Where on the disk the raw blob goes (past the partition-table area).
@@ -359,7 +363,7 @@ fn read_disks(g: &mut Guest) -> (Result<String, String>, Result<String, String>)
 
 fn dhcp(env: &Env, g: &mut Guest) -> Result<String, String> {
     let id = env.vm_id(&g.name).ok_or("VM not listed")?;
-    let out = g.run_ok("udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3")?;
+    let out = g.run_ok(DHCP)?;
     let line = out
         .lines()
         .find(|l| l.contains("@@guest dhcp bound"))
@@ -582,7 +586,7 @@ fn send_receive(env: &Env, rec: &mut Recorder) -> Result<(), String> {
 fn move_guest(env: &Env, g: &mut Guest) -> Result<String, String> {
     g.wait_boot(None)?;
     let id = env.vm_id("moved").ok_or("moved is not listed")?;
-    g.run_ok("udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 10 -T 3")?;
+    g.run_ok(DHCP)?;
     g.run_ok(&format!(
         "dd if=/dev/urandom of=/tmp/blob bs=1M count=8 2>/dev/null && dd if=/tmp/blob of=/dev/vda bs=1M seek={BLOB_OFFSET_MIB} conv=fsync 2>/dev/null"
     ))?;
