@@ -160,11 +160,11 @@ fn host(args: &[String]) -> Result<bool, String> {
         transcript
     };
     std::fs::write(scratch.join("transcript.log"), &transcript).map_err(|e| e.to_string())?;
-    Ok(summarize(&Run::parse(&transcript), &scratch))
+    Ok(summarize(&Run::parse(&transcript), &transcript, &scratch))
 }
 
 /// Applies the host checks and prints one line per scenario.
-fn summarize(run: &Run, scratch: &Path) -> bool {
+fn summarize(run: &Run, transcript: &str, scratch: &Path) -> bool {
     let mut verdicts: Vec<(String, Verdict)> = Vec::new();
     for name in scenarios::ALL {
         let verdict = run
@@ -176,7 +176,9 @@ fn summarize(run: &Run, scratch: &Path) -> bool {
                 Verdict::Fail(if run.done {
                     "the runner reported nothing".into()
                 } else {
-                    "the runner did not finish".into()
+                    "the runner did not finish: the outer guest or the runner ended \
+                     first (see the transcript's last lines below)"
+                        .into()
                 })
             });
         let verdict = match verdict {
@@ -201,6 +203,13 @@ fn summarize(run: &Run, scratch: &Path) -> bool {
                 failed += 1;
                 println!("FAIL {name:<16} {reason}");
             }
+        }
+    }
+    if !run.done {
+        println!("\n--- the transcript's last lines ---");
+        let lines: Vec<&str> = transcript.lines().collect();
+        for line in &lines[lines.len().saturating_sub(30)..] {
+            println!("{line}");
         }
     }
     // The runner logs the console and vmd's log of every group that
