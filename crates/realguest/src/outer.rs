@@ -110,7 +110,7 @@ pub struct Payload {
 }
 
 /// The scenario runner's lines of /init.
-fn scenario_command(work_root: &Path) -> String {
+pub fn scenario_command(work_root: &Path) -> String {
     let root = work_root.display();
     format!(
         "/bin/realguest guest --fixtures {root}/fx --work {root}/work --bin-dir /bin\n\
@@ -138,6 +138,7 @@ ip link set lo up
 mkdir -p {root}
 mount -t ext4 /dev/vda {root} || echo "@@rg fatal: cannot mount the data disk"
 echo "@@rg outer: $(uname -r), kvm: $(ls /sys/module | grep -E '^kvm_(amd|intel)$')"
+export VMD_REAL_GUESTS_NESTED=1
 {groups}{command}
 sync
 umount {root}

@@ -77,6 +77,19 @@ impl Recorder {
         passed
     }
 
+    /// Whether a scenario of `names` failed.
+    pub fn any_failed(&self, names: &[&str]) -> bool {
+        self.results
+            .iter()
+            .any(|(n, v)| names.contains(&n.as_str()) && matches!(v, Verdict::Fail(_)))
+    }
+
+    /// Forgets the verdicts on `names`, before they are tried again (the
+    /// report keeps the lines already printed).
+    pub fn forget(&mut self, names: &[&str]) {
+        self.results.retain(|(n, _)| !names.contains(&n.as_str()));
+    }
+
     /// Fails every scenario of `names` not yet decided, for a group that
     /// could not go on.
     pub fn fail_rest(&mut self, names: &[&str], reason: &str) {
@@ -117,34 +130,77 @@ fn log_failure(name: &str, guest: Option<&Guest>, env: &Env) {
 /// A group of scenarios that share their VMs.
 type Group = fn(&Env, &mut Recorder) -> Result<(), String>;
 
-/// Runs every group; returns the recorder with one verdict per scenario.
+/// The groups by name, with their scenarios, in the order they run.
+pub fn groups() -> [(&'static str, &'static [&'static str]); 4] {
+    [
+        ("main", &ALL[..17]),
+        ("switch", &ALL[17..21]),
+        ("grub", &ALL[21..23]),
+        ("move", &ALL[23..]),
+    ]
+}
+
+fn group_fn(name: &str) -> Group {
+    match name {
+        "main" => main_vm,
+        "switch" => switch_vms,
+        "grub" => grub_boots,
+        _ => send_receive,
+    }
+}
+
+/// Every VM name a group uses.
+const VM_NAMES: &[&str] = &[
+    "main", "sw1", "sw2", "grubdisk", "grubcd", "moved", "arrived",
+];
+
+/// Ends every VM a group may have left, and waits until they are gone.
+fn clean_up(env: &Env) {
+    for name in VM_NAMES {
+        let _ = env.vmctl(&["stop", "-f", name]);
+    }
+    let _ = env.wait("the VMs to end", Duration::from_secs(30), || {
+        VM_NAMES.iter().all(|n| env.vm_id(n).is_none())
+    });
+}
+
+/// Runs every group (those `VMD_REAL_GUESTS_GROUPS` names, when set);
+/// returns the recorder with one verdict per scenario.
+///
+/// Nested, a group that failed runs once more from the start: one inner
+/// boot in about a dozen dies in the emulated SVM (a triple fault, a hang
+/// early in boot) whatever the VMM, QEMU included. The report shows both
+/// tries; directly on hardware KVM there is no second try.
 pub fn run_all(env: &Env) -> Recorder {
     let mut rec = Recorder::new();
-    let groups: [(&str, Group, &[&str]); 4] = [
-        ("main", main_vm, &ALL[..17]),
-        ("switch", switch_vms, &ALL[17..21]),
-        ("grub", grub_boots, &ALL[21..23]),
-        ("move", send_receive, &ALL[23..]),
-    ];
-    // A developer chasing one failure may run some groups only.
     let only = std::env::var("VMD_REAL_GUESTS_GROUPS").ok();
-    for (group, run, names) in groups {
+    let tries = if std::env::var_os(NESTED).is_some() {
+        2
+    } else {
+        1
+    };
+    for (group, names) in groups() {
         if let Some(only) = &only
             && !only.split(',').any(|g| g == group)
         {
             rec.fail_rest(names, "not run (VMD_REAL_GUESTS_GROUPS)");
             continue;
         }
-        let started = Instant::now();
-        if let Err(e) = run(env, &mut rec) {
-            rec.fail_rest(names, &format!("group {group} stopped: {e}"));
-        }
-        eprintln!("realguest: group {group} took {:?}", started.elapsed());
-        // A group leaves no VM behind for the next.
-        for name in [
-            "main", "sw1", "sw2", "grubdisk", "grubcd", "moved", "arrived",
-        ] {
-            let _ = env.vmctl(&["stop", "-f", name]);
+        for attempt in 1..=tries {
+            let started = Instant::now();
+            if let Err(e) = group_fn(group)(env, &mut rec) {
+                rec.fail_rest(names, &format!("group {group} stopped: {e}"));
+            }
+            eprintln!(
+                "realguest: group {group} (try {attempt}) took {:?}",
+                started.elapsed()
+            );
+            clean_up(env);
+            if !rec.any_failed(names) || attempt == tries {
+                break;
+            }
+            eprintln!("realguest: group {group} failed; trying it once more");
+            rec.forget(names);
         }
     }
     rec
@@ -153,6 +209,10 @@ pub fn run_all(env: &Env) -> Recorder {
 /// The `main` VM: direct boot with two disks, the data CD, a local
 /// interface and two vCPUs.
 fn main_vm(env: &Env, rec: &mut Recorder) -> Result<(), String> {
+    // A second try starts from new images.
+    for image in ["raw.img", "base.qcow2", "overlay.qcow2"] {
+        let _ = std::fs::remove_file(env.work.join(image));
+    }
     env.vmctl(&["create", "-s", "64M", &env.work_path("raw.img")])?;
     env.vmctl(&["create", "-s", "96M", &env.work_path("base.qcow2")])?;
     env.vmctl(&[
@@ -179,12 +239,7 @@ fn main_vm(env: &Env, rec: &mut Recorder) -> Result<(), String> {
     }
     let mut guest = Guest::start(env, "main", &args)?;
     let result = main_scenarios(env, &mut guest, rec);
-    if result.is_err()
-        || rec
-            .results
-            .iter()
-            .any(|(_, v)| matches!(v, Verdict::Fail(_)))
-    {
+    if result.is_err() || rec.any_failed(&ALL[..17]) {
         log_failure("main", Some(&guest), env);
     }
     result
@@ -489,41 +544,114 @@ fn pause_clock(env: &Env, g: &mut Guest) -> Result<String, String> {
     ))
 }
 
-/// Kernel messages of warning level or worse that the nested environment
-/// explains, not vmd: the outer emulator's TSC drifts against kvm-clock,
-/// so the guest's watchdog marks the TSC unstable (kvm-clock stays the
-/// clocksource), and the outer KVM offers no PMU, so the guest's probe of
-/// the AMD performance counters fails.
+/// Set (by the outer guest's /init) when the scenarios run nested.
+pub const NESTED: &str = "VMD_REAL_GUESTS_NESTED";
+
+/// Kernel reports of warning level or worse that the nested environment
+/// explains, not vmd (docs/real-guests.md, "Findings"):
+/// * the outer emulator's TSC drifts against kvm-clock, so the guest's
+///   watchdog marks the TSC unstable (kvm-clock stays the clocksource);
+/// * the outer KVM offers no PMU, so the guest's probe of the AMD
+///   performance counters fails;
+/// * the emulator's SVM lets the guest's XSETBV through without the exit
+///   the outer KVM asks for, so KVM never updates CPUID 0xD's area size
+///   for the guest's XCR0 and the kernel finds 576 where it expects more
+///   (QEMU with `-enable-kvm` in the same outer guest logs the same).
 const ENVIRONMENT_MESSAGES: &[&str] = &[
     "clocksource: timekeeping watchdog",
     "clocksource:                       ",
     "tsc: Marking TSC unstable",
     "Broken PMU hardware",
     "Failed to access perfctr msr",
+    "XSAVE consistency problem",
+    "Unstable clock detected",
 ];
 
+/// What Linux says of every PC with a conventional PCI host bridge, as
+/// vmd's is (and QEMU's i440FX): without PCI Express there is no extended
+/// configuration space to map, which no device of vmd's needs.
+const PLATFORM_MESSAGES: &[&str] = &["fail to add MMCONFIG information"];
+
+/// One thing the kernel reported: a line, or a `WARNING` block from its
+/// "cut here" line to its "end trace" line (with the `CPUID[...]` lines some
+/// warnings print after it), named by its first line after "cut here".
+#[derive(Debug, PartialEq)]
+struct KernelReport {
+    title: String,
+    lines: usize,
+}
+
+/// Groups kernel log lines (`dmesg -r`, levels 0–4) into reports: a
+/// message of several lines carries one time stamp on each.
+fn kernel_reports(lines: &[&str]) -> Vec<KernelReport> {
+    let text = |l: &str| l.split_once("] ").map_or(l, |(_, t)| t).trim().to_string();
+    let stamp = |l: &str| l.split_once("] ").map(|(s, _)| s.to_string());
+    let mut reports: Vec<KernelReport> = Vec::new();
+    let mut block: Option<KernelReport> = None;
+    let mut last_stamp = None;
+    for &line in lines {
+        let same_message = block.is_none() && stamp(line).is_some() && stamp(line) == last_stamp;
+        last_stamp = stamp(line);
+        if same_message && let Some(last) = reports.last_mut() {
+            last.lines += 1;
+            continue;
+        }
+        if let Some(b) = block.as_mut() {
+            if b.lines == 1 {
+                b.title = text(line);
+            }
+            b.lines += 1;
+            if line.contains("---[ end trace") {
+                reports.extend(block.take());
+            }
+        } else if line.contains("[ cut here ]") {
+            block = Some(KernelReport {
+                title: String::new(),
+                lines: 1,
+            });
+        } else if text(line).starts_with("CPUID[")
+            && let Some(last) = reports.last_mut()
+        {
+            last.lines += 1;
+        } else {
+            reports.push(KernelReport {
+                title: text(line),
+                lines: 1,
+            });
+        }
+    }
+    reports.extend(block);
+    reports
+}
+
 /// The guest kernel's log holds no warning or error about a device or
-/// table of vmd's: every line of level 0–4 (emergency to warning) must be
-/// one the environment explains.
+/// table of vmd's: everything it reported at levels 0–4 (emergency to
+/// warning) must be something the environment explains.
 fn guest_log(g: &mut Guest) -> Result<String, String> {
     let out = g.run_ok("dmesg -r | grep -E '^<[0-4]>' | cut -c1-200")?;
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('<')).collect();
-    let unexplained: Vec<&str> = lines
+    let reports = kernel_reports(&lines);
+    // Directly on hardware KVM nothing is excused.
+    let nested = std::env::var_os(NESTED).is_some();
+    let excused = |title: &str| {
+        PLATFORM_MESSAGES.iter().any(|m| title.contains(m))
+            || (nested && ENVIRONMENT_MESSAGES.iter().any(|m| title.contains(m)))
+    };
+    let unexplained: Vec<&str> = reports
         .iter()
-        .copied()
-        .filter(|l| !ENVIRONMENT_MESSAGES.iter().any(|m| l.contains(m)))
+        .filter(|r| !excused(&r.title))
+        .map(|r| r.title.as_str())
         .collect();
     if unexplained.is_empty() {
-        Ok(format!(
-            "no warning or error of ours ({} explained by the nested environment)",
-            lines.len()
-        ))
-    } else {
-        Err(format!(
-            "the guest kernel logged: {}",
-            unexplained.join(" | ")
-        ))
+        return Ok(format!(
+            "no warning or error of ours ({} explained by the platform or the nesting)",
+            reports.len()
+        ));
     }
+    Err(format!(
+        "the guest kernel reported: {}",
+        unexplained.join(" | ")
+    ))
 }
 
 /// Two VMs on a vm.conf switch: `sw1` with four vCPUs, `sw2` with one.
@@ -567,11 +695,7 @@ fn switch_vms(env: &Env, rec: &mut Recorder) -> Result<(), String> {
         rec.record("life-poweroff", off);
         Ok(())
     })();
-    if result.is_err()
-        || rec.results[rec.results.len().saturating_sub(4)..]
-            .iter()
-            .any(|(_, v)| matches!(v, Verdict::Fail(_)))
-    {
+    if result.is_err() || rec.any_failed(&ALL[17..21]) {
         log_failure("switch", Some(&sw1), env);
         log_failure("switch", Some(&sw2), env);
     }
@@ -622,6 +746,7 @@ fn grub_boots(env: &Env, rec: &mut Recorder) -> Result<(), String> {
 /// A running guest is sent to a file and received back: its counter keeps
 /// counting, its disk still holds its bytes, its network still answers.
 fn send_receive(env: &Env, rec: &mut Recorder) -> Result<(), String> {
+    let _ = std::fs::remove_file(env.work.join("move.img"));
     env.vmctl(&["create", "-s", "64M", &env.work_path("move.img")])?;
     let mut args = env.direct_boot("move");
     args.extend(["-m", "192M", "-d", &env.work_path("move.img"), "-L"].map(String::from));
@@ -739,6 +864,33 @@ mod tests {
             5
         );
         assert_eq!(last_count("nothing"), 0);
+    }
+
+    #[test]
+    fn kernel_warnings_are_grouped_by_their_title() {
+        let log = [
+            "<4>[    1.9] ------------[ cut here ]------------",
+            "<4>[    1.9] XSAVE consistency problem: size 832 != kernel_size 576",
+            "<4>[    1.9] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:606",
+            "<4>[    2.3] ---[ end trace 0000000000000000 ]---",
+            "<4>[    2.3] CPUID[0d, 00]: eax=00000007 ebx=00000240",
+            "<3>[    9.0] virtio_pci: bad capability len 0 (>0 expected)",
+            "<4>[   25.1] tsc: Marking TSC unstable due to clocksource watchdog",
+            "<4>[   26.0] Unstable clock detected, switching default tracing clock",
+            "<4>[   26.0] If you want to keep using the local clock, then add:",
+        ];
+        let reports = kernel_reports(&log);
+        let titles: Vec<&str> = reports.iter().map(|r| r.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "XSAVE consistency problem: size 832 != kernel_size 576",
+                "virtio_pci: bad capability len 0 (>0 expected)",
+                "tsc: Marking TSC unstable due to clocksource watchdog",
+                "Unstable clock detected, switching default tracing clock",
+            ]
+        );
+        assert_eq!(reports[0].lines, 5);
     }
 
     #[test]
