@@ -653,40 +653,82 @@ fn wait_pending_or_delivered(r: &Rig, apic: &Apic, bits: u8) {
     }
 }
 
+/// Has the device complete a flush on `q` and waits until it has raised
+/// queue 0's interrupt on MSI-X vector 1 (pending or delivered).
+fn complete_on_vector1(r: &Rig, apic: &Apic, q: &mut DriverQueue) {
+    flush_request(&r.mem, q);
+    r.kick();
+    assert!(wait_used(q).is_some());
+    wait_pending_or_delivered(r, apic, 0b10);
+}
+
+/// Which mask holds MSI-X vector 1 in a test, the other one being clear.
+#[derive(Clone, Copy, PartialEq)]
+enum Mask {
+    /// The function mask (message control bit 14).
+    Function,
+    /// Vector 1's own mask bit (vector control bit 0).
+    Vector,
+}
+
+impl Mask {
+    fn name(self) -> &'static str {
+        match self {
+            Mask::Function => "function",
+            Mask::Vector => "vector",
+        }
+    }
+
+    /// Sets or clears this mask as a driver does, MSI-X staying enabled.
+    fn set(self, r: &mut Rig, masked: bool) {
+        match self {
+            Mask::Function => r.msix_control(true, masked),
+            Mask::Vector => r.msix_entry_write(1, 3, u32::from(masked)),
+        }
+    }
+}
+
+/// A completion on queue 0, whose interrupts go to MSI-X vector 1, with
+/// only `mask` set: the interrupt waits in the PBA and comes when `mask`
+/// is cleared, once (masking and unmasking again delivers nothing). The
+/// rig, its APIC (no request left) and the queue are returned unmasked.
+fn held_pending_until_unmasked(mask: Mask) -> (Rig, Apic, DriverQueue) {
+    let mut r = rig();
+    let apic = Apic::new(&r.vm);
+    r.msix_control(true, mask == Mask::Function);
+    r.msix_program(1, APIC_VECTOR, mask == Mask::Vector);
+    let mut q = r.start_driver(64);
+    r.map_queue0(1);
+    complete_on_vector1(&r, &apic, &mut q);
+    let what = mask.name();
+    assert!(
+        !apic.requested(APIC_VECTOR),
+        "delivered while the {what} was masked"
+    );
+    assert_eq!(r.pba(), 0b10, "vector 1 pending");
+    mask.set(&mut r, false);
+    assert!(
+        apic.wait(APIC_VECTOR),
+        "delivered when the {what} was unmasked"
+    );
+    assert_eq!(r.pba(), 0, "no longer pending");
+    apic.clear();
+    mask.set(&mut r, true);
+    mask.set(&mut r, false);
+    assert!(
+        !apic.wait_for(APIC_VECTOR, Duration::from_millis(100)),
+        "delivered a second time"
+    );
+    (r, apic, q)
+}
+
 /// A completion on queue 0, whose interrupts go to MSI-X vector 1, with
 /// the vector's mask bit clear and only the function masked (message
 /// control bit 14): the interrupt waits in the PBA and comes when the
 /// function is unmasked, once.
 #[test]
 fn the_function_mask_alone_holds_a_vector_pending_until_cleared() {
-    let mut r = rig();
-    let apic = Apic::new(&r.vm);
-    r.msix_control(true, true);
-    r.msix_program(1, APIC_VECTOR, false);
-    let mut q = r.start_driver(64);
-    r.map_queue0(1);
-    flush_request(&r.mem, &mut q);
-    r.kick();
-    assert!(wait_used(&mut q).is_some());
-    wait_pending_or_delivered(&r, &apic, 0b10);
-    assert!(
-        !apic.requested(APIC_VECTOR),
-        "delivered while the function was masked"
-    );
-    assert_eq!(r.pba(), 0b10, "vector 1 pending");
-    r.msix_control(true, false);
-    assert!(
-        apic.wait(APIC_VECTOR),
-        "delivered when the function was unmasked"
-    );
-    assert_eq!(r.pba(), 0, "no longer pending");
-    apic.clear();
-    r.msix_control(true, true);
-    r.msix_control(true, false);
-    assert!(
-        !apic.wait_for(APIC_VECTOR, Duration::from_millis(100)),
-        "delivered a second time"
-    );
+    let (r, apic, mut q) = held_pending_until_unmasked(Mask::Function);
     // Unmasked, the next completion goes straight through.
     flush_request(&r.mem, &mut q);
     r.kick();
@@ -699,34 +741,7 @@ fn the_function_mask_alone_holds_a_vector_pending_until_cleared() {
 /// (vector control bit 0) set: pending until the table entry is unmasked.
 #[test]
 fn a_vector_mask_bit_alone_holds_its_vector_pending_until_cleared() {
-    let mut r = rig();
-    let apic = Apic::new(&r.vm);
-    r.msix_control(true, false);
-    r.msix_program(1, APIC_VECTOR, true);
-    let mut q = r.start_driver(64);
-    r.map_queue0(1);
-    flush_request(&r.mem, &mut q);
-    r.kick();
-    assert!(wait_used(&mut q).is_some());
-    wait_pending_or_delivered(&r, &apic, 0b10);
-    assert!(
-        !apic.requested(APIC_VECTOR),
-        "delivered while the vector was masked"
-    );
-    assert_eq!(r.pba(), 0b10, "vector 1 pending");
-    r.msix_entry_write(1, 3, 0);
-    assert!(
-        apic.wait(APIC_VECTOR),
-        "delivered when the vector was unmasked"
-    );
-    assert_eq!(r.pba(), 0, "no longer pending");
-    apic.clear();
-    r.msix_entry_write(1, 3, 1);
-    r.msix_entry_write(1, 3, 0);
-    assert!(
-        !apic.wait_for(APIC_VECTOR, Duration::from_millis(100)),
-        "delivered a second time"
-    );
+    held_pending_until_unmasked(Mask::Vector);
 }
 
 /// A device moved (saved, and restored into a new VM) with features
@@ -747,10 +762,7 @@ fn negotiated_features_and_a_pending_vector_survive_a_move() {
     a.map_queue0(1);
     // Selects the driver left where a fresh device does not have them.
     a.reg_write(0x00, 1, 4);
-    flush_request(&a.mem, &mut q);
-    a.kick();
-    assert!(wait_used(&mut q).is_some());
-    wait_pending_or_delivered(&a, &a_apic, 0b10);
+    complete_on_vector1(&a, &a_apic, &mut q);
     assert!(!a_apic.requested(APIC_VECTOR), "delivered while masked");
     a.lifecycle.pause(0);
     let state = a.device.lock().unwrap().save().expect("save");
