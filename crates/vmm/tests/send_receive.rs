@@ -23,6 +23,30 @@ print_hex32:
     ret
 "#;
 
+/// `COUNT_AND_EOI counter`: the whole of an x2APIC interrupt handler,
+/// which counts the interrupt in the dword at 0:counter and ends it (EOI,
+/// MSR 0x80b).
+const COUNT_AND_EOI: &str = r#"
+%macro COUNT_AND_EOI 1
+    push eax
+    push ecx
+    push edx
+    push ds
+    xor ax, ax
+    mov ds, ax
+    inc dword [%1]
+    mov ecx, 0x80b
+    xor eax, eax
+    xor edx, edx
+    wrmsr
+    pop ds
+    pop edx
+    pop ecx
+    pop eax
+    iret
+%endmacro
+"#;
+
 /// Sets up registers, memory, the UART, CMOS, the PICs and the PIT
 /// (100 Hz on IRQ 0, counted at 0:7F00), prints `ready`, then sleeps in
 /// `hlt` until a key arrives and prints what it finds.
@@ -217,6 +241,14 @@ fn type_key(running: &common::Running, key: u8) {
     running.vm.serial.lock().unwrap().push(&[key]);
 }
 
+/// Receives the VM sent to `stream` and types `k` into it, which has the
+/// guest report: what the new VM printed by the time it is done.
+fn receive_and_wake(stream: &std::path::Path) -> String {
+    let second = receive(stream).expect("receive");
+    type_key(&second, b'k');
+    second.wait().0
+}
+
 #[test]
 fn registers_memory_devices_and_timer_interrupts_survive_a_move() {
     let dir = testkit::tmp::TempDir::new("send");
@@ -229,11 +261,9 @@ fn registers_memory_devices_and_timer_interrupts_survive_a_move() {
     // The sender's VM is done; it must not matter that it still exists.
     drop(first);
 
-    let second = receive(&stream).expect("receive");
     // The guest sleeps in `hlt`; only a timer interrupt, delivered through
     // the restored PIT, PIC and local APIC, wakes it to look at the UART.
-    type_key(&second, b'k');
-    let (out, _) = second.wait();
+    let out = receive_and_wake(&stream);
     let after = out.strip_prefix(&*before).unwrap_or(&out);
     assert_eq!(field(after, "esi"), "11223344", "{out}");
     assert_eq!(field(after, "edi"), "55667788");
@@ -324,6 +354,7 @@ fn a_sent_vm_lets_go_of_its_disk_while_its_process_still_exists() {
 fn apic_guest() -> Vec<u8> {
     firmware(&format!(
         r#"
+{COUNT_AND_EOI}
 main:
     xor ax, ax
     mov es, ax
@@ -425,22 +456,7 @@ main:
     PRINT nl
     DONE
 lapic_tick:
-    push eax
-    push ecx
-    push edx
-    push ds
-    xor ax, ax
-    mov ds, ax
-    inc dword [0x7f00]
-    mov ecx, 0x80b
-    xor eax, eax
-    xor edx, edx
-    wrmsr
-    pop ds
-    pop edx
-    pop ecx
-    pop eax
-    iret
+    COUNT_AND_EOI 0x7f00
 ready: db "ready", 13, 10, 0
 s_ticks: db "ticks=", 0
 s_before: db " before=", 0
@@ -463,9 +479,7 @@ fn the_local_apic_timer_tsc_and_rtc_survive_a_move() {
     // Time passes between the send and the receive; the guest's TSC does
     // not see it, its RTC (host time plus the guest's offset) does.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let second = receive(&stream).expect("receive");
-    type_key(&second, b'k');
-    let (out, _) = second.wait();
+    let out = receive_and_wake(&stream);
     // Only the x2APIC timer, restored with its mode and vector, wakes the
     // guest from `hlt` to see the key.
     let ticks = u32::from_str_radix(field(&out, "ticks"), 16).unwrap();
@@ -565,9 +579,7 @@ fn a_long_mode_guest_at_cpl3_moves_with_its_memory() {
         sent.pages
     );
     drop(first);
-    let second = receive(&stream).expect("receive");
-    type_key(&second, b'k');
-    let (out, _) = second.wait();
+    let out = receive_and_wake(&stream);
     assert_eq!(out, "intact\r\n");
 }
 
@@ -589,6 +601,7 @@ fn msix_guest() -> Vec<u8> {
 %define CAP_WINDOW 0x7f44
 %define BAR0 0x7f48
 %define MSI_COUNT 0x7f00
+{COUNT_AND_EOI}
 
 ; Register %1 of the device's common configuration (BAR0) gets %3 of
 ; width %2 (al, ax, eax).
@@ -827,22 +840,7 @@ bar1_read:
     ret
 
 msi_handler:
-    push eax
-    push ecx
-    push edx
-    push ds
-    xor ax, ax
-    mov ds, ax
-    inc dword [MSI_COUNT]
-    mov ecx, 0x80b
-    xor eax, eax
-    xor edx, edx
-    wrmsr
-    pop ds
-    pop edx
-    pop ecx
-    pop eax
-    iret
+    COUNT_AND_EOI MSI_COUNT
 
 ready: db " ready", 13, 10, 0
 s_pba: db " pba=", 0
@@ -870,9 +868,7 @@ fn a_virtio_device_keeps_its_features_and_a_pending_msix_vector_across_a_move() 
     first.send_to(&stream).expect("send");
     drop(first);
 
-    let second = receive(&stream).expect("receive");
-    type_key(&second, b'k');
-    let (out, _) = second.wait();
+    let out = receive_and_wake(&stream);
     // VERSION_1 (bit 32) and INDIRECT_DESC (bit 28).
     assert_eq!(field(&out, "feat"), "0000000110000000", "{out}");
     assert_eq!(field(&out, "pba"), "02", "still pending: {out}");
