@@ -516,6 +516,21 @@ fn dhcp_guest(daemon: &TestDaemon) -> String {
     out dx, %2
 %endmacro
 
+; Makes descriptor 0 available to queue %1 (8 entries), whose available
+; ring is at FS:%2 and whose count of entries made available is kept at
+; ES:%3, and notifies the device.
+%macro POST 3
+    mov ax, [es:%3]
+    mov bx, ax
+    and bx, 7
+    shl bx, 1
+    mov word [fs:%2 + 4 + bx], 0
+    inc ax
+    mov [es:%3], ax
+    mov [fs:%2 + 2], ax
+    VIO_OUT 0x100, ax, %1
+%endmacro
+
 main:
     xor ax, ax
     mov es, ax
@@ -620,15 +635,7 @@ main:
     call post_rx
 round:
     ; the DISCOVER
-    mov ax, [es:TX_AVAIL]
-    mov bx, ax
-    and bx, 7
-    shl bx, 1
-    mov word [fs:0x2104 + bx], 0
-    inc ax
-    mov [es:TX_AVAIL], ax
-    mov [fs:0x2102], ax
-    VIO_OUT 0x100, ax, 1
+    POST 1, 0x2100, TX_AVAIL
 .wait:
     mov ecx, 300000
 .poll:
@@ -672,15 +679,7 @@ pause:
 
 ; makes descriptor 0 available to the receive queue
 post_rx:
-    mov ax, [es:RX_AVAIL]
-    mov bx, ax
-    and bx, 7
-    shl bx, 1
-    mov word [fs:0x0104 + bx], 0
-    inc ax
-    mov [es:RX_AVAIL], ax
-    mov [fs:0x0102], ax
-    VIO_OUT 0x100, ax, 0
+    POST 0, 0x0100, RX_AVAIL
     ret
 
 fail:
