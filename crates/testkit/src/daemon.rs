@@ -35,6 +35,23 @@ pub fn open_descriptors(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The processes whose environment names `socket` as VMD_SOCKET: a vmd
+/// started on it (and its VM processes) after it detached, for a test to
+/// find and stop them.
+pub fn processes_on(socket: &Path) -> Vec<i32> {
+    let ours = format!("VMD_SOCKET={}", socket.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .any(|var| var == ours.as_bytes())
+        })
+        .collect()
+}
+
 pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(

@@ -17,12 +17,12 @@
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testkit::daemon::{bin_dir, binary};
+use testkit::daemon::{bin_dir, binary, processes_on};
 use testkit::tmp::TempDir;
 
 const BANNER: &str = "SeaBIOS (version";
@@ -84,21 +84,6 @@ fi
 echo "launch: no _vmd, no /var/empty"
 exec "$demo"
 "#;
-
-/// The processes whose environment names `socket` as VMD_SOCKET.
-fn processes_on(socket: &Path) -> Vec<i32> {
-    let ours = format!("VMD_SOCKET={}", socket.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .unwrap_or_default()
-                .split(|&b| b == 0)
-                .any(|var| var == ours.as_bytes())
-        })
-        .collect()
-}
 
 fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
     let sink = Arc::new(Mutex::new(Vec::new()));

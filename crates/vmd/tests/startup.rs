@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::daemon::{TestDaemon, binary, vmctl_at};
+use testkit::daemon::{TestDaemon, binary, processes_on, vmctl_at};
 use testkit::tmp::TempDir;
 
 /// Runs `command` (vmd, or a launcher that ends by exec'ing vmd) and
@@ -205,21 +205,6 @@ fn a_socket_left_by_a_killed_vmd_is_taken_over() {
         std::fs::read_to_string(dir.join("vmd.log")).unwrap_or_default()
     );
     assert!(status.success());
-}
-
-/// The processes whose environment names `socket` as VMD_SOCKET.
-fn processes_on(socket: &Path) -> Vec<i32> {
-    let ours = format!("VMD_SOCKET={}", socket.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .unwrap_or_default()
-                .split(|&b| b == 0)
-                .any(|var| var == ours.as_bytes())
-        })
-        .collect()
 }
 
 /// The vmd that detached on a socket, stopped when the test ends.
