@@ -71,24 +71,31 @@ fn refusing_vmd() -> FakeVmd {
     })
 }
 
-#[test]
-fn send_to_a_terminal_asks_nothing_of_vmd() {
+/// `vmctl <word> <arg>`, for each spelling `word` of the command, with
+/// `which` on a terminal: refused with `refusal`, and the vmd is asked
+/// nothing.
+fn refused_before_asking(words: [&str; 2], arg: &str, which: OnTerminal, refusal: &str) {
     let vmd = refusing_vmd();
-    for word in ["send", "se"] {
-        let output = run_on_terminal(&vmd.socket, &[word, "web"], OnTerminal::Stdout);
-        assert_eq!(outcome(&output), (1, String::new(), SEND_REFUSED.into()));
+    for word in words {
+        let output = run_on_terminal(&vmd.socket, &[word, arg], which);
+        assert_eq!(outcome(&output), (1, String::new(), refusal.into()));
     }
     assert_eq!(vmd.requests(), []);
 }
 
 #[test]
+fn send_to_a_terminal_asks_nothing_of_vmd() {
+    refused_before_asking(["send", "se"], "web", OnTerminal::Stdout, SEND_REFUSED);
+}
+
+#[test]
 fn receive_from_a_terminal_asks_nothing_of_vmd() {
-    let vmd = refusing_vmd();
-    for word in ["receive", "rec"] {
-        let output = run_on_terminal(&vmd.socket, &[word, "moved"], OnTerminal::Stdin);
-        assert_eq!(outcome(&output), (1, String::new(), RECEIVE_REFUSED.into()));
-    }
-    assert_eq!(vmd.requests(), []);
+    refused_before_asking(
+        ["receive", "rec"],
+        "moved",
+        OnTerminal::Stdin,
+        RECEIVE_REFUSED,
+    );
 }
 
 #[test]
