@@ -159,11 +159,12 @@ fn host(args: &[String]) -> Result<bool, String> {
     );
     // The emulated SVM at times takes the whole outer guest down (a reset,
     // a panic in the outer kernel); the groups it did not finish then run
-    // once more in a new outer guest.
+    // again in a new outer guest, up to twice.
     let mut verdicts = vec![None; scenarios::ALL.len()];
     let mut pending: Option<Vec<&str>> = None;
     let mut last = (Run::default(), String::new());
-    for attempt in 1..=2 {
+    const OUTER_BOOTS: u32 = 3;
+    for attempt in 1..=OUTER_BOOTS {
         let payload = outer::Payload {
             command: pending.as_ref().map(|groups| {
                 format!(
@@ -198,7 +199,7 @@ fn host(args: &[String]) -> Result<bool, String> {
             .map(|(group, _)| group)
             .collect();
         last = (run, transcript);
-        if unfinished.is_empty() || attempt == 2 {
+        if unfinished.is_empty() || attempt == OUTER_BOOTS {
             break;
         }
         println!(
@@ -241,10 +242,9 @@ fn merge(verdicts: &mut [Option<Verdict>], run: &Run, groups: Option<&[&str]>, s
                     }
                     _ => detail.clone(),
                 };
-                run.checks
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .try_fold(detail, |detail, (_, check)| {
+                run.last_checks(name)
+                    .into_iter()
+                    .try_fold(detail, |detail, check| {
                         host_checks::run(check, scratch).map(|c| format!("{detail}; {c}"))
                     })
                     .map_or_else(Verdict::Fail, Verdict::Pass)

@@ -27,7 +27,10 @@ pub enum Verdict {
 pub struct Run {
     pub results: Vec<(String, Verdict)>,
     pub logs: Vec<(String, String)>,
-    pub checks: Vec<(String, Vec<String>)>,
+    /// Each check with its scenario's name and the try it belongs to: how
+    /// many verdicts on that scenario came before it (a check is asked
+    /// for before its verdict is printed).
+    pub checks: Vec<(String, usize, Vec<String>)>,
     pub done: bool,
 }
 
@@ -94,13 +97,24 @@ impl Run {
                 "check" => {
                     let mut parts = rest.split(' ').map(String::from);
                     let name = parts.next().unwrap_or_default();
-                    run.checks.push((name, parts.collect()));
+                    let tried = run.results.iter().filter(|(n, _)| *n == name).count();
+                    run.checks.push((name, tried, parts.collect()));
                 }
                 "done" => run.done = true,
                 _ => {}
             }
         }
         run
+    }
+
+    /// The checks asked for by the last try of scenario `name`.
+    pub fn last_checks(&self, name: &str) -> Vec<&[String]> {
+        let tries = self.results.iter().filter(|(n, _)| n == name).count();
+        self.checks
+            .iter()
+            .filter(|(n, tried, _)| n == name && tries > 0 && *tried == tries - 1)
+            .map(|(_, _, args)| args.as_slice())
+            .collect()
     }
 
     /// The lines logged for scenario `name`.
@@ -139,10 +153,25 @@ mod tests {
             run.checks,
             vec![(
                 "blk-qcow2".to_string(),
+                0,
                 vec!["qcow2".to_string(), "/data/a.qcow2".to_string()]
             )]
         );
         assert!(run.done);
         assert!(!Run::parse("@@rg result x pass\n").done);
+    }
+
+    #[test]
+    fn a_second_try_brings_its_own_checks() {
+        let run = Run::parse(
+            "@@rg check blk-raw ext2-file /w/raw.img /blob aaaa\n\
+             @@rg result blk-raw fail the first try\n\
+             @@rg check blk-raw ext2-file /w/raw.img /blob bbbb\n\
+             @@rg result blk-raw pass the second\n",
+        );
+        let checks = run.last_checks("blk-raw");
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].last().map(String::as_str), Some("bbbb"));
+        assert!(run.last_checks("other").is_empty());
     }
 }
