@@ -167,10 +167,10 @@ fn clean_up(env: &Env) {
 /// Runs every group (those `VMD_REAL_GUESTS_GROUPS` names, when set);
 /// returns the recorder with one verdict per scenario.
 ///
-/// Nested, a group that failed runs once more from the start: one inner
-/// boot in about a dozen dies in the emulated SVM (a triple fault, a hang
-/// early in boot) whatever the VMM, QEMU included. The report shows both
-/// tries; directly on hardware KVM there is no second try.
+/// Nested, a group that failed runs once more from the start: about one
+/// inner boot or long run in a dozen dies there (a vCPU's triple fault, a
+/// hang early in boot; docs/real-guests.md). The report shows both tries;
+/// directly on hardware KVM there is no second try.
 pub fn run_all(env: &Env) -> Recorder {
     let mut rec = Recorder::new();
     let only = std::env::var("VMD_REAL_GUESTS_GROUPS").ok();
