@@ -238,7 +238,7 @@ fn merge(verdicts: &mut [Option<Verdict>], run: &Run, groups: Option<&[&str]>, s
                 let detail = match tries.first() {
                     Some(Verdict::Fail(first)) if tries.len() > 1 => {
                         let first: String = first.chars().take(300).collect();
-                        format!("{detail} (second try; the first failed: {first})")
+                        format!("{detail} (try {}; the first failed: {first})", tries.len())
                     }
                     _ => detail.clone(),
                 };
