@@ -11,7 +11,7 @@ use crate::console::Console;
 
 /// A Linux boot to user space takes 10–35 s nested under an emulator; a
 /// boot through SeaBIOS and GRUB reads the kernel through the BIOS first.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 /// A guest command: generous, since clocks in a nested guest run slow.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
