@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 const OUTER_MEMORY: &str = "3G";
 /// How long the whole outer run may take before it is stopped.
 pub const OUTER_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// How long the outer guest may print nothing before it is taken as hung:
+/// the runner reports at least every few minutes (its longest wait, a
+/// boot, is 150 s), and a hung outer guest is better started anew.
+pub const OUTER_SILENCE: Duration = Duration::from_secs(6 * 60);
 
 /// The modules the outer guest loads: KVM for either vendor, taps,
 /// bridges, and its own data disk.
@@ -333,8 +337,12 @@ pub fn boot_echoing(
     // once this boot is over; it checks and signals under the lock this
     // thread takes before it reaps QEMU, so the pid it signals is still
     // QEMU's (at worst a zombie's), never a process that took it after.
+    // It also stops an outer guest that has printed nothing for
+    // OUTER_SILENCE.
     let over = std::sync::Arc::new(std::sync::Mutex::new(false));
     let watched = over.clone();
+    let last_output = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
+    let last_seen = last_output.clone();
     std::thread::spawn(move || {
         let deadline = Instant::now() + OUTER_TIMEOUT;
         loop {
@@ -343,7 +351,11 @@ pub fn boot_echoing(
             if *over {
                 return;
             }
-            if Instant::now() >= deadline {
+            let silent = last_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            if Instant::now() >= deadline || silent >= OUTER_SILENCE {
                 // SAFETY: QEMU is our child and not reaped yet (see above).
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 return;
@@ -354,6 +366,7 @@ pub fn boot_echoing(
     let stdout = child.stdout.take().expect("piped stdout");
     for line in BufReader::new(stdout).split(b'\n') {
         let Ok(line) = line else { break };
+        *last_output.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let line = String::from_utf8_lossy(&line).into_owned();
         let _ = writeln!(log, "{line}");
         if let Some(at) = line.find("@@rg ") {
