@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::Console;
 use crate::guest::{Env, Guest};
-use crate::outer;
+use crate::{arg_value, outer};
 
 /// Guest memory on both sides.
 pub const MEMORY_MIB: u64 = 512;
@@ -77,13 +77,6 @@ pub const MEASURES: &[(&str, &str, bool)] = &[
 
 /// The two sides.
 pub const SIDES: [&str; 2] = ["vmd", "qemu"];
-
-fn arg_value(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 /// One measured boot: `(measure, value)` pairs.
 #[derive(Debug, Clone, PartialEq)]

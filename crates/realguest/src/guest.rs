@@ -195,15 +195,8 @@ impl<'a> Guest<'a> {
 
 /// `md5sum`'s sum of a host file.
 pub fn md5_of(path: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("md5sum")
-        .arg(path)
-        .output()
-        .map_err(|e| format!("md5sum: {e}"))?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .map(String::from)
-        .ok_or_else(|| format!("md5sum {}: no sum", path.display()))
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::host_checks::md5_of_stream(file)
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::command_output;
+
 /// Runs one `@@rg check` request (its words after the scenario's name).
 pub fn run(args: &[String], scratch: &Path) -> Result<String, String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -18,26 +20,13 @@ pub fn run(args: &[String], scratch: &Path) -> Result<String, String> {
     }
 }
 
-fn output(command: &mut Command) -> Result<String, String> {
-    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{command:?} failed: {}", text.trim()))
-    }
-}
-
 fn qemu_img_check(image: &str) -> Result<String, String> {
-    output(Command::new("qemu-img").args(["check", "-f", "qcow2", image]))?;
+    command_output(Command::new("qemu-img").args(["check", "-f", "qcow2", image]))?;
     Ok(format!("qemu-img check {image}: clean"))
 }
 
-fn md5_of_stream(mut data: impl Read) -> Result<String, String> {
+/// `md5sum`'s sum of what `data` reads.
+pub fn md5_of_stream(mut data: impl Read) -> Result<String, String> {
     let mut child = Command::new("md5sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -63,13 +52,13 @@ fn md5_of_stream(mut data: impl Read) -> Result<String, String> {
 
 fn ext2_file(image: &str, file: &str, md5: &str, scratch: &Path) -> Result<String, String> {
     let raw = scratch.join("image.raw");
-    output(
+    command_output(
         Command::new("qemu-img")
             .args(["convert", "-O", "raw", image])
             .arg(&raw),
     )?;
     let out = scratch.join("ext2-file");
-    output(
+    command_output(
         Command::new("debugfs")
             .arg("-R")
             .arg(format!("dump {file} {}", out.display()))

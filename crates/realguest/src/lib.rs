@@ -19,3 +19,27 @@ pub mod host_checks;
 pub mod outer;
 pub mod report;
 pub mod scenarios;
+
+/// The word after `flag` in a command line (`--fixtures DIR`).
+pub fn arg_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Runs `command`; its standard output and error when it succeeds, a
+/// message naming it and carrying them when it fails.
+pub fn command_output(command: &mut std::process::Command) -> Result<String, String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{command:?} failed: {}", text.trim()))
+    }
+}

@@ -20,10 +20,7 @@ const WORK_ROOT: &str = "/var/tmp/vmd-real-guests";
 const SWITCH_BRIDGE: &str = "rgbr0";
 
 fn arg_value(args: &[String], flag: &str) -> Option<PathBuf> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
+    realguest::arg_value(args, flag).map(PathBuf::from)
 }
 
 fn main() -> ExitCode {

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::command_output;
+
 /// The outer guest's memory: the inner VMs' RAM comes out of it.
 const OUTER_MEMORY: &str = "3G";
 /// How long the whole outer run may take before it is stopped.
@@ -34,19 +36,6 @@ const OUTER_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
 ];
-
-fn run(command: &mut Command) -> Result<(), String> {
-    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{command:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
 
 /// The shared libraries `binary` loads, as `ldd` names them.
 fn libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
@@ -155,18 +144,9 @@ poweroff -f
     )
 }
 
-/// Builds the outer guest's initramfs in `dir`; returns its path.
-pub fn build_initramfs(
-    dir: &Path,
-    bin_dir: &Path,
-    fixtures: &Path,
-    work_root: &Path,
-) -> Result<PathBuf, String> {
-    build_initramfs_with(dir, bin_dir, fixtures, work_root, &Payload::default())
-}
-
-/// [`build_initramfs`] with `payload`'s programs and files added, and its
-/// command run in place of the scenarios.
+/// Builds the outer guest's initramfs in `dir`, with `payload`'s programs
+/// and files added and its command run in place of the scenarios (the
+/// default payload runs them); returns its path.
 pub fn build_initramfs_with(
     dir: &Path,
     bin_dir: &Path,
@@ -192,10 +172,12 @@ pub fn build_initramfs_with(
     copy(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
     for name in ["vmd", "vmctl", "realguest"] {
         let from = bin_dir.join(name);
-        run(Command::new("strip")
-            .arg("-o")
-            .arg(root.join("bin").join(name))
-            .arg(&from))?;
+        command_output(
+            Command::new("strip")
+                .arg("-o")
+                .arg(root.join("bin").join(name))
+                .arg(&from),
+        )?;
         for lib in libraries(&from)? {
             copy(&lib, &root.join(lib.strip_prefix("/").unwrap_or(&lib)))?;
         }
@@ -242,7 +224,7 @@ pub fn build_initramfs_with(
         .clone()
         .unwrap_or_else(|| scenario_command(work_root));
     std::fs::write(&init, init_script(work_root, &command)).map_err(|e| e.to_string())?;
-    run(Command::new("chmod").arg("755").arg(&init))?;
+    command_output(Command::new("chmod").arg("755").arg(&init))?;
 
     let image = dir.join("outer.img");
     let cpio = format!(
@@ -250,7 +232,7 @@ pub fn build_initramfs_with(
         root.display(),
         image.display()
     );
-    run(Command::new("sh").arg("-c").arg(&cpio))?;
+    command_output(Command::new("sh").arg("-c").arg(&cpio))?;
     Ok(image)
 }
 
@@ -271,11 +253,13 @@ pub fn build_data_disk(dir: &Path, fixtures: &Path) -> Result<PathBuf, String> {
     }
     let disk = dir.join("data.img");
     let _ = std::fs::remove_file(&disk);
-    run(Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-F", "-d"])
-        .arg(&staging)
-        .arg(&disk)
-        .arg("4G"))?;
+    command_output(
+        Command::new("mke2fs")
+            .args(["-q", "-t", "ext4", "-F", "-d"])
+            .arg(&staging)
+            .arg(&disk)
+            .arg("4G"),
+    )?;
     let _ = std::fs::remove_dir_all(&staging);
     Ok(disk)
 }
@@ -401,10 +385,13 @@ pub fn boot_echoing(
 pub fn extract_work(disk: &Path, work_root: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(work_root.join("work"));
     std::fs::create_dir_all(work_root).map_err(|e| e.to_string())?;
-    run(Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("rdump /work {}", work_root.display()))
-        .arg(disk))
+    command_output(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump /work {}", work_root.display()))
+            .arg(disk),
+    )
+    .map(|_| ())
 }
 
 #[cfg(test)]
