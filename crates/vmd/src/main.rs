@@ -6,6 +6,7 @@
 mod config;
 mod control;
 mod daemon;
+mod detach;
 mod events;
 mod instances;
 mod kernel_files;
@@ -277,12 +278,19 @@ fn daemon_main(options: Options) -> i32 {
             return 1;
         }
     };
-    if !options.foreground
-        && let Err(e) = nix::unistd::daemon(false, false)
-    {
-        eprintln!("vmd: daemon: {e}");
-        return 1;
-    }
+    // Detached, the process started exits once the daemon serves the
+    // socket (see detach.rs).
+    let readiness = if options.foreground {
+        None
+    } else {
+        match detach::detach() {
+            Ok(readiness) => Some(readiness),
+            Err(e) => {
+                eprintln!("vmd: detach: {e}");
+                return 1;
+            }
+        }
+    };
     logging::init(
         if options.foreground {
             Destination::Stderr
@@ -291,11 +299,13 @@ fn daemon_main(options: Options) -> i32 {
         },
         options.verbosity,
     );
-    if !options.foreground
+    if readiness.is_some()
         && let Err(e) = control::relisten(&listener)
     {
-        tracing::error!("control socket {}: {e}", socket_path.display());
-        return 1;
+        return startup_failed(
+            readiness,
+            format!("control socket {}: {e}", socket_path.display()),
+        );
     }
 
     // SAFETY: ignoring SIGPIPE and SIGUSR1 has no preconditions; a client
@@ -307,10 +317,7 @@ fn daemon_main(options: Options) -> i32 {
     let (events_tx, events_rx) = mpsc::channel();
     let mut signals = match Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!("signals: {e}");
-            return 1;
-        }
+        Err(e) => return startup_failed(readiness, format!("signals: {e}")),
     };
     {
         let tx = events_tx.clone();
@@ -328,8 +335,10 @@ fn daemon_main(options: Options) -> i32 {
         });
     }
     if let Err(e) = control::spawn_acceptor(listener, events_tx.clone()) {
-        tracing::error!("control: {e}");
-        return 1;
+        return startup_failed(readiness, format!("control: {e}"));
+    }
+    if let Some(readiness) = readiness {
+        readiness.ready();
     }
     tracing::info!("startup");
     let mut daemon = daemon::Daemon::new(
@@ -346,6 +355,16 @@ fn daemon_main(options: Options) -> i32 {
     daemon.apply(loaded, false);
     daemon.run(events_rx);
     0
+}
+
+/// Logs why start-up failed after vmd detached and tells the process
+/// that started it, which prints the reason and exits 1.
+fn startup_failed(readiness: Option<detach::Readiness>, message: String) -> i32 {
+    tracing::error!("{message}");
+    if let Some(readiness) = readiness {
+        readiness.failed(&message);
+    }
+    1
 }
 
 #[cfg(test)]
