@@ -148,6 +148,9 @@ pub enum Request {
     },
     /// `status`/`show`: the list of VMs.
     Info,
+    /// `status -v` (a Linux extension): the list of VMs, each
+    /// [`Response::InfoData`] followed by its [`Response::InfoDetails`].
+    InfoVerbose,
     Pause {
         target: VmRef,
     },
@@ -199,6 +202,7 @@ impl Request {
                 | Request::Terminate { .. }
                 | Request::Wait { .. }
                 | Request::Info
+                | Request::InfoVerbose
                 | Request::Pause { .. }
                 | Request::Unpause { .. }
                 | Request::ConsoleAttach { .. }
@@ -212,7 +216,7 @@ impl Request {
             Request::Start(_) => "start",
             Request::Terminate { .. } => "terminate",
             Request::Wait { .. } => "wait",
-            Request::Info => "info",
+            Request::Info | Request::InfoVerbose => "info",
             Request::Pause { .. } => "pause",
             Request::Unpause { .. } => "unpause",
             Request::Load { .. } => "load",
@@ -317,6 +321,9 @@ pub enum Response {
         result: Result<(), ErrorCode>,
     },
     InfoData(VmInfo),
+    /// What `status -v` shows of the VM of the [`Response::InfoData`]
+    /// just sent.
+    InfoDetails(Box<VmDetails>),
     InfoEnd,
     /// CTL_OK / CTL_FAIL for load, reload, reset and log.
     Ctl(Result<(), ErrorCode>),
@@ -329,9 +336,136 @@ pub enum Response {
     ConsoleRefused(ErrorCode),
     /// The attached VM stopped; the session is over.
     ConsoleClosed,
+    /// The attached VM ended other than by a guest power-off or a
+    /// requested stop (a Linux extension); the session is over.
+    ConsoleEnded(VmEnd),
+    /// The console of a VM that is not running (a Linux extension): the
+    /// last output of its last run, and how that run ended. The session
+    /// is over.
+    ConsoleHistory {
+        output: Vec<u8>,
+        end: Option<VmEnd>,
+    },
     /// `send`: the stream follows on the passed descriptor, or the request
     /// was refused.
     SendStarted(Result<u32, ErrorCode>),
     /// `send` finished: the whole stream was written (or not).
     SendDone(Result<(), ErrorCode>),
+}
+
+/// How a VM's last run ended (a Linux extension: `status -v`, `status -j`
+/// and the console say it; vmctl(8) lists the cases).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmEnd {
+    /// The guest powered off.
+    PowerOff,
+    /// `vmctl stop` (or `reset`, or vmd's own shutdown) ended it.
+    Stopped,
+    /// `vmctl send` took it away.
+    Sent,
+    /// The VM failed; the one-line cause its process gave.
+    Error(String),
+    /// Its process was killed by this signal.
+    Signal(i32),
+    /// Its process exited with this status without saying why.
+    ExitStatus(i32),
+    /// It could not be started (or, after a guest reset, started again);
+    /// why.
+    StartFailed(String),
+}
+
+impl VmEnd {
+    /// An end the user did not ask for and the guest did not choose.
+    pub fn abnormal(&self) -> bool {
+        !matches!(self, VmEnd::PowerOff | VmEnd::Stopped | VmEnd::Sent)
+    }
+
+    /// The word `status -j` gives for it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VmEnd::PowerOff => "poweroff",
+            VmEnd::Stopped => "stopped",
+            VmEnd::Sent => "sent",
+            VmEnd::Error(_) => "error",
+            VmEnd::Signal(_) => "signal",
+            VmEnd::ExitStatus(_) => "exit",
+            VmEnd::StartFailed(_) => "start-failed",
+        }
+    }
+}
+
+impl std::fmt::Display for VmEnd {
+    /// One line, as `status -v` and the console print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmEnd::PowerOff => write!(f, "guest powered off"),
+            VmEnd::Stopped => write!(f, "stopped"),
+            VmEnd::Sent => write!(f, "sent away"),
+            VmEnd::Error(cause) => write!(f, "vm error: {cause}"),
+            VmEnd::Signal(signal) => {
+                let name = nix::sys::signal::Signal::try_from(*signal)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
+                write!(f, "vm process killed by signal {signal} ({name})")
+            }
+            VmEnd::ExitStatus(code) => write!(f, "vm process exited with status {code}"),
+            VmEnd::StartFailed(cause) => write!(f, "start failed: {cause}"),
+        }
+    }
+}
+
+/// What `status -v` shows of a VM beyond its table row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDetails {
+    pub id: u32,
+    pub disks: Vec<DiskDetails>,
+    /// The ISO image's path.
+    pub cdrom: Option<String>,
+    pub nics: Vec<NicDetails>,
+    /// The boot device of the current run, else the one the next boot
+    /// uses; `None` is the firmware's own order.
+    pub boot_device: Option<BootDevice>,
+    /// Seconds since its process started, while it runs.
+    pub uptime_secs: Option<u64>,
+    /// CPU time its process has used (user and system), in milliseconds,
+    /// while it runs.
+    pub cpu_time_ms: Option<u64>,
+    /// How its last run ended; `None` if it has not run (or not ended)
+    /// since vmd knows it.
+    pub last_end: Option<VmEnd>,
+}
+
+/// A disk and the images below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskDetails {
+    /// The disk image itself, then its base images, top first. Only the
+    /// disk's own image when the chain could not be read.
+    pub chain: Vec<ImageDetails>,
+    /// Why the chain could not be read.
+    pub error: Option<String>,
+}
+
+/// One image of a disk's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDetails {
+    pub path: String,
+    pub format: DiskFormat,
+    /// The disk size the guest sees, in bytes; `None` if unknown.
+    pub virtual_size: Option<u64>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicDetails {
+    /// The host's tap, while the VM runs.
+    pub tap: Option<String>,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    /// The switch it is a member of.
+    pub switch: Option<String>,
+    /// A local interface (`-L`): its host address, while the VM runs.
+    pub local_host: Option<[u8; 4]>,
+    /// A local interface: the address vmd's DHCP server leases the
+    /// guest, while the VM runs.
+    pub lease: Option<[u8; 4]>,
 }
