@@ -1,6 +1,6 @@
 //! Copying one virtual disk into another (`vmctl create -i`).
 //!
-//! The copy runs over the destination in 64 KiB chunks (vmctl.md §6.2.2).
+//! The copy runs over the destination in 64 KiB chunks (vmctl(8), create).
 //! A chunk that is entirely zero is not written, so a fresh destination
 //! stays sparse (raw) or unallocated (qcow2). Ranges the source reports as
 //! zero ([`BlockStatus::Zero`]: holes, unallocated clusters) are skipped

@@ -22,7 +22,7 @@ use crate::lock::{LockMode, lock_image};
 use crate::qcow2::Qcow2Backend;
 use crate::raw::RawBackend;
 
-/// Cluster size of the qcow2 images we create (vmctl.md §6.2.1).
+/// Cluster size of the qcow2 images we create (vmctl(8), create).
 pub const QCOW2_CLUSTER_SIZE: usize = 65536;
 
 /// Creates an image of `size` bytes with no backing file and returns it

@@ -1,4 +1,4 @@
-//! Which format a disk argument names (vmctl.md §3.5).
+//! Which format a disk argument names (vmctl(8), create).
 
 use std::io::Read;
 use std::path::Path;

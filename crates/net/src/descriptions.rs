@@ -1,7 +1,7 @@
-//! The descriptions vmd gives host interfaces (vmd.md §9.1, §9.4), set as
+//! The descriptions vmd gives host interfaces (docs/networking.md, "What vmd makes"), set as
 //! Linux interface aliases. OpenBSD keeps 63 bytes of a description; the
-//! same cut keeps the text identical on both systems (linux-mapping.md
-//! §3.2).
+//! same cut keeps the text identical on both systems (docs/networking.md,
+//! "What vmd makes").
 
 /// Bytes of a description OpenBSD keeps.
 pub const MAX_DESCRIPTION: usize = 63;

@@ -1,4 +1,4 @@
-//! Interface groups (linux-mapping.md §3.6). OpenBSD interfaces belong to
+//! Interface groups (docs/networking.md, "What vmd makes"). OpenBSD interfaces belong to
 //! any number of named groups; a Linux link has one numeric group, which
 //! iproute2 names in its `group` table. A vm.conf group name maps to that
 //! number if the table names it or if it is a number itself.

@@ -1,4 +1,4 @@
-//! The host side of one VM NIC (vmd.md §9.1): a tap, set up in vmd's
+//! The host side of one VM NIC (docs/networking.md, "What vmd makes"): a tap, set up in vmd's
 //! order — description, bridge, routing domain, group, link state,
 //! addresses.
 //!

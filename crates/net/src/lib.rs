@@ -1,4 +1,4 @@
-//! Host networking for VMs (vmd.md §9, linux-mapping.md §3).
+//! Host networking for VMs (docs/networking.md).
 //!
 //! The daemon side (root): [`tap`] devices, [`switch`] bridges and
 //! [`vrf`] routing domains, all configured over route netlink

@@ -1,4 +1,4 @@
-//! The address plan of local interfaces (vmd.md §9.2): every NIC of every
+//! The address plan of local interfaces (docs/networking.md, "What vmd makes"): every NIC of every
 //! VM gets its own /31 out of the `local prefix`, the even address for the
 //! host side of the tap and the odd one for the guest, so neither side
 //! needs any configuration but the DHCP reply.

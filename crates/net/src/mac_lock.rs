@@ -1,4 +1,4 @@
-//! `locked lladdr` (vmd.md §9.5): the NIC may only speak as its own MAC
+//! `locked lladdr` (docs/machine.md, "The network device"): the NIC may only speak as its own MAC
 //! and only hears what is meant for it. Enforced in the device, not in
 //! the host bridge, so it holds whatever the host side is attached to.
 

@@ -1,4 +1,4 @@
-//! Switches (vmd.md §9.4, linux-mapping.md §3.4): each is a Linux bridge.
+//! Switches (docs/networking.md, "What vmd makes"): each is a Linux bridge.
 //! vmd creates the bridge when it is missing (a Linux host has no
 //! `bridge0` waiting the way an OpenBSD host has), refuses a name taken
 //! by something that is not a bridge, and sets its routing domain,

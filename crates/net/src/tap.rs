@@ -1,4 +1,4 @@
-//! Tap devices (linux-mapping.md §3.1): `/dev/net/tun` in tap mode, raw
+//! Tap devices (docs/networking.md, "What vmd makes"): `/dev/net/tun` in tap mode, raw
 //! Ethernet frames without the packet-information prefix, each preceded
 //! by a virtio-net header so checksum and segmentation offloads pass
 //! between guest and host untouched.

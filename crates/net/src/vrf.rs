@@ -1,4 +1,4 @@
-//! Routing domains as VRFs (linux-mapping.md §3.5): rdomain 0 is the main
+//! Routing domains as VRFs (docs/networking.md, "What vmd makes"): rdomain 0 is the main
 //! table; rdomain N > 0 is a VRF device `rdomainN` bound to table N,
 //! created the first time something is put in it and left in place
 //! afterwards, as a routing table would be (routes an administrator adds

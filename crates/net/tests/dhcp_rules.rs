@@ -1,4 +1,4 @@
-//! The responder's rules of vmd.md §9.3, one at a time: which frames are
+//! The responder's rules (docs/machine.md, "The network device"), one at a time: which frames are
 //! answered, and every byte of what is answered.
 
 use std::net::Ipv4Addr;

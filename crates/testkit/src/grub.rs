@@ -1,5 +1,5 @@
 //! Bootable images with GRUB (Debian's `grub-pc-bin`), built without
-//! loop devices or mounts (shared/test-payloads.md). No `normal` module:
+//! loop devices or mounts (docs/test-guests.md, "Building without privileges"). No `normal` module:
 //! the embedded configuration runs in GRUB's rescue parser, which keeps
 //! the core small (a BIOS on a software-emulated CPU reads it at a few
 //! KB/s).

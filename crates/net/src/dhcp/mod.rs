@@ -1,4 +1,4 @@
-//! The built-in DHCP/BOOTP responder of local interfaces (vmd.md §9.3).
+//! The built-in DHCP/BOOTP responder of local interfaces (docs/machine.md, "The network device").
 //!
 //! The virtio-net device hands it every frame the guest transmits on a
 //! local interface. A DHCP or BOOTP request from the guest is answered at

@@ -1,4 +1,4 @@
-//! The reply frame to an answerable request (vmd.md §9.3): a BOOTREPLY
+//! The reply frame to an answerable request (docs/machine.md, "The network device"): a BOOTREPLY
 //! that leases the guest its half of the /31, from a made-up server that
 //! lives only inside the device.
 

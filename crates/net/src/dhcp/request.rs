@@ -1,5 +1,5 @@
 //! Which guest frames are DHCP/BOOTP requests the responder answers
-//! (vmd.md §9.3), and what they ask. The only code of the responder that
+//! (docs/machine.md, "The network device"), and what they ask. The only code of the responder that
 //! reads guest-controlled bytes, and the fuzz target.
 //!
 //! Every condition is checked before anything is answered; a frame that

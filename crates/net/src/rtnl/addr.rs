@@ -1,5 +1,5 @@
-//! Interface addresses: the host side of a local interface (vmd.md §9.1
-//! step 6, linux-mapping.md §3.3).
+//! Interface addresses: the host side of a local interface (docs/networking.md,
+//! "What vmd makes").
 
 use std::io;
 use std::net::IpAddr;

@@ -140,7 +140,7 @@ impl Rtnl {
             .map(drop)
     }
 
-    /// Sets the alias `ip link` shows (the description of vmd.md §9).
+    /// Sets the alias `ip link` shows (the description of docs/networking.md, "What vmd makes").
     pub fn set_alias(&self, index: u32, alias: &str) -> io::Result<()> {
         self.set_attr(index, attr(Ifla::Ifalias, alias.as_bytes().to_vec())?)
     }
