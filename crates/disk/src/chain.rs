@@ -220,6 +220,53 @@ impl ImageChain {
     }
 }
 
+/// One image of a chain as [`describe_chain`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// The size the guest sees: a raw image's length, a qcow2 image's
+    /// virtual size.
+    pub virtual_size: u64,
+}
+
+/// The images of the chain at `path`, top first, for showing them
+/// (`vmctl status -v`). Reads headers only and takes no lock, so a chain
+/// in use by a running VM can be described too.
+pub fn describe_chain(path: &Path, format: DiskFormat) -> Result<Vec<ImageSummary>, DiskError> {
+    let mut walk = Walk::new(Access::ReadOnly);
+    let mut next = Some((path.to_path_buf(), Some(format)));
+    while let Some((path, format)) = next.take() {
+        let file = open_one(&path, false)?;
+        if let Some(backing) = walk.push(file, format, path.clone(), None)? {
+            next = Some((resolve_backing_name(&path, &backing.name), backing.format));
+        }
+    }
+    walk.images
+        .into_iter()
+        .map(|image| {
+            let virtual_size = match image.format {
+                DiskFormat::Raw => image.file.metadata().map(|m| m.len()),
+                DiskFormat::Qcow2 => {
+                    let view = ImageFile::new(image.file, &image.path, false, PastEof::SectorSlack)
+                        .map_err(|e| DiskError::io(&image.path, e))?;
+                    return qcow2_header::inspect(&view).map(|info| ImageSummary {
+                        path: image.path,
+                        format: image.format,
+                        virtual_size: info.virtual_size,
+                    });
+                }
+            }
+            .map_err(|e| DiskError::io(&image.path, e))?;
+            Ok(ImageSummary {
+                path: image.path,
+                format: image.format,
+                virtual_size,
+            })
+        })
+        .collect()
+}
+
 /// The state of a chain being followed downwards.
 struct Walk {
     images: Vec<ChainImage>,

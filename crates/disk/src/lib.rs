@@ -20,7 +20,9 @@ mod qcow2_header;
 mod raw;
 
 pub use backend::{BlockBackend, BlockStatus};
-pub use chain::{Access, ChainImage, ImageChain, resolve_backing_name};
+pub use chain::{
+    Access, ChainImage, ImageChain, ImageSummary, describe_chain, resolve_backing_name,
+};
 pub use convert::{ConvertError, convert};
 pub use create::{
     BaseError, base_image_size, create_image, create_overlay, create_qcow2_with_cluster_size,

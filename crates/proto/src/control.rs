@@ -338,7 +338,10 @@ pub enum Response {
     ConsoleClosed,
     /// The attached VM ended other than by a guest power-off or a
     /// requested stop (a Linux extension); the session is over.
-    ConsoleEnded(VmEnd),
+    ConsoleEnded {
+        name: String,
+        end: VmEnd,
+    },
     /// The console of a VM that is not running (a Linux extension): the
     /// last output of its last run, and how that run ended. The session
     /// is over.
@@ -363,6 +366,9 @@ pub enum VmEnd {
     Stopped,
     /// `vmctl send` took it away.
     Sent,
+    /// The guest reset itself while booting from a device given for one
+    /// boot only (`start -B`), which ends the VM instead of restarting it.
+    Reset,
     /// The VM failed; the one-line cause its process gave.
     Error(String),
     /// Its process was killed by this signal.
@@ -377,7 +383,10 @@ pub enum VmEnd {
 impl VmEnd {
     /// An end the user did not ask for and the guest did not choose.
     pub fn abnormal(&self) -> bool {
-        !matches!(self, VmEnd::PowerOff | VmEnd::Stopped | VmEnd::Sent)
+        !matches!(
+            self,
+            VmEnd::PowerOff | VmEnd::Stopped | VmEnd::Sent | VmEnd::Reset
+        )
     }
 
     /// The word `status -j` gives for it.
@@ -386,6 +395,7 @@ impl VmEnd {
             VmEnd::PowerOff => "poweroff",
             VmEnd::Stopped => "stopped",
             VmEnd::Sent => "sent",
+            VmEnd::Reset => "reset",
             VmEnd::Error(_) => "error",
             VmEnd::Signal(_) => "signal",
             VmEnd::ExitStatus(_) => "exit",
@@ -401,6 +411,7 @@ impl std::fmt::Display for VmEnd {
             VmEnd::PowerOff => write!(f, "guest powered off"),
             VmEnd::Stopped => write!(f, "stopped"),
             VmEnd::Sent => write!(f, "sent away"),
+            VmEnd::Reset => write!(f, "guest reset"),
             VmEnd::Error(cause) => write!(f, "vm error: {cause}"),
             VmEnd::Signal(signal) => {
                 let name = nix::sys::signal::Signal::try_from(*signal)

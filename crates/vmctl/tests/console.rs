@@ -88,6 +88,11 @@ impl Vm {
                 pid: 1234,
                 tty: listed_tty.clone(),
             }))),
+            Request::ConsoleAttach { target } if target != VmRef::Id(VM_ID) => {
+                // vmd's answer for a stopped VM that has not run.
+                assert_eq!(target, VmRef::Id(1));
+                peer.send(&Response::ConsoleRefused(proto::ErrorCode::ENOENT));
+            }
             Request::ConsoleAttach { target } => {
                 assert_eq!(target, VmRef::Id(VM_ID));
                 if let Some(code) = refusal {

@@ -319,6 +319,7 @@ impl Daemon {
             client.close();
             return;
         }
+        self.clear_lingering(client, &request, !fds.is_empty());
         match request {
             Request::Start(start) => {
                 let kernel = fds.into_iter().next();
@@ -332,7 +333,8 @@ impl Daemon {
                 wait,
             } => self.terminate(client, &target, force, wait),
             Request::Wait { target } => self.wait(client, &target),
-            Request::Info => self.info(client),
+            Request::Info => self.info(client, false),
+            Request::InfoVerbose => self.info(client, true),
             Request::Pause { target } => self.pause(client, &target, true),
             Request::Unpause { target } => self.pause(client, &target, false),
             Request::Log { level } => {
@@ -361,6 +363,34 @@ impl Daemon {
             Request::ConsoleBreak => self.console_break(client),
             Request::Send { target } => self.send(client, &target, fds),
             Request::Receive { name } => self.receive(client, name, fds),
+        }
+    }
+
+    /// A start or receive that makes a VM under the name of an ad-hoc VM
+    /// lingering after an abnormal end replaces it: the old record goes
+    /// first. A plain `start` of it (no options) starts it again as it
+    /// was instead.
+    fn clear_lingering(&mut self, client: &Arc<Client>, request: &Request, has_kernel: bool) {
+        let name = match request {
+            Request::Start(start)
+                if start.has_creation_options()
+                    || start.cdrom.is_some()
+                    || start.instance_of.is_some()
+                    || has_kernel =>
+            {
+                match &start.target {
+                    Some(VmRef::Name(name)) => name,
+                    _ => return,
+                }
+            }
+            Request::Receive { name } => name,
+            _ => return,
+        };
+        if let Some(index) = self.registry.find(&VmRef::Name(name.clone()))
+            && self.registry.vms[index].lingering()
+            && permissions::may_control(client.uid, &Self::access(&self.registry.vms[index]))
+        {
+            self.forget(index);
         }
     }
 
@@ -617,8 +647,9 @@ impl Daemon {
     ) -> Result<(), ErrorCode> {
         let result = self.try_launch(index, user, starter);
         if let Err(code) = result {
-            let vm = &self.registry.vms[index];
+            let vm = &mut self.registry.vms[index];
             tracing::warn!("failed to start vm {}: {code}", vm.name);
+            vm.last_end = Some(proto::control::VmEnd::StartFailed(code.to_string()));
             if !vm.configured && !vm.running() {
                 self.forget(index);
             }
@@ -758,6 +789,7 @@ impl Daemon {
             unpause_waiters: Vec::new(),
             exit_reason: None,
             launch_failure: None,
+            launch_failure_reason: None,
             channel_closed: false,
             sender: None,
             sent: false,
@@ -837,7 +869,7 @@ impl Daemon {
         }
     }
 
-    fn info(&self, client: &Arc<Client>) {
+    fn info(&self, client: &Arc<Client>, verbose: bool) {
         let vms = &self.registry.vms;
         let rows = vms
             .iter()
@@ -861,6 +893,9 @@ impl Daemon {
                 state: vm.state_bits(),
             };
             if !client.send(&Response::InfoData(info)) {
+                return;
+            }
+            if verbose && !client.send(&Response::InfoDetails(Box::new(details(vm)))) {
                 return;
             }
         }
@@ -910,7 +945,25 @@ impl Daemon {
         let vm = &mut self.registry.vms[index];
         let access = Self::access(vm);
         let Some(run) = vm.run.as_mut() else {
-            client.send(&Response::ConsoleRefused(ErrorCode::ENOENT));
+            // A stopped VM's console shows the last run's output and how
+            // it ended, to those who could read its tty while it ran.
+            let allowed = client.uid == 0
+                || client.uid == vm.owner.uid
+                || vm
+                    .owner
+                    .gid
+                    .is_some_and(|gid| permissions::user_in_group(client.uid, gid));
+            let reply = if vm.last_end.is_none() && vm.console_history.is_empty() {
+                Response::ConsoleRefused(ErrorCode::ENOENT)
+            } else if !allowed {
+                Response::ConsoleRefused(ErrorCode::EPERM)
+            } else {
+                Response::ConsoleHistory {
+                    output: vm.console_history.clone(),
+                    end: vm.last_end.clone(),
+                }
+            };
+            client.send(&reply);
             return;
         };
         // The same users the pty's mode lets in: its user and group.
@@ -1021,6 +1074,7 @@ impl Daemon {
                 // the outcome.
                 tracing::warn!("{}: failed to start vm: {reason}", vm.name);
                 run.launch_failure = Some(code);
+                run.launch_failure_reason = Some(reason);
             }
             FromVm::Paused(result) => {
                 if result.is_ok() {
@@ -1136,7 +1190,8 @@ impl Daemon {
             }
             _ => {}
         }
-        self.wind_up(index, run, rebooted)
+        let end = (!rebooted).then(|| end_of(&run, status, requested_stop));
+        self.wind_up(index, run, end)
     }
 
     /// A VM sent away: its process wrote the whole stream, vmctl has it,
@@ -1149,15 +1204,26 @@ impl Daemon {
         let vm = &mut self.registry.vms[index];
         let Some(mut run) = vm.run.take() else { return };
         run.sent = true;
-        self.wind_up(index, run, false);
+        self.wind_up(index, run, Some(proto::control::VmEnd::Sent));
     }
 
     /// Everything that follows the end of a run: waiters told, taps
-    /// removed, the console closed, the VM forgotten unless vm.conf
-    /// defines it, or started again for a reboot. Returns false if the VM
-    /// was removed.
-    fn wind_up(&mut self, index: usize, mut run: Running, rebooted: bool) -> bool {
+    /// removed, the console closed, how it ended recorded, the VM
+    /// forgotten unless vm.conf defines it or it lingers (an ad-hoc VM
+    /// that ended abnormally), or started again after a guest reset
+    /// (`end` is `None`). Returns false if the VM was removed.
+    fn wind_up(
+        &mut self,
+        index: usize,
+        mut run: Running,
+        end: Option<proto::control::VmEnd>,
+    ) -> bool {
+        use proto::control::VmEnd;
+        let rebooted = end.is_none();
+        let mut end = end;
         let vm = &mut self.registry.vms[index];
+        // A start that failed was reported to its vmctl: nothing lingers.
+        let start_reported = run.starter.is_some() || run.launch_failure.is_some();
         let sender = run.sender.take().map(|client| (client, run.sent));
         Self::notify_end(vm, &mut run);
         vm.waiters.clear();
@@ -1184,6 +1250,7 @@ impl Daemon {
         if rebooted && boot_device.is_none() {
             let vm = &self.registry.vms[index];
             tracing::info!("{}: vm {} is rebooting", vm.name, vm.id);
+            let too_quick = restart_too_quick(vm, Instant::now());
             match self.try_launch(index, user, None) {
                 Ok(()) => {
                     // The same pty carries on; the console client stays. One
@@ -1203,20 +1270,42 @@ impl Daemon {
                 Err(code) => {
                     let vm = &self.registry.vms[index];
                     tracing::warn!("failed to restart vm {}: {code}", vm.name);
+                    end = Some(VmEnd::StartFailed(if too_quick {
+                        format!(
+                            "the guest reset itself {} times in a row, each within {} s of its start",
+                            MAX_QUICK_RESTARTS,
+                            QUICK_RESTART.as_secs()
+                        )
+                    } else {
+                        format!("after a guest reset: {code}")
+                    }));
                 }
             }
         }
+        let end = end.unwrap_or(VmEnd::Reset);
         if let Some(console) = console {
-            console.send(&Response::ConsoleClosed);
+            console.send(&if end.abnormal() {
+                Response::ConsoleEnded {
+                    name: self.registry.vms[index].name.clone(),
+                    end: end.clone(),
+                }
+            } else {
+                Response::ConsoleClosed
+            });
         }
 
         let vm = &mut self.registry.vms[index];
+        if end.abnormal() {
+            tracing::info!("{}: vm {} ended: {end}", vm.name, vm.id);
+        }
         tracing::info!("{}: vm {} stopped", vm.name, vm.id);
+        let linger = end.abnormal() && !start_reported;
+        vm.last_end = Some(end);
         vm.flags &= !(state::SHUTDOWN | state::PAUSED);
         if let Some(pty) = vm.pty.take() {
             pty.release();
         }
-        let kept = vm.configured;
+        let kept = vm.configured || linger;
         if !kept {
             self.forget(index);
         }
@@ -1251,6 +1340,102 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.socket_path);
         tracing::info!("terminating");
+    }
+}
+
+/// How a run whose process exited with `status` ended, other than by a
+/// guest reset that restarts it.
+fn end_of(run: &Running, status: ExitStatus, requested_stop: bool) -> proto::control::VmEnd {
+    use proto::control::VmEnd;
+    if let Some(code) = run.launch_failure {
+        return VmEnd::StartFailed(
+            run.launch_failure_reason
+                .clone()
+                .unwrap_or_else(|| code.to_string()),
+        );
+    }
+    if requested_stop && !matches!(run.exit_reason, Some(ExitReason::Error(_))) {
+        return VmEnd::Stopped;
+    }
+    match (status.code(), status.signal(), &run.exit_reason) {
+        (_, Some(signal), _) => VmEnd::Signal(signal),
+        (_, _, Some(ExitReason::Error(cause))) => VmEnd::Error(cause.clone()),
+        (Some(0), _, _) => VmEnd::PowerOff,
+        // A reset asked for while a stop was under way.
+        (Some(EXIT_REBOOT), _, _) => VmEnd::Stopped,
+        (Some(code), _, _) => VmEnd::ExitStatus(code),
+        (None, None, _) => VmEnd::ExitStatus(-1),
+    }
+}
+
+/// Whether starting `vm` again now trips the restart rate limit, counted
+/// as [`Daemon::try_launch`] counts it.
+fn restart_too_quick(vm: &VmRecord, now: Instant) -> bool {
+    vm.last_start
+        .is_some_and(|last| now.duration_since(last) < QUICK_RESTART)
+        && vm.quick_restarts + 1 >= MAX_QUICK_RESTARTS
+}
+
+/// What `status -v` shows of `vm` beyond its table row.
+fn details(vm: &VmRecord) -> proto::control::VmDetails {
+    use proto::control::{NicDetails, VmDetails};
+    let run = vm.run.as_ref();
+    VmDetails {
+        id: vm.id,
+        disks: vm.params.disks.iter().map(disk_details).collect(),
+        cdrom: vm.params.cdrom.clone(),
+        nics: vm
+            .params
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(index, nic)| {
+                let local = run.and_then(|r| r.local.get(index).copied().flatten());
+                NicDetails {
+                    tap: run.and_then(|r| r.taps.names().get(index).cloned()),
+                    mac: nic.mac,
+                    switch: nic.iface.switch.clone(),
+                    local_host: local.map(|l| l.host),
+                    lease: local.map(|l| l.guest),
+                }
+            })
+            .collect(),
+        boot_device: match run {
+            Some(run) => run.boot_device,
+            None => vm.next_boot_device.or(vm.params.boot_device),
+        },
+        uptime_secs: run.and(vm.last_start).map(|t| t.elapsed().as_secs()),
+        cpu_time_ms: run
+            .and_then(|r| r.process.cpu_time())
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        last_end: vm.last_end.clone(),
+    }
+}
+
+/// A disk's image chain as `status -v` shows it; the disk alone, with
+/// the reason, when the chain cannot be read.
+fn disk_details(spec: &proto::control::DiskSpec) -> proto::control::DiskDetails {
+    use proto::control::{DiskDetails, ImageDetails};
+    match disk::describe_chain(std::path::Path::new(&spec.path), spec.format) {
+        Ok(images) => DiskDetails {
+            chain: images
+                .into_iter()
+                .map(|image| ImageDetails {
+                    path: image.path.display().to_string(),
+                    format: image.format,
+                    virtual_size: Some(image.virtual_size),
+                })
+                .collect(),
+            error: None,
+        },
+        Err(e) => DiskDetails {
+            chain: vec![ImageDetails {
+                path: spec.path.clone(),
+                format: spec.format,
+                virtual_size: None,
+            }],
+            error: Some(e.to_string()),
+        },
     }
 }
 

@@ -85,7 +85,7 @@ impl Network {
         fds: &mut LaunchDescriptors,
     ) -> Result<(Vec<LaunchNic>, VmTaps), ErrorCode> {
         let mut launch = Vec::new();
-        let mut taps = VmTaps(Vec::new());
+        let mut taps = VmTaps::default();
         for (index, nic) in vm.nics.iter().enumerate() {
             let iface = &nic.iface;
             let local = match iface.local {
@@ -122,7 +122,8 @@ impl Network {
                 tracing::warn!("{}: {e}", vm.name);
                 ErrorCode::from_io(&e)
             })?;
-            taps.0.extend(host.created());
+            taps.created.extend(host.created());
+            taps.names.push(host.tap.name().to_string());
             let locked = iface.locked || switch.is_some_and(|s| s.locked);
             launch.push(LaunchNic {
                 guest_mac: nic.mac,
@@ -329,12 +330,21 @@ fn random_ula() -> Ipv6Addr {
 /// The taps vmd made for one run of a VM; dropping this removes whatever
 /// of them is still there (the VM process ended, or is being ended).
 #[derive(Debug, Default)]
-pub struct VmTaps(Vec<CreatedTap>);
+pub struct VmTaps {
+    created: Vec<CreatedTap>,
+    /// Each NIC's tap, in NIC order (`status -v`).
+    names: Vec<String>,
+}
 
 impl VmTaps {
+    /// The tap of each NIC, in NIC order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Removes the taps now (the VM process has ended).
     pub fn remove(&mut self) {
-        if self.0.is_empty() {
+        if self.created.is_empty() {
             return;
         }
         let rtnl = match Rtnl::open() {
@@ -344,12 +354,12 @@ impl VmTaps {
                 return;
             }
         };
-        for tap in &self.0 {
+        for tap in &self.created {
             if let Err(e) = host_nic::remove(&rtnl, tap) {
                 tracing::warn!("cannot remove {}: {e}", tap.name);
             }
         }
-        self.0.clear();
+        self.created.clear();
     }
 }
 

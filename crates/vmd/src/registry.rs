@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use proto::control::{BootDevice, DiskSpec, VmRef, state};
+use proto::control::{BootDevice, DiskSpec, VmEnd, VmRef, state};
 use proto::vmchannel::ExitReason;
 
 use crate::control::Client;
@@ -74,6 +74,8 @@ pub struct Running {
     pub exit_reason: Option<ExitReason>,
     /// Why it failed to launch, if it did.
     pub launch_failure: Option<proto::ErrorCode>,
+    /// The VM process's words for that failure.
+    pub launch_failure_reason: Option<String>,
     /// Every message of the run has been read. The process's exit is
     /// acted on only then: the exit can be noticed before the last
     /// messages (a launch failure's reason) are.
@@ -112,8 +114,11 @@ pub struct VmRecord {
     pub next_boot_device: Option<BootDevice>,
     pub last_start: Option<Instant>,
     pub quick_restarts: u32,
-    /// Console output kept across reboots for replay.
+    /// Console output kept across reboots for replay, and after the VM
+    /// stops for `vmctl console` to show, until it starts again.
     pub console_history: Vec<u8>,
+    /// How its last run ended (`status -v`); `None` until one has.
+    pub last_end: Option<VmEnd>,
     /// `stop -w` and `wait` clients.
     pub waiters: Vec<Arc<Client>>,
     /// Its `allow instance`: who may make instances of it, and what they
@@ -146,6 +151,7 @@ impl VmRecord {
             last_start: None,
             quick_restarts: 0,
             console_history: Vec::new(),
+            last_end: None,
             waiters: Vec::new(),
             allow_instance: None,
             incoming: None,
@@ -156,6 +162,14 @@ impl VmRecord {
 
     pub fn running(&self) -> bool {
         self.run.is_some()
+    }
+
+    /// An ad-hoc VM that ended abnormally stays listed, stopped, with how
+    /// it ended and its last output, until a VM of its name is started
+    /// or received, `reload` or `reset vms` (vmctl(8), STATUS); a
+    /// requested stop or a power-off removes an ad-hoc VM at once.
+    pub fn lingering(&self) -> bool {
+        !self.configured && !self.running()
     }
 
     pub fn state_bits(&self) -> u32 {

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use proto::frame::Channel;
 use proto::vmchannel::{FromVm, ToVm, VmLaunch};
@@ -118,6 +119,32 @@ impl VmProcess {
     pub fn wait(&mut self) -> Option<ExitStatus> {
         self.child.wait().ok()
     }
+
+    /// The CPU time the process has used so far, its vCPU threads
+    /// included (user and system time); `None` once it is gone.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        cpu_time_of(&stat)
+    }
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line. The fields are counted
+/// after the command name, which is in parentheses and may itself hold
+/// spaces and parentheses (a VM process is named `vmd: <vm name>`).
+fn cpu_time_of(stat: &str) -> Option<Duration> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    // state is field 3 of proc(5); utime and stime are 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
+    let total = utime + stime;
+    Some(
+        Duration::from_secs(total / ticks)
+            + Duration::from_nanos(total % ticks * 1_000_000_000 / ticks),
+    )
 }
 
 fn proto_channel_fd() -> RawFd {
@@ -164,5 +191,23 @@ impl LaunchDescriptors {
 
     pub fn raw(&self) -> Vec<RawFd> {
         self.owned.iter().map(|f| f.as_raw_fd()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_counts_fields_after_the_command_name() {
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let stat = format!(
+            "4242 (vmd: a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 {} {} 0 0 20 0 3",
+            3 * hz,
+            hz / 2
+        );
+        assert_eq!(cpu_time_of(&stat), Some(Duration::from_millis(3500)));
+        assert_eq!(cpu_time_of("4242 (vmd: a) S 1"), None);
     }
 }

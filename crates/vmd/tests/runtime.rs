@@ -95,10 +95,11 @@ fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
     let pid: i32 = status_row(&daemon, "victim").unwrap()[1].parse().unwrap();
     // SAFETY: killing the VM process the test just started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+    // It stays listed, stopped, with how it ended (vmctl(8), STATUS).
     daemon.wait_for(
-        || status_row(&daemon, "victim").is_none(),
+        || status_row(&daemon, "victim").is_some_and(|row| row[7] == "stopped"),
         Duration::from_secs(10),
-        "the killed VM to be gone",
+        "the killed VM to be stopped",
     );
     assert!(daemon.log().contains("process killed by signal 9"));
     // The daemon carries on: a new VM starts and boots.
@@ -390,9 +391,9 @@ main:
     if log.contains("emulation failure") {
         assert!(log.contains("rip=0x"), "registers logged:\n{log}");
         daemon.wait_for(
-            || status_row(&daemon, "emu").is_none(),
+            || status_row(&daemon, "emu").is_some_and(|row| row[7] == "stopped"),
             Duration::from_secs(10),
-            "the failed VM to be gone",
+            "the failed VM to be stopped",
         );
     } else {
         daemon.vmctl_ok(&["stop", "-f", "emu"]);

@@ -1,5 +1,7 @@
 //! `console id` (vmctl.md §6.1): find the running VM's tty, then run the
-//! built-in console client on it.
+//! built-in console client on it. A VM that is not running shows the
+//! output of its last run instead, and how that run ended (a Linux
+//! extension, vmctl(8)).
 
 use proto::control::VmRef;
 
@@ -15,14 +17,21 @@ pub fn run(args: &[String]) -> CmdResult {
     let word = single_operand(args, CommandId::Console)?;
     let target = parse_id(Some(word), false)?;
     let vms = list_vms()?;
-    let (id, tty) = vms
-        .iter()
-        .find_map(|vm| match vm.tty.as_deref() {
-            Some(tty) if !tty.is_empty() && target.matches(vm.id, &vm.name) => {
-                Some((vm.id, tty.to_string()))
-            }
-            _ => None,
-        })
-        .ok_or_else(|| Failure::msg("console not found"))?;
-    session(VmRef::Id(id), &tty)
+    let running = vms.iter().find_map(|vm| match vm.tty.as_deref() {
+        Some(tty) if !tty.is_empty() && target.matches(vm.id, &vm.name) => {
+            Some((vm.id, tty.to_string()))
+        }
+        _ => None,
+    });
+    if let Some((id, tty)) = running {
+        return session(VmRef::Id(id), &tty);
+    }
+    let stopped = vms.iter().find(|vm| target.matches(vm.id, &vm.name));
+    match stopped {
+        Some(vm) => match crate::console::history(VmRef::Id(vm.id), &vm.name)? {
+            Some(()) => Ok(()),
+            None => Err(Failure::msg("console not found")),
+        },
+        None => Err(Failure::msg("console not found")),
+    }
 }

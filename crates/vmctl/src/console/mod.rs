@@ -64,10 +64,40 @@ pub fn session(target: VmRef, tty: &str) -> CmdResult {
         Ok(()) => relay.run(),
         Err(end) => end,
     };
+    let ended = relay.ended.take();
     // Restores the user's terminal before the last line.
     drop(relay);
 
     let _ = write!(stderr, "\r\n[{}]\n", end.label());
     let _ = stderr.flush();
-    Ok(())
+    match ended {
+        // A VM that ended abnormally is a failure of the session: the
+        // user learns how it ended and the exit status says so.
+        Some((name, end)) => Err(Failure::msg(format!("vm {name} ended: {end}"))),
+        None => Ok(()),
+    }
+}
+
+/// The console of a VM that is not running: the output of its last run
+/// and, if it ended abnormally, how. `None` when vmd has nothing to show
+/// (the VM never ran).
+pub fn history(target: VmRef, name: &str) -> Result<Option<()>, Failure> {
+    let daemon = Daemon::connect()?;
+    daemon.request(&Request::ConsoleAttach { target })?;
+    match daemon.reply()? {
+        Response::ConsoleHistory { output, end } => {
+            let mut stdout = io::stdout().lock();
+            let _ = stdout.write_all(&output);
+            let _ = stdout.flush();
+            if let Some(end) = end.filter(|end| end.abnormal()) {
+                crate::output::warnx(format!("vm {name} ended: {end}"));
+            }
+            Ok(Some(()))
+        }
+        Response::ConsoleRefused(code) if code == proto::ErrorCode::ENOENT => Ok(None),
+        Response::ConsoleRefused(code) => {
+            Err(Failure::msg(format!("failed to open the console: {code}")))
+        }
+        _ => Err(Failure::unexpected_response()),
+    }
 }

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use proto::control::Response;
+use proto::control::{Response, VmEnd};
 
 use super::escape::{EscapeReader, Typed};
 use super::line::Line;
@@ -72,6 +72,8 @@ pub struct Relay<'a> {
     /// Keys read from the terminal and not processed yet; a prompt
     /// takes its answer from here first.
     pub(super) typed_ahead: VecDeque<u8>,
+    /// The VM ended abnormally, as vmd said: its name and how.
+    pub ended: Option<(String, VmEnd)>,
 }
 
 fn readable(flags: PollFlags) -> bool {
@@ -89,6 +91,7 @@ impl<'a> Relay<'a> {
             stdin_open: true,
             record: None,
             typed_ahead: VecDeque::new(),
+            ended: None,
         }
     }
 
@@ -170,10 +173,27 @@ impl<'a> Relay<'a> {
     fn guest_output(&mut self) -> Result<bool, End> {
         let mut buf = [0u8; CHUNK];
         match nix::unistd::read(self.line.as_fd(), &mut buf) {
-            Ok(0) => Err(End::Closed),
-            Ok(n) => self.show_output(&buf[..n]).map(|()| true),
+            Ok(n) if n > 0 => self.show_output(&buf[..n]).map(|()| true),
             Err(nix::Error::EAGAIN | nix::Error::EINTR) => Ok(false),
-            Err(_) => Err(End::Closed),
+            Ok(_) | Err(_) => {
+                self.last_word();
+                Err(End::Closed)
+            }
+        }
+    }
+
+    /// The tty went away with its VM. vmd says how the VM ended before
+    /// it lets go of the tty, so its word is already on the way, but the
+    /// same poll round may see the tty's end first: take it now.
+    fn last_word(&mut self) {
+        if self.ended.is_some() {
+            return;
+        }
+        let mut fds = [PollFd::new(self.daemon.as_fd(), PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::from(1000u16)), Ok(n) if n > 0)
+            && let Ok(Response::ConsoleEnded { name, end }) = self.daemon.reply()
+        {
+            self.ended = Some((name, end));
         }
     }
 
@@ -203,12 +223,16 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// vmd speaks on the attach connection only to say the VM stopped
-    /// (or by closing it); the output still queued on the tty is shown
-    /// first.
+    /// vmd speaks on the attach connection only to say the VM stopped,
+    /// and how if not cleanly (or by closing it); the output still queued
+    /// on the tty is shown first.
     fn daemon_message(&mut self) -> Result<(), End> {
-        match self.daemon.reply() {
-            Ok(Response::ConsoleClosed) | Err(_) => {
+        let reply = self.daemon.reply();
+        if let Ok(Response::ConsoleEnded { name, end }) = &reply {
+            self.ended = Some((name.clone(), end.clone()));
+        }
+        match reply {
+            Ok(Response::ConsoleClosed | Response::ConsoleEnded { .. }) | Err(_) => {
                 while let Ok(true) = self.guest_output() {}
                 Err(End::Closed)
             }

@@ -16,8 +16,8 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
-use super::buffers::{HostSlices, host_slices_into};
-use super::queue::{Chain, ChainError, RegionCache, Segment, read_chain_into};
+use super::guest::{GuestSlice, HostViews, RegionCache};
+use super::queue::{Chain, ChainError, Segment, read_chain_into};
 use crate::memory::GuestMemoryMmap;
 
 /// Bytes of one descriptor: address, length, flags, next.
@@ -60,65 +60,107 @@ pub struct AvailRing<'m> {
 /// device-readable ones otherwise), their total length and their host
 /// views, and whether it had buffers of the other direction too.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ChainViews<const DEVICE_WRITES: bool> {
+pub struct ChainViews<'m, const DEVICE_WRITES: bool> {
     pub head: u16,
     /// Bytes of its buffers of this direction.
     pub len: u32,
     /// It also had buffers of the other direction.
     pub mixed: bool,
     /// Host views of the buffers of this direction, in order.
-    pub views: HostSlices,
+    pub views: HostViews<'m>,
 }
 
 /// A receive buffer: what the device writes into.
-pub type WritableChain = ChainViews<true>;
+pub type WritableChain<'m> = ChainViews<'m, true>;
 /// A frame to send: what the device reads.
-pub type ReadableChain = ChainViews<false>;
+pub type ReadableChain<'m> = ChainViews<'m, false>;
 
-impl<const DEVICE_WRITES: bool> ChainViews<DEVICE_WRITES> {
+impl<'m, const DEVICE_WRITES: bool> ChainViews<'m, DEVICE_WRITES> {
     /// A buffer of this direction, `host` its mapping when it lies in
     /// one region; false when it is not all guest memory.
-    fn add(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
+    fn add(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        segment: Segment,
+        host: Option<GuestSlice<'m>>,
+    ) -> bool {
         // The walk keeps the chain's total below 4 GiB.
         self.len += segment.len;
         match host {
-            Some(_) if segment.len == 0 => true,
             Some(host) => {
-                self.views.push((host, segment.len as usize));
+                self.views.push(host);
                 true
             }
-            None => host_slices_into(mem, &[segment], &mut self.views),
+            None => self
+                .views
+                .add_range(mem, segment.addr, segment.len as usize),
+        }
+    }
+
+    /// The same chain, its views promised to stay mapped for `'n`: see
+    /// [`HostViews::extend_lifetime`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`HostViews::extend_lifetime`].
+    pub unsafe fn extend_lifetime<'n>(self) -> ChainViews<'n, DEVICE_WRITES> {
+        ChainViews {
+            head: self.head,
+            len: self.len,
+            mixed: self.mixed,
+            // SAFETY: the caller keeps the same contract.
+            views: unsafe { self.views.extend_lifetime() },
         }
     }
 }
 
 /// Where a walk of a chain puts the buffers it finds, in chain order,
 /// device-readable ones first.
-trait Found {
+trait Found<'m> {
     fn start(&mut self, head: u16);
     /// A device-readable buffer; `host` is where it is in this process
     /// when it lies inside one region. False when it is not all guest
     /// memory.
-    fn readable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool;
+    fn readable(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        segment: Segment,
+        host: Option<GuestSlice<'m>>,
+    ) -> bool;
     /// A device-writable buffer, as [`Found::readable`].
-    fn writable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool;
+    fn writable(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        segment: Segment,
+        host: Option<GuestSlice<'m>>,
+    ) -> bool;
     /// Replaces what was found with a chain the crate walked.
-    fn replay(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError>;
+    fn replay(&mut self, mem: &'m GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError>;
 }
 
-impl Found for Chain {
+impl<'m> Found<'m> for Chain {
     fn start(&mut self, head: u16) {
         self.head = head;
         self.readable.clear();
         self.writable.clear();
     }
 
-    fn readable(&mut self, _: &GuestMemoryMmap, segment: Segment, _: Option<*mut u8>) -> bool {
+    fn readable(
+        &mut self,
+        _: &GuestMemoryMmap,
+        segment: Segment,
+        _: Option<GuestSlice<'_>>,
+    ) -> bool {
         self.readable.push(segment);
         true
     }
 
-    fn writable(&mut self, _: &GuestMemoryMmap, segment: Segment, _: Option<*mut u8>) -> bool {
+    fn writable(
+        &mut self,
+        _: &GuestMemoryMmap,
+        segment: Segment,
+        _: Option<GuestSlice<'_>>,
+    ) -> bool {
         self.writable.push(segment);
         true
     }
@@ -129,7 +171,7 @@ impl Found for Chain {
     }
 }
 
-impl<const DEVICE_WRITES: bool> Found for ChainViews<DEVICE_WRITES> {
+impl<'m, const DEVICE_WRITES: bool> Found<'m> for ChainViews<'m, DEVICE_WRITES> {
     fn start(&mut self, head: u16) {
         self.head = head;
         self.len = 0;
@@ -137,7 +179,12 @@ impl<const DEVICE_WRITES: bool> Found for ChainViews<DEVICE_WRITES> {
         self.views.clear();
     }
 
-    fn readable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
+    fn readable(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        segment: Segment,
+        host: Option<GuestSlice<'m>>,
+    ) -> bool {
         if DEVICE_WRITES {
             self.mixed = true;
             return true;
@@ -145,7 +192,12 @@ impl<const DEVICE_WRITES: bool> Found for ChainViews<DEVICE_WRITES> {
         self.add(mem, segment, host)
     }
 
-    fn writable(&mut self, mem: &GuestMemoryMmap, segment: Segment, host: Option<*mut u8>) -> bool {
+    fn writable(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        segment: Segment,
+        host: Option<GuestSlice<'m>>,
+    ) -> bool {
         if !DEVICE_WRITES {
             self.mixed = true;
             return true;
@@ -153,7 +205,7 @@ impl<const DEVICE_WRITES: bool> Found for ChainViews<DEVICE_WRITES> {
         self.add(mem, segment, host)
     }
 
-    fn replay(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError> {
+    fn replay(&mut self, mem: &'m GuestMemoryMmap, chain: &Chain) -> Result<(), ChainError> {
         self.start(chain.head);
         let (this, other) = if DEVICE_WRITES {
             (&chain.writable, &chain.readable)
@@ -212,7 +264,7 @@ impl<'m> AvailRing<'m> {
         &mut self,
         queue: &mut Queue,
         max_descriptors: usize,
-        out: &mut ChainViews<DEVICE_WRITES>,
+        out: &mut ChainViews<'m, DEVICE_WRITES>,
     ) -> Result<bool, TakeError> {
         self.take_into(queue, max_descriptors, out)
     }
@@ -221,7 +273,7 @@ impl<'m> AvailRing<'m> {
         &mut self,
         queue: &mut Queue,
         max_descriptors: usize,
-        out: &mut impl Found,
+        out: &mut impl Found<'m>,
     ) -> Result<bool, TakeError> {
         let Some((desc, avail)) = &self.maps else {
             return self.take_by_crate(queue, max_descriptors, out);
@@ -249,7 +301,7 @@ impl<'m> AvailRing<'m> {
             avail
                 .ptr_guard()
                 .as_ptr()
-                .add(AVAIL_HEADER + 2 * slot)
+                .wrapping_add(AVAIL_HEADER + 2 * slot)
                 .cast::<[u8; 2]>()
                 .read_volatile()
         });
@@ -272,7 +324,7 @@ impl<'m> AvailRing<'m> {
         &mut self,
         queue: &mut Queue,
         max_descriptors: usize,
-        out: &mut impl Found,
+        out: &mut impl Found<'m>,
     ) -> Result<bool, TakeError> {
         let mem = self.regions.memory();
         let mut iter = queue.iter(mem).map_err(TakeError::Queue)?;
@@ -305,12 +357,12 @@ impl Walk {
     /// `DescriptorChain` walks it (at most `size` descriptors, a total length
     /// below 4 GiB, no index beyond the table), checks it as
     /// [`read_chain_into`] does and puts its buffers in `out`.
-    fn read(
+    fn read<'m>(
         &self,
-        regions: &mut RegionCache<'_>,
+        regions: &mut RegionCache<'m>,
         table: &VolatileSlice<'_, ()>,
         head: u16,
-        out: &mut impl Found,
+        out: &mut impl Found<'m>,
     ) -> Walked {
         let (size, max_descriptors) = (self.size, self.max_descriptors);
         out.start(head);
@@ -331,7 +383,7 @@ impl Walk {
                 table
                     .ptr_guard()
                     .as_ptr()
-                    .add(at)
+                    .wrapping_add(at)
                     .cast::<[u8; DESCRIPTOR]>()
                     .read_volatile()
             };

@@ -3,22 +3,19 @@
 //! The virtio spec lets a driver cut a request into descriptors wherever
 //! it likes, so devices never look at single descriptors: they take
 //! ranges of the stream ([`sub_segments`]), copy bytes in and out of it
-//! ([`read_bytes`], [`write_bytes`], [`write_bytes_at`]), take host views
-//! of it for vectored I/O ([`host_slices`], with [`copy_from_slices`] and
-//! [`copy_to_slices`] for the few header bytes a device handles per
-//! frame), or have a disk backend read into it or write from it directly,
-//! without a bounce buffer ([`read_from_backend`], [`write_to_backend`]).
+//! ([`read_bytes`], [`write_bytes`], [`write_bytes_at`]), take its host
+//! views for vectored I/O ([`host_views`], a [`HostViews`]), or have a disk
+//! backend read into it or write from it directly, without a bounce buffer
+//! ([`read_from_backend`], [`write_to_backend`]).
 //!
 //! Every segment was checked by [`super::queue::read_chain_into`] to lie in
 //! guest memory; a failure here means memory went away, which callers
 //! report as an I/O error.
 
-use std::io::{IoSlice, IoSliceMut};
-
 use disk::BlockBackend;
-use smallvec::SmallVec;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress};
 
+use super::guest::{GuestSlice, HostViews};
 use super::queue::{Segment, Segments};
 use crate::memory::GuestMemoryMmap;
 
@@ -52,13 +49,9 @@ pub fn read_bytes(mem: &GuestMemoryMmap, segments: &[Segment], buf: &mut [u8]) -
     // lies in one region.
     if let Some(first) = segments.first()
         && first.len as usize >= buf.len()
-        && let Some(host) = super::queue::mapped(mem, first.addr, buf.len())
+        && let Some(host) = GuestSlice::of(mem, first.addr, buf.len())
     {
-        // SAFETY: `host..host + buf.len()` is mapped guest memory, which
-        // stays mapped while `mem` lives; the guest may change it
-        // meanwhile, which only changes the bytes read.
-        unsafe { std::ptr::copy_nonoverlapping(host, buf.as_mut_ptr(), buf.len()) };
-        return true;
+        return host.read_at(0, buf);
     }
     let mut at = 0usize;
     for s in sub_segments(segments, 0, buf.len() as u64) {
@@ -115,123 +108,14 @@ pub fn outside_memory() -> std::io::Error {
     )
 }
 
-/// Host pointers and lengths of guest buffers.
-pub type HostSlices = SmallVec<[(*mut u8, usize); 4]>;
-
-/// Host views of guest buffers, for vectored I/O.
-///
-/// Every segment was checked to lie in guest memory; a buffer spanning
-/// two memory regions becomes two slices.
-pub fn host_slices(mem: &GuestMemoryMmap, segments: &[Segment]) -> Option<HostSlices> {
-    let mut out = HostSlices::new();
-    host_slices_into(mem, segments, &mut out).then_some(out)
-}
-
-/// [`host_slices`], appended to `out`; false if a buffer is not guest
-/// memory (then `out` holds part of the views and means nothing).
-pub fn host_slices_into(mem: &GuestMemoryMmap, segments: &[Segment], out: &mut HostSlices) -> bool {
-    for s in segments {
-        if s.len == 0 {
-            continue;
-        }
-        // A buffer inside one region, nearly always: one region lookup.
-        if let Some(ptr) = super::queue::mapped(mem, s.addr, s.len as usize) {
-            out.push((ptr, s.len as usize));
-            continue;
-        }
-        for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
-            let Ok(slice) = slice else { return false };
-            out.push((slice.ptr_guard_mut().as_ptr(), slice.len()));
-        }
-    }
-    true
-}
-
-/// Calls `copy(host, done, n)` for each piece of bytes `[offset, offset +
-/// len)` of the buffers behind `slices`: `n` bytes at host address `host`,
-/// which are bytes `done..done + n` of the range. False if the buffers are
-/// shorter than the range.
-fn for_each_piece(
-    slices: &[(*mut u8, usize)],
-    mut offset: usize,
-    len: usize,
-    mut copy: impl FnMut(*mut u8, usize, usize),
-) -> bool {
-    let mut done = 0;
-    for &(ptr, slice_len) in slices {
-        if done == len {
-            break;
-        }
-        if offset >= slice_len {
-            offset -= slice_len;
-            continue;
-        }
-        let n = (slice_len - offset).min(len - done);
-        // SAFETY: `offset < slice_len`, so the address is inside the slice.
-        copy(unsafe { ptr.add(offset) }, done, n);
-        done += n;
-        offset = 0;
-    }
-    done == len
-}
-
-/// Copies bytes `[offset, offset + buf.len())` of the buffers behind
-/// `slices` (from [`host_slices`]) into `buf`; false if they are shorter.
-/// The fast path for the few header bytes a device reads per request.
-pub fn copy_from_slices(slices: &[(*mut u8, usize)], offset: usize, buf: &mut [u8]) -> bool {
-    let len = buf.len();
-    for_each_piece(slices, offset, len, |host, done, n| {
-        // SAFETY: `host..host + n` is mapped guest memory (host_slices
-        // checked it) and `done + n <= buf.len()`; the guest may change the
-        // memory meanwhile, which only changes the bytes copied.
-        unsafe { std::ptr::copy_nonoverlapping(host, buf[done..].as_mut_ptr(), n) }
-    })
-}
-
-/// Bytes `[offset, offset + N)` of the buffers behind `slices`, or None if
-/// they are shorter: [`copy_from_slices`] for a fixed-size header, which
-/// inside the first buffer (nearly always) is a load of `N` bytes rather
-/// than a call to `memcpy`.
-pub fn read_array<const N: usize>(slices: &[(*mut u8, usize)], offset: usize) -> Option<[u8; N]> {
-    if let Some(&(host, len)) = slices.first()
-        && offset.checked_add(N).is_some_and(|end| end <= len)
-    {
-        // SAFETY: `host..host + len` is mapped guest memory (host_slices
-        // checked it) and `offset + N <= len`; the guest may change the
-        // memory meanwhile, which only changes the bytes read.
-        return Some(unsafe { std::ptr::read_unaligned(host.add(offset).cast::<[u8; N]>()) });
-    }
-    let mut out = [0u8; N];
-    copy_from_slices(slices, offset, &mut out).then_some(out)
-}
-
-/// Writes `bytes` at byte `offset` of the buffers behind `slices`; false
-/// if they are shorter: [`copy_to_slices`] for a fixed-size header, a
-/// store of `N` bytes when it falls inside the first buffer.
-pub fn write_array<const N: usize>(
-    slices: &[(*mut u8, usize)],
-    offset: usize,
-    bytes: &[u8; N],
-) -> bool {
-    if let Some(&(host, len)) = slices.first()
-        && offset.checked_add(N).is_some_and(|end| end <= len)
-    {
-        // SAFETY: as in `read_array`; the device owns these buffers until
-        // it hands them back.
-        unsafe { std::ptr::write_unaligned(host.add(offset).cast::<[u8; N]>(), *bytes) };
-        return true;
-    }
-    copy_to_slices(slices, offset, bytes)
-}
-
-/// Copies `bytes` into the buffers behind `slices` from byte `offset` on;
-/// false if they are shorter.
-pub fn copy_to_slices(slices: &[(*mut u8, usize)], offset: usize, bytes: &[u8]) -> bool {
-    for_each_piece(slices, offset, bytes.len(), |host, done, n| {
-        // SAFETY: as in `copy_from_slices`; the device owns these buffers
-        // until it hands them back.
-        unsafe { std::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host, n) }
-    })
+/// Host views of guest buffers, checked to lie in guest memory; a buffer
+/// spanning two memory regions becomes two views.
+pub fn host_views<'m>(mem: &'m GuestMemoryMmap, segments: &[Segment]) -> Option<HostViews<'m>> {
+    let mut out = HostViews::new();
+    segments
+        .iter()
+        .all(|s| out.add_range(mem, s.addr, s.len as usize))
+        .then_some(out)
 }
 
 /// Fills the guest buffers `data` from the backend, starting at byte
@@ -242,17 +126,9 @@ pub fn read_from_backend(
     offset: u64,
     data: &[Segment],
 ) -> std::io::Result<()> {
-    let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
-    // SAFETY: each pointer and length is a range of guest memory that
-    // stays mapped as long as `mem` lives. The guest runs concurrently
-    // and owns these bytes, so Rust's exclusivity cannot be promised for
-    // guest memory in any case; the slices only serve as the destination
-    // of the backend's reads and are never read here.
-    let mut bufs: SmallVec<[IoSliceMut<'_>; 4]> = slices
-        .iter()
-        .map(|&(ptr, len)| IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
-        .collect();
-    backend.read_vectored_at(&mut bufs, offset)
+    host_views(mem, data)
+        .ok_or_else(outside_memory)?
+        .read_from(backend, offset)
 }
 
 /// Writes the guest buffers `data` to the backend at byte `offset`.
@@ -262,14 +138,9 @@ pub fn write_to_backend(
     offset: u64,
     data: &[Segment],
 ) -> std::io::Result<()> {
-    let slices = host_slices(mem, data).ok_or_else(outside_memory)?;
-    // SAFETY: as in `read_from_backend`; the slices are only the source
-    // of the backend's writes.
-    let bufs: SmallVec<[IoSlice<'_>; 4]> = slices
-        .iter()
-        .map(|&(ptr, len)| IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) }))
-        .collect();
-    backend.write_vectored_at(&bufs, offset)
+    host_views(mem, data)
+        .ok_or_else(outside_memory)?
+        .write_to(backend, offset)
 }
 
 /// Zeroes the guest buffers `data`.
@@ -347,15 +218,16 @@ mod tests {
         let mut long = [0u8; 9];
         assert!(!read_bytes(&mem, &segs, &mut long));
 
-        let slices = host_slices(&mem, &segs).unwrap();
+        let views = host_views(&mem, &segs).unwrap();
         let mut mid = [0u8; 4];
-        assert!(copy_from_slices(&slices, 2, &mut mid));
+        assert!(views.read_at(2, &mut mid));
         assert_eq!(&mid, b"bcde");
-        assert!(copy_to_slices(&slices, 6, b"XY"));
+        assert!(views.write_at(6, b"XY"));
         assert!(read_bytes(&mem, &segs, &mut back));
         assert_eq!(&back, b"\0abcdeX");
-        assert!(!copy_to_slices(&slices, 7, b"XY"), "past the end");
-        assert!(!copy_from_slices(&slices, 5, &mut mid));
+        assert!(!views.write_at(7, b"XY"), "past the end");
+        assert!(!views.read_at(5, &mut mid));
+        assert!(host_views(&mem, &[seg(0xfff0, 0x20)]).is_none());
         assert!(!write_bytes_at(&mem, &segs, 4, b"12345"), "past the end");
     }
 }

@@ -323,17 +323,16 @@ pub fn assert_walks_agree(
         TakeError::Chain(e) => e.to_string(),
     };
     // What the views of one direction of the crate's chain should be.
-    fn expected<const DEVICE_WRITES: bool>(
-        mem: &GuestMemoryMmap,
+    fn expected<'m, const DEVICE_WRITES: bool>(
+        mem: &'m GuestMemoryMmap,
         walked: &Chain,
-    ) -> ChainViews<DEVICE_WRITES> {
+    ) -> ChainViews<'m, DEVICE_WRITES> {
         let (this, other) = if DEVICE_WRITES {
             (&walked.writable, &walked.readable)
         } else {
             (&walked.readable, &walked.writable)
         };
-        let mut views = super::buffers::HostSlices::new();
-        assert!(super::buffers::host_slices_into(mem, this, &mut views));
+        let views = super::buffers::host_views(mem, this).expect("the walk checked the buffers");
         ChainViews {
             head: walked.head,
             len: super::queue::total_len(this) as u32,

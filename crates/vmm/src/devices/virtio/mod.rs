@@ -10,6 +10,8 @@
 //!   device configuration in BAR0, MSI-X in BAR1), ioeventfds and irqfds.
 //! * [`worker`]: the I/O thread of one device: epoll on the queue
 //!   notifications and the interrupt resample, off the vCPU threads.
+//! * [`guest`]: where guest buffers are in this process ([`guest::HostViews`]),
+//!   and the copies and raw iovecs through which devices touch them.
 //! * [`buffers`]: a chain's buffers as byte streams, and disk I/O into
 //!   and out of them.
 //! * [`blk`]: the block device.
@@ -21,6 +23,7 @@ pub mod avail;
 pub mod blk;
 pub mod buffers;
 pub mod driver;
+pub mod guest;
 pub mod net;
 pub mod pci;
 pub mod queue;

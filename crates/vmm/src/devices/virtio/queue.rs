@@ -15,9 +15,10 @@ use std::num::Wrapping;
 
 use smallvec::SmallVec;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::GuestAddress;
 
 use super::avail::AvailRing;
+use super::guest::in_memory;
 use super::used::UsedBatch;
 use super::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -127,60 +128,6 @@ pub fn read_chain_into(
         return Err(ChainError::Broken);
     }
     Ok(())
-}
-
-/// Whether `[addr, addr + len)` is guest memory, as
-/// `GuestMemoryBackend::check_range` says, but with a single region
-/// lookup for a range inside one region (nearly every buffer); a range
-/// that is not (across regions, or not memory at all) gets the general
-/// check.
-pub fn in_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool {
-    mapped(mem, addr, len).is_some() || GuestMemoryBackend::check_range(mem, addr, len)
-}
-
-/// Where `[addr, addr + len)` is in this process when it lies inside one
-/// region (nearly every buffer), with one region lookup; None otherwise
-/// (across regions, or not memory at all).
-pub fn mapped(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
-    RegionCache::new(mem).mapped(addr, len)
-}
-
-/// [`mapped`] for many lookups in a row, trying first the region the
-/// previous lookup found: a driver's buffers nearly all lie in one region,
-/// and this skips the search for it.
-pub struct RegionCache<'m> {
-    mem: &'m GuestMemoryMmap,
-    /// The last region found: its guest start, length and host address.
-    last: Option<(u64, u64, *mut u8)>,
-}
-
-impl<'m> RegionCache<'m> {
-    pub fn new(mem: &'m GuestMemoryMmap) -> RegionCache<'m> {
-        RegionCache { mem, last: None }
-    }
-
-    pub fn memory(&self) -> &'m GuestMemoryMmap {
-        self.mem
-    }
-
-    /// As [`mapped`].
-    pub fn mapped(&mut self, addr: GuestAddress, len: usize) -> Option<*mut u8> {
-        let (start, size, host) = match self.last {
-            Some(last) if addr.0.wrapping_sub(last.0) < last.1 => last,
-            _ => {
-                let region = self.mem.find_region(addr)?;
-                let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
-                *self
-                    .last
-                    .insert((region.start_addr().0, region.len(), host))
-            }
-        };
-        // `addr` lies in the region: the offset is less than its size.
-        let offset = addr.0 - start;
-        // SAFETY: `offset < size`, and `host` maps the region's `size`
-        // bytes while `mem` lives.
-        (len as u64 <= size - offset).then(|| unsafe { host.add(offset as usize) })
-    }
 }
 
 /// Requests a pass completes before it makes them visible to the driver,

@@ -12,6 +12,7 @@ use vm_memory::Bytes;
 use super::request::{self, Limits, Operation, SectorRange};
 use super::{ID_BYTES, SEG_MAX};
 use crate::devices::virtio::buffers;
+use crate::devices::virtio::guest::GuestSlice;
 use crate::devices::virtio::queue::{self, Chain, Segment};
 use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
 use crate::memory::GuestMemoryMmap;
@@ -90,11 +91,9 @@ fn write_status(
     at: vm_memory::GuestAddress,
     status: u8,
 ) -> Result<(), DeviceBroken> {
-    if let Some(host) = queue::mapped(mem, at, 1) {
-        // SAFETY: `host` is a mapped byte of guest memory, which stays
-        // mapped while `mem` lives; the device owns it until the chain
-        // goes on the used ring.
-        unsafe { host.write_volatile(status) };
+    if let Some(host) = GuestSlice::of(mem, at, 1)
+        && host.write_at(0, &[status])
+    {
         return Ok(());
     }
     mem.write_obj(status, at)

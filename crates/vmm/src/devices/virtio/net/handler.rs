@@ -13,6 +13,7 @@ use net::tap;
 use virtio_queue::Queue;
 
 use super::frame::{Offloads, TxPolicy};
+use super::rx::HeldBuffers;
 use super::{RX, TX, rx, tx};
 use crate::devices::virtio::avail::ReadableChain;
 use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
@@ -84,18 +85,14 @@ pub struct NetHandler {
     pub lock: Option<MacLock>,
     pub stats: Arc<NetStats>,
     /// Receive buffers taken off the queue and not yet used.
-    pub(super) rx_buffers: VecDeque<super::rx::HeldBuffer>,
-    /// Bytes those buffers hold.
-    pub(super) rx_held: usize,
-    /// Transmit chains of the current batch, kept so their storage is
-    /// reused from batch to batch.
-    pub(super) tx_batch: Vec<ReadableChain>,
+    pub(super) rx_buffers: HeldBuffers,
+    /// Storage for the transmit chains of a pass, kept empty between
+    /// passes so it is reused from pass to pass.
+    pub(super) tx_batch: Vec<ReadableChain<'static>>,
     /// Frames made by the device (DHCP replies) for the guest.
     pub(super) replies: VecDeque<Vec<u8>>,
     /// Queues to serve next (bit per queue).
     pub(super) woken: u64,
-    /// Reused for every vectored read and write.
-    pub(super) iovecs: Vec<libc::iovec>,
     /// Catches what does not fit in the receive buffers.
     pub(super) spill: Vec<u8>,
     /// Drops logged so far, so a hostile guest cannot flood the log.
@@ -103,10 +100,6 @@ pub struct NetHandler {
     /// The tap's `TUNSETOFFLOAD` flags, set by [`QueueHandler::start`].
     tap_offloads: u32,
 }
-
-// SAFETY: the raw pointers in `iovecs` are scratch space, rebuilt before
-// every use and never dereferenced by the handler itself.
-unsafe impl Send for NetHandler {}
 
 impl NetHandler {
     pub fn new(
@@ -125,12 +118,10 @@ impl NetHandler {
             lock: tx_policy.lock,
             tx_policy,
             stats,
-            rx_buffers: VecDeque::new(),
-            rx_held: 0,
+            rx_buffers: HeldBuffers::default(),
             tx_batch: Vec::new(),
             replies: VecDeque::new(),
             woken: 0,
-            iovecs: Vec::new(),
             spill: Vec::new(),
             drops_logged: 0,
             tap_offloads: super::device::tap_offloads(&guest_offloads),

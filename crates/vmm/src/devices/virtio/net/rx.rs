@@ -9,15 +9,18 @@
 //! frame that does not fit, or that [`super::frame`] refuses, leaves its
 //! buffers for the next one.
 
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 
+use smallvec::SmallVec;
 use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryBackend;
 
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::avail::{AvailRing, WritableChain};
-use crate::devices::virtio::buffers::{HostSlices, copy_to_slices, read_array, write_array};
+use crate::devices::virtio::guest::HostViews;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -38,10 +41,75 @@ const PLAIN_ROOM: usize = HEADER_LEN + 1518;
 /// Room a frame may need with them: a 64 KiB super-frame.
 pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
 
-/// A receive buffer taken off the queue and not yet used: its chain's
-/// head, its length, and its host views, taken once when it is taken
-/// (guest memory stays mapped, unchanged, for the VM's life).
-pub(super) type HeldBuffer = WritableChain;
+/// Iovecs of one read from the tap that fit on the stack: the views of a
+/// 64 KiB frame's page-sized buffers and the spill area.
+const READ_IOVECS: usize = 24;
+
+/// Receive buffers taken off the queue and not yet used, in order: their
+/// chains' heads, lengths and host views, found once when they are taken.
+/// The views outlive the pass that found them, so the buffers keep the
+/// guest memory they lie in mapped.
+#[derive(Default)]
+pub(super) struct HeldBuffers {
+    /// A clone of the memory the buffers were taken from: its regions are
+    /// unmapped only when the last clone goes.
+    mem: Option<GuestMemoryMmap>,
+    /// `'static` here since they outlive the pass; lent out only for
+    /// borrows of `self`, during which `mem` keeps them mapped.
+    buffers: VecDeque<WritableChain<'static>>,
+    /// Bytes they hold.
+    bytes: usize,
+}
+
+impl HeldBuffers {
+    pub(super) fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    fn front(&self) -> Option<&WritableChain<'_>> {
+        self.buffers.front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &WritableChain<'_>> {
+        self.buffers.iter()
+    }
+
+    /// Holds `buffer`, which the walk found in `mem`.
+    fn hold<'m>(&mut self, mem: &'m GuestMemoryMmap, buffer: WritableChain<'m>) {
+        if !self.mem.as_ref().is_some_and(|kept| same_memory(kept, mem)) {
+            if !self.buffers.is_empty() {
+                // The worker serves a handler with one memory for its
+                // life; buffers of another cannot be given back.
+                tracing::warn!("receive buffers of other guest memory dropped");
+                self.buffers.clear();
+                self.bytes = 0;
+            }
+            self.mem = Some(mem.clone());
+        }
+        self.bytes += buffer.len as usize;
+        // SAFETY: `self.mem` shares `mem`'s regions, so the views stay
+        // mapped while `self` keeps it; it is replaced only once no buffer
+        // is held (above), and the buffers are lent out only for borrows
+        // of `self`.
+        self.buffers.push_back(unsafe { buffer.extend_lifetime() });
+    }
+
+    /// The first buffer's head and length, given up.
+    fn pop_front(&mut self) -> Option<(u16, u32)> {
+        let buffer = self.buffers.pop_front()?;
+        self.bytes -= buffer.len as usize;
+        Some((buffer.head, buffer.len))
+    }
+}
+
+/// Whether two guest memories are clones of one: the same regions.
+fn same_memory(a: &GuestMemoryMmap, b: &GuestMemoryMmap) -> bool {
+    a.num_regions() == b.num_regions() && a.iter().zip(b.iter()).all(|(x, y)| std::ptr::eq(x, y))
+}
 
 /// Where the next frame comes from.
 enum Next {
@@ -61,9 +129,6 @@ pub fn process(
     budget: usize,
 ) -> Result<bool, DeviceBroken> {
     let mut delivered = Tally::default();
-    // Host views of the held buffers as one stream, for the frames whose
-    // first buffer does not hold what is looked at.
-    let mut scratch = HostSlices::new();
     let mut used = UsedBatch::new(queue);
     let mut ring = AvailRing::new(queue, mem);
     let result = (|| {
@@ -74,23 +139,23 @@ pub fn process(
             if delivered.frames() >= budget {
                 return Ok(true);
             }
-            if !take_buffers(h, queue, &mut ring)? {
+            if !take_buffers(h, queue, mem, &mut ring)? {
                 // Out of buffers: ask the driver to say when it adds some,
                 // and look once more in case it just did.
                 let more = queue
                     .enable_notification(mem)
                     .map_err(|e| broken(e.to_string()))?;
-                if !more || !take_buffers(h, queue, &mut ring)? {
+                if !more || !take_buffers(h, queue, mem, &mut ring)? {
                     return Ok(false);
                 }
             }
             let next = match h.replies.pop_front() {
-                Some(reply) => place_copy(h, &mut scratch, &reply),
+                Some(reply) => place_copy(h, &reply),
                 None => read_tap(h),
             };
             match next {
                 Next::Placed(len) => {
-                    if complete(h, &mut used, &mut scratch, len)? {
+                    if complete(h, &mut used, len)? {
                         delivered.count(len - HEADER_LEN);
                     }
                     if delivered.frames() % PUBLISH_EVERY == 0 {
@@ -130,16 +195,17 @@ fn room_needed(h: &NetHandler) -> usize {
 /// tap. Returns whether the held buffers are enough to read into: with
 /// mergeable buffers that is room for the largest frame, or every buffer
 /// the queue can hold if the driver posts less.
-fn take_buffers(
+fn take_buffers<'m>(
     h: &mut NetHandler,
     queue: &mut Queue,
-    ring: &mut AvailRing<'_>,
+    mem: &'m GuestMemoryMmap,
+    ring: &mut AvailRing<'m>,
 ) -> Result<bool, DeviceBroken> {
     let want = room_needed(h);
     let all = usize::from(queue.size());
     let enough = |h: &NetHandler| {
         if h.mergeable {
-            h.rx_held >= want || h.rx_buffers.len() >= all
+            h.rx_buffers.bytes >= want || h.rx_buffers.len() >= all
         } else {
             !h.rx_buffers.is_empty()
         }
@@ -147,7 +213,7 @@ fn take_buffers(
     if enough(h) {
         return Ok(true);
     }
-    let mut buffer = HeldBuffer::default();
+    let mut buffer = WritableChain::default();
     while !enough(h) || h.rx_buffers.len() < TAKE_AHEAD.min(all) {
         if !ring
             .take_views(queue, MAX_DESCRIPTORS, &mut buffer)
@@ -161,8 +227,7 @@ fn take_buffers(
                 buffer.head
             )));
         }
-        h.rx_held += buffer.len as usize;
-        h.rx_buffers.push_back(std::mem::take(&mut buffer));
+        h.rx_buffers.hold(mem, std::mem::take(&mut buffer));
     }
     Ok(enough(h))
 }
@@ -198,22 +263,18 @@ fn buffers_for(h: &NetHandler, bytes: usize) -> usize {
     h.rx_buffers.len()
 }
 
-/// Host views of the first `at_least` bytes (or more) of the buffers the
-/// next frame fills: the first buffer's own views when it holds that
-/// much (nearly always), else all of them as one stream in `scratch`.
-fn frame_views<'a>(
-    h: &'a NetHandler,
-    scratch: &'a mut HostSlices,
-    at_least: usize,
-) -> &'a HostSlices {
+/// Calls `f` with host views of the first `at_least` bytes (or more) of
+/// the buffers the next frame fills: the first buffer's own views when it
+/// holds that much (nearly always), else all of them as one stream.
+fn with_frame_views<R>(h: &NetHandler, at_least: usize, f: impl FnOnce(&HostViews<'_>) -> R) -> R {
     match h.rx_buffers.front() {
-        Some(first) if first.len as usize >= at_least => &first.views,
+        Some(first) if first.len as usize >= at_least => f(&first.views),
         _ => {
-            scratch.clear();
+            let mut all = HostViews::new();
             for held in h.rx_buffers.iter().take(frame_buffers(h)) {
-                scratch.extend_from_slice(&held.views);
+                all.extend(&held.views);
             }
-            scratch
+            f(&all)
         }
     }
 }
@@ -221,41 +282,34 @@ fn frame_views<'a>(
 /// One read from the tap into the held buffers.
 fn read_tap(h: &mut NetHandler) -> Next {
     let buffers = frame_buffers(h);
-    let (iovecs, held) = (&mut h.iovecs, &h.rx_buffers);
-    iovecs.clear();
+    let mut iovecs = SmallVec::<[libc::iovec; READ_IOVECS]>::new();
     let mut room = 0;
-    let mut add = |views: &[(*mut u8, usize)]| {
-        for &(ptr, len) in views {
+    'views: for buffer in h.rx_buffers.iter().take(buffers) {
+        for &iovec in buffer.views.iovecs() {
             if iovecs.len() == libc::UIO_MAXIOV as usize - 1 {
-                break;
+                break 'views;
             }
-            iovecs.push(libc::iovec {
-                iov_base: ptr.cast(),
-                iov_len: len,
-            });
-            room += len;
+            iovecs.push(iovec);
+            room += iovec.iov_len;
         }
-    };
-    held.iter()
-        .take(buffers)
-        .for_each(|buffer| add(&buffer.views));
+    }
     // A frame larger than the buffers runs on into this spill area (the
     // tap would cut it short without saying so) and is then dropped.
     if h.spill.len() != GSO_ROOM {
         h.spill.resize(GSO_ROOM, 0);
     }
-    h.iovecs.push(libc::iovec {
+    iovecs.push(libc::iovec {
         iov_base: h.spill.as_mut_ptr().cast(),
         iov_len: h.spill.len(),
     });
-    // SAFETY: every iovec but the last is a range of guest memory that
-    // stays mapped while `mem` lives, the last is `h.spill`; the kernel
-    // writes the frame into them.
+    // SAFETY: every iovec but the last is a view of a held buffer, guest
+    // memory that `h.rx_buffers` keeps mapped; the last is `h.spill`, which
+    // nothing else uses meanwhile. The kernel writes the frame into them.
     let read = unsafe {
         libc::readv(
             h.tap.as_raw_fd(),
-            h.iovecs.as_ptr(),
-            h.iovecs.len() as libc::c_int,
+            iovecs.as_ptr(),
+            iovecs.len() as libc::c_int,
         )
     };
     if read < 0 {
@@ -282,10 +336,12 @@ fn read_tap(h: &mut NetHandler) -> Next {
 
 /// Copies a frame the device made into the held buffers, behind a plain
 /// header.
-fn place_copy(h: &mut NetHandler, scratch: &mut HostSlices, frame: &[u8]) -> Next {
+fn place_copy(h: &mut NetHandler, frame: &[u8]) -> Next {
     let header = Header::default().to_bytes();
-    let slices = frame_views(h, scratch, HEADER_LEN + frame.len());
-    if !copy_to_slices(slices, 0, &header) || !copy_to_slices(slices, HEADER_LEN, frame) {
+    let placed = with_frame_views(h, HEADER_LEN + frame.len(), |views| {
+        views.write_at(0, &header) && views.write_at(HEADER_LEN, frame)
+    });
+    if !placed {
         NetStats::add(&h.stats.rx_dropped, 1);
         h.dropped("device-made", "larger than the receive buffers");
         return Next::Dropped;
@@ -295,19 +351,11 @@ fn place_copy(h: &mut NetHandler, scratch: &mut HostSlices, frame: &[u8]) -> Nex
 
 /// Checks the placed frame, fixes its header and hands its buffers to the
 /// guest. Returns whether it was delivered.
-fn complete(
-    h: &mut NetHandler,
-    used: &mut UsedBatch,
-    scratch: &mut HostSlices,
-    len: usize,
-) -> Result<bool, DeviceBroken> {
+fn complete(h: &mut NetHandler, used: &mut UsedBatch, len: usize) -> Result<bool, DeviceBroken> {
     const LOOKED_AT: usize = HEADER_LEN + MIN_FRAME;
-    let views = frame_views(h, scratch, LOOKED_AT);
-    let Some(raw) = read_array::<LOOKED_AT>(views, 0) else {
+    let Some(raw) = with_frame_views(h, LOOKED_AT, |views| views.read_array::<LOOKED_AT>(0)) else {
         return Ok(false);
     };
-    // Where the header goes back: in the first view (nearly always).
-    let header_view = views.first().copied().filter(|&(_, len)| len >= HEADER_LEN);
     let header = Header::parse(raw[..HEADER_LEN].try_into().expect("header length"));
     let mut header = match frame::inspect_rx(
         &header,
@@ -326,22 +374,18 @@ fn complete(
     let filled = buffers_for(h, len);
     header.num_buffers = filled as u16;
     let header = header.to_bytes();
-    let stored = match header_view {
-        Some(view) => write_array(&[view], 0, &header),
-        None => write_array(frame_views(h, scratch, HEADER_LEN), 0, &header),
-    };
-    if !stored {
+    // Nearly always a store into the first buffer's first view.
+    if !with_frame_views(h, HEADER_LEN, |views| views.write_array(0, &header)) {
         return Ok(false);
     }
     let mut left = len;
     for _ in 0..filled {
-        let Some(held) = h.rx_buffers.pop_front() else {
+        let Some((head, held)) = h.rx_buffers.pop_front() else {
             break;
         };
-        let written = left.min(held.len as usize);
+        let written = left.min(held as usize);
         left -= written;
-        h.rx_held -= held.len as usize;
-        used.add(held.head, written as u32);
+        used.add(head, written as u32);
     }
     Ok(true)
 }

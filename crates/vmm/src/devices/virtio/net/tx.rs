@@ -12,7 +12,7 @@ use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::avail::{AvailRing, ReadableChain};
-use crate::devices::virtio::buffers::{HostSlices, copy_from_slices, read_array};
+use crate::devices::virtio::guest::HostViews;
 use crate::devices::virtio::used::UsedBatch;
 use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
@@ -43,8 +43,9 @@ pub fn process(
     let mut served = 0usize;
     let mut sent = Tally::default();
     // Out of the handler for the pass, so that `send` may have the
-    // handler while a chain of the batch is borrowed.
-    let mut batch = std::mem::take(&mut h.tx_batch);
+    // handler while a chain of the batch is borrowed; its views are this
+    // pass's, found in `mem`.
+    let mut batch: Vec<ReadableChain<'_>> = std::mem::take(&mut h.tx_batch);
     let mut used = UsedBatch::new(queue);
     let mut ring = AvailRing::new(queue, mem);
     let result = (|| loop {
@@ -98,7 +99,7 @@ pub fn process(
             return Ok(false);
         }
     })();
-    h.tx_batch = batch;
+    h.tx_batch = recycle(batch);
     sent.add_to(&h.stats.tx_frames, &h.stats.tx_bytes);
     // What a batch cut short (the tap full, the budget spent) completed.
     let published = used
@@ -107,12 +108,24 @@ pub fn process(
     result.and_then(|more| published.map(|()| more))
 }
 
+/// The batch emptied, its storage kept for the next pass: no views
+/// outlive the pass that found them.
+fn recycle<'a>(mut batch: Vec<ReadableChain<'_>>) -> Vec<ReadableChain<'a>> {
+    batch.clear();
+    // Collecting into a vector of a type of the same layout reuses the
+    // allocation.
+    batch
+        .into_iter()
+        .map(|_| unreachable!("the batch is empty"))
+        .collect()
+}
+
 /// One frame: inspected, then sent, answered or dropped. Buffers the
 /// device could write into mean nothing on this queue and are left alone.
 fn send(h: &mut NetHandler, chain: &ReadableChain, sent: &mut Tally) -> Sent {
     let total = chain.len as usize;
-    let slices = &chain.views;
-    let Some(header) = read_array::<HEADER_LEN>(slices, 0) else {
+    let views = &chain.views;
+    let Some(header) = views.read_array::<HEADER_LEN>(0) else {
         drop_frame(h, frame::Refused::Runt);
         return Sent::Done;
     };
@@ -123,16 +136,16 @@ fn send(h: &mut NetHandler, chain: &ReadableChain, sent: &mut Tally) -> Sent {
     let mut seen: &[u8] = &[];
     if frame::looks_inside(&h.tx_policy) {
         let n = frame_len.min(PEEK_LEN);
-        copy_from_slices(slices, HEADER_LEN, &mut peek[..n]);
+        views.read_at(HEADER_LEN, &mut peek[..n]);
         seen = &peek[..n];
         if frame::wants_whole_frame(&h.tx_policy, frame_len, seen) {
             whole.resize(frame_len, 0);
-            copy_from_slices(slices, HEADER_LEN, &mut whole);
+            views.read_at(HEADER_LEN, &mut whole);
             seen = &whole;
         }
     }
     match frame::inspect_tx(&header, frame_len, seen, &h.tx_policy) {
-        TxVerdict::Send => write_to_tap(h, slices, frame_len, sent),
+        TxVerdict::Send => write_to_tap(h, views, frame_len, sent),
         TxVerdict::Reply(reply) => {
             h.push_reply(reply);
             Sent::Done
@@ -156,20 +169,16 @@ fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
 
 fn write_to_tap(
     h: &mut NetHandler,
-    slices: &HostSlices,
+    views: &HostViews<'_>,
     frame_len: usize,
     sent: &mut Tally,
 ) -> Sent {
-    h.iovecs.clear();
-    h.iovecs
-        .extend(slices.iter().map(|&(ptr, len)| libc::iovec {
-            iov_base: ptr.cast(),
-            iov_len: len,
-        }));
-    let count = h.iovecs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
-    // SAFETY: every iovec is a range of guest memory that stays mapped
-    // while `mem` lives; the kernel only reads from them.
-    let written = unsafe { libc::writev(h.tap.as_raw_fd(), h.iovecs.as_ptr(), count) };
+    let iovecs = views.iovecs();
+    let count = iovecs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+    // SAFETY: `iovecs` holds `count` iovecs or more, each a range of guest
+    // memory mapped for as long as `views` lives (the walk found them);
+    // the kernel only reads from them.
+    let written = unsafe { libc::writev(h.tap.as_raw_fd(), iovecs.as_ptr(), count) };
     if written < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::WouldBlock {
