@@ -4,7 +4,10 @@
 //! A vCPU blocked in `KVM_RUN` (a halted guest waits there forever) is
 //! pulled out with a signal whose handler sets `immediate_exit` in that
 //! vCPU's `kvm_run` area, so a kick that lands just before `KVM_RUN` is not
-//! lost: the next `KVM_RUN` returns at once.
+//! lost: the next `KVM_RUN` returns at once. Only threads that are still
+//! registered are kicked, and a thread takes itself off the list, under the
+//! lock kicks hold, before it ends: no signal goes to a thread that may be
+//! gone.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,21 +34,24 @@ extern "C" fn on_kick(_: libc::c_int) {
     if !run.is_null() {
         // SAFETY: the pointer was registered by this thread from its own
         // live vCPU mapping and is cleared before the mapping goes away.
-        unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+        let immediate_exit = unsafe { &raw mut (*run).immediate_exit };
+        // SAFETY: a byte of that mapping, which KVM reads; written without
+        // a reference, as the interrupted code may be using the mapping.
+        unsafe { std::ptr::write_volatile(immediate_exit, 1) };
     }
 }
 
 /// Installs the kick handler once per process.
 pub fn install_kick_handler() -> std::io::Result<()> {
+    // SAFETY: `sigaction` is plain data, for which all zeroes is valid.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_kick as *const () as usize;
+    // SAFETY: `sa_mask` is a valid sigset to initialise.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: a plain sigaction with a handler that is async-signal-safe; no
     // SA_RESTART so blocking calls see EINTR.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_kick as *const () as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(kick_signal(), &action, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    if unsafe { libc::sigaction(kick_signal(), &action, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -87,8 +93,32 @@ pub struct Lifecycle {
     attention: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
+    /// The vCPU threads to kick: each is on the list from its
+    /// [`Lifecycle::add_vcpu_thread`] until its [`VcpuRegistration`] goes,
+    /// and a kick holds the lock while it signals them.
     threads: Mutex<Vec<libc::pthread_t>>,
     events: Mutex<Sender<VmEvent>>,
+}
+
+/// A vCPU thread's place on the list of threads kicks reach. The thread
+/// drops it before it ends (a vCPU thread is detached, and its id means
+/// nothing once it is gone); dropping it waits for a kick in progress.
+#[must_use = "the thread is taken off the list when this is dropped"]
+pub struct VcpuRegistration<'l> {
+    lifecycle: &'l Lifecycle,
+    thread: libc::pthread_t,
+}
+
+impl Drop for VcpuRegistration<'_> {
+    fn drop(&mut self) {
+        let mut threads = self.lifecycle.threads();
+        if let Some(at) = threads.iter().position(|&t| {
+            // SAFETY: pthread_equal only compares two ids.
+            unsafe { libc::pthread_equal(t, self.thread) != 0 }
+        }) {
+            threads.swap_remove(at);
+        }
+    }
 }
 
 impl Lifecycle {
@@ -106,26 +136,32 @@ impl Lifecycle {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records the calling thread as a vCPU thread to kick.
-    pub fn add_vcpu_thread(&self) {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        self.threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(me);
+    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<libc::pthread_t>> {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn kick_all(&self) {
-        for &thread in self
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            // SAFETY: vCPU threads live until the process exits.
+    /// Records the calling thread as a vCPU thread to kick, until the
+    /// registration returned is dropped, which the thread does before it
+    /// ends.
+    pub fn add_vcpu_thread(&self) -> VcpuRegistration<'_> {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.threads().push(me);
+        VcpuRegistration {
+            lifecycle: self,
+            thread: me,
+        }
+    }
+
+    /// Signals every registered vCPU thread; returns how many.
+    fn kick_all(&self) -> usize {
+        let threads = self.threads();
+        for &thread in threads.iter() {
+            // SAFETY: the thread is registered, so it has not ended: it
+            // deregisters before it ends, which waits for this lock.
             unsafe { libc::pthread_kill(thread, kick_signal()) };
         }
+        threads.len()
     }
 
     /// Ends the VM for `reason`; the first reason wins.
@@ -170,17 +206,16 @@ impl Lifecycle {
         let mut state = self.lock();
         state.paused = true;
         self.attention.store(true, Ordering::SeqCst);
-        drop(state);
-        loop {
+        let waiting = |state: &mut State| state.parked < vcpus && state.exit.is_none();
+        // Nothing to kick once all are parked or the VM is ending.
+        while waiting(&mut state) {
+            drop(state);
             self.kick_all();
-            let state = self.lock();
-            if state.parked >= vcpus || state.exit.is_some() {
-                return;
-            }
-            let (_state, _) = self
+            state = self
                 .changed
-                .wait_timeout(state, Duration::from_millis(10))
-                .unwrap_or_else(|e| e.into_inner());
+                .wait_timeout_while(self.lock(), Duration::from_millis(10), waiting)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -254,5 +289,38 @@ impl Lifecycle {
             on_resume();
         }
         running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn lifecycle() -> Arc<Lifecycle> {
+        Arc::new(Lifecycle::new(std::sync::mpsc::channel().0))
+    }
+
+    #[test]
+    fn a_vcpu_thread_that_ended_is_not_kicked() {
+        install_kick_handler().unwrap();
+        let lifecycle = lifecycle();
+        let (registered, go_on) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let vcpu = {
+            let lifecycle = lifecycle.clone();
+            std::thread::spawn(move || {
+                let _registration = lifecycle.add_vcpu_thread();
+                registered.0.send(()).unwrap();
+                let _ = go_on.1.recv();
+            })
+        };
+        registered.1.recv().unwrap();
+        assert_eq!(lifecycle.kick_all(), 1, "a live vCPU thread is kicked");
+        drop(go_on.0);
+        vcpu.join().unwrap();
+        assert_eq!(lifecycle.kick_all(), 0, "the thread is gone");
+        // A VM whose vCPU ended: pausing it signals nobody and returns.
+        lifecycle.request_exit(ExitReason::PowerOff);
+        lifecycle.pause(1);
     }
 }

@@ -91,7 +91,9 @@ fn lock(vcpu: &SharedVcpu) -> MutexGuard<'_, VcpuFd> {
 pub fn run(shared: SharedVcpu, index: u32, ctx: VcpuContext) {
     let run_area = lock(&shared).get_kvm_run() as *mut kvm_bindings::kvm_run;
     lifecycle::register_kvm_run(run_area);
-    ctx.lifecycle.add_vcpu_thread();
+    // Taken off the list of threads to kick when this function returns,
+    // before the thread ends.
+    let _registration = ctx.lifecycle.add_vcpu_thread();
     // A guest using kvmclock learns it was paused (no soft-lockup alarm);
     // one that does not answers EINVAL, which is fine.
     let resumed = || {
@@ -123,10 +125,14 @@ pub fn run(shared: SharedVcpu, index: u32, ctx: VcpuContext) {
             }
             lock(&shared)
         };
-        // SAFETY: run_area is this vCPU's live kvm_run mapping; the io
-        // fields are valid after an IO exit, which is the only time they
-        // are read below.
-        let io_size = || unsafe { usize::from((*run_area).__bindgen_anon_1.io.size).max(1) };
+        let io_size = || {
+            // SAFETY: run_area is this vCPU's live kvm_run mapping, and KVM
+            // writes the exit's union only inside KVM_RUN, which is over.
+            let exit = unsafe { &(*run_area).__bindgen_anon_1 };
+            // SAFETY: the io member is valid after an IO exit, the only
+            // time this is called.
+            usize::from(unsafe { exit.io }.size).max(1)
+        };
         let result = vcpu.run();
         half_done = result.is_ok();
         match result {
@@ -174,8 +180,10 @@ pub fn run(shared: SharedVcpu, index: u32, ctx: VcpuContext) {
             }
             Ok(VcpuExit::Intr) => half_done = false,
             Ok(VcpuExit::InternalError) => {
+                // SAFETY: as for `io_size`.
+                let exit = unsafe { &(*run_area).__bindgen_anon_1 };
                 // SAFETY: KVM filled the internal-error member for this exit.
-                let suberror = unsafe { (*run_area).__bindgen_anon_1.internal.suberror };
+                let suberror = unsafe { exit.internal }.suberror;
                 let what = internal_error_name(suberror);
                 fail(&vcpu, index, &ctx, what);
             }
