@@ -288,31 +288,38 @@ impl Sender {
         // Toward the guest.
         frame[0..6].copy_from_slice(&MAC);
         frame[6..12].copy_from_slice(&ELSEWHERE);
-        // SAFETY: socket set-up on a descriptor we own.
-        let fd = unsafe {
+        let fd = {
             let proto = (libc::ETH_P_ALL as u16).to_be();
-            let fd = OwnedFd::from_raw_fd(libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from(proto),
-            ));
+            // SAFETY: a plain socket call.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            // SAFETY: `fd` is a new descriptor nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             let one: libc::c_int = 1;
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_VNET_HDR,
-                (&one as *const libc::c_int).cast(),
-                4,
-            );
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            // SAFETY: sets an int option on a descriptor we own.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_VNET_HDR,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+            // SAFETY: `sockaddr_ll` is plain data, for which all zeroes is valid.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_protocol = proto;
             sll.sll_ifindex = index as i32;
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
+            // SAFETY: binds a descriptor we own to the address above.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
             fd
         };
         let mut bytes = header.to_bytes()[..10].to_vec();

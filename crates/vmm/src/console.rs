@@ -176,12 +176,10 @@ pub fn relay(console: Arc<Console>, mut master: File, input: Arc<Mutex<dyn Conso
         if output_pending {
             master_events |= PollFlags::POLLOUT;
         }
+        // SAFETY: the eventfd lives in `console`, which outlives the poll.
+        let wake_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(console.wake.as_raw_fd()) };
         let mut fds = [
-            // SAFETY: the eventfd lives in `console`, which outlives the poll.
-            PollFd::new(
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(console.wake.as_raw_fd()) },
-                PollFlags::POLLIN,
-            ),
+            PollFd::new(wake_fd, PollFlags::POLLIN),
             PollFd::new(master.as_fd(), master_events),
         ];
         // A timeout guards against a missed wake-up; it costs nothing idle.
@@ -212,13 +210,12 @@ pub fn relay(console: Arc<Console>, mut master: File, input: Arc<Mutex<dyn Conso
 }
 
 fn set_nonblocking(file: &File) {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let fd = file.as_raw_fd();
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags >= 0 {
+        // SAFETY: F_SETFL on a descriptor we own, changing only O_NONBLOCK.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
     }
 }
 

@@ -146,21 +146,25 @@ impl HostNet {
         let index = unsafe { libc::if_nametoindex(c"seccomp0".as_ptr()) };
         assert_ne!(index, 0, "{}", std::io::Error::last_os_error());
         let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: socket and bind on a descriptor this function owns, with
-        // a zeroed and then filled sockaddr_ll.
-        let socket = unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        let socket = {
+            // SAFETY: a plain socket call.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
             assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            // SAFETY: `fd` is a new descriptor nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: `sockaddr_ll` is plain data, for which all zeroes is valid.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_protocol = proto;
             sll.sll_ifindex = index as i32;
-            let rc = libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
+            // SAFETY: binds a descriptor we own to the address above.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
             assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
             fd
         };

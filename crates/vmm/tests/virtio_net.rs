@@ -84,31 +84,39 @@ fn packet_socket(ns: &NetNs, ifname: &str, vnet: bool) -> OwnedFd {
     ns.enter(|| {
         let index = Rtnl::open().unwrap().link(ifname).unwrap().unwrap().index;
         let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket calls on a descriptor we own.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        {
+            // SAFETY: a plain socket call.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
             assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-            let fd = OwnedFd::from_raw_fd(fd);
+            // SAFETY: `fd` is a new descriptor nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             if vnet {
                 let one: libc::c_int = 1;
-                let rc = libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_PACKET,
-                    libc::PACKET_VNET_HDR,
-                    (&one as *const libc::c_int).cast(),
-                    4,
-                );
+                // SAFETY: sets an int option on a descriptor we own.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_PACKET,
+                        libc::PACKET_VNET_HDR,
+                        (&one as *const libc::c_int).cast(),
+                        4,
+                    )
+                };
                 assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
             }
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            // SAFETY: `sockaddr_ll` is plain data, for which all zeroes is valid.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_protocol = proto;
             sll.sll_ifindex = index as i32;
-            let rc = libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
+            // SAFETY: binds a descriptor we own to the address above.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
             assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
             fd
         }
@@ -137,15 +145,14 @@ fn recv_on(fd: &OwnedFd, wait: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Ve
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one pollfd; then a read into `buf`.
-        unsafe {
-            if libc::poll(&mut pfd, 1, 20) <= 0 {
-                continue;
-            }
-            let n = libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
-            if n > 0 && keep(&buf[..n as usize]) {
-                out.push(buf[..n as usize].to_vec());
-            }
+        // SAFETY: polls one pollfd of ours.
+        if unsafe { libc::poll(&mut pfd, 1, 20) } <= 0 {
+            continue;
+        }
+        // SAFETY: reads into `buf`, at most its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 0 && keep(&buf[..n as usize]) {
+            out.push(buf[..n as usize].to_vec());
         }
     }
     out

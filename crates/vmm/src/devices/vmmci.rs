@@ -310,14 +310,10 @@ fn run_timers(shared: &Shared, resample: &EventFd) {
                 .min(tick)
         };
         let timeout = PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::NONE);
-        // SAFETY: both eventfds live in `shared`/the caller for the whole
-        // loop.
-        let (resample_fd, wake_fd) = unsafe {
-            (
-                std::os::fd::BorrowedFd::borrow_raw(resample.as_raw_fd()),
-                std::os::fd::BorrowedFd::borrow_raw(shared.wake.as_raw_fd()),
-            )
-        };
+        // SAFETY: the eventfd lives with the caller for the whole loop.
+        let resample_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(resample.as_raw_fd()) };
+        // SAFETY: the eventfd lives in `shared` for the whole loop.
+        let wake_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(shared.wake.as_raw_fd()) };
         let mut fds = [
             PollFd::new(resample_fd.as_fd(), PollFlags::POLLIN),
             PollFd::new(wake_fd.as_fd(), PollFlags::POLLIN),

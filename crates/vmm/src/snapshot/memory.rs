@@ -104,8 +104,9 @@ fn window_runs(region: &BackedRegion, base: *const u8, from: u64, to: u64, runs:
         // SAFETY: `base` maps the whole region and `offset` plus a page
         // lies inside it. The VM is paused and its devices are quiesced,
         // so nothing writes the page while it is read.
-        let page =
-            unsafe { std::slice::from_raw_parts(base.add(offset as usize), PAGE_SIZE as usize) };
+        let page = unsafe {
+            std::slice::from_raw_parts(base.wrapping_add(offset as usize), PAGE_SIZE as usize)
+        };
         if !is_zero(page) {
             let addr = region.guest_addr + offset;
             match runs.last_mut() {
@@ -141,7 +142,7 @@ fn write_frame<W: Write>(
         // from `window_runs`); see there for why it holds still.
         parts.push(unsafe {
             std::slice::from_raw_parts(
-                base.add((addr - region.guest_addr) as usize),
+                base.wrapping_add((addr - region.guest_addr) as usize),
                 (count * PAGE_SIZE) as usize,
             )
         });

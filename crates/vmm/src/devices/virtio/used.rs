@@ -99,7 +99,7 @@ impl UsedBatch {
                     // lives, and `slot < size`; the driver only reads
                     // these elements.
                     unsafe {
-                        ring.add(USED_HEADER as usize + USED_ELEMENT as usize * slot)
+                        ring.wrapping_add(USED_HEADER as usize + USED_ELEMENT as usize * slot)
                             .cast::<[u8; USED_ELEMENT as usize]>()
                             .write_volatile(element)
                     };
