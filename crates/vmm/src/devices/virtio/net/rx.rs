@@ -389,3 +389,46 @@ fn complete(h: &mut NetHandler, used: &mut UsedBatch, len: usize) -> Result<bool
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    fn buffer<'m>(mem: &'m GuestMemoryMmap, head: u16, addr: u64, len: u32) -> WritableChain<'m> {
+        let mut views = HostViews::new();
+        assert!(views.add_range(mem, GuestAddress(addr), len as usize));
+        WritableChain {
+            head,
+            len,
+            mixed: false,
+            views,
+        }
+    }
+
+    #[test]
+    fn held_buffers_keep_their_memory_mapped() {
+        let mut held = HeldBuffers::default();
+        let reader = {
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+            mem.write_slice(b"held", GuestAddress(0x1000)).unwrap();
+            held.hold(&mem, buffer(&mem, 3, 0x1000, 64));
+            held.hold(&mem, buffer(&mem, 4, 0x2000, 32));
+            mem.clone()
+        };
+        // Only the buffers' own clone keeps the memory now.
+        drop(reader);
+        assert_eq!((held.len(), held.bytes), (2, 96));
+        let first = held.front().unwrap();
+        assert_eq!(first.views.read_array::<4>(0), Some(*b"held"));
+        assert_eq!(held.pop_front(), Some((3, 64)));
+        assert_eq!((held.len(), held.bytes), (1, 32));
+
+        // Buffers of other memory cannot be given back; they are dropped
+        // rather than kept without their mapping.
+        let other = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        held.hold(&other, buffer(&other, 9, 0x3000, 16));
+        assert_eq!((held.len(), held.bytes), (1, 16));
+        assert_eq!(held.pop_front(), Some((9, 16)));
+    }
+}
