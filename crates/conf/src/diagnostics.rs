@@ -18,9 +18,11 @@ impl fmt::Display for Location {
     }
 }
 
-/// One error. Displays as `<file>:<line>: <message>` (vmconf.md §4), or as
-/// the bare message for errors that concern a whole file rather than a line
-/// of it (a main file that exists but cannot be read).
+/// One line of an error report. Displays as `<file>:<line>: <message>`, or
+/// as the bare message where vmd gives no place: for a main file that
+/// cannot be read, and for the cause vmd logs before some errors (`disk
+/// /x: No such file or directory` before `vm.conf:3: failed to parse disks:
+/// /x`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub location: Option<Location>,
@@ -43,7 +45,8 @@ pub enum Warning {
     /// Displays as `warning: macro '<name>' not used`.
     MacroNotUsed { name: String },
     /// An explicitly named main file that does not exist; the configuration
-    /// is empty. Displays as `failed to open <path>`.
+    /// is empty. Displays as `failed to open <path>: No such file or
+    /// directory`.
     MissingFile { path: String },
     /// A second `vm` block with a name already defined in this run; the
     /// later one is skipped (vmconf.md §7). Debug-level: vmd logs it only
@@ -64,7 +67,9 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Warning::MacroNotUsed { name } => write!(f, "warning: macro '{name}' not used"),
-            Warning::MissingFile { path } => write!(f, "failed to open {path}"),
+            Warning::MissingFile { path } => {
+                write!(f, "failed to open {path}: No such file or directory")
+            }
             Warning::VmSkipped { name, .. } => write!(f, "vm \"{name}\" skipped (already exists)"),
         }
     }
@@ -88,7 +93,11 @@ impl Report {
         });
     }
 
-    pub fn error_count(&self) -> usize {
-        self.errors.len()
+    /// The cause of the error reported next, without a place.
+    pub fn note(&mut self, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            location: None,
+            message: message.into(),
+        });
     }
 }

@@ -135,12 +135,10 @@ pub(crate) struct Lexer {
     /// ahead and given back. The next byte is at the end.
     pushback: Vec<Byte>,
     peeked: Option<Token>,
-    /// Braces currently open in this file, kept here so that error recovery
-    /// knows which `}` closes the block it is recovering in.
-    pub depth: usize,
-    /// Whether an unexpected end of this file was reported already, so that
-    /// every block left open does not report it again.
-    pub eof_reported: bool,
+    /// Whether the end of the input was met: the first time it reads as one
+    /// more newline (so a last line without one still ends its statement,
+    /// and the end itself is blamed on the line after it, as vmd does).
+    eof_reached: bool,
 }
 
 fn is_blank(c: u8) -> bool {
@@ -188,8 +186,7 @@ impl Lexer {
             line: 1,
             pushback: Vec::new(),
             peeked: None,
-            depth: 0,
-            eof_reported: false,
+            eof_reached: false,
         }
     }
 
@@ -224,13 +221,16 @@ impl Lexer {
         }
     }
 
-    /// Line to blame for the end of the file: the last line that has
-    /// content, not the empty "line" after a final newline.
-    fn eof_line(&self) -> u32 {
-        if self.line > 1 && self.input.last() == Some(&b'\n') {
-            self.line - 1
-        } else {
-            self.line
+    /// After an error: the rest of the line, its newline included, is
+    /// skipped, so the error token stands for the whole line.
+    fn find_eol(&mut self) {
+        while let Some(byte) = self.getc(true) {
+            if byte.value == b'\n' {
+                if !byte.from_macro {
+                    self.line += 1;
+                }
+                return;
+            }
         }
     }
 
@@ -243,24 +243,27 @@ impl Lexer {
     }
 
     pub fn next(&mut self, macros: &mut MacroTable, report: &mut Report) -> Token {
-        let token = match self.peeked.take() {
+        match self.peeked.take() {
             Some(token) => token,
             None => self.lex(macros, report),
-        };
-        match token.kind {
-            TokenKind::Punct(b'{') => self.depth += 1,
-            TokenKind::Punct(b'}') => self.depth = self.depth.saturating_sub(1),
-            _ => {}
         }
-        token
     }
 
     fn lex(&mut self, macros: &mut MacroTable, report: &mut Report) -> Token {
         loop {
-            let Some(byte) = self.skip_blanks_and_comment() else {
+            if self.eof_reached {
                 return Token {
                     kind: TokenKind::Eof,
-                    line: self.eof_line(),
+                    line: self.line,
+                };
+            }
+            let Some(byte) = self.skip_blanks_and_comment() else {
+                self.eof_reached = true;
+                let line = self.line;
+                self.line += 1;
+                return Token {
+                    kind: TokenKind::Newline,
+                    line,
                 };
             };
             let line = self.line;
@@ -273,7 +276,16 @@ impl Lexer {
                 }
                 TokenKind::Newline
             } else if c == b'"' || c == b'\'' {
-                self.quoted(c, line, report)
+                match self.quoted(c, line, report) {
+                    Some(kind) => kind,
+                    None => {
+                        // The file ended inside the string: the end of the
+                        // file comes at once, on the string's line.
+                        self.eof_reached = true;
+                        self.line = line;
+                        TokenKind::Eof
+                    }
+                }
             } else if c == b'$' && !byte.from_macro {
                 match self.expand_macro(macros, report) {
                     Some(()) => continue,
@@ -286,6 +298,9 @@ impl Lexer {
             } else {
                 TokenKind::Punct(c)
             };
+            if kind == TokenKind::Error {
+                self.find_eol();
+            }
             return Token { kind, line };
         }
     }
@@ -307,12 +322,17 @@ impl Lexer {
         Some(byte)
     }
 
-    fn quoted(&mut self, quote: u8, line: u32, report: &mut Report) -> TokenKind {
+    /// A quoted string; `None` when the file ends inside it.
+    fn quoted(&mut self, quote: u8, line: u32, report: &mut Report) -> Option<TokenKind> {
         let mut text = Vec::new();
         loop {
             let Some(Byte { value: c, .. }) = self.getc(false) else {
-                report.error(&self.file, line, "unterminated quoted string");
-                return TokenKind::Error;
+                report.error(
+                    &self.file,
+                    line,
+                    "reached end of file while parsing quoted string",
+                );
+                return None;
             };
             if c == quote {
                 break;
@@ -343,10 +363,10 @@ impl Lexer {
             if text.len() > MAX_TOKEN_LEN {
                 report.error(&self.file, self.line, "string too long");
                 self.skip_past_quote(quote);
-                return TokenKind::Error;
+                return Some(TokenKind::Error);
             }
         }
-        self.utf8(text, line, report)
+        Some(self.utf8(text, line, report))
     }
 
     /// After an overlong quoted string, resynchronises at its closing quote
@@ -500,6 +520,14 @@ mod tests {
                 break;
             }
             tokens.push((token.kind, token.line));
+        }
+        // The newline the end of the input reads as, unless the input ended
+        // inside a quoted string.
+        if tokens
+            .last()
+            .is_some_and(|(kind, _)| *kind == TokenKind::Newline)
+        {
+            tokens.pop();
         }
         let errors = report.errors.iter().map(|d| d.to_string()).collect();
         (tokens, errors)
@@ -658,9 +686,13 @@ x"),
         // Backslash-newline inside quotes continues the string.
         let (tokens, _) = lex_with("\"a\\\nb\"\nc", &mut MacroTable::default());
         assert_eq!(tokens, [(s("ab"), 1), (Newline, 2), (s("c"), 3)]);
+        // The end of the file inside a string comes at once, on its line.
         let (tokens, errors) = lex_with("x \"abc\ny", &mut MacroTable::default());
-        assert_eq!(tokens, [(s("x"), 1), (TokenKind::Error, 1)]);
-        assert_eq!(errors, ["t:1: unterminated quoted string"]);
+        assert_eq!(tokens, [(s("x"), 1)]);
+        assert_eq!(
+            errors,
+            ["t:1: reached end of file while parsing quoted string"]
+        );
     }
 
     #[test]
@@ -714,9 +746,8 @@ x"),
                 Punct(b'$'),
                 s("self"),
                 Newline,
+                // An error token stands for the rest of its line.
                 TokenKind::Error,
-                s("z"),
-                Newline,
                 TokenKind::Error,
             ]
         );
@@ -739,23 +770,17 @@ x"),
         let kinds: Vec<_> = tokens.into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             kinds,
-            [
-                TokenKind::Error,
-                s("x"),
-                Newline,
-                TokenKind::Error,
-                s("y"),
-                Newline
-            ]
+            // Each error token stands for the rest of its line.
+            [TokenKind::Error, TokenKind::Error]
         );
         assert_eq!(errors, ["t:1: string too long", "t:2: string too long"]);
         // Skipping the rest of an overlong string honours its escapes.
         let (tokens, errors) = lex_with(
-            &format!("\"{long}\\\" still \\\\\" inside\" y\n"),
+            &format!("\"{long}\\\" still \\\\\" inside\" y\nz\n"),
             &mut MacroTable::default(),
         );
         let kinds: Vec<_> = tokens.into_iter().map(|(k, _)| k).collect();
-        assert_eq!(kinds, [TokenKind::Error, s("y"), Newline]);
+        assert_eq!(kinds, [TokenKind::Error, s("z"), Newline]);
         assert_eq!(errors, ["t:1: string too long"]);
     }
 
@@ -773,11 +798,10 @@ x"),
     }
 
     #[test]
-    fn eof_line_is_the_last_line_with_content() {
-        let (_, _) = lex_with("", &mut MacroTable::default());
+    fn the_end_reads_as_a_newline_then_ends_on_the_line_after() {
         let mut report = Report::default();
         let mut macros = MacroTable::default();
-        for (input, line) in [("", 1), ("a", 1), ("a\n", 1), ("a\nb", 2), ("a\nb\n\n", 3)] {
+        for (input, line) in [("", 2), ("a", 2), ("a\n", 3), ("a\nb", 3), ("a\nb\n\n", 5)] {
             let mut lexer = Lexer::new("t", input.as_bytes().to_vec());
             while lexer.peek(&mut macros, &mut report).kind != TokenKind::Eof {
                 lexer.next(&mut macros, &mut report);

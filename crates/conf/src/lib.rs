@@ -8,7 +8,9 @@
 //!   and on `vmctl load` (`Origin::Explicit`), and returns either the
 //!   [`Config`] with its [`Warning`]s or every error found ([`Rejected`]).
 //! * [`check`] is `vmd -n`: the lines to print on stderr and whether the
-//!   file is valid (`configuration OK`, exit 0) or not (exit 1).
+//!   file is valid (`configuration OK`, exit 0) or not (exit 1). It only
+//!   parses: what registering a block checks (a VM with nothing to boot, a
+//!   switch defined twice) is not checked, as with vmd's `-n`.
 //! * [`load_with`], [`parse`] and [`check_with`] do the same against any
 //!   [`Host`] (see [`MemoryHost`] for tests).
 //!
@@ -28,21 +30,21 @@
 //!
 //! # Decisions where the spec leaves room
 //!
-//! * Error lines: a syntax error is reported at the offending token's line;
-//!   errors about a whole block (`is missing interface name`, `vm "…"
-//!   failed: …`) at its closing brace; a block with any error is dropped
-//!   without further checks, so one mistake gives one message.
-//! * Recovery goes on inside the block the error was in; braces opened on
-//!   a skipped line are skipped to their end.
-//! * Messages the spec does not give: `syntax error`, `unterminated quoted
-//!   string`, `string is not valid UTF-8`, `invalid rdomain: N`, `switch
-//!   name too long`, `switch "…" defined more than once`, `boot device
-//!   specified more than once`, `invalid memory size: W: <strerror>`,
-//!   `invalid local prefix: invalid address|invalid prefix length|bad
-//!   mask`, `agentx context too long`, `agentx path must be absolute`,
-//!   `agentx path too long`, `invalid staggered start parallel|delay: N`,
-//!   and for the Linux extensions `invalid number of cpus: N`, `cpus|
-//!   cmdline|initrd specified more than once`, `initrd path not found: E`.
+//! * Messages, their places and what follows them are vmd's: a syntax
+//!   error at the offending token's line; errors about a whole block
+//!   (`is missing interface name`, `vm "…" failed: …`) at its closing
+//!   brace; the causes vmd logs without a place (`disk /x: No such file or
+//!   directory`, `memory size must be at least 1MB`) on their own line
+//!   before the error; an error found by the lexer (`macro 'x' not
+//!   defined`) followed by `syntax error`. After an error the rest of the
+//!   statement, block included, is skipped and what follows is read as
+//!   top-level lines; a syntax error within the next three tokens is not
+//!   reported. The table in `tests/openbsd_messages.rs` shows each.
+//! * Messages of our own, in the same style: `string is not valid UTF-8`,
+//!   `switch name too long: N` and `switch "…" defined more than once`
+//!   (when registering), `invalid staggered start parallel|delay: N`, and
+//!   for the Linux extensions `invalid number of cpus: N`, `cpus|cmdline|
+//!   initrd specified more than once`, `initrd path not found: E`.
 //! * `cpus`, `cmdline`, `initrd` (and the `allow instance` flag `cpus`) are
 //!   recognised by position, not reserved, so every file the reference
 //!   accepts still parses.
@@ -68,7 +70,8 @@
 //!     origin: Origin::Explicit,
 //!     ..LoadOptions::default()
 //! });
-//! assert_eq!(check.lines, ["failed to open /missing.conf", "configuration OK"]);
+//! assert_eq!(check.lines, ["failed to open /missing.conf: No such file or directory"]);
+//! assert!(!check.ok);
 //! ```
 
 mod diagnostics;
@@ -88,7 +91,7 @@ pub use model::{
 };
 
 use host::{error_text, is_not_found};
-use parser::Parser;
+use parser::{Mode, Parser};
 
 /// The reserved words of the grammar (vmconf.md §1), `add`, `id` and
 /// `size` included although nothing uses them.
@@ -108,7 +111,8 @@ pub enum Origin {
     #[default]
     Default,
     /// Given with `vmd -f` or `vmctl load`: a missing file is an empty
-    /// configuration plus the warning `failed to open <file>`.
+    /// configuration plus the warning `failed to open <file>: No such file
+    /// or directory`; [`check`] fails on it.
     Explicit,
 }
 
@@ -175,8 +179,17 @@ pub fn load(path: &str, options: &LoadOptions) -> Result<Loaded, Rejected> {
 
 /// [`load`] against any [`Host`].
 pub fn load_with(host: &dyn Host, path: &str, options: &LoadOptions) -> Result<Loaded, Rejected> {
+    read_and_parse(host, path, options, Mode::Register)
+}
+
+fn read_and_parse(
+    host: &dyn Host,
+    path: &str,
+    options: &LoadOptions,
+    mode: Mode,
+) -> Result<Loaded, Rejected> {
     match host.read_file(path) {
-        Ok(text) => parse(host, path, text, options),
+        Ok(text) => parse_as(host, path, text, options, mode),
         Err(err) if is_not_found(&err) => Ok(Loaded {
             config: Config::default(),
             warnings: match options.origin {
@@ -204,12 +217,23 @@ pub fn parse(
     text: impl Into<Vec<u8>>,
     options: &LoadOptions,
 ) -> Result<Loaded, Rejected> {
+    parse_as(host, file, text.into(), options, Mode::Register)
+}
+
+fn parse_as(
+    host: &dyn Host,
+    file: &str,
+    text: Vec<u8>,
+    options: &LoadOptions,
+    mode: Mode,
+) -> Result<Loaded, Rejected> {
     let outcome = Parser::new(
         host,
         file,
-        text.into(),
+        text,
         &options.defines,
         options.first_switch_id,
+        mode,
     )
     .run();
     let report = outcome.report;
@@ -230,7 +254,8 @@ pub fn parse(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
     /// What to print on stderr, one line each: the errors, then the
-    /// warnings, then `configuration OK` if there were no errors.
+    /// warnings, then `configuration OK` if there were no errors. A message
+    /// of vmd's that ends in a newline is followed by an empty line.
     pub lines: Vec<String>,
     pub ok: bool,
 }
@@ -247,14 +272,29 @@ pub fn check(path: &str, options: &LoadOptions) -> CheckOutcome {
     check_with(&SystemHost, path, options)
 }
 
-/// [`check`] against any [`Host`].
+/// [`check`] against any [`Host`]. An explicitly named file that does not
+/// exist fails the check (vmd would go on with an empty configuration and
+/// say `configuration OK` after the warning, hiding a mistyped path).
 pub fn check_with(host: &dyn Host, path: &str, options: &LoadOptions) -> CheckOutcome {
-    let (errors, warnings) = match load_with(host, path, options) {
-        Ok(loaded) => (Vec::new(), loaded.warnings),
-        Err(rejected) => (rejected.errors, rejected.warnings),
-    };
+    let (errors, warnings): (Vec<String>, Vec<Warning>) =
+        match read_and_parse(host, path, options, Mode::Check) {
+            Ok(loaded) => {
+                let (missing, warnings): (Vec<Warning>, Vec<Warning>) = loaded
+                    .warnings
+                    .into_iter()
+                    .partition(|w| matches!(w, Warning::MissingFile { .. }));
+                (missing.iter().map(ToString::to_string).collect(), warnings)
+            }
+            Err(rejected) => (
+                rejected.errors.iter().map(ToString::to_string).collect(),
+                rejected.warnings,
+            ),
+        };
     let ok = errors.is_empty();
-    let mut lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let mut lines: Vec<String> = Vec::new();
+    for error in &errors {
+        lines.extend(error.split('\n').map(String::from));
+    }
     lines.extend(
         warnings
             .iter()

@@ -1,13 +1,13 @@
 //! The statements of vm.conf (vmconf.md §4–§8), parsed by recursive descent
 //! over the lexer's tokens into a [`Config`].
 //!
-//! Error handling: a syntax error is reported once, then the parser skips
-//! to the end of the line and goes on in the block it was in, so that one
-//! run reports every error. Braces opened on a skipped line are skipped up
-//! to their closing brace, so a broken `vm … {` line does not spill its
-//! options into the top level. Errors about values ("too many disks")
-//! are reported where they are found and parsing continues normally. A
-//! block that produced any error is not added to the configuration.
+//! Error handling is vmd's (a yacc parser whose only error rule is at the
+//! top level): any error, in a value or in the syntax, abandons the whole
+//! statement, block included, and the parser skips to the end of the line
+//! and reads on as at the top level. Until three more tokens have been
+//! accepted, a further syntax error is not reported (it only restarts the
+//! skipping); errors about values always are. So a broken block usually
+//! gives one message, and the lines left of it are passed over in silence.
 
 use std::mem;
 
@@ -34,22 +34,38 @@ const MAX_AGENTX_PATH_LEN: usize = 107;
 
 /// Why a statement stopped being parsed.
 enum Abort {
-    /// The next token does not fit: report `syntax error` at it.
+    /// The next token does not fit: report `syntax error` at it, unless an
+    /// error was found just before.
     Syntax,
-    /// The problem was reported already (by the lexer, or an unexpected end
-    /// of the file).
+    /// A value was wrong and this was reported.
     Reported,
+}
+
+/// What a parse is for, which decides the checks done on a complete `vm`
+/// or `switch` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `vmd -n`: only the file's syntax and values, as vmd does when it
+    /// does not register what it reads.
+    Check,
+    /// Start-up, `reload`, `vmctl load`: each block is also registered,
+    /// with the checks that brings (a VM needs something to boot, names
+    /// must be unique).
+    Register,
 }
 
 type Parsed<T> = Result<T, Abort>;
 
-/// How the items of a braced block are separated.
+/// How the items of a braced block are separated. A block has at least
+/// one item.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Separator {
     /// One item per line (`switch` and `vm` blocks).
     Lines,
     /// Items on one or more lines, optionally separated by commas
-    /// (interface options, `allow instance` flags).
+    /// (interface options, `allow instance` flags). vmd is stricter (no
+    /// commas in interface braces; a comma or newline between instance
+    /// flags); files it takes are taken here too.
     List,
 }
 
@@ -62,6 +78,10 @@ pub(crate) struct Parser<'h> {
     include_depth: usize,
     config: Config,
     next_switch_id: u32,
+    mode: Mode,
+    /// Tokens still to be accepted after an error before a syntax error is
+    /// reported again (yacc's error-recovery window).
+    quiet: u8,
 }
 
 /// What a finished parse produced: the configuration is only usable when
@@ -78,6 +98,7 @@ impl<'h> Parser<'h> {
         text: Vec<u8>,
         defines: &[Define],
         first_switch_id: u32,
+        mode: Mode,
     ) -> Parser<'h> {
         Parser {
             host,
@@ -87,6 +108,8 @@ impl<'h> Parser<'h> {
             include_depth: 0,
             config: Config::default(),
             next_switch_id: first_switch_id,
+            mode,
+            quiet: 0,
         }
     }
 
@@ -121,12 +144,26 @@ impl<'h> Parser<'h> {
         self.peek().line
     }
 
+    /// Accepts the next token.
     fn next(&mut self) -> Token {
+        self.quiet = self.quiet.saturating_sub(1);
         self.lex.next(&mut self.macros, &mut self.report)
     }
 
     fn error(&mut self, line: u32, message: impl Into<String>) {
         self.report.error(&self.lex.file, line, message);
+    }
+
+    /// A wrong value: reported at `line`, and the statement is abandoned.
+    fn fail(&mut self, line: u32, message: impl Into<String>) -> Abort {
+        self.error(line, message);
+        Abort::Reported
+    }
+
+    /// A message without a place, as vmd logs the cause of the error
+    /// reported right after it.
+    fn note(&mut self, message: impl Into<String>) {
+        self.report.note(message);
     }
 
     fn location(&self, line: u32) -> Location {
@@ -136,13 +173,10 @@ impl<'h> Parser<'h> {
         }
     }
 
-    /// The next token is not what the grammar allows here.
+    /// The next token is not what the grammar allows here (the lexer's
+    /// error token and the end of the file included).
     fn unexpected(&mut self) -> Abort {
-        match self.peek_kind() {
-            TokenKind::Error => Abort::Reported,
-            TokenKind::Eof => self.unexpected_eof(),
-            _ => Abort::Syntax,
-        }
+        Abort::Syntax
     }
 
     fn expect_keyword(&mut self, keyword: Keyword) -> Parsed<u32> {
@@ -222,86 +256,75 @@ impl<'h> Parser<'h> {
                 }
                 _ => {
                     if let Err(abort) = self.statement() {
-                        self.recover(abort, 0);
+                        self.recover(abort);
                     }
                 }
             }
         }
     }
 
-    /// Reports the error if needed and skips the rest of the line. `level`
-    /// is the brace depth of the block being parsed: braces opened on the
-    /// line are skipped to their end, and a `}` closing this block is left
-    /// for the block to see.
-    fn recover(&mut self, abort: Abort, level: usize) {
-        if let Abort::Syntax = abort {
+    /// Reports a syntax error unless one was found just before, then skips
+    /// to the end of the line, braces or not: what follows is read as
+    /// top-level statements.
+    fn recover(&mut self, abort: Abort) {
+        if let Abort::Syntax = abort
+            && self.quiet == 0
+        {
             let line = self.peek_line();
             self.error(line, "syntax error");
         }
+        self.quiet = 3;
         loop {
-            let depth = self.lex.depth;
             match self.peek_kind() {
                 TokenKind::Eof => return,
-                TokenKind::Punct(b'}') if level > 0 && depth <= level => return,
-                TokenKind::Newline if depth <= level => {
+                TokenKind::Newline => {
                     self.next();
                     return;
                 }
                 _ => {
-                    self.next();
+                    self.lex.next(&mut self.macros, &mut self.report);
                 }
             }
         }
     }
 
-    /// `{ item … }`; returns the line of the closing brace.
+    /// `{ item … }`; returns the line of the closing brace. The first error
+    /// ends the block (see [`Parser::recover`]).
     fn block(
         &mut self,
         separator: Separator,
         mut item: impl FnMut(&mut Self) -> Parsed<()>,
     ) -> Parsed<u32> {
         self.expect_punct(b'{')?;
-        let level = self.lex.depth;
+        // As in vmd, a block is never empty.
+        let mut empty = true;
         loop {
             match self.peek_kind() {
                 TokenKind::Newline => {
                     self.next();
                 }
-                TokenKind::Punct(b'}') => return Ok(self.next().line),
-                TokenKind::Eof => return Err(self.unexpected_eof()),
+                TokenKind::Punct(b'}') if !empty => return Ok(self.next().line),
                 _ => {
-                    let result = item(self).and_then(|()| self.end_item(separator));
-                    if let Err(abort) = result {
-                        self.recover(abort, level);
-                    }
+                    item(self)?;
+                    self.end_item(separator)?;
+                    empty = false;
                 }
             }
         }
     }
 
-    /// The file ends inside a statement or a block (or several): one
-    /// syntax error.
-    fn unexpected_eof(&mut self) -> Abort {
-        if !self.lex.eof_reported {
-            self.lex.eof_reported = true;
-            let line = self.peek_line();
-            self.error(line, "syntax error");
-        }
-        Abort::Reported
-    }
-
     fn end_item(&mut self, separator: Separator) -> Parsed<()> {
-        match self.peek_kind() {
-            TokenKind::Newline => {
+        match (self.peek_kind(), separator) {
+            (TokenKind::Newline, _) => {
                 self.next();
                 Ok(())
             }
-            TokenKind::Punct(b'}') => Ok(()),
-            TokenKind::Punct(b',') if separator == Separator::List => {
+            (TokenKind::Punct(b'}'), _) => Ok(()),
+            (TokenKind::Punct(b','), Separator::List) => {
                 self.next();
                 Ok(())
             }
-            _ if separator == Separator::List => Ok(()),
+            (_, Separator::List) => Ok(()),
             _ => Err(self.unexpected()),
         }
     }
@@ -331,13 +354,11 @@ impl<'h> Parser<'h> {
         self.expect_punct(b'=')?;
         // A bare number is accepted as a value too (`count = 2`).
         let (value, _) = self.address()?;
-        self.end_line()?;
         if name.chars().any(|c| c.is_ascii_whitespace() || c == '\x0b') {
-            self.error(line, "macro name cannot contain whitespace");
-        } else {
-            self.macros.define(&name, &value);
+            return Err(self.fail(line, "macro name cannot contain whitespace"));
         }
-        Ok(())
+        self.macros.define(&name, &value);
+        self.end_line()
     }
 
     /// `include "path"`: the file's statements are read here, its lines
@@ -345,14 +366,14 @@ impl<'h> Parser<'h> {
     fn include(&mut self) -> Parsed<()> {
         let line = self.next().line;
         let (path, _) = self.string()?;
-        self.end_line()?;
+        if !matches!(self.peek_kind(), TokenKind::Newline | TokenKind::Eof) {
+            return Err(self.unexpected());
+        }
         let text = match self.host.read_file(&path) {
             Ok(text) if self.include_depth < MAX_INCLUDE_DEPTH => text,
-            _ => {
-                self.error(line, format!("failed to include file {path}"));
-                return Ok(());
-            }
+            _ => return Err(self.fail(line, format!("failed to include file {path}"))),
         };
+        self.end_line()?;
         let outer = mem::replace(&mut self.lex, Lexer::new(&path, text));
         self.include_depth += 1;
         self.statements();
@@ -368,10 +389,9 @@ impl<'h> Parser<'h> {
             TokenKind::Keyword(Keyword::Prefix) => {
                 self.next();
                 let (text, line) = self.address()?;
-                self.end_line()?;
                 match values::local_prefix(&text) {
                     Ok(prefix) => self.config.globals.local_prefix = Some(prefix),
-                    Err(message) => self.error(line, message),
+                    Err(message) => return Err(self.fail(line, message)),
                 }
             }
             TokenKind::Keyword(Keyword::Inet6) => {
@@ -379,21 +399,19 @@ impl<'h> Parser<'h> {
                 if self.peek_is(&TokenKind::Keyword(Keyword::Prefix)) {
                     self.next();
                     let (text, line) = self.address()?;
-                    self.end_line()?;
                     match values::local_inet6_prefix(&text) {
                         Ok(prefix) => {
                             self.config.globals.local_inet6 = Some(LocalInet6::Prefix(prefix))
                         }
-                        Err(message) => self.error(line, message),
+                        Err(message) => return Err(self.fail(line, message)),
                     }
                 } else {
-                    self.end_line()?;
                     self.config.globals.local_inet6 = Some(LocalInet6::Random);
                 }
             }
             _ => return Err(self.unexpected()),
         }
-        Ok(())
+        self.end_line()
     }
 
     /// `socket owner <owner>`: the parts given replace the current owner;
@@ -402,19 +420,16 @@ impl<'h> Parser<'h> {
         self.next();
         self.expect_keyword(Keyword::Owner)?;
         let owner = self.owner_spec()?;
-        self.end_line()?;
-        if let Some(owner) = owner {
-            let mut socket = self.config.globals.socket_owner.unwrap_or_default();
-            if let Some(uid) = owner.uid {
-                socket.uid = uid;
-                socket.gid = 0;
-            }
-            if let Some(gid) = owner.gid {
-                socket.gid = gid;
-            }
-            self.config.globals.socket_owner = Some(socket);
+        let mut socket = self.config.globals.socket_owner.unwrap_or_default();
+        if let Some(uid) = owner.uid {
+            socket.uid = uid;
+            socket.gid = 0;
         }
-        Ok(())
+        if let Some(gid) = owner.gid {
+            socket.gid = gid;
+        }
+        self.config.globals.socket_owner = Some(socket);
+        self.end_line()
     }
 
     /// `agentx [context <ctx>] [path <path>]`, in any order.
@@ -430,21 +445,20 @@ impl<'h> Parser<'h> {
                     self.next();
                     let (context, line) = self.string()?;
                     if context.len() > MAX_AGENTX_CONTEXT_LEN {
-                        self.error(line, "agentx context too long");
-                    } else {
-                        agentx.context = Some(context);
+                        return Err(self.fail(line, "agentx context too large"));
                     }
+                    agentx.context = Some(context);
                 }
                 TokenKind::Keyword(Keyword::Path) => {
                     self.next();
                     let (path, line) = self.string()?;
-                    if !path.starts_with('/') {
-                        self.error(line, "agentx path must be absolute");
-                    } else if path.len() > MAX_AGENTX_PATH_LEN {
-                        self.error(line, "agentx path too long");
-                    } else {
-                        agentx.path = path;
+                    if path.len() > MAX_AGENTX_PATH_LEN {
+                        return Err(self.fail(line, "agentx path too large"));
                     }
+                    if !path.starts_with('/') {
+                        return Err(self.fail(line, "agentx path is not absolute"));
+                    }
+                    agentx.path = path;
                 }
                 _ => break,
             }
@@ -462,53 +476,38 @@ impl<'h> Parser<'h> {
         let (parallel, parallel_line) = self.number()?;
         self.expect_keyword(Keyword::Delay)?;
         let (delay, delay_line) = self.number()?;
-        self.end_line()?;
-        let parallel = match u32::try_from(parallel) {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                self.error(
-                    parallel_line,
-                    format!("invalid staggered start parallel: {parallel}"),
-                );
-                None
-            }
+        // [Linux] vmd takes any numbers here; these would make no sense.
+        let Ok(parallel) = u32::try_from(parallel)
+            .map_err(drop)
+            .and_then(|n| if n >= 1 { Ok(n) } else { Err(()) })
+        else {
+            let message = format!("invalid staggered start parallel: {parallel}");
+            return Err(self.fail(parallel_line, message));
         };
-        let delay_secs = match u32::try_from(delay) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                self.error(
-                    delay_line,
-                    format!("invalid staggered start delay: {delay}"),
-                );
-                None
-            }
+        let Ok(delay_secs) = u32::try_from(delay) else {
+            let message = format!("invalid staggered start delay: {delay}");
+            return Err(self.fail(delay_line, message));
         };
-        if let (Some(parallel), Some(delay_secs)) = (parallel, delay_secs) {
-            self.config.globals.staggered_start = Some(StaggeredStart {
-                parallel,
-                delay_secs,
-            });
-        }
-        Ok(())
+        self.config.globals.staggered_start = Some(StaggeredStart {
+            parallel,
+            delay_secs,
+        });
+        self.end_line()
     }
 
     /// An owner: `<uid>`, `<user>`, `<user>:<group>` or `:<group>`. Names
     /// go through the user and group databases; a numeric name that is not
-    /// found there is taken as an id. `None` after reporting a lookup
-    /// failure.
-    fn owner_spec(&mut self) -> Parsed<Option<Owner>> {
+    /// found there is taken as an id. Neither part (`:`) is root.
+    fn owner_spec(&mut self) -> Parsed<Owner> {
         if let TokenKind::Number { value, .. } = self.peek_kind() {
             let line = self.next().line;
-            return Ok(match u32::try_from(value) {
-                Ok(uid) if uid != u32::MAX => Some(Owner {
+            return match u32::try_from(value) {
+                Ok(uid) if uid != u32::MAX => Ok(Owner {
                     uid: Some(uid),
                     gid: None,
                 }),
-                _ => {
-                    self.error(line, format!("failed to get user: {value}"));
-                    None
-                }
-            });
+                _ => Err(self.fail(line, format!("failed to get user: {value}"))),
+            };
         }
         let (text, line) = self.string()?;
         let (user, group) = match text.split_once(':') {
@@ -519,26 +518,16 @@ impl<'h> Parser<'h> {
         if !user.is_empty() {
             match self.host.user_id(user).or_else(|| numeric_id(user)) {
                 Some(uid) => owner.uid = Some(uid),
-                None => {
-                    self.error(line, format!("failed to get user: {user}"));
-                    return Ok(None);
-                }
+                None => return Err(self.fail(line, format!("failed to get user: {user}"))),
             }
         }
         if let Some(group) = group.filter(|g| !g.is_empty()) {
             match self.host.group_id(group).or_else(|| numeric_id(group)) {
                 Some(gid) => owner.gid = Some(gid),
-                None => {
-                    self.error(line, format!("failed to get group: {group}"));
-                    return Ok(None);
-                }
+                None => return Err(self.fail(line, format!("failed to get group: {group}"))),
             }
         }
-        if owner == Owner::default() {
-            self.error(line, format!("failed to get user: {text}"));
-            return Ok(None);
-        }
-        Ok(Some(owner))
+        Ok(owner)
     }
 
     // ----- switches -----------------------------------------------------
@@ -546,11 +535,7 @@ impl<'h> Parser<'h> {
     /// `switch <name> { … }`.
     fn switch(&mut self) -> Parsed<()> {
         let switch_line = self.next().line;
-        let errors_before = self.report.error_count();
-        let (name, name_line) = self.string()?;
-        if name.len() > MAX_SWITCH_NAME_LEN {
-            self.error(name_line, "switch name too long");
-        }
+        let (name, _) = self.string()?;
         let mut switch = Switch {
             id: 0,
             name,
@@ -565,9 +550,7 @@ impl<'h> Parser<'h> {
         let close_line = self.block(Separator::Lines, |p| {
             p.switch_option(&mut switch, &mut enabled)
         })?;
-        if self.report.error_count() == errors_before {
-            self.register_switch(switch, enabled, close_line);
-        }
+        self.register_switch(switch, enabled, close_line)?;
         self.end_line()
     }
 
@@ -578,7 +561,7 @@ impl<'h> Parser<'h> {
                 let (name, line) = self.string()?;
                 match values::switch_interface(&name) {
                     Ok(name) => switch.interface = name,
-                    Err(message) => self.error(line, message),
+                    Err(message) => return Err(self.fail(line, message)),
                 }
             }
             TokenKind::Keyword(Keyword::Group) => {
@@ -586,7 +569,7 @@ impl<'h> Parser<'h> {
                 let (name, line) = self.string()?;
                 match values::group_name(&name) {
                     Ok(name) => switch.group = Some(name),
-                    Err(message) => self.error(line, message),
+                    Err(message) => return Err(self.fail(line, message)),
                 }
             }
             TokenKind::Keyword(Keyword::Locked) => {
@@ -599,7 +582,7 @@ impl<'h> Parser<'h> {
                 let (value, line) = self.number()?;
                 match values::rdomain(value) {
                     Ok(rdomain) => switch.rdomain = Some(rdomain),
-                    Err(message) => self.error(line, message),
+                    Err(message) => return Err(self.fail(line, message)),
                 }
             }
             TokenKind::Keyword(Keyword::Up) => {
@@ -623,23 +606,35 @@ impl<'h> Parser<'h> {
         Ok(())
     }
 
-    fn register_switch(&mut self, mut switch: Switch, enabled: bool, close_line: u32) {
+    /// A complete switch block. Only its interface is checked when the file
+    /// is only checked; the rest when it is registered.
+    fn register_switch(
+        &mut self,
+        mut switch: Switch,
+        enabled: bool,
+        close_line: u32,
+    ) -> Parsed<()> {
         if switch.interface.is_empty() {
             let message = format!("switch \"{}\" is missing interface name", switch.name);
-            self.error(close_line, message);
-            return;
+            return Err(self.fail(close_line, message));
         }
-        if !enabled {
-            return;
+        if !enabled || self.mode == Mode::Check {
+            return Ok(());
+        }
+        // [Linux] a VM's `switch` can name no longer switch, and switches
+        // are found by name.
+        if switch.name.len() > MAX_SWITCH_NAME_LEN {
+            let message = format!("switch name too long: {}", switch.name);
+            return Err(self.fail(close_line, message));
         }
         if self.config.switches.iter().any(|s| s.name == switch.name) {
             let message = format!("switch \"{}\" defined more than once", switch.name);
-            self.error(close_line, message);
-            return;
+            return Err(self.fail(close_line, message));
         }
         switch.id = self.next_switch_id;
         self.next_switch_id = self.next_switch_id.saturating_add(1);
         self.config.switches.push(switch);
+        Ok(())
     }
 
     // ----- virtual machines ---------------------------------------------
@@ -647,20 +642,19 @@ impl<'h> Parser<'h> {
     /// `vm <name> [instance <name>] { … }`.
     fn vm(&mut self) -> Parsed<()> {
         let vm_line = self.next().line;
-        let errors_before = self.report.error_count();
         let (name, name_line) = self.string()?;
-        if name.len() > MAX_VM_NAME_LEN {
-            self.error(name_line, "vm name too long");
-        }
         let mut instance_of = None;
         let mut vm_name = name;
         if self.peek_is(&TokenKind::Keyword(Keyword::Instance)) {
             self.next();
-            let (instance, instance_line) = self.string()?;
-            if instance.len() > MAX_VM_NAME_LEN {
-                self.error(instance_line, "vm name too long");
+            let (instance, _) = self.string()?;
+            if vm_name.len() > MAX_VM_NAME_LEN {
+                return Err(self.fail(name_line, format!("vm {vm_name} name too long")));
             }
             instance_of = Some(mem::replace(&mut vm_name, instance));
+        }
+        if vm_name.len() > MAX_VM_NAME_LEN {
+            return Err(self.fail(name_line, "vm name too long"));
         }
         let mut vm = Vm {
             name: vm_name,
@@ -682,44 +676,58 @@ impl<'h> Parser<'h> {
             defined_at: self.location(vm_line),
         };
         let close_line = self.block(Separator::Lines, |p| p.vm_option(&mut vm))?;
-        if self.report.error_count() == errors_before {
-            self.register_vm(vm, close_line);
-        }
+        self.register_vm(vm, close_line)?;
         self.end_line()
     }
 
-    /// Checks a complete VM block and adds it (vmconf.md §7, vmd.md §6.2).
-    fn register_vm(&mut self, mut vm: Vm, close_line: u32) {
+    /// A complete VM block; checked further when it is registered.
+    fn register_vm(&mut self, mut vm: Vm, close_line: u32) -> Parsed<()> {
         let wanted = vm.interface_count.unwrap_or(0) as usize;
         while vm.interfaces.len() < wanted {
             vm.interfaces.push(Interface::default());
         }
-        let failure = if validate_vm_name(&vm.name) == Err(NameError::Invalid) {
-            Some("Invalid argument")
-        } else if vm.instance_of.is_some() {
+        if self.mode == Mode::Register {
+            self.vm_registration_checks(&vm, close_line)?;
+            if self.config.vms.iter().any(|v| v.name == vm.name) {
+                self.report.warnings.push(Warning::VmSkipped {
+                    name: vm.name,
+                    location: vm.defined_at,
+                });
+                return Ok(());
+            }
+        }
+        self.config.vms.push(vm);
+        Ok(())
+    }
+
+    /// What registering a VM checks, in vmd's order: vmd logs the cause,
+    /// then reports the block as failed with an errno's text.
+    fn vm_registration_checks(&mut self, vm: &Vm, close_line: u32) -> Parsed<()> {
+        // vmd's own errno for a missing disk has no text: strerror says
+        // it is unknown.
+        const DISK_MISSING: &str = "Unknown error: 1002";
+        const EINVAL: &str = "Invalid argument";
+        let failure = if vm.instance_of.is_some() {
             // An instance gets its devices from its template: checked by
             // the daemon once the template is known.
             None
         } else if !vm.has_device_options() {
-            Some("invalid configuration, no devices")
+            Some(("invalid configuration, no devices", DISK_MISSING))
         } else if !vm.has_boot_source() {
-            Some("no kernel or disk/cdrom specified")
+            Some(("no kernel or disk/cdrom specified", EINVAL))
         } else {
             None
         };
-        if let Some(reason) = failure {
-            let message = format!("vm \"{}\" failed: {reason}", vm.name);
-            self.error(close_line, message);
-            return;
+        let failure = failure.or_else(|| {
+            (validate_vm_name(&vm.name) == Err(NameError::Invalid))
+                .then_some(("invalid VM name", EINVAL))
+        });
+        if let Some((cause, errno)) = failure {
+            self.note(cause);
+            let message = format!("vm \"{}\" failed: {errno}", vm.name);
+            return Err(self.fail(close_line, message));
         }
-        if self.config.vms.iter().any(|v| v.name == vm.name) {
-            self.report.warnings.push(Warning::VmSkipped {
-                name: vm.name,
-                location: vm.defined_at,
-            });
-            return;
-        }
-        self.config.vms.push(vm);
+        Ok(())
     }
 
     fn vm_option(&mut self, vm: &mut Vm) -> Parsed<()> {
@@ -737,18 +745,17 @@ impl<'h> Parser<'h> {
                 self.next();
                 if self.peek_is(&TokenKind::Keyword(Keyword::Device)) {
                     self.next();
-                    self.boot_device(vm, token.line)?;
+                    self.boot_device(vm)?;
                 } else {
                     let (path, line) = self.string()?;
                     if vm.boot.is_some() {
-                        self.error(token.line, "kernel specified more than once");
-                    } else {
-                        match self.host.canonicalize(&path) {
-                            Ok(path) => vm.boot = Some(path),
-                            Err(err) => self.error(
-                                line,
-                                format!("kernel path not found: {}", error_text(&err)),
-                            ),
+                        return Err(self.fail(token.line, "kernel specified more than once"));
+                    }
+                    match self.host.canonicalize(&path) {
+                        Ok(path) => vm.boot = Some(path),
+                        Err(err) => {
+                            let message = format!("kernel path not found: {}", error_text(&err));
+                            return Err(self.fail(line, message));
                         }
                     }
                 }
@@ -757,12 +764,12 @@ impl<'h> Parser<'h> {
                 self.next();
                 let (path, line) = self.string()?;
                 if vm.cdrom.is_some() {
-                    self.error(token.line, "cdrom specified more than once");
-                } else if path.len() > MAX_PATH_LEN {
-                    self.error(line, "cdrom name too long");
-                } else {
-                    vm.cdrom = Some(path);
+                    return Err(self.fail(token.line, "cdrom specified more than once"));
                 }
+                if path.len() > MAX_PATH_LEN {
+                    return Err(self.fail(line, "cdrom name too long"));
+                }
+                vm.cdrom = Some(path);
             }
             TokenKind::Keyword(Keyword::Disk) => {
                 self.next();
@@ -771,22 +778,22 @@ impl<'h> Parser<'h> {
             TokenKind::Keyword(Keyword::Local) => {
                 self.next();
                 self.expect_keyword(Keyword::Interface)?;
-                self.interface(vm, true, token.line)?;
+                self.interface(vm, true)?;
             }
             TokenKind::Keyword(Keyword::Interface) => {
                 self.next();
-                self.interface(vm, false, token.line)?;
+                self.interface(vm, false)?;
             }
             TokenKind::Keyword(Keyword::Interfaces) => {
                 self.next();
                 let (count, line) = self.number()?;
-                if vm.interface_count.is_some() {
-                    self.error(token.line, "interfaces specified more than once");
-                } else if !(0..=MAX_INTERFACES as i64).contains(&count) {
-                    self.error(line, format!("too many interfaces: {count}"));
-                } else {
-                    vm.interface_count = Some(count as u32);
+                if vm.interface_count.is_some_and(|n| n != 0) {
+                    return Err(self.fail(token.line, "interfaces specified more than once"));
                 }
+                if !(0..=MAX_INTERFACES as i64).contains(&count) {
+                    return Err(self.fail(line, format!("too many interfaces: {count}")));
+                }
+                vm.interface_count = Some(count as u32);
             }
             TokenKind::Keyword(Keyword::Memory) => {
                 self.next();
@@ -794,9 +801,7 @@ impl<'h> Parser<'h> {
             }
             TokenKind::Keyword(Keyword::Owner) => {
                 self.next();
-                if let Some(owner) = self.owner_spec()? {
-                    vm.owner = owner;
-                }
+                vm.owner = self.owner_spec()?;
             }
             TokenKind::Keyword(Keyword::Allow) => {
                 self.next();
@@ -819,33 +824,32 @@ impl<'h> Parser<'h> {
                 self.next();
                 let (count, line) = self.number()?;
                 if vm.vcpus.is_some() {
-                    self.error(token.line, "cpus specified more than once");
-                } else if !(1..=i64::from(MAX_VCPUS)).contains(&count) {
-                    self.error(line, format!("invalid number of cpus: {count}"));
-                } else {
-                    vm.vcpus = Some(count as u32);
+                    return Err(self.fail(token.line, "cpus specified more than once"));
                 }
+                if !(1..=i64::from(MAX_VCPUS)).contains(&count) {
+                    return Err(self.fail(line, format!("invalid number of cpus: {count}")));
+                }
+                vm.vcpus = Some(count as u32);
             }
             TokenKind::Str(word) if word == lexer::CMDLINE => {
                 self.next();
                 let (cmdline, _) = self.string()?;
                 if vm.cmdline.is_some() {
-                    self.error(token.line, "cmdline specified more than once");
-                } else {
-                    vm.cmdline = Some(cmdline);
+                    return Err(self.fail(token.line, "cmdline specified more than once"));
                 }
+                vm.cmdline = Some(cmdline);
             }
             TokenKind::Str(word) if word == lexer::INITRD => {
                 self.next();
                 let (path, line) = self.string()?;
                 if vm.initrd.is_some() {
-                    self.error(token.line, "initrd specified more than once");
-                } else {
-                    match self.host.canonicalize(&path) {
-                        Ok(path) => vm.initrd = Some(path),
-                        Err(err) => {
-                            self.error(line, format!("initrd path not found: {}", error_text(&err)))
-                        }
+                    return Err(self.fail(token.line, "initrd specified more than once"));
+                }
+                match self.host.canonicalize(&path) {
+                    Ok(path) => vm.initrd = Some(path),
+                    Err(err) => {
+                        let message = format!("initrd path not found: {}", error_text(&err));
+                        return Err(self.fail(line, message));
                     }
                 }
             }
@@ -855,7 +859,7 @@ impl<'h> Parser<'h> {
     }
 
     /// After `boot device`: `disk`, `cdrom` or `net`.
-    fn boot_device(&mut self, vm: &mut Vm, line: u32) -> Parsed<()> {
+    fn boot_device(&mut self, vm: &mut Vm) -> Parsed<()> {
         let device = match self.peek_kind() {
             TokenKind::Keyword(Keyword::Disk) => BootDevice::Disk,
             TokenKind::Keyword(Keyword::Cdrom) => BootDevice::Cdrom,
@@ -863,21 +867,19 @@ impl<'h> Parser<'h> {
             _ => return Err(self.unexpected()),
         };
         self.next();
-        if vm.boot_device.is_some() {
-            self.error(line, "boot device specified more than once");
-        } else {
-            vm.boot_device = Some(device);
-        }
+        // As in vmd, a later `boot device` replaces an earlier one.
+        vm.boot_device = Some(device);
         Ok(())
     }
 
     /// After `memory`: a number of bytes or a scaled size.
     fn memory(&mut self, vm: &mut Vm, line: u32) -> Parsed<()> {
-        let (result, repeated) = match self.peek_kind() {
+        let (result, word, repeated) = match self.peek_kind() {
             TokenKind::Number { value, .. } => {
                 self.next();
                 (
                     values::memory_from_bytes(value),
+                    value.to_string(),
                     "memory specified more than once",
                 )
             }
@@ -885,18 +887,21 @@ impl<'h> Parser<'h> {
                 let (size, _) = self.string()?;
                 (
                     values::memory_from_size(&size),
+                    size,
                     "argument specified more than once",
                 )
             }
             _ => return Err(self.unexpected()),
         };
         if vm.memory.is_some() {
-            self.error(line, repeated);
-            return Ok(());
+            return Err(self.fail(line, repeated));
         }
         match result {
             Ok(bytes) => vm.memory = Some(bytes),
-            Err(message) => self.error(line, message),
+            Err(cause) => {
+                self.note(cause);
+                return Err(self.fail(line, format!("failed to parse size: {word}")));
+            }
         }
         Ok(())
     }
@@ -912,22 +917,22 @@ impl<'h> Parser<'h> {
         } else {
             None
         };
-        if vm.disks.len() >= MAX_DISKS {
-            self.error(line, "too many disks");
-            return Ok(());
-        }
         let (path, prefixed) = disk::split_format_prefix(&argument);
         let format = match format_word {
             Some((word, word_line)) => match word.to_ascii_lowercase().as_str() {
                 "raw" => Some(DiskFormat::Raw),
                 "qcow2" => Some(DiskFormat::Qcow2),
                 _ => {
-                    self.error(word_line, format!("unrecognized disk format {word}"));
-                    return Ok(());
+                    let message = format!("unrecognized disk format {word}");
+                    return Err(self.fail(word_line, message));
                 }
             },
             None => prefixed,
         };
+        if vm.disks.len() >= MAX_DISKS {
+            self.note("too many disks");
+            return Err(self.fail(line, format!("failed to parse disks: {path}")));
+        }
         match self.host.canonicalize(path) {
             Ok(resolved) => {
                 let format = format.unwrap_or_else(|| {
@@ -943,26 +948,28 @@ impl<'h> Parser<'h> {
                 });
             }
             Err(err) => {
-                self.error(path_line, format!("disk {path}: {}", error_text(&err)));
-                self.error(path_line, format!("failed to parse disks: {path}"));
+                self.note(format!("disk {path}: {}", error_text(&err)));
+                return Err(self.fail(path_line, format!("failed to parse disks: {path}")));
             }
         }
         Ok(())
     }
 
     /// After `[local] interface`: `[<tap>] [{ options } | options]`.
-    fn interface(&mut self, vm: &mut Vm, local: bool, line: u32) -> Parsed<()> {
+    /// The tap name and the number of interfaces are checked once the
+    /// options have been read, as vmd does.
+    fn interface(&mut self, vm: &mut Vm, local: bool) -> Parsed<()> {
         let mut interface = Interface {
             local,
             ..Interface::default()
         };
-        if let TokenKind::Str(_) = self.peek_kind() {
-            let (name, name_line) = self.string()?;
-            match values::tap_name(&name) {
-                Ok(tap) => interface.tap = tap,
-                Err(message) => self.error(name_line, message),
+        let name = match self.peek_kind() {
+            TokenKind::Str(name) => {
+                self.next();
+                Some(name)
             }
-        }
+            _ => None,
+        };
         if self.peek_is(&TokenKind::Punct(b'{')) {
             self.block(Separator::List, |p| p.interface_option(&mut interface))?;
         } else {
@@ -973,14 +980,18 @@ impl<'h> Parser<'h> {
                 }
             }
         }
+        let line = self.peek_line();
         if vm.interfaces.len() >= MAX_INTERFACES {
-            self.error(
-                line,
-                format!("too many interfaces: {}", vm.interfaces.len() + 1),
-            );
-        } else {
-            vm.interfaces.push(interface);
+            let message = format!("too many interfaces: {}", vm.interfaces.len() + 1);
+            return Err(self.fail(line, message));
         }
+        if let Some(name) = name {
+            match values::tap_name(&name) {
+                Ok(tap) => interface.tap = tap,
+                Err(message) => return Err(self.fail(line, message)),
+            }
+        }
+        vm.interfaces.push(interface);
         Ok(())
     }
 
@@ -1005,17 +1016,16 @@ impl<'h> Parser<'h> {
                 self.next();
                 let (name, line) = self.string()?;
                 if name.len() > MAX_SWITCH_NAME_LEN {
-                    self.error(line, "switch name too long");
-                } else {
-                    interface.switch = Some(name);
+                    return Err(self.fail(line, format!("switch name too long: {name}")));
                 }
+                interface.switch = Some(name);
             }
             TokenKind::Keyword(Keyword::Group) => {
                 self.next();
                 let (name, line) = self.string()?;
                 match values::group_name(&name) {
                     Ok(name) => interface.group = Some(name),
-                    Err(message) => self.error(line, message),
+                    Err(message) => return Err(self.fail(line, message)),
                 }
             }
             TokenKind::Keyword(Keyword::Locked) => {
@@ -1033,7 +1043,7 @@ impl<'h> Parser<'h> {
                 let (value, line) = self.number()?;
                 match values::rdomain(value) {
                     Ok(rdomain) => interface.rdomain = Some(rdomain),
-                    Err(message) => self.error(line, message),
+                    Err(message) => return Err(self.fail(line, message)),
                 }
             }
             TokenKind::Keyword(Keyword::Up) => {
@@ -1055,7 +1065,9 @@ impl<'h> Parser<'h> {
             let (text, line) = self.string()?;
             match MacAddr::parse(&text) {
                 Some(mac) => interface.lladdr = Some(mac),
-                None => self.error(line, format!("invalid address: {text}")),
+                // vmd's message ends in a newline of its own, which prints
+                // as an empty line after it.
+                None => return Err(self.fail(line, format!("invalid address: {text}\n"))),
             }
         }
         Ok(())
@@ -1073,9 +1085,7 @@ impl<'h> Parser<'h> {
             TokenKind::Str(word) if word == lexer::CPUS => &mut permissions.cpus,
             TokenKind::Keyword(Keyword::Owner) => {
                 self.next();
-                if let Some(owner) = self.owner_spec()? {
-                    permissions.owner = owner;
-                }
+                permissions.owner = self.owner_spec()?;
                 return Ok(());
             }
             _ => return Err(self.unexpected()),

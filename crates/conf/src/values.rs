@@ -88,33 +88,37 @@ fn ipv4_shorthand(text: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-fn prefix_length(
-    text: Option<&str>,
-    default: u8,
-    range: std::ops::RangeInclusive<u8>,
-) -> Result<u8, &'static str> {
-    let Some(text) = text else {
-        return Ok(default);
-    };
-    if text.is_empty() || text.len() > 3 || !text.bytes().all(|c| c.is_ascii_digit()) {
-        return Err("invalid prefix length");
+/// strtonum(3): a decimal number within `min..=max`, or its reason
+/// (`invalid`, `too small`, `too large`), which vmd prints.
+fn strtonum(text: &str, min: i64, max: i64) -> Result<i64, &'static str> {
+    let trimmed = text.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let digits = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err("invalid");
     }
-    match text.parse::<u8>() {
-        Ok(len) if range.contains(&len) => Ok(len),
-        _ => Err("invalid prefix length"),
+    match trimmed.parse::<i128>() {
+        Ok(n) if n < i128::from(min) => Err("too small"),
+        Ok(n) if n > i128::from(max) => Err("too large"),
+        Ok(n) => Ok(n as i64),
+        Err(_) if trimmed.starts_with('-') => Err("too small"),
+        Err(_) => Err("too large"),
     }
 }
 
 /// `local prefix <addr>[/<len>]`: length 1..=16 (16 if omitted), host bits
-/// zero.
+/// zero. The reasons are vmd's: the length's strtonum(3) reason, `invalid
+/// format`, `bad mask`.
 pub fn local_prefix(text: &str) -> Result<Ipv4Prefix, String> {
     let fail = |reason: &str| format!("invalid local prefix: {reason}");
-    let (addr, len) = match text.split_once('/') {
+    let (addr, len) = match text.rsplit_once('/') {
         Some((addr, len)) => (addr, Some(len)),
         None => (text, None),
     };
-    let addr = ipv4_shorthand(addr).ok_or_else(|| fail("invalid address"))?;
-    let len = prefix_length(len, 16, 1..=16).map_err(fail)?;
+    let len = match len {
+        Some(len) => strtonum(len, 1, 16).map_err(fail)? as u8,
+        None => 16,
+    };
+    let addr = ipv4_shorthand(addr).ok_or_else(|| fail("invalid format"))?;
     let mask = u32::MAX << (32 - u32::from(len));
     if u32::from(addr) & !mask != 0 {
         return Err(fail("bad mask"));
@@ -122,16 +126,56 @@ pub fn local_prefix(text: &str) -> Result<Ipv4Prefix, String> {
     Ok(Ipv4Prefix { addr, len })
 }
 
-/// `local inet6 prefix <addr>[/<len>]`: length 0..=64 (64 if omitted).
+/// `local inet6 prefix <addr>[/<len>]`: length 0..=64 (64 if omitted), host
+/// bits zero. An address that does not parse is reported with
+/// getaddrinfo(3)'s reason, as vmd does.
 pub fn local_inet6_prefix(text: &str) -> Result<Ipv6Prefix, String> {
     let fail = |reason: &str| format!("invalid local inet6 prefix: {reason}");
-    let (addr, len) = match text.split_once('/') {
+    let (addr, len) = match text.rsplit_once('/') {
         Some((addr, len)) => (addr, Some(len)),
         None => (text, None),
     };
-    let addr: Ipv6Addr = addr.parse().map_err(|_| fail("invalid address"))?;
-    let len = prefix_length(len, 64, 0..=64).map_err(fail)?;
+    let len = match len {
+        Some(len) => strtonum(len, 0, 64).map_err(fail)? as u8,
+        None => 64,
+    };
+    let addr: Ipv6Addr = addr.parse().map_err(|_| fail(&numeric_ipv6_error(addr)))?;
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
+    if u128::from(addr) & !mask != 0 {
+        return Err(fail("bad mask"));
+    }
     Ok(Ipv6Prefix { addr, len })
+}
+
+/// What getaddrinfo(3) says of `text` as a numeric IPv6 address.
+fn numeric_ipv6_error(text: &str) -> String {
+    use nix::libc;
+    use std::ffi::{CStr, CString};
+    let Ok(node) = CString::new(text) else {
+        return "invalid format".to_string();
+    };
+    // SAFETY: zeroed addrinfo is the documented way to start hints.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_INET6;
+    hints.ai_socktype = libc::SOCK_DGRAM;
+    hints.ai_flags = libc::AI_NUMERICHOST;
+    let mut result: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: node and hints are valid for the call; result is freed below
+    // when set.
+    let err = unsafe { libc::getaddrinfo(node.as_ptr(), std::ptr::null(), &hints, &mut result) };
+    if err == 0 {
+        // SAFETY: result came from a successful getaddrinfo.
+        unsafe { libc::freeaddrinfo(result) };
+        return "invalid format".to_string();
+    }
+    // SAFETY: gai_strerror returns a static NUL-terminated string.
+    unsafe { CStr::from_ptr(libc::gai_strerror(err)) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -228,20 +272,16 @@ mod tests {
         assert_eq!(p("10.1.2.0").unwrap_err(), "invalid local prefix: bad mask");
         assert_eq!(
             p("100.64.0.0/17").unwrap_err(),
-            "invalid local prefix: invalid prefix length"
+            "invalid local prefix: too large"
         );
         assert_eq!(
             p("0.0.0.0/0").unwrap_err(),
-            "invalid local prefix: invalid prefix length"
+            "invalid local prefix: too small"
         );
-        assert_eq!(
-            p("10/").unwrap_err(),
-            "invalid local prefix: invalid prefix length"
-        );
-        assert_eq!(
-            p("10/x").unwrap_err(),
-            "invalid local prefix: invalid prefix length"
-        );
+        assert_eq!(p("10/").unwrap_err(), "invalid local prefix: invalid");
+        assert_eq!(p("10/x").unwrap_err(), "invalid local prefix: invalid");
+        // The length is looked at before the address.
+        assert_eq!(p("a.b/x").unwrap_err(), "invalid local prefix: invalid");
         for bad in [
             "",
             "256.0.0.0/8",
@@ -252,7 +292,7 @@ mod tests {
         ] {
             assert_eq!(
                 p(bad).unwrap_err(),
-                "invalid local prefix: invalid address",
+                "invalid local prefix: invalid format",
                 "{bad}"
             );
         }
@@ -266,11 +306,20 @@ mod tests {
         assert_eq!(p("::/0"), Ok("::/0".into()));
         assert_eq!(
             p("fd00::/65").unwrap_err(),
-            "invalid local inet6 prefix: invalid prefix length"
+            "invalid local inet6 prefix: too large"
         );
         assert_eq!(
+            p("fd00::1/64").unwrap_err(),
+            "invalid local inet6 prefix: bad mask"
+        );
+        // getaddrinfo(3)'s reasons.
+        assert_eq!(
             p("10.0.0.0/8").unwrap_err(),
-            "invalid local inet6 prefix: invalid address"
+            "invalid local inet6 prefix: Address family for hostname not supported"
+        );
+        assert_eq!(
+            p("zz::/8").unwrap_err(),
+            "invalid local inet6 prefix: Name or service not known"
         );
     }
 }

@@ -56,8 +56,8 @@ fn backslash_newline_joins_lines() {
     assert_eq!(vm.memory, Some(1 << 30));
     // Line numbers keep counting the joined lines: the path is on line 3.
     assert_eq!(
-        errors("vm \"a\" {\n\tdisk \\\n\t\t/nope\n}\n")[0],
-        "vm.conf:3: disk /nope: No such file or directory"
+        errors("vm \"a\" {\n\tdisk \\\n\t\t/nope\n}\n")[1],
+        "vm.conf:3: failed to parse disks: /nope"
     );
     assert_eq!(
         errors("a = \\\n\"b\"\nvm \"x\" {\n\tbogus\n}\n"),
@@ -876,7 +876,7 @@ fn any_boot_source_makes_a_vm_valid() {
 #[test]
 fn instances_name_their_template() {
     let config = config(
-        "vm \"tmpl\" {\n\tdisk /var/vm/a.img\n\tallow instance memory\n}\nvm \"tmpl\" instance \"i1\" {\n\tmemory 768M\n}\nvm tmpl instance i2 {\n}\n",
+        "vm \"tmpl\" {\n\tdisk /var/vm/a.img\n\tallow instance memory\n}\nvm \"tmpl\" instance \"i1\" {\n\tmemory 768M\n}\nvm tmpl instance i2 {\n\tenable\n}\n",
     );
     let vms: Vec<(&str, Option<&str>)> = config
         .vms
