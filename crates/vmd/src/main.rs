@@ -17,6 +17,7 @@ mod network;
 mod permissions;
 mod pty;
 mod registry;
+mod sd_notify;
 mod vmproc;
 
 use std::fs::OpenOptions;
@@ -339,6 +340,13 @@ fn daemon_main(options: Options) -> i32 {
     }
     if let Some(readiness) = readiness {
         readiness.ready();
+    }
+    // Under systemd (Type=notify, `vmd -d`) the service is started once
+    // the socket serves; without NOTIFY_SOCKET this does nothing. The
+    // variable stays set (removing it is unsafe with threads running);
+    // VM processes never send to it.
+    if let Err(e) = sd_notify::ready() {
+        tracing::warn!("sd_notify: {e}");
     }
     tracing::info!("startup");
     let mut daemon = daemon::Daemon::new(

@@ -196,6 +196,8 @@ fn deb_unpacks_with_the_expected_files() {
     assert_eq!(field(&deb, "Version"), env!("CARGO_PKG_VERSION"));
     assert!(field(&deb, "Depends").contains("passwd"));
     assert!(field(&deb, "Recommends").contains("seabios"));
+    // iPXE, for `-B net` (vmctl(8)).
+    assert!(field(&deb, "Recommends").contains("ipxe-qemu"));
 
     // Everything belongs to root.
     let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
@@ -373,7 +375,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     for (what, broken) in [
         (
             "a missing program",
-            text.replace("ExecStop=/usr/sbin/vmctl", "ExecStop=/usr/sbin/vmctl-gone"),
+            text.replace("ExecStart=/usr/sbin/vmd", "ExecStart=/usr/sbin/vmd-gone"),
         ),
         ("an unknown setting", text.replace("KillMode=", "KilMode=")),
         (
@@ -391,16 +393,120 @@ fn systemd_analyze_verify_accepts_the_unit() {
         assert!(!ok, "systemd-analyze verify accepts {what}");
     }
 
-    // What the unit must do (vmd.md §1, linux-mapping.md §6.4).
-    let settings: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    // What the unit must do (vmd(8), "Service").
+    let settings = unit_settings(&text);
     for expected in [
-        ("ExecStart", "/usr/sbin/vmd"),
-        ("ExecStop", "/usr/sbin/vmctl stop -a -w"),
+        ("ExecStart", "/usr/sbin/vmd -d"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("KillMode", "mixed"),
-        ("Type", "forking"),
+        ("Type", "notify"),
         ("WantedBy", "multi-user.target"),
     ] {
         assert!(settings.contains(&expected), "{expected:?} in the unit");
     }
+    // The stop timeout covers the longest a guest may take once asked
+    // (vmctl(8), stop: 3 s to acknowledge, then 2 minutes), with margin
+    // for the VM processes to end and vmctl to hear of it.
+    let timeout: u64 = setting(&settings, "TimeoutStopSec")
+        .parse()
+        .expect("TimeoutStopSec in seconds");
+    assert!(timeout >= 3 + 120 + 20, "TimeoutStopSec={timeout}");
+}
+
+fn unit_settings(text: &str) -> Vec<(&str, &str)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect()
+}
+
+fn setting<'a>(settings: &[(&str, &'a str)], name: &str) -> &'a str {
+    let values: Vec<&str> = settings
+        .iter()
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| *value)
+        .collect();
+    assert_eq!(values.len(), 1, "one {name}= in the unit: {values:?}");
+    values[0]
+}
+
+/// A stand-in for vmctl: `status` prints a table of four VMs (1 and 3
+/// running, 2 stopped, 4 paused); `stop -w ID` and `wait ID` log their
+/// start and end and take one second, as a guest shutting down would;
+/// `stop -w 4` fails at once (VM 4 is already shutting down).
+const FAKE_VMCTL: &str = r#"#!/bin/sh
+log="$(dirname "$0")/calls"
+case "$1" in
+status)
+    echo '   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE   NAME'
+    echo '    1  4001     1    512M   10.0M   pts/1         root  running   web'
+    echo '    2     -     1    512M       -       -         root  stopped   db'
+    echo '    3  4003     1    512M   10.0M   pts/3         root  running   mail'
+    echo '    4  4004     1    512M   10.0M   pts/4         root   paused   dns'
+    ;;
+stop|wait)
+    if [ "$1 $2 $3" = "stop -w 4" ]; then
+        echo "refused $*" >> "$log"
+        exit 1
+    fi
+    echo "begin $*" >> "$log"
+    sleep 1
+    echo "end $*" >> "$log"
+    ;;
+*)
+    echo "unexpected $*" >> "$log"
+    exit 1
+    ;;
+esac
+"#;
+
+/// The unit's ExecStop, run by sh as systemd would run it (`$$` is a
+/// literal `$` for systemd), with the stand-in vmctl in place of
+/// /usr/sbin/vmctl: every running VM is asked to stop at the same time,
+/// not one after the other, the stopped one is left alone, the one
+/// already shutting down is waited for, and the command ends only when
+/// all of them have.
+#[test]
+fn stopping_the_service_asks_every_vm_at_once_and_waits_for_all() {
+    let dir = TempDir::new("execstop");
+    let fake = dir.join("vmctl");
+    std::fs::write(&fake, FAKE_VMCTL).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let text = std::fs::read_to_string(repo_root().join("dist/vmd.service")).unwrap();
+    let settings = unit_settings(&text);
+    let command = setting(&settings, "ExecStop");
+    let script = command
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("ExecStop is not a /bin/sh -c script: {command}"))
+        .replace("$$", "$")
+        .replace("/usr/sbin/vmctl", fake.to_str().unwrap());
+    let started = std::time::Instant::now();
+    run(Command::new("/bin/sh").arg("-c").arg(&script));
+    let took = started.elapsed();
+
+    let calls = std::fs::read_to_string(dir.join("calls")).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    let mut asked: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| c.strip_prefix("begin "))
+        .collect();
+    asked.sort_unstable();
+    assert_eq!(asked, ["stop -w 1", "stop -w 3", "wait 4"], "{calls:?}");
+    assert!(calls.contains(&"refused stop -w 4"), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("unexpected")),
+        "{calls:?}"
+    );
+    // All asked before any has finished, and all finished before the
+    // command ended.
+    let first_end = calls.iter().position(|c| c.starts_with("end ")).unwrap();
+    let last_begin = calls.iter().rposition(|c| c.starts_with("begin ")).unwrap();
+    assert!(last_begin < first_end, "one after another: {calls:?}");
+    assert_eq!(calls.iter().filter(|c| c.starts_with("end ")).count(), 3);
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "took {took:?}: the VMs were not stopped at the same time"
+    );
 }
