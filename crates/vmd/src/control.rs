@@ -1,15 +1,17 @@
 //! The control socket (vmd.md §3): accepts vmctl clients, learns who they
 //! are from `SO_PEERCRED`, and turns their packets into events for the
-//! daemon's single-threaded core. Replies are written straight back on the
-//! client's socket by the core.
+//! daemon's single-threaded core. The core's replies are queued for each
+//! client's own writer thread, so no client can stall the core; requests,
+//! queued replies and connections per user are all bounded.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -17,38 +19,241 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect, getsockopt,
     listen, setsockopt, socket, sockopt,
 };
+use proto::ErrorCode;
 use proto::control::{Request, Response};
 use proto::frame;
 
 use crate::events::Event;
 
+/// How many requests of one client may wait for the core at a time; its
+/// reader reads no more until the core has handled one. With the cap on
+/// connections this bounds what any user can queue.
+const REQUESTS_IN_FLIGHT: usize = 4;
+/// How many encoded bytes of replies may wait for one client. A client
+/// that lets more pile up does not read them and is dropped.
+const REPLY_BYTES_QUEUED: usize = 1024 * 1024;
+/// How long one reply may take to go out before the client is dropped.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections one user may hold at once; root, who runs the service's
+/// own scripts, gets more room but not unlimited.
+const CONNECTIONS_PER_USER: usize = 32;
+const CONNECTIONS_FOR_ROOT: usize = 256;
+
 /// A connected client and its credentials.
+///
+/// Replies do not go out on the core's thread: [`Client::send`] only
+/// queues them, and a writer thread of the client's own writes them, so a
+/// client that does not read can never stall the daemon; see
+/// vmd(8), "Control socket".
 #[derive(Debug)]
 pub struct Client {
     pub id: u64,
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
-    sock: OwnedFd,
+    sock: Arc<OwnedFd>,
+    outbox: Arc<Outbox>,
+}
+
+/// Replies waiting for a client's writer thread.
+#[derive(Debug, Default)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    packets: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Close once everything queued has gone out.
+    closing: bool,
+    /// The connection is over: nothing more is queued or written.
+    gone: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Client {
-    /// Sends a reply. A client that does not read its replies within the
-    /// send timeout is dropped rather than allowed to stall the daemon.
-    pub fn send(&self, response: &Response) -> bool {
-        match frame::send(self.sock.as_fd(), response, &[]) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!("control: client {}: {e}", self.id);
-                self.close();
-                false
-            }
-        }
+    fn new(sock: OwnedFd, uid: u32, gid: u32, pid: i32) -> io::Result<Arc<Client>> {
+        let client = Arc::new(Client {
+            id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+            uid,
+            gid,
+            pid,
+            sock: Arc::new(sock),
+            outbox: Arc::default(),
+        });
+        let sock = client.sock.clone();
+        let outbox = client.outbox.clone();
+        let id = client.id;
+        std::thread::Builder::new()
+            .name("client-writer".into())
+            .spawn(move || write_replies(id, &sock, &outbox))?;
+        Ok(client)
     }
 
-    /// Ends the connection; the reader thread then reports the client gone.
+    /// Queues a reply; false when the client is gone. A client whose
+    /// queued replies exceed the bound is dropped rather than waited for.
+    pub fn send(&self, response: &Response) -> bool {
+        let bytes = match postcard::to_stdvec(response) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!("control: client {}: cannot encode a reply: {e}", self.id);
+                return false;
+            }
+        };
+        let mut state = self.outbox.lock();
+        if state.gone || state.closing {
+            return false;
+        }
+        if state.bytes + bytes.len() > REPLY_BYTES_QUEUED {
+            tracing::info!(
+                "control: dropping client {} (uid {}): it does not read its replies",
+                self.id,
+                self.uid
+            );
+            state.gone = true;
+            state.packets.clear();
+            drop(state);
+            self.outbox.changed.notify_all();
+            self.shut_down();
+            return false;
+        }
+        state.bytes += bytes.len();
+        state.packets.push_back(bytes);
+        drop(state);
+        self.outbox.changed.notify_all();
+        true
+    }
+
+    /// Ends the connection once the replies already queued have gone out;
+    /// the reader thread then reports the client gone.
     pub fn close(&self) {
-        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        self.outbox.lock().closing = true;
+        self.outbox.changed.notify_all();
+    }
+
+    /// Ends the connection now, whatever is queued.
+    fn shut_down(&self) {
+        shut_down(&self.sock);
+    }
+}
+
+fn shut_down(sock: &OwnedFd) {
+    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// The writer thread of one client: sends what the core queued, in order,
+/// and ends the connection when the core closes it or a reply cannot go
+/// out within [`REPLY_TIMEOUT`].
+fn write_replies(id: u64, sock: &OwnedFd, outbox: &Outbox) {
+    loop {
+        let mut state = outbox.lock();
+        while state.packets.is_empty() && !state.closing && !state.gone {
+            state = outbox
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if state.gone {
+            return;
+        }
+        let Some(packet) = state.packets.pop_front() else {
+            // Closing with nothing left to send.
+            state.gone = true;
+            drop(state);
+            shut_down(sock);
+            return;
+        };
+        state.bytes -= packet.len();
+        drop(state);
+        if let Err(e) = frame::send_bytes(sock.as_fd(), &packet, &[]) {
+            tracing::debug!("control: client {id}: {e}");
+            let mut state = outbox.lock();
+            state.gone = true;
+            state.packets.clear();
+            drop(state);
+            shut_down(sock);
+            return;
+        }
+    }
+}
+
+/// One request of a client waiting for the core; the client's reader
+/// reads its next request only while fewer than [`REQUESTS_IN_FLIGHT`]
+/// are held. Dropped when the core has handled the request.
+#[derive(Debug)]
+pub struct RequestPermit(Arc<InFlight>);
+
+#[derive(Debug, Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl InFlight {
+    fn acquire(self: &Arc<Self>) -> RequestPermit {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *count >= REQUESTS_IN_FLIGHT {
+            count = self.freed.wait(count).unwrap_or_else(|e| e.into_inner());
+        }
+        *count += 1;
+        RequestPermit(self.clone())
+    }
+}
+
+impl Drop for RequestPermit {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count -= 1;
+        self.0.freed.notify_all();
+    }
+}
+
+/// The connections each user holds, for the per-user cap.
+#[derive(Debug, Default)]
+struct Connections(Mutex<HashMap<u32, usize>>);
+
+/// One connection counted against its user until the reader ends.
+struct ConnectionSlot {
+    connections: Arc<Connections>,
+    uid: u32,
+}
+
+impl Connections {
+    fn take(self: &Arc<Self>, uid: u32) -> Option<ConnectionSlot> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(uid).or_default();
+        let cap = if uid == 0 {
+            CONNECTIONS_FOR_ROOT
+        } else {
+            CONNECTIONS_PER_USER
+        };
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            connections: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut held = self.connections.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.uid);
+            }
+        }
     }
 }
 
@@ -172,8 +377,9 @@ pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts clients forever, one reader thread each.
+/// Accepts clients forever, a reader and a writer thread each.
 pub fn spawn_acceptor(listener: OwnedFd, events: Sender<Event>) -> io::Result<()> {
+    let connections = Arc::new(Connections::default());
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -195,52 +401,87 @@ pub fn spawn_acceptor(listener: OwnedFd, events: Sender<Event>) -> io::Result<()
                 };
                 // SAFETY: accept4 returned a new descriptor we now own.
                 let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-                let creds = match getsockopt(&sock, sockopt::PeerCredentials) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!("control: cannot read peer credentials: {e}");
-                        continue;
-                    }
-                };
-                let _ = setsockopt(
-                    &sock,
-                    sockopt::SendTimeout,
-                    &nix::sys::time::TimeVal::new(2, 0),
-                );
-                let client = Arc::new(Client {
-                    id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
-                    uid: creds.uid(),
-                    gid: creds.gid(),
-                    pid: creds.pid(),
-                    sock,
-                });
-                tracing::debug!(
-                    "control: client {} connected (uid {} gid {} pid {})",
-                    client.id,
-                    client.uid,
-                    client.gid,
-                    client.pid
-                );
-                let events = events.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("client".into())
-                    .spawn(move || read_requests(client, events));
-                if let Err(e) = spawned {
-                    tracing::warn!("control: cannot serve client: {e}");
-                }
+                accept_client(sock, &connections, &events);
             }
         })?;
     Ok(())
 }
 
-fn read_requests(client: Arc<Client>, events: Sender<Event>) {
+fn accept_client(sock: OwnedFd, connections: &Arc<Connections>, events: &Sender<Event>) {
+    let creds = match getsockopt(&sock, sockopt::PeerCredentials) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("control: cannot read peer credentials: {e}");
+            return;
+        }
+    };
+    let Some(slot) = connections.take(creds.uid()) else {
+        tracing::info!(
+            "control: refusing a connection from uid {}: too many connections",
+            creds.uid()
+        );
+        // Said, not just done: vmctl prints it if it reads before it
+        // notices the end.
+        let _ = frame::send(
+            sock.as_fd(),
+            &Response::Ctl(Err(ErrorCode(libc::EAGAIN).into())),
+            &[],
+        );
+        return;
+    };
+    let _ = setsockopt(
+        &sock,
+        sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0),
+    );
+    let client = match Client::new(sock, creds.uid(), creds.gid(), creds.pid()) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!("control: cannot serve client: {e}");
+            return;
+        }
+    };
+    tracing::debug!(
+        "control: client {} connected (uid {} gid {} pid {})",
+        client.id,
+        client.uid,
+        client.gid,
+        client.pid
+    );
+    let events = events.clone();
+    let spawned = std::thread::Builder::new().name("client".into()).spawn({
+        let client = client.clone();
+        move || read_requests(client, events, slot)
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("control: cannot serve client: {e}");
+        client.shut_down();
+        client.close();
+    }
+}
+
+fn read_requests(client: Arc<Client>, events: Sender<Event>, _slot: ConnectionSlot) {
+    let in_flight = Arc::new(InFlight::default());
     loop {
+        let permit = in_flight.acquire();
         match frame::recv::<Request>(client.sock.as_fd()) {
             Ok(Some(received)) => {
+                // Refused here, before it is queued: a user's root-only
+                // requests cost the core nothing.
+                if !received.message.allowed_for_anyone() && client.uid != 0 {
+                    tracing::info!(
+                        "denied request {} from uid {}",
+                        received.message.kind(),
+                        client.uid
+                    );
+                    client.send(&Response::Ctl(Err(ErrorCode::EPERM.into())));
+                    break;
+                }
                 let event = Event::Request {
                     client: client.clone(),
                     request: received.message,
                     fds: received.fds,
+                    permit,
                 };
                 if events.send(event).is_err() {
                     return;
@@ -257,10 +498,11 @@ fn read_requests(client: Arc<Client>, events: Sender<Event>) {
                         client.uid
                     );
                 }
-                client.close();
+                client.shut_down();
                 break;
             }
         }
     }
+    client.close();
     let _ = events.send(Event::ClientGone(client.id));
 }

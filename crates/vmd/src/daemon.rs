@@ -127,6 +127,7 @@ impl Daemon {
                     client,
                     request,
                     fds,
+                    permit: _permit,
                 } => self.request(&client, request, fds),
                 Event::ClientGone(id) => self.client_gone(id),
                 Event::Received {

@@ -8,7 +8,7 @@ use proto::control::Request;
 use proto::vmchannel::FromVm;
 use vmm::snapshot::{Header, StreamError};
 
-use crate::control::Client;
+use crate::control::{Client, RequestPermit};
 use crate::daemon::Incoming;
 
 pub enum Event {
@@ -17,6 +17,8 @@ pub enum Event {
         client: Arc<Client>,
         request: Request,
         fds: Vec<OwnedFd>,
+        /// Held until the core has handled the request.
+        permit: RequestPermit,
     },
     /// A client's connection closed.
     ClientGone(u64),

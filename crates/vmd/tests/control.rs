@@ -6,7 +6,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
-use proto::control::{Request, Response, VmRef};
+use proto::ErrorCode;
+use proto::control::{Request, ResetMode, Response, VmRef};
 use proto::frame;
 use testkit::daemon::TestDaemon;
 
@@ -119,5 +120,185 @@ fn clients_that_vanish_leave_nothing_behind() {
         || threads(daemon.pid()) <= threads_before && fds(daemon.pid()) <= fds_before,
         Duration::from_secs(10),
         "client threads and descriptors to be released",
+    );
+}
+
+/// A uid with no rights on the daemon: the hostile user of the tests
+/// below (`nobody`; it need not exist, the credentials are numbers).
+const HOSTILE_UID: u32 = 65534;
+
+/// `count` connections whose peer credentials carry `uid`. They are made
+/// on a thread that takes `uid` as its effective uid for the connects
+/// only, with the file-system uid left at root so that the test's private
+/// socket directory stays reachable.
+fn connect_as(daemon: &TestDaemon, uid: u32, count: usize) -> Vec<OwnedFd> {
+    let socket = daemon.socket.clone();
+    std::thread::spawn(move || {
+        // SAFETY: the raw system calls (not glibc's wrappers, which would
+        // change every thread) change this thread's credentials only, and
+        // the thread ends once its connections are made. Keeping the real
+        // and saved uid at 0 lets the file-system uid return to 0.
+        let changed = unsafe { libc::syscall(libc::SYS_setresuid, 0, uid, 0) };
+        assert_eq!(changed, 0, "setresuid: {}", std::io::Error::last_os_error());
+        // SAFETY: as above; setfsuid has no other effect.
+        unsafe { libc::syscall(libc::SYS_setfsuid, 0) };
+        (0..count)
+            .map(|_| {
+                let sock = socket_for_test();
+                connect(sock.as_raw_fd(), &UnixAddr::new(&socket).unwrap()).unwrap();
+                sock
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+fn socket_for_test() -> OwnedFd {
+    socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+fn receive_timeout(sock: &OwnedFd, timeout: Duration) {
+    nix::sys::socket::setsockopt(
+        sock,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64),
+    )
+    .unwrap();
+}
+
+/// Root's `vmctl status`, and how long it took; None if it did not answer
+/// within `limit`.
+fn timed_status(daemon: &TestDaemon, limit: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(testkit::daemon::binary("vmctl"))
+        .arg("status")
+        .env("VMD_SOCKET", &daemon.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(1), "no VMs: exit 1, but an answer");
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn clients_that_never_read_their_replies_do_not_stall_root() {
+    let daemon = TestDaemon::start();
+    let hostile = connect_as(&daemon, HOSTILE_UID, 20);
+    // Each asks for the VM list over and over and never reads: its socket
+    // fills with replies the daemon cannot write.
+    for sock in &hostile {
+        nix::fcntl::fcntl(
+            sock,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        for _ in 0..5000 {
+            if frame::send(sock.as_fd(), &Request::Info, &[]).is_err() {
+                break;
+            }
+        }
+    }
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        // Unhindered it takes milliseconds; the bound only tells an
+        // answer from a daemon waiting out the clients' send timeouts.
+        let took = timed_status(&daemon, Duration::from_secs(2))
+            .expect("root's status must answer while hostile clients flood");
+        answers.push(took);
+    }
+    eprintln!("root's status while 20 clients flood: {answers:?}");
+    drop(hostile);
+    assert_alive(&daemon);
+}
+
+#[test]
+fn root_only_requests_from_a_user_are_refused_before_they_are_queued() {
+    let daemon = TestDaemon::start();
+    let sock = connect_as(&daemon, HOSTILE_UID, 1).pop().unwrap();
+    for _ in 0..100 {
+        if frame::send(
+            sock.as_fd(),
+            &Request::Reset {
+                mode: ResetMode::All,
+            },
+            &[],
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+    receive_timeout(&sock, Duration::from_secs(5));
+    let reply = frame::recv::<Response>(sock.as_fd()).unwrap().unwrap();
+    assert_eq!(reply.message, Response::Ctl(Err(ErrorCode::EPERM.into())));
+    // Closed, the unread requests discarded (hence a reset, not an end).
+    match frame::recv::<Response>(sock.as_fd()) {
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the daemon to close the connection, got {other:?}"),
+    }
+    assert_alive(&daemon);
+    // The core saw none of them: the one refusal is the reader's.
+    let denied = daemon.log().matches("denied request reset").count();
+    assert_eq!(denied, 1, "{}", daemon.log());
+}
+
+#[test]
+fn a_user_holds_a_bounded_number_of_connections() {
+    let daemon = TestDaemon::start();
+    let held = connect_as(&daemon, HOSTILE_UID, 40);
+    // The refused ones are told so at once; the others hear nothing.
+    for sock in &held {
+        nix::fcntl::fcntl(
+            sock,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+    }
+    let mut refused = vec![false; held.len()];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        for (sock, refused) in held.iter().zip(refused.iter_mut()) {
+            if let Ok(Some(r)) = frame::recv::<Response>(sock.as_fd()) {
+                assert!(matches!(r.message, Response::Ctl(Err(_))), "{r:?}");
+                *refused = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = refused.iter().filter(|&&r| r).count();
+    assert_eq!(refused, 40 - 32, "connections past the cap are refused");
+    // Root is not counted against the user.
+    assert_alive(&daemon);
+    // Closed connections give their places back.
+    drop(held);
+    daemon.wait_for(
+        || {
+            let sock = connect_as(&daemon, HOSTILE_UID, 1).pop().unwrap();
+            receive_timeout(&sock, Duration::from_secs(2));
+            frame::send(sock.as_fd(), &Request::Info, &[]).is_ok()
+                && matches!(
+                    frame::recv::<Response>(sock.as_fd()),
+                    Ok(Some(r)) if r.message == Response::InfoEnd
+                )
+        },
+        Duration::from_secs(10),
+        "the user's connections to be released",
     );
 }
