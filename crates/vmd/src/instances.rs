@@ -151,6 +151,17 @@ pub fn derive(
     if spec.kernel_given && !allowed(allow.boot) {
         return Err(refuse(ErrorCode::EPERM, "boot image may not be chosen"));
     }
+    // The initrd and the command line belong to the boot choice: a user
+    // who may not choose the kernel may not choose what it is given.
+    if spec.initrd.is_some() && !allowed(allow.boot) {
+        return Err(refuse(ErrorCode::EPERM, "initrd may not be chosen"));
+    }
+    if spec.cmdline.is_some() && !allowed(allow.boot) {
+        return Err(refuse(
+            ErrorCode::EPERM,
+            "kernel command line may not be chosen",
+        ));
+    }
     if let Some(initrd) = &spec.initrd
         && !root
         && !may_access(initrd, false)
@@ -411,6 +422,43 @@ mod tests {
             derive(&t, &spec, 0, &any_access).unwrap_err().code,
             ErrorCode::EPERM
         );
+    }
+
+    #[test]
+    fn initrd_and_command_line_need_the_boot_permission() {
+        let mut params = template_params();
+        params.nics.truncate(1);
+        let without_boot = allow(1000);
+        let with_boot = InstancePermissions {
+            boot: true,
+            ..allow(1000)
+        };
+        let specs = [
+            InstanceSpec {
+                initrd: Some("/home/u/initrd.img".into()),
+                ..InstanceSpec::default()
+            },
+            InstanceSpec {
+                cmdline: Some("init=/bin/sh".into()),
+                ..InstanceSpec::default()
+            },
+        ];
+        for spec in &specs {
+            let t = Template {
+                params: &params,
+                owner: Owner { uid: 0, gid: None },
+                allow: Some(&without_boot),
+            };
+            let err = derive(&t, spec, 1000, &any_access).unwrap_err();
+            assert_eq!(err.code, ErrorCode::EPERM, "{spec:?}");
+            // Root needs no permission.
+            assert!(derive(&t, spec, 0, &any_access).is_ok());
+            let t = Template {
+                allow: Some(&with_boot),
+                ..t
+            };
+            assert!(derive(&t, spec, 1000, &any_access).is_ok(), "{spec:?}");
+        }
     }
 
     #[test]

@@ -66,13 +66,36 @@ impl Pty {
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode))
     }
 
-    /// Returns the console to root when the VM ends.
+    /// Returns the console to root when the VM ends. The mode is narrowed
+    /// before the owner changes back, so that at no moment may anyone but
+    /// root and the VM's user open the line.
     pub fn release(&self) {
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600));
         let _ = chown(
             self.path.as_str(),
             Some(Uid::from_raw(0)),
             Some(Gid::from_raw(0)),
         );
-        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o666));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn a_released_console_belongs_to_root_alone() {
+        let pty = Pty::open().expect("a pty");
+        pty.give_to(1000, Some(1000)).unwrap();
+        let meta = std::fs::metadata(&pty.path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (1000, 1000, 0o660)
+        );
+        pty.release();
+        let meta = std::fs::metadata(&pty.path).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o600));
     }
 }
