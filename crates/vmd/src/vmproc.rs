@@ -75,6 +75,7 @@ impl VmProcess {
                 } else if libc::dup2(theirs_fd, proto_channel_fd()) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                close_on_exec_above(proto_channel_fd());
                 Ok(())
             });
         }
@@ -145,6 +146,43 @@ fn cpu_time_of(stat: &str) -> Option<Duration> {
         Duration::from_secs(total / ticks)
             + Duration::from_nanos(total % ticks * 1_000_000_000 / ticks),
     )
+}
+
+/// Marks every descriptor above `last` close-on-exec, so that the VM
+/// process starts with its standard streams and its channel only: a
+/// descriptor vmd inherited without close-on-exec (from a service
+/// manager, a shell) must not reach a guest's process. Marking rather
+/// than closing keeps the pipe through which the standard library
+/// reports a failed exec. Runs between fork and exec: system calls only.
+fn close_on_exec_above(last: RawFd) {
+    let first = last as libc::c_uint + 1;
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked == 0 {
+        return;
+    }
+    // Kernels before 5.11: one descriptor at a time, up to the limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as RawFd
+    } else {
+        1024
+    };
+    for fd in first as RawFd..limit {
+        // SAFETY: F_SETFD on a descriptor that may not exist only fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 fn proto_channel_fd() -> RawFd {
