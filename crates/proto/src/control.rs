@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, Failed, Line};
 
 /// How a command names a VM: by vmd's numeric id or by name (vmctl.md §3.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,7 +301,7 @@ pub struct Started {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Outcome of `start` or `receive`.
-    Start(Result<Started, ErrorCode>),
+    Start(Result<Started, Failed>),
     /// Immediate answer to `stop` (TERMINATE_VM_RESPONSE); `Ok` means the
     /// request was accepted. Waiting clients get this only on error.
     Terminate {
@@ -325,8 +325,9 @@ pub enum Response {
     /// just sent.
     InfoDetails(Box<VmDetails>),
     InfoEnd,
-    /// CTL_OK / CTL_FAIL for load, reload, reset and log.
-    Ctl(Result<(), ErrorCode>),
+    /// CTL_OK / CTL_FAIL for load, reload, reset and log. A failure with
+    /// code 0 is a CTL_FAIL without an errno.
+    Ctl(Result<(), Failed>),
     /// Console attached: replay these bytes, then relay the tty.
     ConsoleAttached {
         tty: String,
@@ -354,6 +355,10 @@ pub enum Response {
     SendStarted(Result<u32, ErrorCode>),
     /// `send` finished: the whole stream was written (or not).
     SendDone(Result<(), ErrorCode>),
+    /// Something vmd warns about while it carries out the request (an
+    /// unknown switch, addresses a received VM could not keep, …), sent
+    /// before the request's answer; the request goes on.
+    Warning(Line),
 }
 
 /// How a VM's last run ended (a Linux extension: `status -v`, `status -j`

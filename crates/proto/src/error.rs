@@ -1,5 +1,6 @@
 //! Result codes carried in replies: an errno, or one of vmd's own codes
-//! (vmd.md §5), whose numeric values are fixed.
+//! (vmd.md §5), whose numeric values are fixed; and the failures and
+//! notices that carry, besides a code, what vmd found out about the cause.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +88,136 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Longest [`Line`], in characters: a path and an error fit easily, a
+/// peer cannot make vmctl print pages.
+pub const MAX_LINE: usize = 512;
+
+/// Most cause lines one [`Failed`] keeps (a configuration file's errors).
+pub const MAX_CAUSE_LINES: usize = 20;
+
+/// One line of text vmd tells a user: no control characters (they are
+/// shown escaped, so a file name cannot drive the user's terminal or fake
+/// a line of output), at most [`MAX_LINE`] characters. A line decoded from
+/// the wire is bounded the same way, whoever sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Line(String);
+
+impl Line {
+    pub fn new(text: impl AsRef<str>) -> Line {
+        let mut out = String::new();
+        for c in text.as_ref().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        // Bounding twice changes nothing: a message that decoded encodes
+        // back to the same message.
+        if out.chars().count() > MAX_LINE {
+            out = out.chars().take(MAX_LINE - 3).collect();
+            out.push_str("...");
+        }
+        Line(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Line {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Line, D::Error> {
+        String::deserialize(deserializer).map(Line::new)
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A failed request: the code vmctl turns into OpenBSD's message, and
+/// what vmd knows of the cause, one [`Line`] each (a path and its error,
+/// a configuration file's `file:line` errors), possibly none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub code: ErrorCode,
+    #[serde(deserialize_with = "few_lines")]
+    pub cause: Vec<Line>,
+}
+
+impl Failed {
+    /// A failure with a one-line cause.
+    pub fn because(code: ErrorCode, cause: impl AsRef<str>) -> Failed {
+        Failed {
+            code,
+            cause: vec![Line::new(cause)],
+        }
+    }
+
+    /// A failure with a cause of several lines, the first
+    /// [`MAX_CAUSE_LINES`] kept.
+    pub fn because_of_lines<S: AsRef<str>>(
+        code: ErrorCode,
+        lines: impl IntoIterator<Item = S>,
+    ) -> Failed {
+        Failed {
+            code,
+            cause: lines
+                .into_iter()
+                .take(MAX_CAUSE_LINES)
+                .map(Line::new)
+                .collect(),
+        }
+    }
+}
+
+/// A failure whose cause vmd does not know better than its code says.
+impl From<ErrorCode> for Failed {
+    fn from(code: ErrorCode) -> Failed {
+        Failed {
+            code,
+            cause: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    /// The code's text, then the cause's lines after `: `; code 0 (no
+    /// errno) is the cause alone.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut lines = self.cause.iter();
+        match (self.code.0, lines.next()) {
+            (0, Some(first)) => write!(f, "{first}")?,
+            (0, None) => f.write_str("failed")?,
+            (_, first) => {
+                write!(f, "{}", self.code)?;
+                first
+                    .into_iter()
+                    .try_for_each(|line| write!(f, ": {line}"))?;
+            }
+        }
+        lines.try_for_each(|line| write!(f, ": {line}"))
+    }
+}
+
+fn few_lines<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Line>, D::Error> {
+    let mut lines = Vec::<Line>::deserialize(deserializer)?;
+    lines.truncate(MAX_CAUSE_LINES);
+    Ok(lines)
+}
+
+/// An I/O error as the C library words it (`No such file or directory`,
+/// without Rust's `(os error 2)`); an error without an errno, as it is.
+pub fn error_text(err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(errno) => strerror(errno),
+        None => err.to_string(),
+    }
+}
+
 /// The C library's message for `errno`.
 pub fn strerror(errno: i32) -> String {
     // SAFETY: strerror returns a pointer to a NUL-terminated string that
@@ -116,5 +247,56 @@ mod tests {
             ErrorCode::DISK_MISSING.to_string(),
             "could not open disk image(s)"
         );
+    }
+
+    #[test]
+    fn lines_are_bounded_and_printable_however_they_arrive() {
+        let sneaky = "a\x1b[2Jb\nvmctl: started";
+        assert_eq!(Line::new(sneaky).as_str(), "a\\u{1b}[2Jb\\nvmctl: started");
+        let long = "x".repeat(10 * MAX_LINE);
+        let line = Line::new(&long);
+        assert_eq!(line.as_str().chars().count(), MAX_LINE);
+        assert!(line.as_str().ends_with("..."));
+        assert_eq!(
+            Line::new(line.as_str()),
+            line,
+            "bounding twice changes nothing"
+        );
+
+        // A peer's oversized cause is cut down on decoding.
+        #[derive(Serialize)]
+        struct Raw {
+            code: ErrorCode,
+            cause: Vec<String>,
+        }
+        let raw = Raw {
+            code: ErrorCode::DISK_MISSING,
+            cause: vec![long.clone(); 3 * MAX_CAUSE_LINES],
+        };
+        let bytes = postcard::to_stdvec(&raw).unwrap();
+        let failed: Failed = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(failed.cause.len(), MAX_CAUSE_LINES);
+        assert!(failed.cause.iter().all(|l| l.as_str().len() == MAX_LINE));
+        let again: Failed = postcard::from_bytes(&postcard::to_stdvec(&failed).unwrap()).unwrap();
+        assert_eq!(again, failed);
+    }
+
+    #[test]
+    fn failures_read_code_then_cause() {
+        let failed = Failed::because(
+            ErrorCode::DISK_MISSING,
+            "/d/a.img: No such file or directory",
+        );
+        assert_eq!(
+            failed.to_string(),
+            "could not open disk image(s): /d/a.img: No such file or directory"
+        );
+        assert_eq!(
+            Failed::from(ErrorCode::EPERM).to_string(),
+            "Operation not permitted"
+        );
+        let rejected = Failed::because_of_lines(ErrorCode(0), ["/a.conf:1: x", "/a.conf:2: y"]);
+        assert_eq!(rejected.to_string(), "/a.conf:1: x: /a.conf:2: y");
+        assert_eq!(Failed::from(ErrorCode(0)).to_string(), "failed");
     }
 }

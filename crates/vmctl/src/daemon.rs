@@ -8,6 +8,7 @@ use proto::client::{Connection, socket_path};
 use proto::control::{Request, Response, VmInfo};
 
 use crate::failure::Failure;
+use crate::output;
 
 /// One connection to vmd.
 pub struct Daemon {
@@ -46,24 +47,33 @@ impl Daemon {
             .map_err(|_| Failure::pipe_closed())
     }
 
-    /// The next reply. vmd closing the connection is `pipe closed`, a
-    /// packet that is not a reply is an unexpected response, and a generic
-    /// failure (CTL_FAIL) is `command failed[: <strerror>]` whatever the
-    /// request was.
+    /// The next reply. vmd's warnings about the request come first; each
+    /// is printed as `vmctl: warning: <text>` as it arrives. vmd closing
+    /// the connection is `pipe closed`, a packet that is not a reply is
+    /// an unexpected response, and a generic failure (CTL_FAIL) is
+    /// `command failed[: <strerror>]` whatever the request was, then the
+    /// cause vmd gave.
     pub fn reply(&self) -> Result<Response, Failure> {
-        match self.connection.recv() {
-            Ok(Some(Response::Ctl(Err(code)))) if code.0 == 0 => {
-                Err(Failure::msg("command failed"))
-            }
-            Ok(Some(Response::Ctl(Err(code)))) => {
-                Err(Failure::msg(format!("command failed: {code}")))
-            }
-            Ok(Some(response)) => Ok(response),
-            Ok(None) => Err(Failure::pipe_closed()),
-            Err(err) if err.kind() == io::ErrorKind::InvalidData => {
-                Err(Failure::unexpected_response())
-            }
-            Err(_) => Err(Failure::pipe_closed()),
+        loop {
+            return match self.connection.recv() {
+                Ok(Some(Response::Warning(text))) => {
+                    output::warnx(format_args!("warning: {text}"));
+                    continue;
+                }
+                Ok(Some(Response::Ctl(Err(failed)))) if failed.code.0 == 0 => {
+                    Err(Failure::with_cause("command failed", &failed.cause))
+                }
+                Ok(Some(Response::Ctl(Err(failed)))) => Err(Failure::with_cause(
+                    format!("command failed: {}", failed.code),
+                    &failed.cause,
+                )),
+                Ok(Some(response)) => Ok(response),
+                Ok(None) => Err(Failure::pipe_closed()),
+                Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                    Err(Failure::unexpected_response())
+                }
+                Err(_) => Err(Failure::pipe_closed()),
+            };
         }
     }
 }

@@ -1,5 +1,7 @@
 //! How a command fails: what the user is told before vmctl exits 1.
 
+use proto::error::Line;
+
 use crate::cli::{self, CommandId};
 use crate::output;
 
@@ -33,6 +35,22 @@ impl Failure {
     /// `invalid id: <word>`.
     pub fn msgs<const N: usize>(lines: [String; N]) -> Failure {
         Failure::Messages(lines.into())
+    }
+
+    /// OpenBSD's message for a failure vmd reported, then the cause vmd
+    /// found: its first line after `: ` on the same line, so the message
+    /// still starts as OpenBSD's does, and any further lines (a
+    /// configuration file's other errors) each as a line of its own.
+    pub fn with_cause(message: impl Into<String>, cause: &[Line]) -> Failure {
+        let mut first = message.into();
+        let mut rest = cause.iter();
+        if let Some(line) = rest.next() {
+            first.push_str(": ");
+            first.push_str(line.as_str());
+        }
+        let mut lines = vec![first];
+        lines.extend(rest.map(|line| line.as_str().to_string()));
+        Failure::Messages(lines)
     }
 
     /// The reply to anything vmd sends that the command cannot use.
@@ -70,3 +88,29 @@ impl Failure {
 
 /// What every command returns; `Ok` is exit status 0.
 pub type CmdResult = Result<(), Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_follows_the_message() {
+        assert_eq!(
+            Failure::with_cause("command failed", &[]),
+            Failure::msg("command failed")
+        );
+        assert_eq!(
+            Failure::with_cause(
+                "command failed",
+                &[
+                    Line::new("/etc/a.conf:3: syntax error"),
+                    Line::new("/etc/a.conf:9: x")
+                ]
+            ),
+            Failure::msgs([
+                "command failed: /etc/a.conf:3: syntax error".to_string(),
+                "/etc/a.conf:9: x".to_string(),
+            ])
+        );
+    }
+}

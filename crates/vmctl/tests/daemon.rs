@@ -11,7 +11,7 @@ use proto::control::{
     BootDevice, DiskFormat, DiskSpec, NicKind, Request, ResetMode, Response, SEND_RECEIVED,
     StartRequest, Started, VmInfo, VmRef, state,
 };
-use proto::error::ErrorCode;
+use proto::error::{ErrorCode, Failed, Line};
 
 const HEADER: &str = "   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE NAME\n";
 
@@ -135,7 +135,7 @@ fn protocol_failures() {
 
 #[test]
 fn generic_failures_read_command_failed() {
-    let denied = FakeVmd::replying(vec![Response::Ctl(Err(ErrorCode::EPERM))]);
+    let denied = FakeVmd::replying(vec![Response::Ctl(Err(ErrorCode::EPERM.into()))]);
     for args in [
         &["reload"][..],
         &["load", "/etc/vm.conf"],
@@ -156,7 +156,7 @@ fn generic_failures_read_command_failed() {
             "{args:?}"
         );
     }
-    let bare = FakeVmd::replying(vec![Response::Ctl(Err(ErrorCode(0)))]);
+    let bare = FakeVmd::replying(vec![Response::Ctl(Err(ErrorCode(0).into()))]);
     assert_eq!(
         bare.run(&["load", "/x.conf"]),
         (1, String::new(), "vmctl: command failed\n".into())
@@ -342,7 +342,7 @@ fn start_passes_the_kernel_it_opened() {
         peer.send(&if ok {
             started(9, "/dev/pts/1")
         } else {
-            Response::Start(Err(ErrorCode::EIO))
+            Response::Start(Err(ErrorCode::EIO.into()))
         });
     });
     let (status, _, err) = vmd.run(&[
@@ -396,12 +396,94 @@ fn start_failures() {
         ),
     ];
     for (code, text) in cases {
-        let vmd = FakeVmd::replying(vec![Response::Start(Err(code))]);
+        let vmd = FakeVmd::replying(vec![Response::Start(Err(code.into()))]);
         assert_eq!(
             vmd.run(&["start", "web"]),
             (1, String::new(), format!("vmctl: {text}\n"))
         );
     }
+}
+
+#[test]
+fn failures_carry_vmds_cause_after_openbsds_message() {
+    let missing_base = Failed::because(
+        ErrorCode::DISK_MISSING,
+        "/var/vm/web.qcow2: backing file: /var/vm/base.qcow2: No such file or directory",
+    );
+    let vmd = FakeVmd::replying(vec![Response::Start(Err(missing_base.clone()))]);
+    assert_eq!(
+        vmd.run(&["start", "web"]),
+        (
+            1,
+            String::new(),
+            "vmctl: could not open disk image(s): /var/vm/web.qcow2: backing file: \
+             /var/vm/base.qcow2: No such file or directory\n"
+                .into()
+        )
+    );
+    let vmd = FakeVmd::replying(vec![Response::Start(Err(Failed::because(
+        ErrorCode::EPERM,
+        "memory size may not be changed",
+    )))]);
+    assert_eq!(
+        vmd.run(&["start", "web"]).2,
+        "vmctl: start vm command failed: Operation not permitted: memory size may not be changed\n"
+    );
+    // A rejected file: OpenBSD's CTL_FAIL without an errno, then each of
+    // the parser's errors.
+    let rejected = Failed::because_of_lines(
+        ErrorCode(0),
+        [
+            "/etc/bad.conf:2: syntax error",
+            "/etc/bad.conf:5: unknown switch",
+        ],
+    );
+    let vmd = FakeVmd::replying(vec![Response::Ctl(Err(rejected))]);
+    assert_eq!(
+        vmd.run(&["load", "/etc/bad.conf"]),
+        (
+            1,
+            String::new(),
+            "vmctl: command failed: /etc/bad.conf:2: syntax error\n\
+             vmctl: /etc/bad.conf:5: unknown switch\n"
+                .into()
+        )
+    );
+    // What arrives is printed as text, never as terminal control.
+    let sneaky = Failed::because(ErrorCode::CDROM_MISSING, "/tmp/\x1b[2J\nvmctl: started");
+    let vmd = FakeVmd::replying(vec![Response::Start(Err(sneaky))]);
+    assert_eq!(
+        vmd.run(&["start", "web"]).2,
+        "vmctl: could not find specified iso image: /tmp/\\u{1b}[2J\\nvmctl: started\n"
+    );
+}
+
+#[test]
+fn vmds_warnings_precede_the_answer() {
+    let warning = |text: &str| Response::Warning(Line::new(text));
+    let vmd = FakeVmd::replying(vec![
+        warning("switch \"nosuch\" not found; interface 0 stays unattached"),
+        started(4, "/dev/pts/3"),
+    ]);
+    assert_eq!(
+        vmd.run(&["start", "web"]),
+        (
+            0,
+            String::new(),
+            "vmctl: warning: switch \"nosuch\" not found; interface 0 stays unattached\n\
+             vmctl: started vm 4 successfully, tty /dev/pts/3\n"
+                .into()
+        )
+    );
+    let vmd = FakeVmd::replying(vec![warning("macro \"x\" not used"), Response::Ctl(Ok(()))]);
+    assert_eq!(
+        vmd.run(&["reload"]),
+        (
+            0,
+            String::new(),
+            "vmctl: warning: macro \"x\" not used\n".into()
+        )
+    );
 }
 
 /// A vmd that answers stop and wait requests for VM 3 "web" as the
@@ -710,7 +792,7 @@ fn receive_feeds_stdin_to_vmd() {
         peer.send(&if received == expected {
             started(12, "/dev/pts/9")
         } else {
-            Response::Start(Err(ErrorCode::EINVAL))
+            Response::Start(Err(ErrorCode::EINVAL.into()))
         });
     });
     let mut child = common::vmctl_command(&vmd.socket, &["receive", "moved"])
@@ -742,7 +824,7 @@ fn receive_feeds_stdin_to_vmd() {
 
 #[test]
 fn receive_reports_an_early_refusal() {
-    let vmd = FakeVmd::replying(vec![Response::Start(Err(ErrorCode::ENOENT))]);
+    let vmd = FakeVmd::replying(vec![Response::Start(Err(ErrorCode::ENOENT.into()))]);
     let mut child = common::vmctl_command(&vmd.socket, &["rec", "moved"])
         .stdin(std::process::Stdio::piped())
         .spawn()

@@ -65,7 +65,7 @@ fn refusing_vmd() -> FakeVmd {
     FakeVmd::start(|request, _fds, peer| {
         let response = match request {
             proto::control::Request::Send { .. } => Response::SendStarted(Err(ErrorCode::ENOENT)),
-            _ => Response::Start(Err(ErrorCode::ENOENT)),
+            _ => Response::Start(Err(ErrorCode::ENOENT.into())),
         };
         peer.send(&response);
     })

@@ -17,6 +17,7 @@ use conf::Loaded;
 use conf::model::{GlobalSettings, Switch};
 use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, StartRequest, Started, VmInfo, VmRef, state};
+use proto::error::{Failed, Line};
 use proto::names::validate_vm_name;
 use proto::vmchannel::{
     EXIT_REBOOT, ExitReason, FromVm, IncomingState, LaunchDisk, LaunchFds, SandboxIdentity, ToVm,
@@ -160,8 +161,8 @@ impl Daemon {
                 Event::ChildExited => self.reap(),
                 Event::Reload => {
                     tracing::info!("reload requested with SIGHUP");
-                    if let Err(e) = self.reload() {
-                        tracing::warn!("reload failed: {e}");
+                    if let Err(failed) = self.reload() {
+                        tracing::warn!("reload failed: {failed}");
                     }
                 }
                 Event::Shutdown => break,
@@ -271,16 +272,13 @@ impl Daemon {
     }
 
     /// `vmctl reload` / SIGHUP: forget what is not running, read the file
-    /// again, apply it.
-    fn reload(&mut self) -> Result<(), String> {
+    /// again, apply it. The parser's warnings are returned, or its errors
+    /// as the failure's cause, for the user who asked.
+    fn reload(&mut self) -> Result<Vec<String>, Failed> {
         // Parse first: a rejected file leaves the loaded configuration,
         // stopped VMs included, as it was.
-        let loaded = self.config.load(1).map_err(|rejected| {
-            for line in rejected.error_lines() {
-                tracing::warn!("{line}");
-            }
-            "configuration rejected".to_string()
-        })?;
+        let loaded = self.config.load(1).map_err(rejected)?;
+        let warnings = user_warnings(&loaded);
         let mut index = 0;
         while index < self.registry.vms.len() {
             if self.registry.vms[index].running() {
@@ -291,24 +289,28 @@ impl Daemon {
         }
         self.switches.clear();
         self.apply(loaded, false);
-        Ok(())
+        Ok(warnings)
     }
 
-    /// `vmctl load file`: parse it in addition to what is loaded.
-    fn load_file(&mut self, path: &str) -> Result<(), String> {
+    /// `vmctl load file`: parse it in addition to what is loaded. As for
+    /// [`Daemon::reload`], warnings are returned and errors are the cause;
+    /// a file that is not there fails (the daemon's own default file may
+    /// be missing, a file named on purpose may not).
+    fn load_file(&mut self, path: &str) -> Result<Vec<String>, Failed> {
+        if let Err(e) = std::fs::metadata(path) {
+            let cause = format!("{path}: {}", proto::error::error_text(&e));
+            tracing::warn!("load: {cause}");
+            return Err(Failed::because(ErrorCode(0), cause));
+        }
         let first_switch_id = self.switches.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let options = conf::LoadOptions {
             origin: conf::Origin::Explicit,
             ..self.config.options(first_switch_id)
         };
-        let loaded = conf::load(path, &options).map_err(|rejected| {
-            for line in rejected.error_lines() {
-                tracing::warn!("{line}");
-            }
-            "configuration rejected".to_string()
-        })?;
+        let loaded = conf::load(path, &options).map_err(rejected)?;
+        let warnings = user_warnings(&loaded);
         self.apply(loaded, true);
-        Ok(())
+        Ok(warnings)
     }
 
     // ----- requests -----
@@ -316,7 +318,7 @@ impl Daemon {
     fn request(&mut self, client: &Arc<Client>, request: Request, fds: Vec<OwnedFd>) {
         if !request.allowed_for_anyone() && client.uid != 0 {
             tracing::info!("denied request {} from uid {}", request.kind(), client.uid);
-            client.send(&Response::Ctl(Err(ErrorCode::EPERM)));
+            client.send(&Response::Ctl(Err(ErrorCode::EPERM.into())));
             client.close();
             return;
         }
@@ -324,8 +326,8 @@ impl Daemon {
         match request {
             Request::Start(start) => {
                 let kernel = fds.into_iter().next();
-                if let Err(code) = self.start(client, start, kernel) {
-                    client.send(&Response::Start(Err(code)));
+                if let Err(failed) = self.start(client, start, kernel) {
+                    client.send(&Response::Start(Err(failed)));
                 }
             }
             Request::Terminate {
@@ -353,12 +355,12 @@ impl Daemon {
                 client.send(&Response::Ctl(Ok(())));
             }
             Request::Load { path } => {
-                let result = self.load_file(&path).map_err(|_| ErrorCode::EINVAL);
-                client.send(&Response::Ctl(result));
+                let result = self.load_file(&path);
+                answer_with_warnings(client, result);
             }
             Request::Reload => {
-                let result = self.reload().map_err(|_| ErrorCode::EINVAL);
-                client.send(&Response::Ctl(result));
+                let result = self.reload();
+                answer_with_warnings(client, result);
             }
             Request::ConsoleAttach { target } => self.console_attach(client, &target),
             Request::ConsoleBreak => self.console_break(client),
@@ -409,7 +411,7 @@ impl Daemon {
         client: &Arc<Client>,
         request: StartRequest,
         kernel: Option<OwnedFd>,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), Failed> {
         if let Some(template) = &request.instance_of {
             let index = self.create_instance(client, template, &request, kernel)?;
             return self.launch(index, client.uid, Some(client.clone()));
@@ -419,10 +421,10 @@ impl Daemon {
             Some(index) => {
                 let vm = &mut self.registry.vms[index];
                 if !permissions::may_control(client.uid, &Self::access(vm)) {
-                    return Err(ErrorCode::EPERM);
+                    return Err(ErrorCode::EPERM.into());
                 }
                 if vm.running() || request.has_creation_options() || request.cdrom.is_some() {
-                    return Err(ErrorCode::EALREADY);
+                    return Err(ErrorCode::EALREADY.into());
                 }
                 if kernel.is_some() {
                     vm.next_kernel = kernel;
@@ -487,19 +489,19 @@ impl Daemon {
         template: &str,
         request: &StartRequest,
         kernel: Option<OwnedFd>,
-    ) -> Result<usize, ErrorCode> {
+    ) -> Result<usize, Failed> {
         let Some(parent) = self.registry.find(&VmRef::Name(template.to_string())) else {
-            return Err(ErrorCode::PARENT_INVALID);
+            return Err(ErrorCode::PARENT_INVALID.into());
         };
         let name = match &request.target {
             Some(VmRef::Name(name)) => name.clone(),
-            _ => return Err(ErrorCode::EINVAL),
+            _ => return Err(ErrorCode::EINVAL.into()),
         };
         if self.registry.find(&VmRef::Name(name.clone())).is_some() {
-            return Err(ErrorCode::EALREADY);
+            return Err(ErrorCode::EALREADY.into());
         }
         if validate_vm_name(&name).is_err() {
-            return Err(ErrorCode::EINVAL);
+            return Err(ErrorCode::EINVAL.into());
         }
         let spec = instances::InstanceSpec {
             memory: request.memory,
@@ -535,7 +537,7 @@ impl Daemon {
         )
         .map_err(|refusal| {
             tracing::info!("instance {name} of {template}: {}", refusal.reason);
-            refusal.code
+            Failed::because(refusal.code, &refusal.reason)
         })?;
         let index = self.register_adhoc(
             name,
@@ -580,22 +582,23 @@ impl Daemon {
         client: &Arc<Client>,
         request: &StartRequest,
         kernel: Option<OwnedFd>,
-    ) -> Result<usize, ErrorCode> {
+    ) -> Result<usize, Failed> {
         let has_devices = kernel.is_some() || !request.disks.is_empty() || request.cdrom.is_some();
         if !request.has_creation_options() && kernel.is_none() {
-            // "invalid configuration, no devices"
-            return Err(ErrorCode::DISK_MISSING);
+            // OpenBSD's "invalid configuration, no devices": vmctl's
+            // message is about disks, the cause says what happened.
+            return Err(Failed::because(ErrorCode::DISK_MISSING, "vm not found"));
         }
         if client.uid != 0 {
-            return Err(ErrorCode::EPERM);
+            return Err(ErrorCode::EPERM.into());
         }
         let name = match &request.target {
             Some(VmRef::Name(name)) => name.clone(),
-            _ => return Err(ErrorCode::EINVAL),
+            _ => return Err(ErrorCode::EINVAL.into()),
         };
         if validate_vm_name(&name).is_err() {
             tracing::info!("invalid VM name: {name}");
-            return Err(ErrorCode::EINVAL);
+            return Err(ErrorCode::EINVAL.into());
         }
         let vcpus = request.vcpus.unwrap_or(1);
         if vcpus == 0
@@ -603,10 +606,13 @@ impl Daemon {
             || request.disks.len() > MAX_DISKS
             || request.nics.len() > MAX_NICS
         {
-            return Err(ErrorCode::EINVAL);
+            return Err(ErrorCode::EINVAL.into());
         }
         if !has_devices {
-            return Err(ErrorCode::DISK_MISSING);
+            return Err(Failed::because(
+                ErrorCode::DISK_MISSING,
+                "no boot image, disk or cd-rom",
+            ));
         }
         let params = VmParams {
             memory: request.memory.unwrap_or(DEFAULT_MEMORY),
@@ -629,13 +635,13 @@ impl Daemon {
             uid: client.uid,
             gid: None,
         };
-        self.register_adhoc(
+        Ok(self.register_adhoc(
             name,
             client.uid,
             (params, owner, None),
             kernel,
             request.boot_device,
-        )
+        )?)
     }
 
     /// Opens what the VM needs and spawns its process (vmd.md §6.3). On
@@ -645,9 +651,9 @@ impl Daemon {
         index: usize,
         user: u32,
         starter: Option<Arc<Client>>,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), Failed> {
         let result = self.try_launch(index, user, starter);
-        if let Err(code) = result {
+        if let Err(code) = &result {
             let vm = &mut self.registry.vms[index];
             tracing::warn!("failed to start vm {}: {code}", vm.name);
             vm.last_end = Some(proto::control::VmEnd::StartFailed(code.to_string()));
@@ -663,12 +669,13 @@ impl Daemon {
         index: usize,
         user: u32,
         starter: Option<Arc<Client>>,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), Failed> {
         let run_id = self.next_run;
         let kvm = self.kvm.try_clone().map_err(|e| ErrorCode::from_io(&e))?;
+        let disk_users = self.disk_users();
         let vm = &mut self.registry.vms[index];
         if vm.running() {
-            return Err(ErrorCode::EALREADY);
+            return Err(ErrorCode::EALREADY.into());
         }
         let now = Instant::now();
         if let Some(last) = vm.last_start {
@@ -681,7 +688,7 @@ impl Daemon {
         if vm.quick_restarts >= MAX_QUICK_RESTARTS {
             vm.quick_restarts = 0;
             tracing::warn!("vm {} restarted too quickly", vm.id);
-            return Err(ErrorCode::EPERM);
+            return Err(Failed::because(ErrorCode::EPERM, "restarted too quickly"));
         }
 
         let boot_image_chosen = vm.next_kernel.is_some() || vm.kernel.is_some();
@@ -693,7 +700,10 @@ impl Daemon {
             None => match &vm.kernel {
                 Some(kernel) => Some(rewound(kernel).map_err(|e| {
                     tracing::warn!("{}: cannot boot its kernel again: {e}", vm.name);
-                    ErrorCode::from_io(&e)
+                    Failed::because(
+                        ErrorCode::from_io(&e),
+                        format!("cannot boot its kernel again: {e}"),
+                    )
                 })?),
                 None => Some(open_boot_image(vm.params.boot.as_deref())?),
             },
@@ -728,7 +738,7 @@ impl Daemon {
             }
             None => None,
         };
-        let disks = open_disks(&vm.params.disks, &mut fds)?;
+        let disks = open_disks(&vm.params.disks, &mut fds, &disk_users)?;
         let launch_fds = LaunchFds {
             kvm: fds.push(kvm.into()),
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
@@ -737,7 +747,8 @@ impl Daemon {
             initrd: initrd.map(|fd| fds.push(fd)),
             firmware: firmware.map(|fd| fds.push(fd)),
         };
-        let (nics, taps) = self.network.create_nics(
+        let mut warnings = Vec::new();
+        let created = self.network.create_nics(
             &VmNics {
                 id: vm.id,
                 name: &vm.name,
@@ -748,7 +759,16 @@ impl Daemon {
             &self.switches,
             &self.settings,
             &mut fds,
-        )?;
+            &mut warnings,
+        );
+        // What the VM goes without is the starter's to know, whether or
+        // not it starts.
+        if let Some(starter) = &starter {
+            for warning in &warnings {
+                starter.send(&Response::Warning(Line::new(warning)));
+            }
+        }
+        let (nics, taps) = created?;
         let local = nics.iter().map(|nic| nic.local).collect();
         let launch = VmLaunch {
             id: vm.id,
@@ -773,7 +793,10 @@ impl Daemon {
             VmProcess::spawn(&launch, &fds.raw(), run_id, self.spawn, self.events.clone())
                 .map_err(|e| {
                     tracing::warn!("{}: cannot spawn vm process: {e}", vm.name);
-                    ErrorCode::from_io(&e)
+                    Failed::because(
+                        ErrorCode::from_io(&e),
+                        format!("cannot spawn vm process: {e}"),
+                    )
                 })?;
         self.next_run += 1;
         vm.last_start = Some(now);
@@ -798,6 +821,20 @@ impl Daemon {
             local,
         });
         Ok(())
+    }
+
+    /// The disk images of running VMs and the VM using each, to name the
+    /// VM that holds a disk another start finds locked.
+    fn disk_users(&self) -> Vec<(String, String)> {
+        self.registry
+            .vms
+            .iter()
+            .filter(|vm| vm.running())
+            .flat_map(|vm| {
+                let disks = vm.params.disks.iter().map(|d| d.path.clone());
+                disks.map(|path| (path, vm.name.clone()))
+            })
+            .collect()
     }
 
     fn terminate(&mut self, client: &Arc<Client>, target: &VmRef, force: bool, wait: bool) {
@@ -1139,8 +1176,12 @@ impl Daemon {
     /// Tells everyone waiting on this run that it is over.
     fn notify_end(vm: &VmRecord, run: &mut Running) {
         if let Some(starter) = run.starter.take() {
-            let code = run.launch_failure.unwrap_or(ErrorCode::EIO);
-            starter.send(&Response::Start(Err(code)));
+            // The VM process's words for its failure are the cause.
+            let failed = match (run.launch_failure, &run.launch_failure_reason) {
+                (Some(code), Some(reason)) => Failed::because(code, reason),
+                (code, _) => code.unwrap_or(ErrorCode::EIO).into(),
+            };
+            starter.send(&Response::Start(Err(failed)));
         }
         if let Some(sender) = run.sender.take() {
             sender.send(&Response::SendDone(Err(ErrorCode::EIO)));
@@ -1440,6 +1481,42 @@ fn disk_details(spec: &proto::control::DiskSpec) -> proto::control::DiskDetails 
     }
 }
 
+/// A configuration file the parser rejected: CTL_FAIL without an errno,
+/// as on OpenBSD, with the parser's `file:line` errors as the cause.
+fn rejected(rejected: conf::Rejected) -> Failed {
+    let lines = rejected.error_lines();
+    for line in &lines {
+        tracing::warn!("{line}");
+    }
+    Failed::because_of_lines(ErrorCode(0), lines)
+}
+
+/// The parser's warnings the user sees (those vmd logs at warning level).
+fn user_warnings(loaded: &Loaded) -> Vec<String> {
+    loaded
+        .warnings
+        .iter()
+        .filter(|warning| !warning.is_debug())
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Answers a load or reload: its warnings, then CTL_OK; or CTL_FAIL with
+/// the cause.
+fn answer_with_warnings(client: &Client, result: Result<Vec<String>, Failed>) {
+    match result {
+        Ok(warnings) => {
+            for warning in &warnings {
+                client.send(&Response::Warning(Line::new(warning)));
+            }
+            client.send(&Response::Ctl(Ok(())));
+        }
+        Err(failed) => {
+            client.send(&Response::Ctl(Err(failed)));
+        }
+    }
+}
+
 /// Another descriptor of an ad-hoc VM's `-b` image, to boot it again.
 /// vmctl opened the file with its user's rights and vmd cannot open it
 /// again by name; the descriptors share one file offset, which the last
@@ -1454,7 +1531,7 @@ fn rewound(kernel: &OwnedFd) -> std::io::Result<OwnedFd> {
 
 /// Opens the configured boot image, or the first default firmware that
 /// exists.
-fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
+fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, Failed> {
     let open = |path: &str| {
         OpenOptions::new()
             .read(true)
@@ -1464,7 +1541,10 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
     match configured {
         Some(path) => open(path).map(OwnedFd::from).map_err(|e| {
             tracing::warn!("can't open {path}: {e}");
-            ErrorCode::BIOS_MISSING
+            Failed::because(
+                ErrorCode::BIOS_MISSING,
+                format!("{path}: {}", proto::error::error_text(&e)),
+            )
         }),
         None => DEFAULT_BIOS_PATHS
             .iter()
@@ -1472,7 +1552,13 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
             .map(OwnedFd::from)
             .ok_or_else(|| {
                 tracing::warn!("can't open {}", DEFAULT_BIOS_PATHS[0]);
-                ErrorCode::BIOS_MISSING
+                Failed::because(
+                    ErrorCode::BIOS_MISSING,
+                    format!(
+                        "none of {} opens (install seabios)",
+                        DEFAULT_BIOS_PATHS.join(", ")
+                    ),
+                )
             }),
     }
 }
@@ -1482,14 +1568,18 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, ErrorCode> {
 /// than a regular file CDROM_INVALID. `reader`, if given, is a user who
 /// must be able to read it. The shared lock keeps writers (a VM using the
 /// image as its disk) away while the CD is in use.
-fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, ErrorCode> {
+fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, Failed> {
     let invalid = |why: &str| {
         tracing::warn!("can't open cdrom {path}: {why}");
-        ErrorCode::CDROM_INVALID
+        Failed::because(ErrorCode::CDROM_INVALID, format!("{path}: {why}"))
     };
     let missing = |e: std::io::Error| {
         tracing::warn!("can't open cdrom {path}: {e}");
-        ErrorCode::CDROM_MISSING
+        let why = match e.kind() {
+            std::io::ErrorKind::WouldBlock => "in use by a vm writing to it".to_string(),
+            _ => proto::error::error_text(&e),
+        };
+        Failed::because(ErrorCode::CDROM_MISSING, format!("{path}: {why}"))
     };
     // Looked at before opening: opening a FIFO or a terminal could block
     // the daemon or make it a controlling terminal.
@@ -1509,7 +1599,10 @@ fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, ErrorCode> {
         && !permissions::may_read(uid, &meta)
     {
         tracing::warn!("no read access to cdrom {path} for uid {uid}");
-        return Err(ErrorCode::EPERM);
+        return Err(Failed::because(
+            ErrorCode::EPERM,
+            format!("{path}: not readable by uid {uid}"),
+        ));
     }
     disk::lock::lock_image(&file, disk::lock::LockMode::Shared).map_err(missing)?;
     Ok(OwnedFd::from(file))
@@ -1517,17 +1610,29 @@ fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, ErrorCode> {
 
 /// Opens each disk's image chain, the top image locked exclusively so no
 /// second VM can have it (linux-mapping.md §6.1), and adds the descriptors
-/// to the launch. Any failure is vmctl's "could not open disk image(s)".
+/// to the launch. Any failure is vmctl's "could not open disk image(s)",
+/// with the image at fault and why; for a locked image, the VM of
+/// `users` (image path, VM name) that has it, if it is one of ours.
 fn open_disks(
     disks: &[proto::control::DiskSpec],
     fds: &mut LaunchDescriptors,
-) -> Result<Vec<LaunchDisk>, ErrorCode> {
+    users: &[(String, String)],
+) -> Result<Vec<LaunchDisk>, Failed> {
     let mut out = Vec::new();
     for spec in disks {
         let chain = disk::ImageChain::open(&spec.path, spec.format, disk::Access::ReadWrite)
             .map_err(|e| {
                 tracing::warn!("can't open disk {}: {e}", spec.path);
-                ErrorCode::DISK_MISSING
+                let innermost = e.innermost().path();
+                let user = users
+                    .iter()
+                    .find(|(path, _)| std::path::Path::new(path) == innermost)
+                    .filter(|_| e.is_locked());
+                let cause = match user {
+                    Some((path, vm)) => format!("{path}: in use by vm {vm}"),
+                    None => e.to_string(),
+                };
+                Failed::because(ErrorCode::DISK_MISSING, cause)
             })?;
         let indices = chain
             .into_images()
@@ -1566,7 +1671,10 @@ mod tests {
         let nobody = 65534;
         assert_eq!(
             open_cdrom(&path("cd.iso"), Some(nobody)).err(),
-            Some(ErrorCode::EPERM),
+            Some(Failed::because(
+                ErrorCode::EPERM,
+                format!("{}: not readable by uid {nobody}", path("cd.iso"))
+            )),
             "a user who chose an image must be able to read it"
         );
         std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -1574,16 +1682,22 @@ mod tests {
 
         assert_eq!(
             open_cdrom(&path("absent.iso"), None).err(),
-            Some(ErrorCode::CDROM_MISSING)
+            Some(Failed::because(
+                ErrorCode::CDROM_MISSING,
+                format!("{}: No such file or directory", path("absent.iso"))
+            ))
         );
         assert_eq!(
             open_cdrom(dir.to_str().unwrap(), None).err(),
-            Some(ErrorCode::CDROM_INVALID)
+            Some(Failed::because(
+                ErrorCode::CDROM_INVALID,
+                format!("{}: not a regular file", dir.display())
+            ))
         );
         // A FIFO is refused without opening it (which would block).
         nix::unistd::mkfifo(dir.join("fifo").as_path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert_eq!(
-            open_cdrom(&path("fifo"), None).err(),
+            open_cdrom(&path("fifo"), None).err().map(|f| f.code),
             Some(ErrorCode::CDROM_INVALID)
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use proto::ErrorCode;
+use proto::error::{Failed, error_text};
 
 use crate::daemon::DEFAULT_BIOS_PATHS;
 use crate::permissions;
@@ -14,29 +15,37 @@ use crate::permissions;
 /// Opens the initrd at `path`. It must be a regular file; when a user
 /// other than root chose it (`chosen_by`), the file's mode bits must let
 /// that user read it (vmd.md §4.4). The checks run on the opened file, so
-/// the path cannot be swapped in between.
-pub fn open_initrd(path: &str, chosen_by: Option<u32>) -> Result<OwnedFd, ErrorCode> {
+/// the path cannot be swapped in between. A failure says which file and
+/// why.
+pub fn open_initrd(path: &str, chosen_by: Option<u32>) -> Result<OwnedFd, Failed> {
+    let missing = |e: std::io::Error| {
+        tracing::warn!("can't open initrd {path}: {e}");
+        Failed::because(
+            ErrorCode::INITRD_MISSING,
+            format!("{path}: {}", error_text(&e)),
+        )
+    };
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| {
-            tracing::warn!("can't open initrd {path}: {e}");
-            ErrorCode::INITRD_MISSING
-        })?;
-    let meta = file.metadata().map_err(|e| {
-        tracing::warn!("can't open initrd {path}: {e}");
-        ErrorCode::INITRD_MISSING
-    })?;
+        .map_err(missing)?;
+    let meta = file.metadata().map_err(missing)?;
     if !meta.is_file() {
         tracing::warn!("initrd {path} is not a regular file");
-        return Err(ErrorCode::INITRD_MISSING);
+        return Err(Failed::because(
+            ErrorCode::INITRD_MISSING,
+            format!("{path}: not a regular file"),
+        ));
     }
     if let Some(uid) = chosen_by
         && !permissions::may_read(uid, &meta)
     {
         tracing::warn!("uid {uid} may not read initrd {path}");
-        return Err(ErrorCode::EPERM);
+        return Err(Failed::because(
+            ErrorCode::EPERM,
+            format!("{path}: not readable by uid {uid}"),
+        ));
     }
     Ok(OwnedFd::from(file))
 }
@@ -61,11 +70,17 @@ mod tests {
     fn initrd_must_exist_and_be_a_regular_file() {
         assert_eq!(
             open_initrd("/nonexistent/initrd", None).err(),
-            Some(ErrorCode::INITRD_MISSING)
+            Some(Failed::because(
+                ErrorCode::INITRD_MISSING,
+                "/nonexistent/initrd: No such file or directory"
+            ))
         );
         assert_eq!(
             open_initrd("/tmp", None).err(),
-            Some(ErrorCode::INITRD_MISSING)
+            Some(Failed::because(
+                ErrorCode::INITRD_MISSING,
+                "/tmp: not a regular file"
+            ))
         );
         let path = std::env::temp_dir().join(format!("vmd-initrd-{}", std::process::id()));
         std::fs::write(&path, b"initrd").unwrap();

@@ -17,6 +17,7 @@ use net::local_addr::{self, IPV4_PREFIX_LEN, IPV6_PREFIX_LEN, LocalPair};
 use net::rtnl::{Address, Rtnl};
 use net::switch::{self, SwitchPlan};
 use proto::ErrorCode;
+use proto::error::Failed;
 use proto::vmchannel::{LaunchNic, LocalAddrs};
 
 use crate::registry::NicParams;
@@ -68,7 +69,7 @@ impl Network {
     /// is logged, and tried again when a VM wants to join it.
     pub fn apply_switches(&mut self, switches: &[Switch]) {
         for s in switches {
-            if self.bridge_of(s).is_some() {
+            if self.bridge_of(s).is_ok() {
                 tracing::debug!("switch {} on bridge {}", s.name, s.interface);
             }
         }
@@ -76,14 +77,17 @@ impl Network {
 
     /// Creates and configures the taps of a VM's NICs, puts their
     /// descriptors into `fds` and says what the VM process needs to know
-    /// of each.
+    /// of each. What the VM goes without (a switch, its addresses, a boot
+    /// ROM) is logged and added to `warnings`, for the user who started
+    /// it.
     pub fn create_nics(
         &mut self,
         vm: &VmNics<'_>,
         switches: &[Switch],
         settings: &GlobalSettings,
         fds: &mut LaunchDescriptors,
-    ) -> Result<(Vec<LaunchNic>, VmTaps), ErrorCode> {
+        warnings: &mut Vec<String>,
+    ) -> Result<(Vec<LaunchNic>, VmTaps), Failed> {
         let mut launch = Vec::new();
         let mut taps = VmTaps::default();
         for (index, nic) in vm.nics.iter().enumerate() {
@@ -94,14 +98,21 @@ impl Network {
                     vm,
                     index,
                     vm.keep.get(index).copied().flatten(),
+                    warnings,
                 )?),
                 false => None,
             };
-            let switch = configured_switch(iface, switches);
+            let switch = configured_switch(iface, switches, index, warnings);
             let bridge = match switch {
-                Some(s) => self.bridge_of(s),
-                None => None,
-            };
+                Some(s) => self.bridge_of(s).map_err(|e| {
+                    warnings.push(format!(
+                        "switch \"{}\": {e}; interface {index} stays unattached",
+                        s.name
+                    ))
+                }),
+                None => Err(()),
+            }
+            .ok();
             let plan = NicPlan {
                 tap: match &iface.tap {
                     Tap::NextFree => None,
@@ -113,14 +124,14 @@ impl Network {
                     rdomain: switch.and_then(|s| s.rdomain).unwrap_or(0),
                 }),
                 rdomain: iface.rdomain,
-                group: group_of(iface, switch),
+                group: group_of(iface, switch, warnings),
                 up: iface.up,
                 addresses: self.addresses(settings, local),
             };
-            let rtnl = self.rtnl().map_err(|e| io_code("netlink", &e))?;
+            let rtnl = self.rtnl().map_err(|e| io_failure("netlink", &e))?;
             let host = host_nic::create(rtnl, &plan).map_err(|e| {
                 tracing::warn!("{}: {e}", vm.name);
-                ErrorCode::from_io(&e)
+                Failed::because(ErrorCode::from_io(&e), format!("interface {index}: {e}"))
             })?;
             taps.created.extend(host.created());
             taps.names.push(host.tap.name().to_string());
@@ -135,7 +146,7 @@ impl Network {
                 }),
                 tap: fds.push(host.tap.into_fd()),
                 boot_rom: match vm.net_boot && index == 0 {
-                    true => open_pxe_rom().map(|rom| fds.push(rom)),
+                    true => open_pxe_rom(warnings).map(|rom| fds.push(rom)),
                     false => None,
                 },
             });
@@ -153,7 +164,8 @@ impl Network {
         vm: &VmNics<'_>,
         index: usize,
         keep: Option<LocalAddrs>,
-    ) -> Result<LocalPair, ErrorCode> {
+        warnings: &mut Vec<String>,
+    ) -> Result<LocalPair, Failed> {
         let prefix = settings.local_prefix;
         let kept = keep.map(|addrs| LocalPair {
             host: addrs.host.into(),
@@ -178,19 +190,16 @@ impl Network {
         let planned =
             local_addr::ipv4_pair(prefix.addr, prefix.len, vm.id, index).map_err(|e| {
                 tracing::warn!("{e}");
-                ErrorCode(libc::EADDRNOTAVAIL)
+                Failed::because(ErrorCode(libc::EADDRNOTAVAIL), e.to_string())
             })?;
         if let Some((old, why)) = refusal {
-            tracing::warn!(
-                "{}: vm {} interface {index} cannot keep host {} and guest {} ({why}): \
+            let warning = format!(
+                "interface {index} cannot keep host {} and guest {} ({why}): \
                  it gets host {} and guest {} instead; the guest must renew its DHCP lease",
-                vm.name,
-                vm.id,
-                old.host,
-                old.guest,
-                planned.host,
-                planned.guest
+                old.host, old.guest, planned.host, planned.guest
             );
+            tracing::warn!("{}: vm {} {warning}", vm.name, vm.id);
+            warnings.push(warning);
         }
         Ok(planned)
     }
@@ -249,49 +258,56 @@ impl Network {
         addresses
     }
 
-    /// The index of a switch's bridge, made sure of now; `None` (logged)
-    /// leaves the tap unattached.
-    fn bridge_of(&mut self, s: &Switch) -> Option<u32> {
+    /// The index of a switch's bridge, made sure of now; an error
+    /// (logged) leaves the tap unattached.
+    fn bridge_of(&mut self, s: &Switch) -> Result<u32, io::Error> {
         let plan = switch_plan(s);
-        match self.rtnl().and_then(|rtnl| switch::apply(rtnl, &plan)) {
-            Ok(bridge) => Some(bridge),
-            Err(e) => {
-                tracing::warn!("switch \"{}\": {e}", s.name);
-                None
-            }
-        }
+        self.rtnl()
+            .and_then(|rtnl| switch::apply(rtnl, &plan))
+            .inspect_err(|e| tracing::warn!("switch \"{}\": {e}", s.name))
     }
 }
 
-/// The configured switch an interface names. Its flags (locked, group,
-/// rdomain) apply to the NIC; an unknown name only logs (vmd.md §9.1).
-fn configured_switch<'s>(iface: &Interface, switches: &'s [Switch]) -> Option<&'s Switch> {
+/// The configured switch interface `index` names. Its flags (locked,
+/// group, rdomain) apply to the NIC; an unknown name does not fail the
+/// start, as on OpenBSD, but is a warning (vmd(8)).
+fn configured_switch<'s>(
+    iface: &Interface,
+    switches: &'s [Switch],
+    index: usize,
+    warnings: &mut Vec<String>,
+) -> Option<&'s Switch> {
     let name = iface.switch.as_ref()?;
     let found = switches.iter().find(|s| &s.name == name);
     if found.is_none() {
         tracing::warn!("switch \"{name}\" not found");
+        warnings.push(format!(
+            "switch \"{name}\" not found; interface {index} stays unattached"
+        ));
     }
     found
 }
 
 /// The PXE option ROM, if one is installed; without it a network boot
 /// still gets its DHCP answers, but the firmware has nothing to run.
-fn open_pxe_rom() -> Option<OwnedFd> {
+fn open_pxe_rom(warnings: &mut Vec<String>) -> Option<OwnedFd> {
     let rom = PXE_ROM_PATHS
         .iter()
         .find_map(|path| std::fs::File::open(path).ok());
     if rom.is_none() {
-        tracing::warn!(
+        let warning = format!(
             "no PXE option ROM ({}): install ipxe-qemu",
             PXE_ROM_PATHS[0]
         );
+        tracing::warn!("{warning}");
+        warnings.push(warning);
     }
     rom.map(OwnedFd::from)
 }
 
-fn io_code(what: &str, e: &io::Error) -> ErrorCode {
+fn io_failure(what: &str, e: &io::Error) -> Failed {
     tracing::warn!("{what}: {e}");
-    ErrorCode::from_io(e)
+    Failed::because(ErrorCode::from_io(e), format!("{what}: {e}"))
 }
 
 fn switch_plan(s: &Switch) -> SwitchPlan {
@@ -305,8 +321,8 @@ fn switch_plan(s: &Switch) -> SwitchPlan {
 
 /// The numeric group of a NIC: the interface's group, else its switch's
 /// (linux-mapping.md §3.6). Names the system does not know are logged
-/// and skipped.
-fn group_of(iface: &Interface, switch: Option<&Switch>) -> Option<u32> {
+/// and skipped, and added to `warnings`.
+fn group_of(iface: &Interface, switch: Option<&Switch>, warnings: &mut Vec<String>) -> Option<u32> {
     let name = iface
         .group
         .as_deref()
@@ -314,6 +330,7 @@ fn group_of(iface: &Interface, switch: Option<&Switch>) -> Option<u32> {
     let number = net::groups::resolve(name);
     if number.is_none() {
         tracing::warn!("group {name} unsupported on this system");
+        warnings.push(format!("group {name} unsupported on this system"));
     }
     number
 }

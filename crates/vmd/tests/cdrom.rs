@@ -89,7 +89,13 @@ fn iso_images_that_are_missing_or_not_files_are_refused() {
     // vm.conf names an image that is not there.
     let out = daemon.vmctl(&["start", "gone"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "vmctl: could not find specified iso image\n");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "vmctl: could not find specified iso image: {}: No such file or directory\n",
+            missing.display()
+        )
+    );
     assert!(
         daemon.log().contains("can't open cdrom"),
         "{}",
@@ -100,6 +106,9 @@ fn iso_images_that_are_missing_or_not_files_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "vmctl: specified iso image is not a regular file\n"
+        format!(
+            "vmctl: specified iso image is not a regular file: {}: not a regular file\n",
+            dir.path().display()
+        )
     );
 }

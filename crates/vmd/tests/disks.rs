@@ -86,7 +86,13 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
     // A second VM on the same overlay is refused while the first runs.
     let out = start(&daemon, "intruder", &disks, &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "vmctl: could not open disk image(s): {}: in use by vm overlayvm\n",
+            overlay.display()
+        )
+    );
 
     let text = daemon.console_until("overlayvm", grub::DONE, BOOT);
     assert!(text.contains(grub::STARTED), "{text}");
@@ -121,6 +127,12 @@ fn an_image_that_does_not_open_is_refused() {
         &[],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
+    // The cause names the image; what is wrong with it is the image
+    // chain's to word.
+    let prefix = format!(
+        "vmctl: could not open disk image(s): {}: ",
+        broken.display()
+    );
+    assert!(stderr(&out).starts_with(&prefix), "{}", stderr(&out));
     assert!(daemon.log().contains("can't open disk"), "{}", daemon.log());
 }

@@ -236,7 +236,10 @@ fn start_errors_from_the_daemon() {
     );
     let out = daemon.vmctl(&["start", "nosuchvm"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
+    assert_eq!(
+        stderr(&out),
+        "vmctl: could not open disk image(s): vm not found\n"
+    );
 
     // A firmware image whose size is not whole 64 KiB blocks is refused.
     let bad = daemon.dir().join("bad.bin");
@@ -245,7 +248,8 @@ fn start_errors_from_the_daemon() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "vmctl: start vm command failed: Exec format error\n"
+        "vmctl: start vm command failed: Exec format error: \
+         bios image size 1000 is not a multiple of 64 KiB between 64 KiB and 16 MiB\n"
     );
     assert!(
         status_row(&daemon, "bad").is_none(),

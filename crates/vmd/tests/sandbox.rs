@@ -157,7 +157,7 @@ fn a_killed_vm_process_releases_its_console_and_disk() {
     let out = daemon.vmctl(&["start", "-b", BIOS, "-d", &disk, "second"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "vmctl: could not open disk image(s)\n"
+        format!("vmctl: could not open disk image(s): {disk}: in use by vm holder\n")
     );
     // SAFETY: killing the VM process the test started.
     unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };

@@ -415,7 +415,12 @@ fn disks_and_the_cd_are_opened_again_at_their_paths_and_must_not_have_changed() 
     std::fs::rename(&iso, &away).unwrap();
     let out = receive(&daemon, "d2", &stream);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "vmctl: could not find specified iso image\n");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "vmctl: could not find specified iso image: {iso_arg}: No such file or directory\n"
+        )
+    );
     assert!(!listed(&daemon, "d2"));
     std::fs::rename(&away, &iso).unwrap();
     // Put back, they are the same images again: the disk opened and
@@ -433,7 +438,10 @@ fn disks_and_the_cd_are_opened_again_at_their_paths_and_must_not_have_changed() 
     );
     let image = ticker(&daemon);
     let out = daemon.vmctl(&["start", "-b", &image, "-m", "64M", "-d", &disk_arg, "d3"]);
-    assert_eq!(stderr(&out), "vmctl: could not open disk image(s)\n");
+    assert_eq!(
+        stderr(&out),
+        format!("vmctl: could not open disk image(s): {disk_arg}: in use by vm d2\n")
+    );
 }
 
 #[test]
@@ -764,8 +772,26 @@ fn a_received_local_interface_keeps_its_addresses_when_they_are_free() {
     );
 
     // Received again while dh2 has them: the new id's addresses, and a
-    // warning that the guest must renew.
-    receive_ok(&daemon, "dh3", &stream);
+    // warning that the guest must renew, to the log and to vmctl.
+    let out = receive(&daemon, "dh3", &stream);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stderr(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(
+            "vmctl: warning: interface 0 cannot keep host 100.64.1.2 and guest 100.64.1.3 \
+             (100.64.1.2 is in use on "
+        ) && lines[0].ends_with(
+            "): it gets host 100.64.3.2 and guest 100.64.3.3 instead; \
+             the guest must renew its DHCP lease"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("vmctl: started vm 3 successfully, tty /dev/pts/"),
+        "{text}"
+    );
     assert_eq!(tap_inet(&ns, "vm3-if0-dh3"), "100.64.3.2/31");
     let third = daemon.console("dh3");
     let seen = third.text().len();

@@ -81,7 +81,7 @@ pub fn run(args: &[String]) -> CmdResult {
                     ));
                     Ok(())
                 }
-                Response::Start(Err(code)) => Err(start_failure(code)),
+                Response::Start(Err(failed)) => Err(start_failure(&failed)),
                 _ => Err(Failure::unexpected_response()),
             };
         }

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use proto::control::{BootDevice, DiskSpec, NicKind, Request, Response, StartRequest, VmRef};
-use proto::error::ErrorCode;
+use proto::error::Failed;
 use proto::names::{MAX_NAME_LEN, NameError, validate_vm_name};
 
 use crate::args::{SizeKind, parse_count, parse_id, parse_size};
@@ -266,12 +266,15 @@ pub fn open_kernel(path: &str) -> Result<File, Failure> {
     Ok(file)
 }
 
-/// The message for a failed start (also used by `receive`).
-pub fn start_failure(code: ErrorCode) -> Failure {
-    match code.vmd_message() {
-        Some(text) => Failure::msg(text),
-        None => Failure::msg(format!("start vm command failed: {}", code.strerror())),
-    }
+/// The message for a failed start (also used by `receive`): OpenBSD's
+/// for the code, then the cause vmd found.
+pub fn start_failure(failed: &Failed) -> Failure {
+    let code = failed.code;
+    let message = match code.vmd_message() {
+        Some(text) => text.to_string(),
+        None => format!("start vm command failed: {}", code.strerror()),
+    };
+    Failure::with_cause(message, &failed.cause)
 }
 
 pub fn run(args: &[String]) -> CmdResult {
@@ -303,7 +306,7 @@ pub fn run(args: &[String]) -> CmdResult {
             ));
             Ok(())
         }
-        Response::Start(Err(code)) => Err(start_failure(code)),
+        Response::Start(Err(failed)) => Err(start_failure(&failed)),
         _ => Err(Failure::unexpected_response()),
     }
 }
@@ -312,6 +315,7 @@ pub fn run(args: &[String]) -> CmdResult {
 mod tests {
     use super::*;
     use proto::control::DiskFormat;
+    use proto::error::ErrorCode;
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
@@ -677,32 +681,46 @@ mod tests {
     #[test]
     fn start_failures() {
         assert_eq!(
-            start_failure(ErrorCode::BIOS_MISSING),
+            start_failure(&ErrorCode::BIOS_MISSING.into()),
             Failure::msg("vmm bios firmware file not found.")
         );
         assert_eq!(
-            start_failure(ErrorCode::DISK_MISSING),
+            start_failure(&ErrorCode::DISK_MISSING.into()),
             Failure::msg("could not open disk image(s)")
         );
         assert_eq!(
-            start_failure(ErrorCode::CDROM_MISSING),
+            start_failure(&ErrorCode::CDROM_MISSING.into()),
             Failure::msg("could not find specified iso image")
         );
         assert_eq!(
-            start_failure(ErrorCode::CDROM_INVALID),
+            start_failure(&ErrorCode::CDROM_INVALID.into()),
             Failure::msg("specified iso image is not a regular file")
         );
         assert_eq!(
-            start_failure(ErrorCode::PARENT_INVALID),
+            start_failure(&ErrorCode::PARENT_INVALID.into()),
             Failure::msg("invalid template")
         );
         assert_eq!(
-            start_failure(ErrorCode::EALREADY),
+            start_failure(&ErrorCode::EALREADY.into()),
             Failure::msg("start vm command failed: Operation already in progress")
         );
         assert_eq!(
-            start_failure(ErrorCode::EPERM),
+            start_failure(&ErrorCode::EPERM.into()),
             Failure::msg("start vm command failed: Operation not permitted")
+        );
+        // The cause vmd found follows OpenBSD's message.
+        assert_eq!(
+            start_failure(&Failed::because(
+                ErrorCode::DISK_MISSING,
+                "/var/vm/base.qcow2: No such file or directory"
+            )),
+            Failure::msg(
+                "could not open disk image(s): /var/vm/base.qcow2: No such file or directory"
+            )
+        );
+        assert_eq!(
+            start_failure(&Failed::because(ErrorCode::EPERM, "too fast")),
+            Failure::msg("start vm command failed: Operation not permitted: too fast")
         );
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use conf::model::{Interface, MacAddr, Tap};
 use proto::ErrorCode;
 use proto::control::{Response, VmRef, state};
+use proto::error::Failed;
 use proto::names::validate_vm_name;
 use proto::vmchannel::{LocalAddrs, NicDescription, ToVm, VmDescription};
 use vmm::snapshot::{Header, StreamError};
@@ -76,15 +77,36 @@ fn kept_local(description: &VmDescription) -> Vec<Option<LocalAddrs>> {
 }
 
 /// The parameters of a received VM: its description, with new taps; it
-/// boots the default firmware should the guest ever reset.
-fn params_of(description: &VmDescription) -> Result<VmParams, ErrorCode> {
+/// boots the default firmware should the guest ever reset. A VM beyond
+/// this host's limits is refused, saying which.
+fn params_of(description: &VmDescription) -> Result<VmParams, Failed> {
     let d = description;
-    if d.vcpus > MAX_VCPUS
-        || d.disks.len() > MAX_DISKS
-        || d.nics.len() > MAX_NICS
-        || d.memory > MAX_MEMORY
-    {
-        return Err(ErrorCode::EINVAL);
+    let beyond = [
+        (
+            u64::from(d.vcpus) > u64::from(MAX_VCPUS),
+            "vcpus",
+            u64::from(d.vcpus),
+            u64::from(MAX_VCPUS),
+        ),
+        (
+            d.disks.len() > MAX_DISKS,
+            "disks",
+            d.disks.len() as u64,
+            MAX_DISKS as u64,
+        ),
+        (
+            d.nics.len() > MAX_NICS,
+            "interfaces",
+            d.nics.len() as u64,
+            MAX_NICS as u64,
+        ),
+        (d.memory > MAX_MEMORY, "memory bytes", d.memory, MAX_MEMORY),
+    ];
+    if let Some((_, what, has, max)) = beyond.into_iter().find(|(over, ..)| *over) {
+        return Err(Failed::because(
+            ErrorCode::EINVAL,
+            format!("the stream's vm has {has} {what}, this host allows {max}"),
+        ));
     }
     Ok(VmParams {
         memory: d.memory,
@@ -167,8 +189,8 @@ impl Daemon {
     /// thread of its own (the sender may be slow to start) and comes back
     /// with [`Event::Received`].
     pub(super) fn receive(&mut self, client: &Arc<Client>, name: String, fds: Vec<OwnedFd>) {
-        let refuse = |code| {
-            client.send(&Response::Start(Err(code)));
+        let refuse = |code: ErrorCode| {
+            client.send(&Response::Start(Err(code.into())));
         };
         let Some(stream) = fds.into_iter().next() else {
             return refuse(ErrorCode::EINVAL);
@@ -221,20 +243,23 @@ impl Daemon {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::warn!("receive {name}: {e}");
-                client.send(&Response::Start(Err(e.code())));
+                client.send(&Response::Start(Err(Failed::because(
+                    e.code(),
+                    e.to_string(),
+                ))));
                 return;
             }
         };
         let params = match params_of(&header.description) {
             Ok(params) => params,
-            Err(code) => {
-                tracing::warn!("receive {name}: the stream's vm exceeds this host's limits");
-                client.send(&Response::Start(Err(code)));
+            Err(failed) => {
+                tracing::warn!("receive {name}: {failed}");
+                client.send(&Response::Start(Err(failed)));
                 return;
             }
         };
         if self.registry.find(&VmRef::Name(name.clone())).is_some() {
-            client.send(&Response::Start(Err(ErrorCode::EALREADY)));
+            client.send(&Response::Start(Err(ErrorCode::EALREADY.into())));
             return;
         }
         tracing::info!("receiving vm {} as {name}", header.name);
@@ -243,7 +268,7 @@ impl Daemon {
             gid: None,
         };
         let Some(id) = self.registry.assign_id(&name, client.uid) else {
-            client.send(&Response::Start(Err(ErrorCode::ENOMEM)));
+            client.send(&Response::Start(Err(ErrorCode::ENOMEM.into())));
             return;
         };
         let mut vm = VmRecord::new(id, name, params, owner, false);
@@ -252,8 +277,8 @@ impl Daemon {
         vm.incoming = Some(incoming);
         self.registry.vms.push(vm);
         let index = self.registry.vms.len() - 1;
-        if let Err(code) = self.launch(index, client.uid, Some(client.clone())) {
-            client.send(&Response::Start(Err(code)));
+        if let Err(failed) = self.launch(index, client.uid, Some(client.clone())) {
+            client.send(&Response::Start(Err(failed)));
         }
     }
 }
