@@ -17,10 +17,10 @@
 //! and the access mode need to cross the process boundary.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use proto::control::DiskFormat;
@@ -30,6 +30,7 @@ use crate::error::{DiskError, Problem};
 use crate::format::QCOW2_MAGIC;
 use crate::image_file::{ImageFile, PastEof};
 use crate::lock::{LockMode, lock_image};
+use crate::open::{Expect, check_opened, open_checked};
 use crate::qcow2::{Layer, Qcow2Backend, open_layers};
 use crate::qcow2_header::{self, BackingRef};
 use crate::raw::RawBackend;
@@ -69,6 +70,22 @@ impl ImageChain {
         format: DiskFormat,
         access: Access,
     ) -> Result<ImageChain, DiskError> {
+        ImageChain::open_with(path, format, access, &|path, write| {
+            open_checked(path, write, Expect::Image)
+        })
+    }
+
+    /// [`ImageChain::open`], with every image of the chain opened by
+    /// `opener(path, write)`: vmd opens a user's images with that user's
+    /// credentials, backing files included, so that a chain cannot reach
+    /// a file its user could not open. Whatever the opener returns is
+    /// checked to be a regular file or a block device.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        format: DiskFormat,
+        access: Access,
+        opener: &dyn Fn(&Path, bool) -> std::io::Result<File>,
+    ) -> Result<ImageChain, DiskError> {
         let mut walk = Walk::new(access);
         let mut next = Some((path.as_ref().to_path_buf(), Some(format)));
         let mut referrer: Option<PathBuf> = None;
@@ -79,7 +96,9 @@ impl ImageChain {
             } else {
                 LockMode::Shared
             };
-            let step = open_one(&path, write)
+            let step = opener(&path, write)
+                .and_then(|file| check_opened(&file, Expect::Image).map(|()| file))
+                .map_err(|e| DiskError::io(&path, e))
                 .and_then(|file| walk.push(file, format, path.clone(), Some(lock)));
             let backing = match (step, &referrer) {
                 (Ok(backing), _) => backing,
@@ -338,22 +357,9 @@ impl Walk {
     }
 }
 
-/// Opens one image of the chain (not yet locked).
+/// Opens one image of the chain (not yet locked) as root would.
 fn open_one(path: &Path, write: bool) -> Result<File, DiskError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| DiskError::io(path, e))?;
-    let meta = file.metadata().map_err(|e| DiskError::io(path, e))?;
-    if meta.is_dir() {
-        return Err(DiskError::io(
-            path,
-            std::io::Error::from_raw_os_error(libc::EISDIR),
-        ));
-    }
-    Ok(file)
+    open_checked(path, write, Expect::Image).map_err(|e| DiskError::io(path, e))
 }
 
 /// A backing file without a recorded format: qcow2 if it has the magic.

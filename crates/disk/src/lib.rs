@@ -15,6 +15,7 @@ pub mod error;
 pub mod format;
 mod image_file;
 pub mod lock;
+pub mod open;
 mod qcow2;
 mod qcow2_header;
 mod raw;
@@ -29,6 +30,7 @@ pub use create::{
 };
 pub use error::{DiskError, Problem};
 pub use format::{detect_format, split_format_prefix};
+pub use open::{Expect, check_opened, open_checked};
 pub use proto::control::DiskFormat;
 pub use qcow2::Qcow2Backend;
 pub use qcow2_header::{BackingRef, Qcow2Info};

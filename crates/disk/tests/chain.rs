@@ -186,3 +186,65 @@ fn raw_images_and_sizes() {
     let chain = ImageChain::open(&raw, DiskFormat::Raw, Access::ReadOnly).unwrap();
     assert_eq!(chain.images().len(), 1);
 }
+
+#[test]
+fn every_image_of_the_chain_goes_through_the_opener() {
+    let dir = tempdir();
+    let (top, _) = three_layers(&dir);
+    let asked = std::sync::Mutex::new(Vec::new());
+    let opener = |path: &std::path::Path, write: bool| {
+        asked
+            .lock()
+            .unwrap()
+            .push((path.file_name().unwrap().to_owned(), write));
+        if path.ends_with("base.raw") {
+            // As a user without the right to read it would be told.
+            return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        }
+        disk::open_checked(path, write, disk::Expect::Image)
+    };
+    let err =
+        ImageChain::open_with(&top, DiskFormat::Qcow2, Access::ReadWrite, &opener).unwrap_err();
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [
+            ("top.qcow2".into(), true),
+            ("mid.qcow2".into(), false),
+            ("base.raw".into(), false)
+        ]
+    );
+    assert_eq!(err.innermost().path(), path_in(&dir, "base.raw"));
+    assert_eq!(err.errno(), libc::EACCES);
+}
+
+#[test]
+fn a_fifo_in_the_chain_is_refused_without_waiting_for_a_writer() {
+    let dir = tempdir();
+    let fifo = path_in(&dir, "base.raw");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let top = path_in(&dir, "top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        top.to_str().unwrap(),
+        "1M",
+    ]);
+    let started = std::time::Instant::now();
+    let err = ImageChain::open(&top, DiskFormat::Qcow2, Access::ReadWrite).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(err.innermost().path(), fifo);
+    assert_eq!(
+        err.innermost().to_string(),
+        format!(
+            "{}: a FIFO, not a regular file or a block device",
+            fifo.display()
+        )
+    );
+}
