@@ -23,7 +23,7 @@ _vmctl_flags()
 {
     case $1 in
     create) echo "-b -i -s" ;;
-    show | status) echo "-j -r" ;;
+    show | status) echo "-j -r -v" ;;
     start) echo "-B -b -c -d -i -L -m -n -p -r -t --cmdline --initrd" ;;
     stop) echo "-a -f -w" ;;
     esac

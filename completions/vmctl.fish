@@ -67,6 +67,7 @@ complete -c vmctl -n '__vmctl_using load' -F
 for c in show status
     complete -c vmctl -n "__vmctl_using $c" -s j -d 'JSON output'
     complete -c vmctl -n "__vmctl_using $c" -s r -d 'Running VMs only'
+    complete -c vmctl -n "__vmctl_using $c" -s v -d 'Details of each VM'
     complete -c vmctl -n "__vmctl_using $c" -x -a '(__vmctl_vms)'
 end
 

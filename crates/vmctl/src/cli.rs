@@ -173,10 +173,10 @@ pub const COMMANDS: &[Command] = &[
     Command {
         id: CommandId::Show,
         name: "show",
-        usage: "[-jr] [id]",
+        usage: "[-jrv] [id]",
         reference_usage: Some("[id]"),
         summary: "the same as status",
-        options: "jr",
+        options: "jrv",
         long_options: NO_LONG_OPTIONS,
     },
     Command {
@@ -196,10 +196,10 @@ pub const COMMANDS: &[Command] = &[
     Command {
         id: CommandId::Status,
         name: "status",
-        usage: "[-jr] [id]",
+        usage: "[-jrv] [id]",
         reference_usage: Some("[-r] [id]"),
         summary: "list the VMs",
-        options: "jr",
+        options: "jrv",
         long_options: NO_LONG_OPTIONS,
     },
     Command {

@@ -107,8 +107,8 @@ fn extensions_are_in_the_usage_lines() {
     };
     let set = |flags: &[&str]| flags.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>();
     assert!(usage("start").is_superset(&set(&["-p", "--cmdline", "--initrd"])));
-    assert_eq!(usage("status"), set(&["-j", "-r"]));
-    assert_eq!(usage("show"), set(&["-j", "-r"]));
+    assert_eq!(usage("status"), set(&["-j", "-r", "-v"]));
+    assert_eq!(usage("show"), set(&["-j", "-r", "-v"]));
     // The usage printed for a mistake is the same line, on stderr.
     let (status, out, err) = run(&["status", "-x"]);
     assert_eq!((status, out.as_str()), (1, ""));

@@ -7,7 +7,10 @@
 mod common;
 
 use common::{FakeVmd, listing, vm_info};
-use proto::control::{VmInfo, state};
+use proto::control::{
+    BootDevice, DiskDetails, DiskFormat, ImageDetails, NicDetails, Request, Response, VmDetails,
+    VmEnd, VmInfo, state,
+};
 use serde_json::{Value, json};
 
 fn schema_path() -> std::path::PathBuf {
@@ -228,4 +231,126 @@ fn the_schema_rejects_what_vmctl_must_not_print() {
         };
         assert!(schema.check(&value).is_err(), "the schema accepts {what}");
     }
+}
+
+/// Details for each of [`vms`]: a qcow2 disk over a base, a raw disk
+/// that could not be read, a CD, a local and a switched interface, and
+/// each way a run ends.
+fn details(vms: &[VmInfo]) -> Vec<VmDetails> {
+    let ends = [
+        None,
+        Some(VmEnd::PowerOff),
+        Some(VmEnd::Stopped),
+        Some(VmEnd::Sent),
+        Some(VmEnd::Reset),
+        Some(VmEnd::Error("vcpu 0: emulation failure".into())),
+        Some(VmEnd::Signal(9)),
+        Some(VmEnd::ExitStatus(3)),
+        Some(VmEnd::StartFailed("could not open disk image(s)".into())),
+    ];
+    vms.iter()
+        .enumerate()
+        .map(|(index, vm)| {
+            let running = vm.running();
+            VmDetails {
+                id: vm.id,
+                disks: vec![
+                    DiskDetails {
+                        chain: vec![
+                            ImageDetails {
+                                path: "/var/vm/web.qcow2".into(),
+                                format: DiskFormat::Qcow2,
+                                virtual_size: Some(10 << 30),
+                            },
+                            ImageDetails {
+                                path: "/var/vm/base.img".into(),
+                                format: DiskFormat::Raw,
+                                virtual_size: Some(10 << 30),
+                            },
+                        ],
+                        error: None,
+                    },
+                    DiskDetails {
+                        chain: vec![ImageDetails {
+                            path: "/var/vm/gone.img".into(),
+                            format: DiskFormat::Raw,
+                            virtual_size: None,
+                        }],
+                        error: Some("/var/vm/gone.img: No such file or directory".into()),
+                    },
+                ],
+                cdrom: (index % 2 == 0).then(|| "/iso/install.iso".into()),
+                nics: vec![
+                    NicDetails {
+                        tap: running.then(|| "tap0".into()),
+                        mac: [0xfe, 0xe1, 0xba, 0xd0, 0, 1],
+                        switch: None,
+                        local_host: running.then_some([100, 64, 1, 2]),
+                        lease: running.then_some([100, 64, 1, 3]),
+                    },
+                    NicDetails {
+                        tap: running.then(|| "tap1".into()),
+                        mac: [0xfe, 0xe1, 0xba, 0xd0, 0, 2],
+                        switch: Some("uplink".into()),
+                        local_host: None,
+                        lease: None,
+                    },
+                ],
+                boot_device: [None, Some(BootDevice::Disk), Some(BootDevice::Cdrom)][index % 3],
+                uptime_secs: running.then_some(3600),
+                cpu_time_ms: running.then_some(1234),
+                last_end: ends[index % ends.len()].clone(),
+            }
+        })
+        .collect()
+}
+
+/// The listing of `status -v`: each row followed by its details.
+fn verbose_listing(vms: &[VmInfo]) -> Vec<Response> {
+    let mut responses = Vec::new();
+    for (vm, details) in vms.iter().zip(details(vms)) {
+        responses.push(Response::InfoData(vm.clone()));
+        responses.push(Response::InfoDetails(Box::new(details)));
+    }
+    responses.push(Response::InfoEnd);
+    responses
+}
+
+#[test]
+fn verbose_output_validates_and_the_table_stays_the_same() {
+    let schema = Schema::load();
+    let vms = vms();
+    let plain = FakeVmd::replying(listing(&vms));
+    let vmd = FakeVmd::replying(verbose_listing(&vms));
+    let (status, out, err) = vmd.run(&["status", "-jv"]);
+    assert_eq!((status, err.as_str()), (0, ""));
+    let value = parse_json(&out);
+    schema
+        .check(&value)
+        .unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let objects = value.as_array().unwrap();
+    assert_eq!(
+        objects[0]["disks"][0]["base"][0]["path"],
+        json!("/var/vm/base.img")
+    );
+    assert_eq!(objects[0]["nics"][0]["lease"], json!("100.64.1.3"));
+    assert_eq!(objects[0]["nics"][1]["switch"], json!("uplink"));
+    assert_eq!(
+        objects[6]["ended"],
+        json!({"kind": "signal", "reason": "vm process killed by signal 9 (SIGKILL)"})
+    );
+    // Without -v, the objects are as before.
+    let (_, out, _) = plain.run(&["status", "-j"]);
+    assert!(parse_json(&out)[0].get("disks").is_none());
+
+    // The table's lines are those of plain `status`, the blocks follow.
+    let (_, table, _) = plain.run(&["status"]);
+    let (status, verbose, err) = vmd.run(&["status", "-v"]);
+    assert_eq!((status, err.as_str()), (0, ""));
+    assert!(verbose.starts_with(&table), "{verbose}");
+    assert!(
+        verbose[table.len()..].starts_with("vm web (id 1):\n"),
+        "{verbose}"
+    );
+    assert_eq!(vmd.requests().last(), Some(&Request::InfoVerbose));
 }

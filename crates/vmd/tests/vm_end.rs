@@ -57,6 +57,14 @@ fn a_killed_vm_says_so_on_its_console_and_stays_listed() {
     let row = daemon.status_row("victim").expect("still listed");
     assert_eq!(row[1], "-");
     assert_eq!(row[7], "stopped");
+    assert!(
+        daemon
+            .vmctl_ok(&["status", "-v", "victim"])
+            .contains("\n    last end    vm process killed by signal 9 (SIGKILL)\n")
+    );
+    assert!(daemon.vmctl_ok(&["status", "-jv", "victim"]).contains(
+        "\"ended\":{\"kind\":\"signal\",\"reason\":\"vm process killed by signal 9 (SIGKILL)\"}"
+    ));
     // Its console now only tells how it ended (the killed process took
     // its last output with it).
     let out = daemon.vmctl(&["console", "victim"]);
@@ -196,5 +204,22 @@ fn a_configured_vm_that_failed_to_start_differs_from_one_never_started() {
     );
     let out = daemon.vmctl(&["console", "idle"]);
     assert_eq!(stderr(&out), "vmctl: console not found\n");
+    // The table shows both as stopped; -v and -jv tell them apart.
+    let verbose = daemon.vmctl_ok(&["status", "-v"]);
+    assert!(
+        verbose.contains("vm broken (id 1):\n    disk 0      "),
+        "{verbose}"
+    );
+    assert!(
+        verbose.contains("    last end    start failed: could not open disk image(s): "),
+        "{verbose}"
+    );
+    assert!(verbose.ends_with("    last end    -\n"), "{verbose}");
+    let json = daemon.vmctl_ok(&["status", "-jv"]);
+    assert!(
+        json.contains("\"ended\":{\"kind\":\"start-failed\","),
+        "{json}"
+    );
+    assert!(json.contains("\"ended\":null"), "{json}");
     drop(holder);
 }

@@ -62,6 +62,7 @@ fn stub_vmctl(dir: &Path) {
                 target: None,
             },
             json: false,
+            verbose: false,
         };
         render(&vms, &args, &SystemAccounts).0.join("\n")
     };

@@ -5,10 +5,11 @@
 //! Numbers stay numbers (memory in bytes, ids, pids); what the table shows
 //! as `-` is `null`.
 
-use proto::control::{VmInfo, state};
+use proto::control::{VmDetails, VmInfo, state};
 use serde::Serialize;
 
 use super::table::{Accounts, live};
+use super::verbose::{self, JsonDetails};
 
 /// One VM as JSON. The member order is the table's column order.
 #[derive(Debug, Serialize)]
@@ -30,9 +31,16 @@ struct VmObject<'a> {
     group: Option<String>,
     state: &'static str,
     name: &'a str,
+    /// `-v`: the details (docs/status-json-schema.json).
+    #[serde(flatten)]
+    details: Option<JsonDetails<'a>>,
 }
 
-fn object<'a>(vm: &'a VmInfo, accounts: &dyn Accounts) -> VmObject<'a> {
+fn object<'a>(
+    vm: &'a VmInfo,
+    details: Option<&'a VmDetails>,
+    accounts: &dyn Accounts,
+) -> VmObject<'a> {
     let live = live(vm);
     VmObject {
         id: vm.id,
@@ -47,12 +55,18 @@ fn object<'a>(vm: &'a VmInfo, accounts: &dyn Accounts) -> VmObject<'a> {
         group: vm.owner_gid.and_then(|gid| accounts.group_name(gid)),
         state: state::name(vm.state),
         name: &vm.name,
+        details: details.map(verbose::json),
     }
 }
 
 /// The JSON text for the listed VMs: one line, an array of objects.
-pub fn render<'a>(vms: impl Iterator<Item = &'a VmInfo>, accounts: &dyn Accounts) -> String {
-    let objects: Vec<VmObject> = vms.map(|vm| object(vm, accounts)).collect();
+pub fn render<'a>(
+    vms: impl Iterator<Item = (&'a VmInfo, Option<&'a VmDetails>)>,
+    accounts: &dyn Accounts,
+) -> String {
+    let objects: Vec<VmObject> = vms
+        .map(|(vm, details)| object(vm, details, accounts))
+        .collect();
     serde_json::to_string(&objects).expect("a VM list serialises")
 }
 
@@ -97,7 +111,7 @@ mod tests {
             state: 0,
         };
         assert_eq!(
-            render([&running, &stopped].into_iter(), &Names),
+            render([(&running, None), (&stopped, None)].into_iter(), &Names),
             "[{\"id\":1,\"pid\":72118,\"vcpus\":2,\"maxmem\":1073741824,\
              \"curmem\":92379955,\"tty\":\"/dev/pts/8\",\"uid\":0,\"user\":\"root\",\
              \"gid\":null,\"group\":null,\"state\":\"running\",\"name\":\"web \\\"1\\\"\"},\
@@ -105,6 +119,6 @@ mod tests {
              \"tty\":null,\"uid\":1000,\"user\":null,\"gid\":0,\"group\":\"wheel\",\
              \"state\":\"stopped\",\"name\":\"db\"}]"
         );
-        assert_eq!(render([].into_iter(), &Names), "[]");
+        assert_eq!(render(std::iter::empty(), &Names), "[]");
     }
 }

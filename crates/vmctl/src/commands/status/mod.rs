@@ -1,14 +1,16 @@
 //! `status [-r] [id]` and its alias `show` (vmctl.md §6.9), plus the Linux
-//! extension `-j`: the same facts as JSON ([`json`]).
+//! extensions `-j`: the same facts as JSON ([`json`]), and `-v`: each
+//! VM's details after the table, or as more JSON members ([`verbose`]).
 
 mod json;
 mod table;
+mod verbose;
 
 pub use table::{Accounts, SystemAccounts, header, owner_label, row};
 
 use std::io::Write;
 
-use proto::control::{VmInfo, VmRef};
+use proto::control::{VmDetails, VmInfo, VmRef};
 
 use crate::args::parse_id;
 use crate::cli::{self, CommandId};
@@ -45,6 +47,8 @@ pub struct StatusArgs {
     pub filter: Filter,
     /// `-j`: JSON instead of the table.
     pub json: bool,
+    /// `-v`: each VM's details too.
+    pub verbose: bool,
 }
 
 pub fn parse(args: &[String], id: CommandId) -> Result<StatusArgs, Failure> {
@@ -54,6 +58,7 @@ pub fn parse(args: &[String], id: CommandId) -> Result<StatusArgs, Failure> {
         match opt {
             Opt::Found('r', _) => parsed.filter.running_only = true,
             Opt::Found('j', _) => parsed.json = true,
+            Opt::Found('v', _) => parsed.verbose = true,
             _ => return Err(Failure::Usage(id)),
         }
     }
@@ -69,24 +74,52 @@ pub fn parse(args: &[String], id: CommandId) -> Result<StatusArgs, Failure> {
 /// (the exit status is 1 when none did, even though the header, or an
 /// empty JSON array, prints).
 pub fn render(vms: &[VmInfo], args: &StatusArgs, accounts: &dyn Accounts) -> (Vec<String>, bool) {
+    let vms: Vec<(VmInfo, Option<VmDetails>)> = vms.iter().map(|vm| (vm.clone(), None)).collect();
+    render_with_details(&vms, args, accounts)
+}
+
+/// [`render`] for VMs that may come with their details (`-v`): the
+/// table's lines are the same, and each VM with details gets its block
+/// after the table, or its members in its JSON object.
+pub fn render_with_details(
+    vms: &[(VmInfo, Option<VmDetails>)],
+    args: &StatusArgs,
+    accounts: &dyn Accounts,
+) -> (Vec<String>, bool) {
     let filter = &args.filter;
-    let selected = vms.iter().filter(|vm| filter.selects(vm));
+    let selected = vms.iter().filter(|(vm, _)| filter.selects(vm));
     let lines = if args.json {
-        vec![json::render(selected, accounts)]
+        vec![json::render(
+            selected.map(|(vm, details)| (vm, details.as_ref())),
+            accounts,
+        )]
     } else {
+        let selected: Vec<_> = selected.collect();
         let mut lines = vec![header()];
-        lines
-            .extend(selected.map(|vm| row(vm, &owner_label(vm.owner_uid, vm.owner_gid, accounts))));
+        lines.extend(
+            selected
+                .iter()
+                .map(|(vm, _)| row(vm, &owner_label(vm.owner_uid, vm.owner_gid, accounts))),
+        );
+        for (vm, details) in &selected {
+            if let Some(details) = details {
+                lines.extend(verbose::block(vm, details));
+            }
+        }
         lines
     };
+    let vms: Vec<&VmInfo> = vms.iter().map(|(vm, _)| vm).collect();
     let any = vms.iter().any(|vm| filter.passes_running(vm));
     (lines, any)
 }
 
 pub fn run(args: &[String], id: CommandId) -> CmdResult {
     let args = parse(args, id)?;
-    let vms = list_vms()?;
-    let (lines, any) = render(&vms, &args, &SystemAccounts);
+    let (lines, any) = if args.verbose {
+        render_with_details(&verbose::list()?, &args, &SystemAccounts)
+    } else {
+        render(&list_vms()?, &args, &SystemAccounts)
+    };
     let mut stdout = std::io::stdout().lock();
     for line in &lines {
         // A closed stdout (e.g. `| head -1`) loses only the table.
@@ -134,6 +167,7 @@ mod tests {
         StatusArgs {
             filter,
             json: false,
+            verbose: false,
         }
     }
 
@@ -154,7 +188,8 @@ mod tests {
                     running_only: true,
                     target: Some(VmRef::Id(3))
                 },
-                json: true
+                json: true,
+                verbose: false,
             })
         );
         assert_eq!(
@@ -223,6 +258,7 @@ mod tests {
         let json = StatusArgs {
             filter: running,
             json: true,
+            verbose: false,
         };
         let (lines, any) = render(&vms, &json, &NoAccounts);
         assert_eq!(lines.len(), 1);
