@@ -38,9 +38,11 @@ pub fn detect_format(arg: &str) -> (String, DiskFormat) {
     (path.to_string(), format)
 }
 
+/// Only images are looked into, opened without blocking: a FIFO named as
+/// a disk must not hang vmctl (vmd then refuses it with what it is).
 fn has_qcow2_magic(path: &Path) -> bool {
     let mut magic = [0u8; 4];
-    std::fs::File::open(path)
+    crate::open::open_checked(path, false, crate::open::Expect::Image)
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && magic == QCOW2_MAGIC

@@ -11,3 +11,4 @@ pub mod mdoc;
 pub mod netns;
 pub mod tmp;
 pub mod udhcpc;
+pub mod users;

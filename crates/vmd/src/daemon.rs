@@ -3,11 +3,10 @@
 //! signals. Nothing here blocks for long: VM processes do the slow work
 //! and answer through events.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -30,6 +29,7 @@ use crate::events::Event;
 use crate::instances;
 use crate::kernel_files;
 use crate::network::{Network, VmNics};
+use crate::open_as::OpenAs;
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
@@ -476,7 +476,7 @@ impl Daemon {
             },
             &spec,
             0,
-            &|_, _| true,
+            &|_, _, _| Ok(()),
         )
         .map_err(|refusal| refusal.reason)
     }
@@ -533,7 +533,13 @@ impl Daemon {
             },
             &spec,
             uid,
-            &|path, write| permissions::user_may_access(path, uid, write),
+            // Tried as the user would open it, for a clear refusal now;
+            // the launch opens again as the user and keeps what it opens.
+            &|path, write, expect| {
+                OpenAs::chooser(uid)
+                    .open(Path::new(path), write, expect)
+                    .map(drop)
+            },
         )
         .map_err(|refusal| {
             tracing::info!("instance {name} of {template}: {}", refusal.reason);
@@ -711,7 +717,11 @@ impl Daemon {
         let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
         // were chosen by the user who created it.
-        let chosen_by = (!vm.configured).then_some(vm.owner.uid);
+        let chosen_by = if vm.configured {
+            OpenAs::Root
+        } else {
+            OpenAs::chooser(vm.owner.uid)
+        };
         let initrd = vm
             .params
             .initrd
@@ -733,12 +743,18 @@ impl Daemon {
         let mut fds = LaunchDescriptors::new();
         let cdrom = match &vm.params.cdrom {
             Some(path) => {
-                let reader = vm.cdrom_chosen_by_user.then_some(user);
-                Some(fds.push(open_cdrom(path, reader)?))
+                let opener = if vm.cdrom_chosen_by_user {
+                    OpenAs::chooser(user)
+                } else {
+                    OpenAs::Root
+                };
+                Some(fds.push(open_cdrom(path, opener)?))
             }
             None => None,
         };
-        let disks = open_disks(&vm.params.disks, &mut fds, &disk_users)?;
+        // Disks are never inherited: an ad-hoc VM's were chosen by its
+        // creator.
+        let disks = open_disks(&vm.params.disks, chosen_by, &mut fds, &disk_users)?;
         let launch_fds = LaunchFds {
             kvm: fds.push(kvm.into()),
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),
@@ -1530,14 +1546,10 @@ fn rewound(kernel: &OwnedFd) -> std::io::Result<OwnedFd> {
 }
 
 /// Opens the configured boot image, or the first default firmware that
-/// exists.
+/// exists. Both were chosen by root (vm.conf or vmd's defaults); a user's
+/// kernel arrives already open from vmctl.
 fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, Failed> {
-    let open = |path: &str| {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-    };
+    let open = |path: &str| OpenAs::Root.open(Path::new(path), false, disk::Expect::RegularFile);
     match configured {
         Some(path) => open(path).map(OwnedFd::from).map_err(|e| {
             tracing::warn!("can't open {path}: {e}");
@@ -1563,48 +1575,31 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, Failed> {
     }
 }
 
-/// Opens the ISO image read-only (vmd.md §6.3 step 5): a path that does
-/// not lead to a file is CDROM_MISSING, one that leads to something else
-/// than a regular file CDROM_INVALID. `reader`, if given, is a user who
-/// must be able to read it. The shared lock keeps writers (a VM using the
-/// image as its disk) away while the CD is in use.
-fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, Failed> {
-    let invalid = |why: &str| {
-        tracing::warn!("can't open cdrom {path}: {why}");
-        Failed::because(ErrorCode::CDROM_INVALID, format!("{path}: {why}"))
-    };
-    let missing = |e: std::io::Error| {
+/// Opens the ISO image read-only with the rights of whoever chose it
+/// (see open_as.rs): a path that does not lead to a file it may open is
+/// CDROM_MISSING, one that leads to something else than a regular file
+/// CDROM_INVALID. The shared lock keeps writers (a VM using the image as
+/// its disk) away while the CD is in use.
+fn open_cdrom(path: &str, opener: OpenAs) -> Result<OwnedFd, Failed> {
+    let failed = |e: std::io::Error| {
         tracing::warn!("can't open cdrom {path}: {e}");
-        let why = match e.kind() {
-            std::io::ErrorKind::WouldBlock => "in use by a vm writing to it".to_string(),
-            _ => proto::error::error_text(&e),
+        let (code, why) = match e.kind() {
+            std::io::ErrorKind::InvalidInput => (ErrorCode::CDROM_INVALID, e.to_string()),
+            std::io::ErrorKind::PermissionDenied => {
+                (ErrorCode::EPERM, proto::error::error_text(&e))
+            }
+            std::io::ErrorKind::WouldBlock => (
+                ErrorCode::CDROM_MISSING,
+                "in use by a vm writing to it".to_string(),
+            ),
+            _ => (ErrorCode::CDROM_MISSING, proto::error::error_text(&e)),
         };
-        Failed::because(ErrorCode::CDROM_MISSING, format!("{path}: {why}"))
+        Failed::because(code, format!("{path}: {why}"))
     };
-    // Looked at before opening: opening a FIFO or a terminal could block
-    // the daemon or make it a controlling terminal.
-    if !std::fs::metadata(path).map_err(missing)?.is_file() {
-        return Err(invalid("not a regular file"));
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(missing)?;
-    let meta = file.metadata().map_err(missing)?;
-    if !meta.is_file() {
-        return Err(invalid("not a regular file"));
-    }
-    if let Some(uid) = reader
-        && !permissions::may_read(uid, &meta)
-    {
-        tracing::warn!("no read access to cdrom {path} for uid {uid}");
-        return Err(Failed::because(
-            ErrorCode::EPERM,
-            format!("{path}: not readable by uid {uid}"),
-        ));
-    }
-    disk::lock::lock_image(&file, disk::lock::LockMode::Shared).map_err(missing)?;
+    let file = opener
+        .open(Path::new(path), false, disk::Expect::RegularFile)
+        .map_err(failed)?;
+    disk::lock::lock_image(&file, disk::lock::LockMode::Shared).map_err(failed)?;
     Ok(OwnedFd::from(file))
 }
 
@@ -1615,25 +1610,30 @@ fn open_cdrom(path: &str, reader: Option<u32>) -> Result<OwnedFd, Failed> {
 /// `users` (image path, VM name) that has it, if it is one of ours.
 fn open_disks(
     disks: &[proto::control::DiskSpec],
+    opener: OpenAs,
     fds: &mut LaunchDescriptors,
     users: &[(String, String)],
 ) -> Result<Vec<LaunchDisk>, Failed> {
     let mut out = Vec::new();
+    // Every image of each chain, backing files included, is opened with
+    // the rights of whoever chose the disk (see open_as.rs).
+    let open = |path: &Path, write: bool| opener.open(path, write, disk::Expect::Image);
     for spec in disks {
-        let chain = disk::ImageChain::open(&spec.path, spec.format, disk::Access::ReadWrite)
-            .map_err(|e| {
-                tracing::warn!("can't open disk {}: {e}", spec.path);
-                let innermost = e.innermost().path();
-                let user = users
-                    .iter()
-                    .find(|(path, _)| std::path::Path::new(path) == innermost)
-                    .filter(|_| e.is_locked());
-                let cause = match user {
-                    Some((path, vm)) => format!("{path}: in use by vm {vm}"),
-                    None => e.to_string(),
-                };
-                Failed::because(ErrorCode::DISK_MISSING, cause)
-            })?;
+        let chain =
+            disk::ImageChain::open_with(&spec.path, spec.format, disk::Access::ReadWrite, &open)
+                .map_err(|e| {
+                    tracing::warn!("can't open disk {}: {e}", spec.path);
+                    let innermost = e.innermost().path();
+                    let user = users
+                        .iter()
+                        .find(|(path, _)| std::path::Path::new(path) == innermost)
+                        .filter(|_| e.is_locked());
+                    let cause = match user {
+                        Some((path, vm)) => format!("{path}: in use by vm {vm}"),
+                        None => e.to_string(),
+                    };
+                    Failed::because(ErrorCode::DISK_MISSING, cause)
+                })?;
         let indices = chain
             .into_images()
             .into_iter()
@@ -1663,41 +1663,43 @@ mod tests {
 
         std::fs::write(path("cd.iso"), [0u8; 2048]).unwrap();
         std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(open_cdrom(&path("cd.iso"), None).is_ok());
+        assert!(open_cdrom(&path("cd.iso"), OpenAs::Root).is_ok());
         assert!(
-            open_cdrom(&path("cd.iso"), Some(0)).is_ok(),
+            open_cdrom(&path("cd.iso"), OpenAs::chooser(0)).is_ok(),
             "root reads all"
         );
-        let nobody = 65534;
+        let nobody = OpenAs::User(65534);
         assert_eq!(
-            open_cdrom(&path("cd.iso"), Some(nobody)).err(),
+            open_cdrom(&path("cd.iso"), nobody).err(),
             Some(Failed::because(
                 ErrorCode::EPERM,
-                format!("{}: not readable by uid {nobody}", path("cd.iso"))
+                format!("{}: Permission denied", path("cd.iso"))
             )),
-            "a user who chose an image must be able to read it"
+            "a user who chose an image must be able to open it"
         );
         std::fs::set_permissions(path("cd.iso"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(open_cdrom(&path("cd.iso"), Some(nobody)).is_ok());
+        assert!(open_cdrom(&path("cd.iso"), nobody).is_ok());
 
         assert_eq!(
-            open_cdrom(&path("absent.iso"), None).err(),
+            open_cdrom(&path("absent.iso"), OpenAs::Root).err(),
             Some(Failed::because(
                 ErrorCode::CDROM_MISSING,
                 format!("{}: No such file or directory", path("absent.iso"))
             ))
         );
         assert_eq!(
-            open_cdrom(dir.to_str().unwrap(), None).err(),
+            open_cdrom(dir.to_str().unwrap(), OpenAs::Root).err(),
             Some(Failed::because(
                 ErrorCode::CDROM_INVALID,
-                format!("{}: not a regular file", dir.display())
+                format!("{}: a directory, not a regular file", dir.display())
             ))
         );
         // A FIFO is refused without opening it (which would block).
         nix::unistd::mkfifo(dir.join("fifo").as_path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert_eq!(
-            open_cdrom(&path("fifo"), None).err().map(|f| f.code),
+            open_cdrom(&path("fifo"), OpenAs::Root)
+                .err()
+                .map(|f| f.code),
             Some(ErrorCode::CDROM_INVALID)
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -3,6 +3,7 @@
 //! creator may change limited by the template's `allow instance`.
 
 use conf::model::{InstancePermissions, Interface, MacAddr, Tap};
+use disk::Expect;
 use proto::ErrorCode;
 use proto::control::{BootDevice, DiskSpec};
 
@@ -69,6 +70,20 @@ fn refuse(code: ErrorCode, reason: impl Into<String>) -> Refusal {
     }
 }
 
+/// Why a file the requester chose cannot be used: EPERM when they may
+/// not open it, else `missing` (the code of the kind of file), with the
+/// path and the reason.
+fn unusable(path: &str, err: &std::io::Error, missing: ErrorCode) -> Refusal {
+    let code = match err.kind() {
+        std::io::ErrorKind::PermissionDenied => ErrorCode::EPERM,
+        std::io::ErrorKind::InvalidInput if missing == ErrorCode::CDROM_MISSING => {
+            ErrorCode::CDROM_INVALID
+        }
+        _ => missing,
+    };
+    refuse(code, format!("{path}: {}", proto::error::error_text(err)))
+}
+
 /// May `uid` create instances of a template with these permissions?
 fn may_create(uid: u32, allow: Option<&InstancePermissions>) -> bool {
     if uid == 0 {
@@ -86,13 +101,14 @@ fn may_create(uid: u32, allow: Option<&InstancePermissions>) -> bool {
 }
 
 /// Applies the rules of vmconf.md §8 for `requester` (0 for vm.conf).
-/// `may_access(path, write)` checks a user-chosen file against the
+/// `may_access(path, write)` tries a user-chosen file as the requester
+/// would open it, and says why it cannot be used; the
 /// requester's rights.
 pub fn derive(
     template: &Template,
     spec: &InstanceSpec,
     requester: u32,
-    may_access: &dyn Fn(&str, bool) -> bool,
+    may_access: &dyn Fn(&str, bool, Expect) -> std::io::Result<()>,
 ) -> Result<Instance, Refusal> {
     let root = requester == 0;
     let allow = template.allow.cloned().unwrap_or_default();
@@ -128,11 +144,9 @@ pub fn derive(
                 format!("disk {} cannot be reused", disk.path),
             ));
         }
-        if !root && !may_access(&disk.path, true) {
-            return Err(refuse(
-                ErrorCode::EPERM,
-                format!("no access to {}", disk.path),
-            ));
+        if !root {
+            may_access(&disk.path, true, Expect::Image)
+                .map_err(|e| unusable(&disk.path, &e, ErrorCode::DISK_MISSING))?;
         }
     }
 
@@ -141,8 +155,9 @@ pub fn derive(
             if !allowed(allow.boot) {
                 return Err(refuse(ErrorCode::EPERM, "boot image may not be chosen"));
             }
-            if !root && !may_access(path, false) {
-                return Err(refuse(ErrorCode::EPERM, format!("no access to {path}")));
+            if !root {
+                may_access(path, false, Expect::RegularFile)
+                    .map_err(|e| unusable(path, &e, ErrorCode::BIOS_MISSING))?;
             }
             Some(path.clone())
         }
@@ -164,9 +179,9 @@ pub fn derive(
     }
     if let Some(initrd) = &spec.initrd
         && !root
-        && !may_access(initrd, false)
     {
-        return Err(refuse(ErrorCode::EPERM, format!("no access to {initrd}")));
+        may_access(initrd, false, Expect::RegularFile)
+            .map_err(|e| unusable(initrd, &e, ErrorCode::INITRD_MISSING))?;
     }
 
     let cdrom = match &spec.cdrom {
@@ -174,8 +189,9 @@ pub fn derive(
             if !allowed(allow.cdrom) {
                 return Err(refuse(ErrorCode::EPERM, "cd-rom may not be chosen"));
             }
-            if !root && !may_access(path, false) {
-                return Err(refuse(ErrorCode::EPERM, format!("no access to {path}")));
+            if !root {
+                may_access(path, false, Expect::RegularFile)
+                    .map_err(|e| unusable(path, &e, ErrorCode::CDROM_MISSING))?;
             }
             Some(path.clone())
         }
@@ -298,8 +314,8 @@ mod tests {
         }
     }
 
-    fn any_access(_: &str, _: bool) -> bool {
-        true
+    fn any_access(_: &str, _: bool, _: Expect) -> std::io::Result<()> {
+        Ok(())
     }
 
     #[test]
@@ -479,10 +495,25 @@ mod tests {
             cdrom: Some("/secret.iso".into()),
             ..InstanceSpec::default()
         };
-        let no_access = |_: &str, _: bool| false;
+        let no_access =
+            |_: &str, _: bool, _: Expect| Err(std::io::Error::from_raw_os_error(libc::EACCES));
         assert_eq!(
-            derive(&t, &spec, 1000, &no_access).unwrap_err().code,
-            ErrorCode::EPERM
+            derive(&t, &spec, 1000, &no_access).unwrap_err(),
+            refuse(ErrorCode::EPERM, "/secret.iso: Permission denied")
+        );
+        // Not a permission problem: the kind of file's own code.
+        let fifo = |_: &str, _: bool, _: Expect| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a FIFO, not a regular file",
+            ))
+        };
+        assert_eq!(
+            derive(&t, &spec, 1000, &fifo).unwrap_err(),
+            refuse(
+                ErrorCode::CDROM_INVALID,
+                "/secret.iso: a FIFO, not a regular file"
+            )
         );
         assert!(derive(&t, &spec, 1000, &any_access).is_ok());
         assert!(

@@ -14,6 +14,7 @@ mod logging;
 #[cfg(test)]
 mod man_page;
 mod network;
+mod open_as;
 mod permissions;
 mod pty;
 mod registry;

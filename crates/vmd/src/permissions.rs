@@ -20,32 +20,6 @@ pub fn user_in_group(uid: u32, gid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether `uid` may read (and, with `write`, write) the regular file at
-/// `path`, judged from its mode bits as vmd.md §4.4 says: the owner bits if
-/// the user owns it, else the group bits if the user is in its group, else
-/// the "other" bits. Root may use any regular file.
-pub fn user_may_access(path: &str, uid: u32, write: bool) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() {
-        return false;
-    }
-    if uid == 0 {
-        return true;
-    }
-    let mode = meta.mode();
-    let bits = if meta.uid() == uid {
-        mode >> 6
-    } else if user_in_group(uid, meta.gid()) {
-        mode >> 3
-    } else {
-        mode
-    };
-    bits & 0o4 != 0 && (!write || bits & 0o2 != 0)
-}
-
 /// The facts about a VM the rule looks at.
 pub struct VmAccess {
     pub running: bool,
@@ -69,43 +43,9 @@ pub fn may_control(uid: u32, vm: &VmAccess) -> bool {
     vm.owner_gid.is_some_and(|gid| user_in_group(uid, gid))
 }
 
-/// May `uid` read a file with these mode bits and owners (vmd.md §4.4):
-/// the "other" bits first; else the owner bits if `uid` owns the file;
-/// else the group bits if `uid` is in the file's group. Root always may.
-pub fn may_read_mode(uid: u32, mode: u32, owner: u32, group: u32) -> bool {
-    if uid == 0 || mode & 0o004 != 0 {
-        return true;
-    }
-    if owner == uid {
-        return mode & 0o400 != 0;
-    }
-    user_in_group(uid, group) && mode & 0o040 != 0
-}
-
-/// [`may_read_mode`] for a file's metadata.
-pub fn may_read(uid: u32, meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    may_read_mode(uid, meta.mode(), meta.uid(), meta.gid())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn read_permission_from_mode_bits() {
-        let nobody = u32::MAX - 7;
-        assert!(may_read_mode(0, 0o000, 5, 5), "root");
-        assert!(may_read_mode(nobody, 0o604, 5, 5), "other");
-        assert!(!may_read_mode(nobody, 0o640, 5, 5));
-        assert!(may_read_mode(1234, 0o400, 1234, 5), "owner");
-        assert!(
-            !may_read_mode(1234, 0o040, 1234, 0),
-            "an owner without the owner bit is not let in by the group bit"
-        );
-        // root's group: only its members read through the group bit.
-        assert!(!may_read_mode(nobody, 0o040, 5, 0));
-    }
 
     #[test]
     fn rules() {
@@ -142,27 +82,5 @@ mod tests {
             !user_in_group(u32::MAX - 7, 0),
             "unknown users are in no group"
         );
-    }
-
-    #[test]
-    fn file_access_by_mode_bits() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("vmd-access-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("image");
-        std::fs::write(&file, b"x").unwrap();
-        let path = file.to_str().unwrap();
-        let nobody = 65534;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(user_may_access(path, nobody, false));
-        assert!(!user_may_access(path, nobody, true));
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(!user_may_access(path, nobody, false));
-        assert!(user_may_access(path, 0, true), "root");
-        assert!(
-            !user_may_access(dir.to_str().unwrap(), 0, false),
-            "not a regular file"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ use proto::ErrorCode;
 use proto::control::{Request, ResetMode, Response, VmRef};
 use proto::frame;
 use testkit::daemon::TestDaemon;
+use testkit::users::connect_as;
 
 fn connect_to(daemon: &TestDaemon) -> OwnedFd {
     let sock = socket(
@@ -127,43 +128,6 @@ fn clients_that_vanish_leave_nothing_behind() {
 /// below (`nobody`; it need not exist, the credentials are numbers).
 const HOSTILE_UID: u32 = 65534;
 
-/// `count` connections whose peer credentials carry `uid`. They are made
-/// on a thread that takes `uid` as its effective uid for the connects
-/// only, with the file-system uid left at root so that the test's private
-/// socket directory stays reachable.
-fn connect_as(daemon: &TestDaemon, uid: u32, count: usize) -> Vec<OwnedFd> {
-    let socket = daemon.socket.clone();
-    std::thread::spawn(move || {
-        // SAFETY: the raw system calls (not glibc's wrappers, which would
-        // change every thread) change this thread's credentials only, and
-        // the thread ends once its connections are made. Keeping the real
-        // and saved uid at 0 lets the file-system uid return to 0.
-        let changed = unsafe { libc::syscall(libc::SYS_setresuid, 0, uid, 0) };
-        assert_eq!(changed, 0, "setresuid: {}", std::io::Error::last_os_error());
-        // SAFETY: as above; setfsuid has no other effect.
-        unsafe { libc::syscall(libc::SYS_setfsuid, 0) };
-        (0..count)
-            .map(|_| {
-                let sock = socket_for_test();
-                connect(sock.as_raw_fd(), &UnixAddr::new(&socket).unwrap()).unwrap();
-                sock
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
-}
-
-fn socket_for_test() -> OwnedFd {
-    socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap()
-}
-
 fn receive_timeout(sock: &OwnedFd, timeout: Duration) {
     nix::sys::socket::setsockopt(
         sock,
@@ -199,7 +163,7 @@ fn timed_status(daemon: &TestDaemon, limit: Duration) -> Option<Duration> {
 #[test]
 fn clients_that_never_read_their_replies_do_not_stall_root() {
     let daemon = TestDaemon::start();
-    let hostile = connect_as(&daemon, HOSTILE_UID, 20);
+    let hostile = connect_as(&daemon.socket, HOSTILE_UID, 20);
     // Each asks for the VM list over and over and never reads: its socket
     // fills with replies the daemon cannot write.
     for sock in &hostile {
@@ -230,7 +194,7 @@ fn clients_that_never_read_their_replies_do_not_stall_root() {
 #[test]
 fn root_only_requests_from_a_user_are_refused_before_they_are_queued() {
     let daemon = TestDaemon::start();
-    let sock = connect_as(&daemon, HOSTILE_UID, 1).pop().unwrap();
+    let sock = connect_as(&daemon.socket, HOSTILE_UID, 1).pop().unwrap();
     for _ in 0..100 {
         if frame::send(
             sock.as_fd(),
@@ -262,7 +226,7 @@ fn root_only_requests_from_a_user_are_refused_before_they_are_queued() {
 #[test]
 fn a_user_holds_a_bounded_number_of_connections() {
     let daemon = TestDaemon::start();
-    let held = connect_as(&daemon, HOSTILE_UID, 40);
+    let held = connect_as(&daemon.socket, HOSTILE_UID, 40);
     // The refused ones are told so at once; the others hear nothing.
     for sock in &held {
         nix::fcntl::fcntl(
@@ -290,7 +254,7 @@ fn a_user_holds_a_bounded_number_of_connections() {
     drop(held);
     daemon.wait_for(
         || {
-            let sock = connect_as(&daemon, HOSTILE_UID, 1).pop().unwrap();
+            let sock = connect_as(&daemon.socket, HOSTILE_UID, 1).pop().unwrap();
             receive_timeout(&sock, Duration::from_secs(2));
             frame::send(sock.as_fd(), &Request::Info, &[]).is_ok()
                 && matches!(

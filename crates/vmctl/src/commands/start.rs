@@ -252,18 +252,16 @@ pub fn parse(args: &[String], warnings: &mut Vec<String>) -> Result<StartPlan, F
 
 /// Opens the boot image with the caller's own rights; vmd receives the
 /// open descriptor, so a user can boot only what they can read.
+/// The open does not block: a FIFO or device named as the kernel is
+/// refused, not waited on.
 pub fn open_kernel(path: &str) -> Result<File, Failure> {
-    let file = File::open(Path::new(path)).map_err(|err| {
-        Failure::msg(format!("cannot open kernel '{path}': {}", error_text(&err)))
-    })?;
-    let is_file = file
-        .metadata()
-        .map_err(|err| Failure::msg(format!("cannot open kernel '{path}': {}", error_text(&err))))?
-        .is_file();
-    if !is_file {
-        return Err(Failure::msg("kernel must be a regular file"));
-    }
-    Ok(file)
+    disk::open_checked(Path::new(path), false, disk::Expect::RegularFile).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::InvalidInput {
+            Failure::msg("kernel must be a regular file")
+        } else {
+            Failure::msg(format!("cannot open kernel '{path}': {}", error_text(&err)))
+        }
+    })
 }
 
 /// The message for a failed start (also used by `receive`): OpenBSD's
