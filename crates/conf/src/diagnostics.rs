@@ -49,7 +49,7 @@ pub enum Warning {
     /// directory`.
     MissingFile { path: String },
     /// A second `vm` block with a name already defined in this run; the
-    /// later one is skipped (vmconf.md §7). Debug-level: vmd logs it only
+    /// later one is skipped (vm.conf(5), "VMs"). Debug-level: vmd logs it only
     /// when verbose, and [`crate::check`] does not print it. Displays as
     /// `vm "<name>" skipped (already exists)`.
     VmSkipped { name: String, location: Location },

@@ -1,4 +1,4 @@
-//! Turns the bytes of one configuration file into tokens (vmconf.md §1),
+//! Turns the bytes of one configuration file into tokens (vm.conf(5), "DESCRIPTION"),
 //! expanding `$macro`s on the way.
 //!
 //! The lexer works on bytes rather than chars so that a stray non-UTF-8

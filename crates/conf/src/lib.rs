@@ -1,4 +1,4 @@
-//! vm.conf, vmd's configuration file (spec/vmconf.md): lexer, parser and the
+//! vm.conf, vmd's configuration file (vm.conf(5)): lexer, parser and the
 //! typed model the daemon applies.
 //!
 //! # Entry points
@@ -23,7 +23,7 @@
 //! * Switches: only enabled ones are listed, with ids from
 //!   [`LoadOptions::first_switch_id`].
 //! * VMs: in file order; skip a name the daemon already has. For a VM with
-//!   [`Vm::instance_of`], resolve the template and inherit (vmconf.md §8);
+//!   [`Vm::instance_of`], resolve the template and inherit (vm.conf(5), "Instances");
 //!   the device checks done here for plain VMs are the daemon's for
 //!   instances. Random MACs for interfaces without `lladdr`:
 //!   [`MacAddr::random_for_interface`].
@@ -93,7 +93,7 @@ pub use model::{
 use host::{error_text, is_not_found};
 use parser::{Mode, Parser};
 
-/// The reserved words of the grammar (vmconf.md §1), `add`, `id` and
+/// The reserved words of the grammar (vm.conf(5), "DESCRIPTION"), `add`, `id` and
 /// `size` included although nothing uses them.
 pub const RESERVED_WORDS: &[&str] = lexer::RESERVED_WORDS;
 

@@ -1,5 +1,5 @@
 //! Macros: `name = value` in the file and `-D name=value` on vmd's command
-//! line (vmconf.md §2).
+//! line (vm.conf(5), "Macros").
 
 use std::fmt;
 

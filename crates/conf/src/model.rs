@@ -2,7 +2,7 @@
 //!
 //! Settings that an instance may inherit from its template are `Option`s
 //! (`None` = not given in the block); methods such as [`Vm::memory_bytes`]
-//! apply the defaults of vmconf.md §9 for a VM that is not an instance.
+//! apply the defaults of vm.conf(5), "VMs" for a VM that is not an instance.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -46,11 +46,11 @@ pub struct Config {
     /// Global options the file set; see [`GlobalOptions::apply_to`].
     pub globals: GlobalOptions,
     /// Enabled switches in definition order. `disable`d switches are
-    /// checked but not listed (vmconf.md §6).
+    /// checked but not listed (vm.conf(5), "Switches").
     pub switches: Vec<Switch>,
     /// VMs and instances in file order, names unique (a later block with
     /// an existing name is skipped). The daemon registers them in this
-    /// order and skips names it already has (vmconf.md §7).
+    /// order and skips names it already has (vm.conf(5), "VMs").
     pub vms: Vec<Vm>,
 }
 
@@ -102,10 +102,10 @@ impl GlobalOptions {
     }
 }
 
-/// The daemon's global settings, defaults per vmconf.md §5 and §9.
+/// The daemon's global settings, defaults per vm.conf(5), "Global settings".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalSettings {
-    /// Prefix local-interface addresses are carved from (vmd.md §9.2).
+    /// Prefix local-interface addresses are carved from (docs/networking.md, "What vmd makes").
     pub local_prefix: Ipv4Prefix,
     /// IPv6 on local interfaces; `None` = off.
     pub local_inet6: Option<LocalInet6>,
@@ -262,7 +262,7 @@ pub struct Vm {
     pub name: String,
     /// For `vm "<parent>" instance "<name>"`: the template's name. The
     /// daemon resolves the template and fills unset options from it
-    /// (vmconf.md §8), so the device checks made here for plain VMs are
+    /// (vm.conf(5), "Instances"), so the device checks made here for plain VMs are
     /// left to it for instances.
     pub instance_of: Option<String>,
     /// Started whenever the configuration is applied (`enable`, default)
@@ -314,8 +314,8 @@ impl Vm {
         self.vcpus.unwrap_or(DEFAULT_VCPUS)
     }
 
-    /// Whether the block set any option that describes a device (vmconf.md
-    /// §7: a VM without one is rejected with "no devices").
+    /// Whether the block set any option that describes a device (vm.conf(5),
+    /// "VMs": a VM without one is rejected with "no devices").
     pub fn has_device_options(&self) -> bool {
         self.boot.is_some()
             || !self.disks.is_empty()
@@ -326,7 +326,7 @@ impl Vm {
     }
 
     /// Whether there is something to boot from besides the default BIOS
-    /// (vmconf.md §7: a kernel, a disk or a CD-ROM is required).
+    /// (vm.conf(5), "VMs": a kernel, a disk or a CD-ROM is required).
     pub fn has_boot_source(&self) -> bool {
         self.boot.is_some() || !self.disks.is_empty() || self.cdrom.is_some()
     }
@@ -347,7 +347,7 @@ impl Owner {
     }
 }
 
-/// `allow instance { … }` of a template (vmconf.md §8).
+/// `allow instance { … }` of a template (vm.conf(5), "Instances").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InstancePermissions {
     /// Instances may choose a kernel/BIOS image.
@@ -373,7 +373,7 @@ pub struct InstancePermissions {
 pub struct Interface {
     /// Host tap device.
     pub tap: Tap,
-    /// `local`: vmd addresses the host side and answers DHCP (vmd.md §9.2).
+    /// `local`: vmd addresses the host side and answers DHCP (docs/networking.md, "What vmd makes").
     pub local: bool,
     /// `switch <name>`: the switch to join (checked when the VM starts).
     pub switch: Option<String>,

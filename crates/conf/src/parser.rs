@@ -1,4 +1,4 @@
-//! The statements of vm.conf (vmconf.md §4–§8), parsed by recursive descent
+//! The statements of vm.conf (vm.conf(5), "DESCRIPTION", "Switches", "VMs", "Instances"), parsed by recursive descent
 //! over the lexer's tokens into a [`Config`].
 //!
 //! Error handling is vmd's (a yacc parser whose only error rule is at the

@@ -1,4 +1,4 @@
-//! Every construct of vmconf.md parsed into the model, and every default.
+//! Every construct of vm.conf(5) parsed into the model, and every default.
 
 mod common;
 
@@ -17,7 +17,7 @@ fn disk(path: &str, format: DiskFormat) -> DiskSpec {
     }
 }
 
-// ----- §1 lexical structure -------------------------------------------------
+// ----- lexical structure -------------------------------------------------------
 
 #[test]
 fn empty_and_blank_files_are_empty_configurations() {
@@ -103,7 +103,7 @@ fn dos_line_ends() {
     assert_eq!(vm.disks.len(), 1);
 }
 
-// ----- §2 macros --------------------------------------------------------------
+// ----- macros -----------------------------------------------------------------
 
 #[test]
 fn macros_expand_outside_quotes() {
@@ -177,7 +177,7 @@ fn unused_macros_are_warned_about_in_definition_order() {
     );
 }
 
-// ----- §3 includes ------------------------------------------------------------
+// ----- includes ---------------------------------------------------------------
 
 #[test]
 fn includes_are_read_in_place_and_nest() {
@@ -238,7 +238,7 @@ fn macros_defined_in_an_include_are_visible_after_it() {
     );
 }
 
-// ----- §5 global options ------------------------------------------------------
+// ----- global options ---------------------------------------------------------
 
 #[test]
 fn global_defaults() {
@@ -399,7 +399,7 @@ fn staggered_start() {
     );
 }
 
-// ----- §6 switches ------------------------------------------------------------
+// ----- switches ---------------------------------------------------------------
 
 #[test]
 fn switch_defaults_and_ids() {
@@ -482,7 +482,7 @@ fn one_line_switch_block() {
     assert_eq!(config.switches[0].interface, "br0");
 }
 
-// ----- §7 virtual machines ----------------------------------------------------
+// ----- virtual machines -------------------------------------------------------
 
 #[test]
 fn vm_defaults() {
@@ -747,7 +747,7 @@ fn vms_keep_file_order() {
     assert_eq!(names, [("z", true), ("a", false), ("m", true)]);
 }
 
-// ----- §7.2 interfaces --------------------------------------------------------
+// ----- interfaces --------------------------------------------------------------
 
 #[test]
 fn plain_interface_defaults() {
@@ -857,7 +857,7 @@ fn four_interfaces_are_allowed() {
     assert_eq!(vm.interfaces.len(), 4);
 }
 
-// ----- §7 device checks -------------------------------------------------------
+// ----- device checks ----------------------------------------------------------
 
 #[test]
 fn any_boot_source_makes_a_vm_valid() {
@@ -871,7 +871,7 @@ fn any_boot_source_makes_a_vm_valid() {
     );
 }
 
-// ----- §8 instances -----------------------------------------------------------
+// ----- instances --------------------------------------------------------------
 
 #[test]
 fn instances_name_their_template() {

@@ -9,7 +9,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, soc
 use crate::control::{Request, Response};
 use crate::frame;
 
-/// Default control socket (vmd.md §3).
+/// Default control socket (vmd(8), "Control socket").
 pub const DEFAULT_SOCKET: &str = "/var/run/vmd.sock";
 
 /// The control socket in use: `VMD_SOCKET` if set, else the default.

@@ -1,7 +1,7 @@
 //! Messages between vmctl (or any client) and the vmd control socket.
 //!
 //! Every client connection sends one [`Request`] and reads [`Response`]s
-//! until it has the answer it needs (spec/vmctl.md §5): a start waits for
+//! until it has the answer it needs: a start waits for
 //! [`Response::Start`], a status reads [`Response::InfoData`] until
 //! [`Response::InfoEnd`], a `stop -w` waits for [`Response::Terminated`], and
 //! a console session keeps the connection open for the whole session.
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, Failed, Line};
 
-/// How a command names a VM: by vmd's numeric id or by name (vmctl.md §3.1).
+/// How a command names a VM: by vmd's numeric id or by name (vmctl(8), "Naming a VM").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmRef {
     Id(u32),
@@ -28,7 +28,7 @@ impl VmRef {
     }
 }
 
-/// Disk image formats (vmctl.md §3.5).
+/// Disk image formats (vmctl(8), create).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiskFormat {
     Raw,
@@ -84,7 +84,7 @@ impl BootDevice {
 
 /// `vmctl start` as sent to vmd. Fields left empty were not given on the
 /// command line; a request with none of the creation fields set starts an
-/// existing VM (vmd.md §6.2).
+/// existing VM (docs/lifecycle.md, "Registration").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartRequest {
     pub target: Option<VmRef>,
@@ -122,7 +122,7 @@ impl StartRequest {
     }
 }
 
-/// `reset` modes (vmd.md §6.8).
+/// `reset` modes (docs/lifecycle.md, "Reload, load and reset").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResetMode {
     All,
@@ -193,7 +193,7 @@ pub enum Request {
 }
 
 impl Request {
-    /// Requests any connected user may make (vmd.md §4.1); the others are
+    /// Requests any connected user may make (docs/lifecycle.md, "Who may do what"); the others are
     /// root only.
     pub fn allowed_for_anyone(&self) -> bool {
         matches!(
@@ -235,7 +235,7 @@ impl Request {
 /// whole stream out (ASCII ACK).
 pub const SEND_RECEIVED: u8 = 0x06;
 
-/// State bits of a VM (vmd.md §6.1).
+/// State bits of a VM (docs/lifecycle.md, "Registry, ids and states").
 pub mod state {
     pub const RUNNING: u32 = 0x01;
     pub const DISABLED: u32 = 0x02;
@@ -244,7 +244,7 @@ pub mod state {
     pub const PAUSED: u32 = 0x10;
     pub const WAITING: u32 = 0x20;
 
-    /// The STATE column's word for a set of bits (vmctl.md §6.9).
+    /// The STATE column's word for a set of bits (vmctl(8), status).
     pub fn name(bits: u32) -> &'static str {
         if bits & PAUSED != 0 {
             "paused"

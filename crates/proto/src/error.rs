@@ -1,5 +1,5 @@
 //! Result codes carried in replies: an errno, or one of vmd's own codes
-//! (vmd.md §5), whose numeric values are fixed; and the failures and
+//! (docs/lifecycle.md, "Result codes"), whose numeric values are fixed; and the failures and
 //! notices that carry, besides a code, what vmd found out about the cause.
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ impl ErrorCode {
     pub const CDROM_MISSING: ErrorCode = ErrorCode(1005);
     pub const CDROM_INVALID: ErrorCode = ErrorCode(1006);
     pub const PARENT_INVALID: ErrorCode = ErrorCode(1007);
-    // Linux extensions (interface.md: `--cmdline`, `--initrd`).
+    // Linux extensions (docs/direct-boot.md: `--cmdline`, `--initrd`).
     pub const INITRD_MISSING: ErrorCode = ErrorCode(1101);
     pub const INITRD_TOO_LARGE: ErrorCode = ErrorCode(1102);
     pub const CMDLINE_TOO_LONG: ErrorCode = ErrorCode(1103);

@@ -1,4 +1,4 @@
-//! VM identifiers and names (vmctl.md §3.1, §3.2).
+//! VM identifiers and names (vmctl(8), "Naming a VM").
 
 use crate::control::VmRef;
 

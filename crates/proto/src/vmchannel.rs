@@ -11,7 +11,7 @@ use crate::control::{BootDevice, DiskFormat, DiskSpec};
 use crate::error::ErrorCode;
 
 /// Exit status of a VM process whose guest asked for a reset (triple fault,
-/// keyboard-controller reset, …): vmd restarts it (vmd.md §6.6 uses EAGAIN).
+/// keyboard-controller reset, …): vmd restarts it (docs/lifecycle.md, "Stop, reboot and the end of a VM").
 pub const EXIT_REBOOT: i32 = libc::EAGAIN;
 /// Exit status of a VM process whose guest powered off or was stopped.
 pub const EXIT_OFF: i32 = 0;
@@ -59,7 +59,7 @@ pub struct LaunchNic {
     pub tap: u8,
     pub guest_mac: [u8; 6],
     pub host_mac: [u8; 6],
-    /// `locked lladdr` enforcement (vmd.md §9.5).
+    /// `locked lladdr` enforcement (docs/machine.md, "The network device").
     pub locked: bool,
     /// Local interface: guest and host IPv4 addresses for the DHCP responder.
     pub local: Option<LocalAddrs>,
@@ -68,7 +68,7 @@ pub struct LaunchNic {
     pub boot_rom: Option<u8>,
 }
 
-/// The /31 of a local interface (vmd.md §9.2).
+/// The /31 of a local interface (docs/networking.md, "What vmd makes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalAddrs {
     pub host: [u8; 4],
@@ -135,7 +135,7 @@ pub struct VmDescription {
 pub struct NicDescription {
     /// The guest's MAC address, which the guest's state already knows.
     pub mac: [u8; 6],
-    /// A local interface (vmd.md §9.2).
+    /// A local interface (docs/networking.md, "What vmd makes").
     pub local: bool,
     /// A local interface's addresses on the sending host. The receiving
     /// vmd gives them to the new tap and its DHCP server when this host

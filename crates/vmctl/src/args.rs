@@ -1,5 +1,5 @@
 //! Operand and option-argument types shared by the commands: VM ids and
-//! names (vmctl.md §3.1), scaled sizes (§3.3) and counts.
+//! names (vmctl(8), "Naming a VM"), scaled sizes (vmctl(8), "Sizes") and counts.
 
 use proto::control::VmRef;
 use proto::names::{IdError, parse_vm_ref};

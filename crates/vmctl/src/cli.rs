@@ -1,5 +1,5 @@
 //! The command table: names, usage strings, the options each command
-//! parses, and command-word matching by unambiguous prefix (vmctl.md §1.1).
+//! parses, and command-word matching by unambiguous prefix (vmctl(8), "DESCRIPTION").
 //!
 //! The option strings here are what the commands hand to getopt, so this
 //! table is also what the manual page and the shell completions are
@@ -64,7 +64,7 @@ impl Command {
 
 const NO_LONG_OPTIONS: &[LongOpt] = &[];
 
-/// `--cmdline STRING` and `--initrd PATH` (interface.md).
+/// `--cmdline STRING` and `--initrd PATH` (docs/direct-boot.md).
 const START_LONG_OPTIONS: &[LongOpt] = &[
     LongOpt {
         name: "cmdline",

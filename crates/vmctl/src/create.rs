@@ -1,4 +1,4 @@
-//! `vmctl create [-b base | -i disk] [-s size] disk` (vmctl.md §6.2).
+//! `vmctl create [-b base | -i disk] [-s size] disk` (vmctl(8), create).
 //!
 //! Creates a sparse raw image, an empty qcow2 image, a qcow2 overlay on a
 //! base image (`-b`), or a copy of another image in either format (`-i`,
@@ -15,7 +15,7 @@ use crate::cli::{self, CommandId};
 use crate::getopt::Opt;
 use crate::output;
 
-/// The usage string of the command table (vmctl.md §1.1).
+/// The usage string of the command table (vmctl(8), "DESCRIPTION").
 pub const USAGE: &str = "[-b base | -i disk] [-s size] disk";
 
 const MIB: u64 = 1 << 20;
@@ -141,7 +141,7 @@ fn create(args: &[String], report: &mut dyn Report) -> Result<(), Failed> {
 }
 
 /// `-s`: a scaled size of at least 1 MiB, rounded down to whole MiB with a
-/// warning (vmctl.md §3.3, type "disk").
+/// warning (vmctl(8), "Sizes").
 fn parse_disk_size(word: &str, report: &mut dyn Report) -> Result<u64, Failed> {
     let value = match scaled::scan_scaled(word) {
         Ok(value) => value,
@@ -204,7 +204,7 @@ fn create_overlay(
     Ok(())
 }
 
-/// `-i input`: copies (and flattens) `input` into a new image (§6.2.2).
+/// `-i input`: copies (and flattens) `input` into a new image (vmctl(8), create).
 fn convert(
     input: &str,
     disk: &Path,

@@ -1,5 +1,5 @@
 //! The conversation with vmd over the control socket, and how its failures
-//! read to the user (vmctl.md §2, §5).
+//! read to the user (vmctl(8), "EXIT STATUS").
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};

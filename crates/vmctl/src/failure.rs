@@ -5,7 +5,7 @@ use proto::error::Line;
 use crate::cli::{self, CommandId};
 use crate::output;
 
-/// A failed command. Every variant ends in exit status 1 (vmctl.md §2).
+/// A failed command. Every variant ends in exit status 1 (vmctl(8), "EXIT STATUS").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// The global usage line.

@@ -1,4 +1,4 @@
-//! vmctl: control the VMs run by vmd (vmctl.md).
+//! vmctl: control the VMs run by vmd (vmctl(8)).
 //!
 //! `vmctl [-v] command [arg ...]`: global options, then a command word
 //! matched by unambiguous prefix, then the command's own arguments.

@@ -1,4 +1,4 @@
-//! vmctl's messages that need no daemon (vmctl.md §1, §3, §6, §7): exact
+//! vmctl's messages that need no daemon (vmctl(8)): exact
 //! stderr and exit status of the built binary.
 
 mod common;

@@ -1,4 +1,4 @@
-//! `vmctl create` (vmctl.md §6.2 and the create rows of §7): every message
+//! `vmctl create` (vmctl(8), create): every message
 //! and exit status, and the images it makes, checked with qemu-img.
 //!
 //! Until main.rs dispatches `create`, the command module is compiled into

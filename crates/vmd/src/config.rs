@@ -1,4 +1,4 @@
-//! From vm.conf to the daemon's registry (vmconf.md, vmd.md §6.2, §6.8):
+//! From vm.conf to the daemon's registry (vm.conf(5); docs/lifecycle.md, "Registration", "Reload, load and reset"):
 //! where the file comes from, and what a configured VM is made of.
 
 use conf::model::{Interface, MacAddr, Vm};

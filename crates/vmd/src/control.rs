@@ -1,4 +1,4 @@
-//! The control socket (vmd.md §3): accepts vmctl clients, learns who they
+//! The control socket (vmd(8), "Control socket"): accepts vmctl clients, learns who they
 //! are from `SO_PEERCRED`, and turns their packets into events for the
 //! daemon's single-threaded core. The core's replies are queued for each
 //! client's own writer thread, so no client can stall the core; requests,

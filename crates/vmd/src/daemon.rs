@@ -41,7 +41,7 @@ mod transfer;
 
 pub use transfer::Incoming;
 
-/// Firmware used when a VM names no boot image (interface.md).
+/// Firmware used when a VM names no boot image (vmd(8), "Firmware").
 pub const DEFAULT_BIOS_PATHS: [&str; 3] = [
     "/etc/firmware/vmm-bios",
     "/usr/share/seabios/bios-256k.bin",
@@ -50,7 +50,7 @@ pub const DEFAULT_BIOS_PATHS: [&str; 3] = [
 
 /// Restarts closer together than this count towards the rate limit.
 const QUICK_RESTART: Duration = Duration::from_secs(6);
-/// This many quick restarts in a row stop the VM (vmd.md §6.3).
+/// This many quick restarts in a row stop the VM (docs/lifecycle.md, "Launch").
 const MAX_QUICK_RESTARTS: u32 = 3;
 
 pub struct Daemon {
@@ -249,7 +249,7 @@ impl Daemon {
     }
 
     /// Starts up to `parallel` waiting VMs now and schedules the rest
-    /// `delay` seconds later (vmd.md §6.2 staggered start).
+    /// `delay` seconds later (docs/lifecycle.md, "Registration").
     fn start_waiting(&mut self) {
         let parallel = self.settings.staggered_start.parallel.max(1) as usize;
         let waiting: Vec<u32> = self
@@ -482,7 +482,7 @@ impl Daemon {
     }
 
     /// `vmctl start -t template name`: registers an instance for the
-    /// requesting user (vmconf.md §8).
+    /// requesting user (vm.conf(5), "Instances").
     fn create_instance(
         &mut self,
         client: &Arc<Client>,
@@ -582,7 +582,7 @@ impl Daemon {
         Ok(self.registry.vms.len() - 1)
     }
 
-    /// Registers a new ad-hoc VM from a start request (vmd.md §6.2).
+    /// Registers a new ad-hoc VM from a start request (docs/lifecycle.md, "Registration").
     fn create(
         &mut self,
         client: &Arc<Client>,
@@ -650,7 +650,7 @@ impl Daemon {
         )?)
     }
 
-    /// Opens what the VM needs and spawns its process (vmd.md §6.3). On
+    /// Opens what the VM needs and spawns its process (docs/lifecycle.md, "Launch"). On
     /// failure an ad-hoc VM is forgotten again.
     fn launch(
         &mut self,
@@ -1604,7 +1604,7 @@ fn open_cdrom(path: &str, opener: OpenAs) -> Result<OwnedFd, Failed> {
 }
 
 /// Opens each disk's image chain, the top image locked exclusively so no
-/// second VM can have it (linux-mapping.md §6.1), and adds the descriptors
+/// second VM can have it (docs/lifecycle.md, "Launch"), and adds the descriptors
 /// to the launch. Any failure is vmctl's "could not open disk image(s)",
 /// with the image at fault and why; for a locked image, the VM of
 /// `users` (image path, VM name) that has it, if it is one of ours.

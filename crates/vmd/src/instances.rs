@@ -1,4 +1,4 @@
-//! VM instances (vmconf.md §8): a VM made from a configured template, with
+//! VM instances (vm.conf(5), "Instances"): a VM made from a configured template, with
 //! what it does not say copied from the template, and what a non-root
 //! creator may change limited by the template's `allow instance`.
 
@@ -100,7 +100,7 @@ fn may_create(uid: u32, allow: Option<&InstancePermissions>) -> bool {
             .is_some_and(|gid| permissions::user_in_group(uid, gid))
 }
 
-/// Applies the rules of vmconf.md §8 for `requester` (0 for vm.conf).
+/// Applies the rules of vm.conf(5), "Instances" for `requester` (0 for vm.conf).
 /// `may_access(path, write)` tries a user-chosen file as the requester
 /// would open it, and says why it cannot be used; the
 /// requester's rights.

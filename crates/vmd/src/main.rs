@@ -1,6 +1,6 @@
 //! vmd: runs virtual machines on KVM and answers vmctl on its control socket.
 //!
-//! `vmd [-dnv] [-D macro=value] [-f file]` (vmd.md §1). The same binary is
+//! `vmd [-dnv] [-D macro=value] [-f file]` (vmd(8)). The same binary is
 //! re-executed, with a private first argument, as each VM's process.
 
 mod config;
@@ -106,7 +106,7 @@ fn vm_process(args: &[String]) -> i32 {
     )
 }
 
-/// The unprivileged user VM processes become (vmd.md §1: `unknown user
+/// The unprivileged user VM processes become (vmd(8), "DIAGNOSTICS": `unknown user
 /// _vmd` when it is missing) and the empty directory they are locked into,
 /// created if the system lacks it. The message says how to make the user,
 /// as `make install` and the package do (dist/postinst).

@@ -1,6 +1,6 @@
 //! The host side of VM networking, as the daemon (root) does it: switch
-//! bridges when the configuration is applied (vmd.md §9.4), one tap per
-//! NIC when a VM starts (§9.1, §9.2), and their removal when it ends.
+//! bridges when the configuration is applied (docs/networking.md, "What vmd makes"), one tap per
+//! NIC when a VM starts (docs/networking.md), and their removal when it ends.
 //!
 //! The taps' descriptors go to the VM process, so a tap lives exactly as
 //! long as that process; [`VmTaps`] removes them explicitly as well, so
@@ -320,7 +320,7 @@ fn switch_plan(s: &Switch) -> SwitchPlan {
 }
 
 /// The numeric group of a NIC: the interface's group, else its switch's
-/// (linux-mapping.md §3.6). Names the system does not know are logged
+/// (docs/networking.md, "What vmd makes"). Names the system does not know are logged
 /// and skipped, and added to `warnings`.
 fn group_of(iface: &Interface, switch: Option<&Switch>, warnings: &mut Vec<String>) -> Option<u32> {
     let name = iface
@@ -336,7 +336,7 @@ fn group_of(iface: &Interface, switch: Option<&Switch>, warnings: &mut Vec<Strin
 }
 
 /// `fd` and 56 random bits, then a zero subnet id: a /64 unique local
-/// prefix (vmconf.md §5).
+/// prefix (vm.conf(5), "Global settings").
 fn random_ula() -> Ipv6Addr {
     let mut random = [0u8; 7];
     // SAFETY: getrandom writes at most 7 bytes into `random`.

@@ -1,10 +1,10 @@
-//! Who may control which VM (vmd.md §4.3).
+//! Who may control which VM (docs/lifecycle.md, "Who may do what").
 
 use nix::unistd::{Gid, Uid, User, getgrouplist};
 
 /// Whether `uid` is in group `gid` according to the group database: its
 /// primary group or a supplementary membership (not the caller's live
-/// groups, as linux-mapping.md §4.5 requires).
+/// groups, as docs/lifecycle.md, "Who may do what" requires).
 pub fn user_in_group(uid: u32, gid: u32) -> bool {
     let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
         return false;

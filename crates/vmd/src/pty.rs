@@ -1,4 +1,4 @@
-//! Console ptys (vmd.md §6.5, linux-mapping.md §5.1): allocated by vmd,
+//! Console ptys (docs/lifecycle.md, "The console"): allocated by vmd,
 //! owned by the VM's user while it runs, kept across guest reboots.
 
 use std::fs::{File, OpenOptions};

@@ -1,4 +1,4 @@
-//! The VMs vmd knows (vmd.md §6.1): their parameters, ids, owners and
+//! The VMs vmd knows (docs/lifecycle.md, "Registry, ids and states"): their parameters, ids, owners and
 //! state bits, in registration order.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use crate::daemon::Incoming;
 use crate::pty::Pty;
 use crate::vmproc::VmProcess;
 
-/// Default memory of a new VM (vmd.md §6.2).
+/// Default memory of a new VM (docs/lifecycle.md, "Registration").
 pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Most vCPUs per VM.
 pub const MAX_VCPUS: u32 = 64;
@@ -130,7 +130,7 @@ pub struct VmRecord {
     /// it came from; it keeps them where this host has them free.
     pub keep_local: Vec<Option<proto::vmchannel::LocalAddrs>>,
     /// An instance whose ISO image a user chose: whoever starts it must
-    /// be able to read the image (vmd.md §6.3 step 5).
+    /// be able to read the image (docs/lifecycle.md, "Launch").
     pub cdrom_chosen_by_user: bool,
 }
 

@@ -1,4 +1,4 @@
-//! Stopping VMs gracefully (vmd.md §6.6, §7): a guest with a running vmmci
+//! Stopping VMs gracefully (docs/lifecycle.md, "Stop, reboot and the end of a VM"; docs/machine.md, "vmmci"): a guest with a running vmmci
 //! driver is asked and given time; one that does not answer is ended after
 //! the acknowledgement timeout; one without the driver is ended at once.
 

@@ -1,4 +1,4 @@
-//! The VM process sandbox (issue 11, vmd.md §2): once the guest runs, its
+//! The VM process sandbox (issue 11; docs/architecture.md, "Three kinds of process"; SECURITY.md): once the guest runs, its
 //! process is the unprivileged `_vmd`, holds no capability, sits in an
 //! empty chroot, and every thread is under seccomp; a forbidden system call
 //! kills the process and vmd says so. Faults release what the VM held.

@@ -178,7 +178,7 @@ fn grub_counts_down_across_two_moves_then_boots_its_entry_from_the_moved_disk() 
 }
 
 /// The PCI device records a stream's header lists: a slot each, named
-/// after what is in it (vmd.md §8.5's order), which the receiving VM's
+/// after what is in it (in the slot order of docs/machine.md, "PCI devices"), which the receiving VM's
 /// slots must match before any state is restored.
 fn pci_slots(stream: &Path) -> Vec<String> {
     let whole = std::fs::read(stream).unwrap();

@@ -1,5 +1,5 @@
 //! Any byte string as vm.conf: the parser must never panic, and what it
-//! accepts must respect the limits of vmconf.md.
+//! accepts must respect the limits of vm.conf(5).
 //!
 //! The input is the main file. It can include itself (up to the nesting
 //! limit) and a small fixed file, refer to a few images and owners, and use

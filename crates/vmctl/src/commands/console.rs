@@ -1,4 +1,4 @@
-//! `console id` (vmctl.md §6.1): find the running VM's tty, then run the
+//! `console id` (vmctl(8), console): find the running VM's tty, then run the
 //! built-in console client on it. A VM that is not running shows the
 //! output of its last run instead, and how that run ended (a Linux
 //! extension, vmctl(8)).

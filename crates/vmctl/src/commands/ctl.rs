@@ -1,5 +1,5 @@
 //! The root-only daemon controls: `load`, `reload`, `reset` and `log`
-//! (vmctl.md §6.3, §6.4, §6.7, §6.8). Each sends one request and expects
+//! (vmctl(8), load, log, reload, reset). Each sends one request and expects
 //! CTL_OK; success prints nothing.
 
 use proto::control::{Request, ResetMode, Response};

@@ -1,4 +1,4 @@
-//! `pause id` and `unpause id` (vmctl.md §6.5, §6.6).
+//! `pause id` and `unpause id` (vmctl(8), pause, unpause).
 
 use proto::control::{Request, Response};
 

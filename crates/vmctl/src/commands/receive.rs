@@ -1,4 +1,4 @@
-//! Legacy `receive name` (vmctl.md §6.14): stdin goes into one end of a
+//! Legacy `receive name` (vmctl(8), send, receive): stdin goes into one end of a
 //! socket pair whose other end vmd restores the VM from (spliced where
 //! stdin allows, [`Feeder`]); the outcome is reported like `start`. A
 //! terminal is refused as the stream's source before vmd is asked

@@ -1,4 +1,4 @@
-//! Legacy `send id` (vmctl.md §6.14): vmd writes the VM's state to one end
+//! Legacy `send id` (vmctl(8), send, receive): vmd writes the VM's state to one end
 //! of a socket pair; vmctl copies it to stdout. Unlike upstream, success is
 //! reported only once vmd confirms the stream is complete, and the VM
 //! leaves only once vmctl confirmed that it wrote the whole stream out

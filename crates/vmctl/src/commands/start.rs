@@ -1,7 +1,7 @@
 //! `start [-cL] [-B device] [-b path] [-d disk] [-i count] [-m size]
-//! [-n switch] [-r path] [-t name] id | name` (vmctl.md §6.10), plus the
+//! [-n switch] [-r path] [-t name] id | name` (vmctl(8), start), plus the
 //! Linux extensions `-p count`, `--cmdline STRING` and `--initrd PATH`
-//! (interface.md).
+//! (docs/direct-boot.md).
 //!
 //! Parsing builds the [`StartRequest`] and applies every check vmctl makes
 //! itself; [`run`] opens the boot image, asks vmd, and reports the result

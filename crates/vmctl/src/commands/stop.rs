@@ -1,4 +1,4 @@
-//! `stop [-fw] [id | -a]` and `wait id` (vmctl.md §6.11, §6.12).
+//! `stop [-fw] [id | -a]` and `wait id` (vmctl(8), stop, wait).
 //!
 //! Both print a lead-in without the `vmctl:` prefix and without a newline
 //! (`stopping vm web: `), then the completion text once vmd answers.

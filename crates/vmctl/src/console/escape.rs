@@ -1,4 +1,4 @@
-//! The `~` escapes typed on an interactive console (vmctl.md §6.1).
+//! The `~` escapes typed on an interactive console (vmctl(8), console).
 //!
 //! `~` starts an escape only as the first character of the session or right
 //! after a typed carriage return; the `~` and the character after it are

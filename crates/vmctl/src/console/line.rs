@@ -1,5 +1,5 @@
 //! The VM's console tty as the client holds it: opened exclusively, raw 8N1
-//! with CLOCAL at 115200 bps (linux-mapping.md §5.3), non-blocking so the
+//! with CLOCAL at 115200 bps (docs/lifecycle.md, "The console"), non-blocking so the
 //! relay never stalls on a guest that does not read.
 
 use std::io;

@@ -1,5 +1,5 @@
 //! The built-in console client that replaces `cu -r -l <tty> -s 115200`
-//! (vmctl.md §6.1, linux-mapping.md §5.3, interface.md "Console").
+//! (vmctl(8), console; docs/lifecycle.md, "The console").
 //!
 //! A session opens the VM's tty exclusively, attaches to vmd on a
 //! connection of its own (vmd answers with the output to replay, and tells

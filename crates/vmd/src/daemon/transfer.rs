@@ -1,5 +1,5 @@
-//! `vmctl send` and `vmctl receive` on the daemon's side (vmd.md §12,
-//! docs/send-stream.md).
+//! `vmctl send` and `vmctl receive` on the daemon's side
+//! (docs/send-stream.md).
 //!
 //! Send: the VM process gets vmctl's descriptor and writes the stream to
 //! it itself; vmd only relays the outcome. When the stream is complete the
@@ -29,7 +29,7 @@ use crate::control::Client;
 use crate::events::Event;
 use crate::registry::{MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, VmParams, VmRecord};
 
-/// Largest guest vmctl accepts (vmctl.md, "memory size too large").
+/// Largest guest vmctl accepts (docs/machine.md, "Limits").
 const MAX_MEMORY: u64 = 128 << 30;
 
 /// A received stream whose header checked out, waiting for its VM.

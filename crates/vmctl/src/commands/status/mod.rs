@@ -1,4 +1,4 @@
-//! `status [-r] [id]` and its alias `show` (vmctl.md §6.9), plus the Linux
+//! `status [-r] [id]` and its alias `show` (vmctl(8), status), plus the Linux
 //! extensions `-j`: the same facts as JSON ([`json`]), and `-v`: each
 //! VM's details after the table, or as more JSON members ([`verbose`]).
 
