@@ -9,6 +9,8 @@
 //! narrows itself to its kind ([`confine_thread`]). A system call outside
 //! the filters kills the process with SIGSYS, which vmd reports.
 
+#[cfg(test)]
+mod policy_table;
 mod syscalls;
 
 use std::io;
