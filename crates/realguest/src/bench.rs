@@ -53,13 +53,15 @@ const QEMU_TAP: &str = "rgbench0";
 const QEMU_HOST_IP: &str = "100.127.0.2";
 const QEMU_GUEST_IP: &str = "100.127.0.3";
 const CMDLINE: &str = "console=ttyS0 panic=-1 rg.boot=bench";
+/// Our VM's name.
+pub const VM_NAME: &str = "bench";
 /// Where the runner keeps its images in the outer guest: tmpfs, so the
 /// outer disk's emulation does not weigh on either side.
 const RUN_DIR: &str = "/tmp/bench";
 /// Generous: a nested guest is slow. A boot takes 10-35 s nested; one
 /// that has not reached user space in [`BOOT_TIMEOUT`] is a failed sample.
-const STEP_TIMEOUT: Duration = Duration::from_secs(300);
-const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 /// How long a transfer may take, from the guest's `nc` on.
 const NET_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -176,7 +178,7 @@ pub fn summarize(samples: &[Sample]) -> String {
     out
 }
 
-fn emit(line: &str) {
+pub fn emit(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(format!("@@rg {line}\n").as_bytes());
     let _ = out.flush();
@@ -248,11 +250,24 @@ pub fn dispatch(args: &[String]) -> Option<ExitCode> {
     }
 }
 
-/// `realguest bench [--rounds N] [--vmd-dir DIR] [--fixtures DIR]
-/// [--keep DIR] [--shmem-thp MODE]`, as root: builds the fixtures, runs
-/// the rounds (nested unless `/dev/kvm` is hardware KVM), prints the
-/// samples and the summary.
-fn host(args: &[String]) -> Result<(), String> {
+/// What a host-side run (the benchmark, the soak) needs: the fixtures,
+/// the programs, where its images go, and whether it runs nested.
+pub struct Setup {
+    pub fixtures: PathBuf,
+    /// This build's programs (the harness itself).
+    pub bin_dir: PathBuf,
+    /// The vmd and vmctl run: those built with this harness unless
+    /// `--vmd-dir` names others (a build from before a change, say).
+    pub vmd_dir: PathBuf,
+    pub scratch: PathBuf,
+    pub nested: bool,
+}
+
+/// Builds the fixtures and reads the options both host sides share:
+/// `--fixtures DIR`, `--keep DIR` (default `NAME` next to the programs),
+/// `--vmd-dir DIR`; `VMD_REAL_GUESTS=direct|nested` overrides the choice
+/// of layer.
+pub fn setup(args: &[String], name: &str) -> Result<Setup, String> {
     let fixtures = arg_value(args, "--fixtures").map_or_else(
         || testkit::fixtures::root().join("real-guest"),
         PathBuf::from,
@@ -269,13 +284,9 @@ fn host(args: &[String]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let fixtures = fixtures.as_path();
     let bin_dir = testkit::daemon::bin_dir();
-    let bin_dir = bin_dir.as_path();
-    let scratch =
-        arg_value(args, "--keep").map_or_else(|| bin_dir.join("real-guest-bench"), PathBuf::from);
+    let scratch = arg_value(args, "--keep").map_or_else(|| bin_dir.join(name), PathBuf::from);
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let scratch = scratch.as_path();
     // Hardware KVM: the vendor module is loaded. Else KVM cannot run a
     // stock kernel here and both sides run in the outer guest.
     let nested = match std::env::var("VMD_REAL_GUESTS").ok().as_deref() {
@@ -288,35 +299,52 @@ fn host(args: &[String]) -> Result<(), String> {
                     .any(|m| Path::new("/sys/module").join(m).exists()))
         }
     };
-    let rounds: u32 = arg_value(args, "--rounds")
-        .map(|r| r.parse().map_err(|_| format!("--rounds {r}: not a number")))
-        .transpose()?
-        .unwrap_or(5);
-    // The vmd and vmctl measured: those built with this harness unless
-    // --vmd-dir names others (a build from before a change, say).
-    let vmd_dir = arg_value(args, "--vmd-dir").map_or_else(|| bin_dir.to_path_buf(), PathBuf::from);
-    // shmem_enabled for the guest RAM's memfd (see vmd(8), "Guest memory"):
-    // set in the outer guest as an administrator sets it on a host.
-    let thp = arg_value(args, "--shmem-thp").unwrap_or_else(|| "advise".into());
-    let qemu = which("qemu-system-x86_64")?;
-    let runner_args = format!("--rounds {rounds} --shmem-thp {thp}");
-    println!(
-        "real-guest bench: {rounds} rounds, vmd from {}, shmem_enabled={thp}, {} MiB and 1 vCPU per guest, {}",
-        vmd_dir.display(),
-        MEMORY_MIB,
-        if nested {
+    let vmd_dir = arg_value(args, "--vmd-dir").map_or_else(|| bin_dir.clone(), PathBuf::from);
+    Ok(Setup {
+        fixtures,
+        bin_dir,
+        vmd_dir,
+        scratch,
+        nested,
+    })
+}
+
+impl Setup {
+    /// Where the run happens, for its first line.
+    pub fn layer(&self) -> &'static str {
+        if self.nested {
             "nested in qemu-system-x86_64 -accel tcg -cpu max (emulated SVM)"
         } else {
             "directly on this host's KVM"
         }
-    );
-    let transcript = if nested {
+    }
+
+    /// Runs `realguest SUBCOMMAND --fixtures DIR --bin-dir DIR ARGS` where
+    /// KVM runs whole kernels: in a fresh outer guest (with QEMU and its
+    /// firmware), echoing its `@@rg` lines that start with one of `echo`,
+    /// or right here. Returns the transcript.
+    pub fn run(&self, subcommand: &str, args: &str, echo: &[&str]) -> Result<String, String> {
+        if !self.nested {
+            let out = Command::new(self.bin_dir.join("realguest"))
+                .arg(subcommand)
+                .arg("--fixtures")
+                .arg(&self.fixtures)
+                .arg("--bin-dir")
+                .arg(&self.vmd_dir)
+                .args(args.split_whitespace())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| e.to_string())?;
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let qemu = which("qemu-system-x86_64")?;
+        let scratch = self.scratch.as_path();
         let stage = scratch.join("bench-bin");
         std::fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
         for (name, from) in [
-            ("realguest", bin_dir),
-            ("vmd", &vmd_dir),
-            ("vmctl", &vmd_dir),
+            ("realguest", &self.bin_dir),
+            ("vmd", &self.vmd_dir),
+            ("vmctl", &self.vmd_dir),
         ] {
             std::fs::copy(from.join(name), stage.join(name))
                 .map_err(|e| format!("{}: {e}", from.join(name).display()))?;
@@ -326,35 +354,53 @@ fn host(args: &[String]) -> Result<(), String> {
             programs: vec![qemu],
             files: qemu_firmware(),
             command: Some(format!(
-                "/bin/realguest bench-guest --fixtures {}/fx --bin-dir /bin {runner_args}\n\
+                "/bin/realguest {subcommand} --fixtures {}/fx --bin-dir /bin {args}\n\
                  echo \"@@rg runner-exit $?\"",
                 root.display()
             )),
         };
+        let fixtures = self.fixtures.as_path();
         let initramfs = outer::build_initramfs_with(scratch, &stage, fixtures, root, &payload)?;
         let disk = outer::build_data_disk(scratch, fixtures)?;
-        let t = outer::boot_echoing(
-            scratch,
-            &fixtures.join("bzImage"),
-            &initramfs,
-            &disk,
-            &["bench", "outer", "fatal", "runner-exit"],
-        );
+        let t = outer::boot_echoing(scratch, &fixtures.join("bzImage"), &initramfs, &disk, echo);
         let _ = std::fs::remove_file(&disk);
-        t?
-    } else {
-        let out = Command::new(bin_dir.join("realguest"))
-            .arg("bench-guest")
-            .arg("--fixtures")
-            .arg(fixtures)
-            .arg("--bin-dir")
-            .arg(&vmd_dir)
-            .args(runner_args.split_whitespace())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| e.to_string())?;
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        t
+    }
+}
+
+/// `realguest bench [--rounds N] [--vmd-dir DIR] [--fixtures DIR]
+/// [--keep DIR] [--shmem-thp MODE]`, as root: builds the fixtures, runs
+/// the rounds (nested unless `/dev/kvm` is hardware KVM), prints the
+/// samples and the summary.
+fn host(args: &[String]) -> Result<(), String> {
+    let setup = setup(args, "real-guest-bench")?;
+    let rounds: u32 = arg_value(args, "--rounds")
+        .map(|r| r.parse().map_err(|_| format!("--rounds {r}: not a number")))
+        .transpose()?
+        .unwrap_or(5);
+    // shmem_enabled for the guest RAM's memfd (see vmd(8), "Guest memory"):
+    // set in the outer guest as an administrator sets it on a host.
+    let thp = arg_value(args, "--shmem-thp").unwrap_or_else(|| "advise".into());
+    println!(
+        "real-guest bench: {rounds} rounds, vmd from {}, shmem_enabled={thp}, {} MiB and 1 vCPU per guest, {}",
+        setup.vmd_dir.display(),
+        MEMORY_MIB,
+        setup.layer()
+    );
+    let transcript = setup.run(
+        "bench-guest",
+        &format!("--rounds {rounds} --shmem-thp {thp}"),
+        &["bench", "outer", "fatal", "runner-exit"],
+    );
+    // An outer guest that died still leaves the samples it printed.
+    let (transcript, failure) = match transcript {
+        Ok(t) => (t, None),
+        Err(e) => (
+            std::fs::read_to_string(setup.scratch.join("outer-console.log")).unwrap_or_default(),
+            Some(e),
+        ),
     };
+    let scratch = setup.scratch.as_path();
     std::fs::write(scratch.join("bench-transcript.log"), &transcript).map_err(|e| e.to_string())?;
     let samples: Vec<Sample> = transcript.lines().filter_map(Sample::parse).collect();
     println!();
@@ -363,6 +409,9 @@ fn host(args: &[String]) -> Result<(), String> {
     }
     println!();
     print!("{}", summarize(&samples));
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if samples.is_empty() {
         return Err(format!(
             "no samples (transcript: {})",
@@ -401,17 +450,7 @@ pub fn runner(args: &[String]) -> ExitCode {
             .unwrap_or_default()
             .trim()
     ));
-    // SAFETY: set before any thread is started.
-    unsafe { std::env::set_var("VMD_BIN_DIR", &bin_dir) };
-    let work = PathBuf::from(RUN_DIR);
-    let _ = std::fs::create_dir_all(&work);
-    let daemon = testkit::daemon::TestDaemon::start();
-    let env = Env {
-        daemon,
-        vmctl: PathBuf::from(&bin_dir).join("vmctl"),
-        fixtures: PathBuf::from(fixtures),
-        work,
-    };
+    let env = runner_env(&fixtures, &bin_dir);
     for round in 1..=rounds {
         for side in SIDES {
             let sample = measure(&env, side, round);
@@ -421,6 +460,22 @@ pub fn runner(args: &[String]) -> ExitCode {
     drop(env);
     emit("bench done");
     ExitCode::SUCCESS
+}
+
+/// The runner's vmd (a daemon of its own) and work directory. Call it
+/// before any thread is started: it sets `VMD_BIN_DIR`.
+pub fn runner_env(fixtures: &str, bin_dir: &str) -> Env {
+    // SAFETY: the caller starts no thread before this.
+    unsafe { std::env::set_var("VMD_BIN_DIR", bin_dir) };
+    let work = PathBuf::from(RUN_DIR);
+    let _ = std::fs::create_dir_all(&work);
+    let daemon = testkit::daemon::TestDaemon::start();
+    Env {
+        daemon,
+        vmctl: PathBuf::from(bin_dir).join("vmctl"),
+        fixtures: PathBuf::from(fixtures),
+        work,
+    }
 }
 
 /// Huge pages the outer kernel has handed out (anonymous and shmem), MiB.
@@ -456,13 +511,13 @@ fn measure(env: &Env, side: &str, round: u32) -> Sample {
 }
 
 /// A VM of either side, for as long as it is measured.
-enum Vm<'a> {
+pub enum Vm<'a> {
     Ours(Guest<'a>),
     Qemu(Console),
 }
 
 impl Vm<'_> {
-    fn console(&mut self) -> &mut Console {
+    pub fn console(&mut self) -> &mut Console {
         match self {
             Vm::Ours(g) => &mut g.console,
             Vm::Qemu(c) => c,
@@ -471,37 +526,9 @@ impl Vm<'_> {
 }
 
 fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String> {
-    let disk = env.work.join("disk.raw");
-    let _ = std::fs::remove_file(&disk);
-    sh(&format!("truncate -s {DISK_MIB}M {}", disk.display()))?;
-    let disk = disk.display().to_string();
     let started = Instant::now();
     progress(side, "starting", started);
-    let mut vm = match side {
-        "vmd" => {
-            let args: Vec<String> = [
-                "-b",
-                &env.fixture("bzImage"),
-                "--initrd",
-                &env.fixture("inner.img"),
-                "--cmdline",
-                CMDLINE,
-                "-m",
-                &format!("{MEMORY_MIB}M"),
-                "-p",
-                "1",
-                "-d",
-                &disk,
-                "-r",
-                &env.fixture("data.iso"),
-                "-L",
-            ]
-            .map(String::from)
-            .to_vec();
-            Vm::Ours(Guest::start(env, "bench", &args)?)
-        }
-        _ => Vm::Qemu(start_qemu(env, &disk)?),
-    };
+    let mut vm = start_vm(env, side, false)?;
     let result = (|| {
         vm.console().wait_line("@@guest ready", BOOT_TIMEOUT)?;
         progress(side, "guest ready", started);
@@ -556,7 +583,7 @@ fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String
         // keeps the guest's DHCP client out of what is measured.
         let (host, guest_ip) = match side {
             "vmd" => {
-                let id = env.vm_id("bench").ok_or("the VM is not listed")?;
+                let id = env.vm_id(VM_NAME).ok_or("the VM is not listed")?;
                 (format!("100.64.{id}.2"), format!("100.64.{id}.3"))
             }
             _ => (QEMU_HOST_IP.to_string(), QEMU_GUEST_IP.to_string()),
@@ -581,31 +608,86 @@ fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String
         Ok(())
     })();
     if result.is_err() {
-        // What the guest and vmd showed explains the failure.
-        let text = testkit::daemon::strip_escapes(&vm.console().text());
-        let lines: Vec<&str> = text.lines().collect();
-        for line in &lines[lines.len().saturating_sub(30)..] {
-            emit(&format!("bench log {side} console: {line}"));
+        log_failure(env, side, &mut vm, 30);
+    }
+    stop_vm(env, vm)?;
+    result
+}
+
+/// A fresh empty disk for one boot.
+fn fresh_disk(env: &Env) -> Result<String, String> {
+    let disk = env.work.join("disk.raw");
+    let _ = std::fs::remove_file(&disk);
+    sh(&format!("truncate -s {DISK_MIB}M {}", disk.display()))?;
+    Ok(disk.display().to_string())
+}
+
+/// Starts the benchmark's guest on `side` ("vmd" or "qemu") on a fresh
+/// disk, its console attached. A guest `reboot` restarts it on both
+/// sides when `reboot` holds; else QEMU ends at a reboot (vmd restarts
+/// it, as it does a VM started from the command line).
+pub fn start_vm<'a>(env: &'a Env, side: &str, reboot: bool) -> Result<Vm<'a>, String> {
+    let disk = fresh_disk(env)?;
+    Ok(match side {
+        "vmd" => {
+            let args: Vec<String> = [
+                "-b",
+                &env.fixture("bzImage"),
+                "--initrd",
+                &env.fixture("inner.img"),
+                "--cmdline",
+                CMDLINE,
+                "-m",
+                &format!("{MEMORY_MIB}M"),
+                "-p",
+                "1",
+                "-d",
+                &disk,
+                "-r",
+                &env.fixture("data.iso"),
+                "-L",
+            ]
+            .map(String::from)
+            .to_vec();
+            Vm::Ours(Guest::start(env, VM_NAME, &args)?)
         }
-        if side == "vmd" {
-            let log = env.daemon.log();
-            let lines: Vec<&str> = log.lines().collect();
-            for line in &lines[lines.len().saturating_sub(20)..] {
-                emit(&format!("bench log vmd: {line}"));
-            }
+        _ => Vm::Qemu(start_qemu(env, &disk, reboot)?),
+    })
+}
+
+/// Emits the last `lines` lines of the VM's console and, for ours, of
+/// vmd's log: they explain a failure.
+pub fn log_failure(env: &Env, side: &str, vm: &mut Vm, lines: usize) {
+    let text = testkit::daemon::strip_escapes(&vm.console().text());
+    let all: Vec<&str> = text.lines().collect();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        emit(&format!("bench log {side} console: {line}"));
+    }
+    if side == "vmd" {
+        let log = env.daemon.log();
+        let all: Vec<&str> = log.lines().collect();
+        for line in &all[all.len().saturating_sub(lines)..] {
+            emit(&format!("bench log vmd: {line}"));
         }
     }
+}
+
+/// Ends the VM: ours with `vmctl stop -f`, waiting until it is gone;
+/// QEMU with its process.
+pub fn stop_vm(env: &Env, vm: Vm) -> Result<(), String> {
     match vm {
         Vm::Ours(g) => {
             drop(g);
-            let _ = env.vmctl(&["stop", "-f", "bench"]);
+            let _ = env.vmctl(&["stop", "-f", VM_NAME]);
             env.wait("the bench VM to go", Duration::from_secs(120), || {
-                env.vm_state("bench").is_none_or(|s| s == "stopped")
-            })?;
+                env.vm_state(VM_NAME).is_none_or(|s| s == "stopped")
+            })
         }
-        Vm::Qemu(c) => drop(c),
+        Vm::Qemu(c) => {
+            drop(c);
+            Ok(())
+        }
     }
-    result
 }
 
 fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -622,11 +704,11 @@ fn timed(c: &mut Console, command: &str) -> Result<(f64, String), String> {
 /// QEMU with KVM and the devices vmd gives the guest, its serial console
 /// on a terminal as vmctl's is. [`Console`] runs `PROGRAM console NAME`,
 /// so the program is a script that ignores those words and starts QEMU.
-fn start_qemu(env: &Env, disk: &str) -> Result<Console, String> {
+fn start_qemu(env: &Env, disk: &str, reboot: bool) -> Result<Console, String> {
     let script = env.work.join("qemu-console.sh");
     let command = format!(
         "#!/bin/sh\nexec qemu-system-x86_64 -enable-kvm -cpu host -M pc -m {MEMORY_MIB} -smp 1 \
-         -nodefaults -no-user-config -vga none -display none -monitor none -serial stdio -no-reboot \
+         -nodefaults -no-user-config -vga none -display none -monitor none -serial stdio {no_reboot}\
          -kernel {kernel} -initrd {initrd} -append '{CMDLINE}' \
          -drive file={disk},format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 \
          -netdev tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no \
@@ -636,6 +718,7 @@ fn start_qemu(env: &Env, disk: &str) -> Result<Console, String> {
         kernel = env.fixture("bzImage"),
         initrd = env.fixture("inner.img"),
         iso = env.fixture("data.iso"),
+        no_reboot = if reboot { "" } else { "-no-reboot " },
     );
     std::fs::write(&script, command).map_err(|e| e.to_string())?;
     sh(&format!("chmod 755 {}", script.display()))?;

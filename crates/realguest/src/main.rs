@@ -7,12 +7,16 @@
 //!   exits 1 if any failed.
 //! * `realguest guest --fixtures DIR --work DIR --bin-dir DIR`: the runner
 //!   itself (inside the outer guest, or started by the above).
+//! * `realguest bench ...` and `realguest soak ...`: the benchmark and the
+//!   boot soak (bench/real-guest-bench.sh, bench/real-guest-soak.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use realguest::report::{self, Run, Verdict};
 use realguest::{guest, host_checks, outer, scenarios};
+
+mod soak;
 
 /// Where the scenarios' images live, at the same path on the host and in
 /// the outer guest.
@@ -26,6 +30,9 @@ fn arg_value(args: &[String], flag: &str) -> Option<PathBuf> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = realguest::bench::dispatch(&args) {
+        return code;
+    }
+    if let Some(code) = soak::dispatch(&args) {
         return code;
     }
     if args.first().map(String::as_str) == Some("guest") {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Real-guest boot soak (as root; counted, never asserted, not part of the
+# test suite): the real-guest benchmark's guest (fixture kernel and
+# initramfs, 512 MiB, one vCPU, virtio-blk, -net, -scsi CD, -rng) boots
+# again and again under our vmd and under QEMU with KVM, alternating
+# (vmd, QEMU, vmd, ...). Each try: boot to the guest's "@@guest ready",
+# `reboot -f` in the guest, the next "@@guest ready", 64 MiB written and
+# read with O_DIRECT on /dev/vda, then the VM ends. A try that restarted
+# unasked (a triple fault: the kernel's banner twice, or vmd's log),
+# hung (no "@@guest ready" in 150 s) or whose VM went away counts as a
+# death; the console's and vmd's last lines are kept for each. Where
+# /dev/kvm cannot run a stock kernel (PVM), both sides run inside outer
+# guests under qemu-system-x86_64 -accel tcg -cpu max, --per-outer pairs in
+# each; the count says whether the nested deaths come from the emulation
+# underneath (QEMU's guests die too) or from vmd.
+#
+# Arguments go to `realguest soak`: --pairs N (tries a side, default 20),
+# --per-outer K (pairs per outer guest, default 8; about a minute a pair),
+# --minutes M (start no new outer guest after M minutes), --vmd-dir DIR,
+# --fixtures DIR, --keep DIR (outer images and soak-transcript-N.log).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p vmd -p vmctl -p realguest
+exec ./target/release/realguest soak "$@"

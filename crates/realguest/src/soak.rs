@@ -1,0 +1,443 @@
+//! `realguest soak`: boots the benchmark's guest (see [`bench`]) many
+//! times under our vmd and under QEMU with KVM, alternating, and counts
+//! the boots that die or hang on each side. Nested, an inner guest dies
+//! now and then (a vCPU triple fault with no word from the guest, or a
+//! hang early in boot); the same count for QEMU's own KVM in the same
+//! outer guest says whether the emulation underneath or vmd causes it.
+//! bench/real-guest-soak.sh builds and runs it.
+//!
+//! Each try on a side: start the guest, wait for its `@@guest ready`,
+//! `reboot -f` it and wait for the next boot's `@@guest ready` (a guest
+//! reboot showed hangs before), then write and read 64 MiB with O_DIRECT
+//! on its disk, then end it. A try fails as
+//!
+//! * `reset`: the guest restarted without having been asked (the
+//!   kernel's banner came twice after the last requested restart, or vmd
+//!   logged a triple fault), whether or not it then came up again;
+//! * `hung`: no `@@guest ready` (or the disk command did not finish)
+//!   within the time, with no reset seen;
+//! * `ended`: the VM went away (the console client or QEMU ended);
+//! * `error`: the harness could not start or stop the VM.
+//!
+//! Nested, the tries run in several outer guests (`--per-outer` pairs in
+//! each): an outer guest may run 20 minutes, and one that dies takes only
+//! its own tries with it.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use realguest::arg_value;
+use realguest::bench::{self, Vm};
+use realguest::guest::Env;
+
+/// The kernel's first line, on every boot.
+const BANNER: &str = "Linux version ";
+/// What the kernel prints as it restarts on request.
+const RESTARTING: &str = "reboot: Restarting system";
+/// What vmd logs when a vCPU triple-faults (crates/vmm, vcpu.rs).
+const TRIPLE_FAULT: &str = "triple fault";
+/// The disk command run after the reboot.
+const WORK: &str = "dd if=/dev/zero of=/dev/vda bs=1M count=64 oflag=direct 2>/dev/null && \
+                    dd if=/dev/vda of=/dev/null bs=1M count=64 iflag=direct 2>/dev/null";
+
+/// The `soak` and `soak-guest` subcommands; `None` for any other.
+pub fn dispatch(args: &[String]) -> Option<ExitCode> {
+    match args.first().map(String::as_str) {
+        Some("soak") => Some(match host(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("realguest soak: {e}");
+                ExitCode::FAILURE
+            }
+        }),
+        Some("soak-guest") => Some(runner(args)),
+        _ => None,
+    }
+}
+
+/// One try's result, as the runner reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Try {
+    pub side: String,
+    pub n: u32,
+    /// `ok`, `reset`, `hung`, `ended` or `error`.
+    pub outcome: String,
+    /// Where it failed: `boot`, `reboot`, `disk`, or `-`.
+    pub phase: String,
+    /// The rest: times, unexpected restarts, the console's last line.
+    pub notes: Vec<(String, String)>,
+}
+
+impl Try {
+    pub fn to_line(&self) -> String {
+        let mut line = format!(
+            "soak try side={} n={} outcome={} phase={}",
+            self.side, self.n, self.outcome, self.phase
+        );
+        for (k, v) in &self.notes {
+            let v: String = v
+                .chars()
+                .filter(|c| !c.is_control())
+                .map(|c| if c.is_whitespace() { '_' } else { c })
+                .collect();
+            line.push_str(&format!(" {k}={}", if v.is_empty() { "-" } else { &v }));
+        }
+        line
+    }
+
+    pub fn parse(line: &str) -> Option<Try> {
+        let body = line.split_once("@@rg soak try ")?.1;
+        let mut t = Try {
+            side: String::new(),
+            n: 0,
+            outcome: String::new(),
+            phase: String::new(),
+            notes: Vec::new(),
+        };
+        for word in body.split_whitespace() {
+            let (k, v) = word.split_once('=')?;
+            match k {
+                "side" => t.side = v.into(),
+                "n" => t.n = v.parse().ok()?,
+                "outcome" => t.outcome = v.into(),
+                "phase" => t.phase = v.into(),
+                _ => t.notes.push((k.into(), v.into())),
+            }
+        }
+        (!t.side.is_empty() && !t.outcome.is_empty()).then_some(t)
+    }
+
+    fn note(&self, key: &str) -> &str {
+        self.notes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Unrequested restarts in a console transcript: the kernel banners after
+/// the last requested restart, less the one boot expected there.
+pub fn unrequested_restarts(console: &str) -> usize {
+    let since = console
+        .rfind(RESTARTING)
+        .map_or(console, |at| &console[at..]);
+    since.matches(BANNER).count().saturating_sub(1)
+}
+
+/// Per side: tries, and how many ended each way.
+pub fn summarize(tries: &[Try]) -> String {
+    let outcomes = ["ok", "reset", "hung", "ended", "error"];
+    let mut out = format!("{:<6} {:>6}", "side", "tries");
+    for o in outcomes {
+        out.push_str(&format!(" {o:>6}"));
+    }
+    out.push_str(&format!(" {:>16}\n", "median boot (s)"));
+    for side in bench::SIDES {
+        let mine: Vec<&Try> = tries.iter().filter(|t| t.side == side).collect();
+        out.push_str(&format!("{side:<6} {:>6}", mine.len()));
+        for o in outcomes {
+            out.push_str(&format!(
+                " {:>6}",
+                mine.iter().filter(|t| t.outcome == o).count()
+            ));
+        }
+        let mut boots: Vec<f64> = mine
+            .iter()
+            .filter_map(|t| t.note("boot_s").parse().ok())
+            .collect();
+        let median = bench::median(&mut boots).map_or("-".into(), |m| format!("{m:.1}"));
+        out.push_str(&format!(" {median:>16}\n"));
+    }
+    out
+}
+
+/// `realguest soak [--pairs N] [--per-outer K] [--minutes M]
+/// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
+fn host(args: &[String]) -> Result<(), String> {
+    let setup = bench::setup(args, "real-guest-soak")?;
+    let number = |flag: &str, default: u32| -> Result<u32, String> {
+        arg_value(args, flag)
+            .map(|v| v.parse().map_err(|_| format!("{flag} {v}: not a number")))
+            .transpose()
+            .map(|v| v.unwrap_or(default))
+    };
+    let pairs = number("--pairs", 20)?;
+    // About a minute a pair nested: an outer guest has 20.
+    let per_outer = number("--per-outer", 8)?.max(1);
+    let minutes = number("--minutes", 0)?;
+    let budget = (minutes > 0).then(|| Duration::from_secs(u64::from(minutes) * 60));
+    println!(
+        "real-guest soak: {pairs} tries a side (vmd, QEMU, vmd, ...), vmd from {}, {}",
+        setup.vmd_dir.display(),
+        setup.layer()
+    );
+    let started = Instant::now();
+    let mut tries: Vec<Try> = Vec::new();
+    let mut outer_failures = Vec::new();
+    let mut first = 1;
+    let mut batch = 0;
+    while first <= pairs {
+        if budget.is_some_and(|b| started.elapsed() >= b) {
+            println!("real-guest soak: --minutes {minutes} spent; stopping before try {first}");
+            break;
+        }
+        batch += 1;
+        let count = per_outer.min(pairs - first + 1);
+        let transcript = setup.run(
+            "soak-guest",
+            &format!("--first {first} --pairs {count}"),
+            &["soak try", "outer", "fatal", "runner-exit"],
+        );
+        // An outer guest that died still leaves the tries it reported.
+        let transcript = match transcript {
+            Ok(t) => t,
+            Err(e) => {
+                println!("real-guest soak: outer guest {batch}: {e}");
+                outer_failures.push(e);
+                std::fs::read_to_string(setup.scratch.join("outer-console.log")).unwrap_or_default()
+            }
+        };
+        std::fs::write(
+            setup.scratch.join(format!("soak-transcript-{batch}.log")),
+            &transcript,
+        )
+        .map_err(|e| e.to_string())?;
+        tries.extend(transcript.lines().filter_map(Try::parse));
+        first += count;
+    }
+    println!();
+    for t in tries.iter().filter(|t| t.outcome != "ok") {
+        println!("{}", t.to_line());
+    }
+    println!();
+    print!("{}", summarize(&tries));
+    println!(
+        "outer guests: {batch}, of which {} ended abnormally; transcripts in {}",
+        outer_failures.len(),
+        setup.scratch.display()
+    );
+    Ok(())
+}
+
+/// The runner: `realguest soak-guest --fixtures DIR --bin-dir DIR
+/// --first N --pairs K`, where KVM runs whole kernels.
+fn runner(args: &[String]) -> ExitCode {
+    let (Some(fixtures), Some(bin_dir)) =
+        (arg_value(args, "--fixtures"), arg_value(args, "--bin-dir"))
+    else {
+        eprintln!("usage: realguest soak-guest --fixtures DIR --bin-dir DIR --first N --pairs K");
+        return ExitCode::from(2);
+    };
+    let number = |flag: &str| arg_value(args, flag).and_then(|v| v.parse::<u32>().ok());
+    let first = number("--first").unwrap_or(1);
+    let pairs = number("--pairs").unwrap_or(1);
+    let env = bench::runner_env(&fixtures, &bin_dir);
+    for n in first..first + pairs {
+        for side in bench::SIDES {
+            let t = one(&env, side, n);
+            bench::emit(&t.to_line());
+        }
+    }
+    drop(env);
+    bench::emit("soak done");
+    ExitCode::SUCCESS
+}
+
+/// How a try failed: its outcome word, its phase, what it met.
+struct Failure {
+    outcome: &'static str,
+    phase: &'static str,
+    what: String,
+}
+
+/// One try on `side`.
+fn one(env: &Env, side: &str, n: u32) -> Try {
+    let mut t = Try {
+        side: side.into(),
+        n,
+        outcome: "ok".into(),
+        phase: "-".into(),
+        notes: Vec::new(),
+    };
+    let faults_before = env.daemon.log().matches(TRIPLE_FAULT).count();
+    let started = Instant::now();
+    let mut vm = match bench::start_vm(env, side, true) {
+        Ok(vm) => vm,
+        Err(e) => {
+            t.outcome = "error".into();
+            t.phase = "start".into();
+            t.notes.push(("what".into(), e));
+            return t;
+        }
+    };
+    let result = steps(&mut vm, &mut t, started);
+    let faults = env.daemon.log().matches(TRIPLE_FAULT).count() - faults_before;
+    let console = testkit::daemon::strip_escapes(&vm.console().text());
+    let restarts = unrequested_restarts(&console);
+    t.notes.push(("restarts".into(), restarts.to_string()));
+    if side == "vmd" {
+        t.notes.push(("triple_faults".into(), faults.to_string()));
+    }
+    let failure = match result {
+        // A restart nobody asked for that the guest got over is still a
+        // death.
+        Ok(()) if restarts > 0 || faults > 0 => Some(Failure {
+            outcome: "reset",
+            phase: "-",
+            what: "restarted unasked, then came up".into(),
+        }),
+        Ok(()) => None,
+        Err(mut f) => {
+            if restarts > 0 || faults > 0 {
+                f.outcome = "reset";
+            }
+            Some(f)
+        }
+    };
+    if let Some(f) = failure {
+        t.outcome = f.outcome.into();
+        t.phase = f.phase.into();
+        let last = console
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(160)
+            .collect::<String>();
+        t.notes.push(("last".into(), last));
+        t.notes
+            .push(("what".into(), f.what.chars().take(300).collect()));
+        bench::emit(&format!("soak log {side} try {n}: {}", f.what));
+        bench::log_failure(env, side, &mut vm, 60);
+    }
+    if let Err(e) = bench::stop_vm(env, vm) {
+        bench::emit(&format!("soak log {side} try {n}: stopping: {e}"));
+    }
+    t
+}
+
+/// Boot, reboot, disk: records the times in `t`.
+fn steps(vm: &mut Vm, t: &mut Try, started: Instant) -> Result<(), Failure> {
+    let ready = |vm: &mut Vm, phase: &'static str| -> Result<String, Failure> {
+        vm.console()
+            .wait_line("@@guest ready", bench::BOOT_TIMEOUT)
+            .map_err(|e| Failure {
+                outcome: if vm.console().attached() {
+                    "hung"
+                } else {
+                    "ended"
+                },
+                phase,
+                what: e,
+            })
+    };
+    let first = ready(vm, "boot")?;
+    t.notes.push((
+        "boot_s".into(),
+        format!("{:.1}", started.elapsed().as_secs_f64()),
+    ));
+    // Let the shell print its prompt before anything is typed.
+    std::thread::sleep(Duration::from_secs(1));
+    vm.console().skip_seen();
+    vm.console().type_raw(b"reboot -f\r").map_err(|e| Failure {
+        outcome: "ended",
+        phase: "reboot",
+        what: e.to_string(),
+    })?;
+    let rebooted = Instant::now();
+    let deadline = rebooted + bench::BOOT_TIMEOUT;
+    loop {
+        if let Vm::Ours(g) = vm
+            && !g.console.attached()
+        {
+            // vmd restarts the VM; its console comes back with it.
+            let _ = g.reattach();
+            if !g.console.attached() {
+                if Instant::now() >= deadline {
+                    return Err(Failure {
+                        outcome: "ended",
+                        phase: "reboot",
+                        what: "the console did not come back".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        }
+        let line = ready(vm, "reboot")?;
+        // A console attached anew replays the first boot's line.
+        if line != first {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure {
+                outcome: "hung",
+                phase: "reboot",
+                what: "no second boot".into(),
+            });
+        }
+    }
+    t.notes.push((
+        "reboot_s".into(),
+        format!("{:.1}", rebooted.elapsed().as_secs_f64()),
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    vm.console()
+        .run_ok(WORK, bench::STEP_TIMEOUT)
+        .map_err(|e| Failure {
+            outcome: "hung",
+            phase: "disk",
+            what: e,
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_count_banners_after_the_last_requested_restart() {
+        let one = "Linux version 6.1\n@@guest ready\n";
+        assert_eq!(unrequested_restarts(one), 0);
+        let rebooted = format!("{one}# reboot -f\n[ 9.1] {RESTARTING}\n{one}");
+        assert_eq!(unrequested_restarts(&rebooted), 0);
+        // A triple fault resets the guest without the kernel's word.
+        let reset = format!("{rebooted}Linux version 6.1\n");
+        assert_eq!(unrequested_restarts(&reset), 1);
+        assert_eq!(
+            unrequested_restarts("Linux version 6.1\nLinux version 6.1\n"),
+            1
+        );
+    }
+
+    #[test]
+    fn try_lines_round_trip_and_count() {
+        let t = Try {
+            side: "vmd".into(),
+            n: 3,
+            outcome: "hung".into(),
+            phase: "reboot".into(),
+            notes: vec![
+                ("boot_s".into(), "12.5".into()),
+                ("last".into(), "[ 0.0] Early memory node ranges".into()),
+            ],
+        };
+        let line = format!("x @@rg {}", t.to_line());
+        let back = Try::parse(&line).unwrap();
+        assert_eq!(back.note("last"), "[_0.0]_Early_memory_node_ranges");
+        assert_eq!((back.side.as_str(), back.n), ("vmd", 3));
+        let ok = Try {
+            side: "qemu".into(),
+            outcome: "ok".into(),
+            ..t.clone()
+        };
+        let table = summarize(&[back, ok]);
+        let vmd = table.lines().find(|l| l.starts_with("vmd")).unwrap();
+        let fields: Vec<&str> = vmd.split_whitespace().collect();
+        assert_eq!(fields[..7], ["vmd", "1", "0", "0", "1", "0", "0"]);
+        assert_eq!(fields[7], "12.5");
+    }
+}
