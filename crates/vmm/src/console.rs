@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-/// Console history kept for replay (interface.md: at least 64 KiB).
+/// Console history kept for replay (vmctl(8), console: at least 64 KiB).
 pub const HISTORY: usize = 64 * 1024;
 
 struct Ring {

@@ -1,5 +1,5 @@
 //! The CPUID a guest sees: what KVM supports on this host, minus what vmm(4)
-//! hides from its guests (linux-mapping.md §2.4), with the topology of this
+//! hides from its guests (docs/machine.md, "CPUs"), with the topology of this
 //! VM's vCPUs.
 //!
 //! The local APIC stays visible (KVM emulates one per vCPU and the IOAPIC
@@ -102,7 +102,7 @@ const POWER_EDX_INVARIANT_TSC: u32 = bit(8);
 const EXT8_EBX_SPEC_CTRL: u32 =
     bit(12) | bit(14) | bit(15) | bit(16) | bit(17) | bit(18) | bit(24) | bit(25) | bit(26);
 
-/// KVM's paravirtual leaves (linux-mapping.md §2.4): the signature, and
+/// KVM's paravirtual leaves (docs/machine.md, "CPUs"): the signature, and
 /// the features a guest may use. kvmclock with the stable bit gives Linux
 /// guests a clock that does not drift; the rest are handled inside KVM
 /// and cost the VMM nothing. Asynchronous page faults are left out: they

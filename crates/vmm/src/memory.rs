@@ -1,4 +1,4 @@
-//! Guest physical memory: the layout of vmd.md §8.2, backed by one memfd.
+//! Guest physical memory: the layout of docs/machine.md, "Memory map", backed by one memfd.
 //!
 //! | range                   | kind     |
 //! |-------------------------|----------|
@@ -36,7 +36,7 @@ pub const PCI_HOLE_START: u64 = 0xF000_0000;
 /// larger than 4 MiB).
 pub const BIOS_AREA_START: u64 = 0xFFC0_0000;
 pub const BIOS_AREA_SIZE: u64 = 4 * MIB;
-/// Largest firmware image (interface.md).
+/// Largest firmware image (docs/machine.md, "Boot").
 pub const MAX_BIOS_SIZE: u64 = 16 * MIB;
 pub const FOUR_GIB: u64 = 4 * GIB;
 
@@ -91,7 +91,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Computes the map of vmd.md §8.2 for `memory` bytes (a MiB multiple,
+    /// Computes the map of docs/machine.md, "Memory map" for `memory` bytes (a MiB multiple,
     /// at least 1 MiB).
     pub fn new(memory: u64) -> Layout {
         Layout::with_bios_size(memory, 0)

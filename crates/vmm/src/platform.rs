@@ -19,7 +19,7 @@ pub const LAPIC_ADDR: u32 = 0xfee0_0000;
 /// The version KVM's local APIC reports.
 pub const LAPIC_VERSION: u8 = 0x14;
 
-/// PCI function `slot` raises INTA on `irq` (vmd.md §8.5).
+/// PCI function `slot` raises INTA on `irq` (docs/machine.md, "PCI devices").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciInterrupt {
     pub slot: u8,

@@ -149,7 +149,7 @@ pub fn run(channel: Channel, hooks: ProcessHooks) -> i32 {
     finish(&vm, &channel, reason)
 }
 
-/// Confines the process as vmd asked (vmd.md §2: the VM process runs as
+/// Confines the process as vmd asked (docs/architecture.md, "Three kinds of process": the VM process runs as
 /// the unprivileged user, with nothing it does not need).
 fn confine(launch: &proto::vmchannel::VmLaunch) -> Result<(), LaunchError> {
     let Some(identity) = &launch.sandbox else {

@@ -20,7 +20,7 @@ pub struct VcpuContext {
     pub lifecycle: Arc<Lifecycle>,
 }
 
-/// The x86 state at power-on for firmware boot (vmd.md §8.4): real mode at
+/// The x86 state at power-on for firmware boot (docs/machine.md, "Boot"): real mode at
 /// F000:FFF0 with CS based at 0xF0000, where the firmware's reset vector
 /// lives in its copy below 1 MiB.
 pub fn set_reset_state(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {

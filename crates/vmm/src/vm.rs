@@ -519,7 +519,7 @@ impl Vm {
         self.vcpus.len()
     }
 
-    /// Asks the guest to shut down (vmd.md §6.6): through vmmci when its
+    /// Asks the guest to shut down (docs/lifecycle.md, "Stop, reboot and the end of a VM"): through vmmci when its
     /// driver runs (the VM then ends when the guest reboots or a vmmci
     /// timer runs out) and with the ACPI power button when the guest
     /// listens for it (the VM ends when the guest enters S5, or after
@@ -571,7 +571,7 @@ impl Vm {
         }
     }
 
-    /// Parks every vCPU and freezes the guest clock (vmd.md §6.7).
+    /// Parks every vCPU and freezes the guest clock (docs/lifecycle.md, "Pause").
     pub fn pause(&self) {
         if self.lifecycle.is_paused() {
             return;
@@ -935,7 +935,7 @@ struct OpenNic {
     boot_rom: Option<Vec<u8>>,
 }
 
-/// The NICs of the launch description with their taps (vmd.md §9): the
+/// The NICs of the launch description with their taps (docs/networking.md): the
 /// DHCP responder of a local interface leases the guest its address.
 fn open_nics(launch: &VmLaunch, files: Vec<NicFiles>) -> Result<Vec<OpenNic>, LaunchError> {
     let net_boot = launch.boot_device == Some(BootDevice::Net);
@@ -1002,7 +1002,7 @@ struct PciDevices {
     cdrom_slot: Option<usize>,
 }
 
-/// Bus 0 and the devices in its slots, in vmd's order (vmd.md §8.5): host
+/// Bus 0 and the devices in its slots, in vmd's order (docs/machine.md, "PCI devices"): host
 /// bridge, entropy, network interfaces, disks, CD-ROM, vmmci. Each device
 /// that interrupts takes the next IRQ of the PCI list.
 fn pci_devices(
@@ -1103,7 +1103,7 @@ fn pci_devices(
     })
 }
 
-/// fw_cfg `bootorder` for a boot device override (vmd.md §8.4): the BIOS
+/// fw_cfg `bootorder` for a boot device override (docs/machine.md, "Boot"): the BIOS
 /// tries only the named device. SeaBIOS prints PCI slots in hex.
 ///
 /// For the CD, SeaBIOS names target 0 by the LUN number REPORT LUNS

@@ -12,7 +12,7 @@ fn platform() -> Platform {
         cpus: 4,
         cpu_signature: 0,
         cpu_features: 0,
-        // Slots 1..=10 take vmd's IRQ list in order (vmd.md §8.5).
+        // Slots 1..=10 take vmd's IRQ list in order (docs/machine.md, "PCI devices").
         pci_interrupts: [3u8, 5, 6, 7, 9, 10, 11, 12, 14, 15]
             .iter()
             .enumerate()

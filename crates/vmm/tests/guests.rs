@@ -387,8 +387,8 @@ nl: db 13, 10, 0
     ));
     assert_eq!(field(&out, "id"), "06660b5d");
     assert_eq!(&field(&out, "class")[..4], "0600");
-    // The entropy device comes right after the host bridge (vmd.md
-    // §8.5): 1af4:1044, class 08/80 revision 1, subsystem 0b5d:0004.
+    // The entropy device comes right after the host bridge (docs/machine.md,
+    // "PCI devices"): 1af4:1044, class 08/80 revision 1, subsystem 0b5d:0004.
     assert_eq!(field(&out, "slot1"), "10441af4");
     assert_eq!(field(&out, "slot1class"), "08800001");
     assert_eq!(field(&out, "slot1sub"), "00040b5d");

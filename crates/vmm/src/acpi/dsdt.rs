@@ -2,7 +2,7 @@
 //!
 //! - `\_SB.PCI0`: the PCI root bridge on bus 0, its I/O and MMIO windows,
 //!   and `_PRT`, which routes each present function's INTA to the fixed
-//!   IRQ it was given (vmd.md §8.5). The routing comes from the bus as
+//!   IRQ it was given (docs/machine.md, "PCI devices"). The routing comes from the bus as
 //!   built, so new devices need no edit here. Entries name the GSI
 //!   directly (no link devices): the IRQs never move.
 //! - `\_SB.COM1`: the 16550 at 0x3F8, IRQ 4.

@@ -1,4 +1,4 @@
-//! Firmware boot (vmd.md §8.4): the image ends at 4 GiB and its last
+//! Firmware boot (docs/machine.md, "Boot"): the image ends at 4 GiB and its last
 //! 384 KiB (or all of it, if smaller) also end at 1 MiB, where a PC's
 //! firmware and option ROMs live; the vCPU starts at the reset vector.
 

@@ -1,6 +1,6 @@
 //! What `-b` (or the default firmware) hands the VM, and how it is loaded.
 //!
-//! The image's kind is recognised from its contents (interface.md):
+//! The image's kind is recognised from its contents (docs/direct-boot.md):
 //!
 //! | image | path | file |
 //! |---|---|---|
@@ -8,7 +8,7 @@
 //! | Linux bzImage with a protected-mode entry | the VMM is the boot loader: `boot_params`, 64-bit (or 32-bit) entry | bzimage.rs |
 //! | bzImage without one (iPXE's `.lkrn`) | firmware first, then the kernel's real-mode setup code through an option ROM | realmode.rs |
 //! | ELF with a PVH note (Linux `vmlinux`) | 32-bit PVH entry with `hvm_start_info` | pvh.rs |
-//! | other ELF (OpenBSD), optionally gzip'ed | vmd's boot loader convention (vmd.md §8.4) | openbsd.rs |
+//! | other ELF (OpenBSD), optionally gzip'ed | vmd's boot loader convention (docs/machine.md, "Boot") | openbsd.rs |
 //!
 //! Direct boots also get the platform tables in memory (tables.rs);
 //! firmware boots get them through fw_cfg.
@@ -41,7 +41,7 @@ use initrd::Initrd;
 /// Largest image accepted after decompression.
 pub const MAX_IMAGE: u64 = 256 * 1024 * 1024;
 
-/// The kinds of boot image, recognised from their contents (interface.md).
+/// The kinds of boot image, recognised from their contents (docs/direct-boot.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageKind {
     /// A firmware image placed below 4 GiB.

@@ -1,5 +1,5 @@
 //! OpenBSD kernels (and any ELF kernel without a PVH note), booted the way
-//! vmd's built-in loader does it (vmd.md §8.4), so a kernel that boots
+//! vmd's built-in loader does it (docs/machine.md, "Boot"), so a kernel that boots
 //! under vmd boots here:
 //!
 //! - program segments at their physical address masked to 256 MiB, BSS
@@ -360,7 +360,7 @@ fn record(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
     out.resize(out.len() + padded - data.len(), 0);
 }
 
-/// The boot-argument page's contents (vmd.md §8.4).
+/// The boot-argument page's contents (docs/machine.md, "Boot").
 pub fn boot_arguments(layout: &Layout, boot_mac: Option<[u8; 6]>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut map = Vec::new();

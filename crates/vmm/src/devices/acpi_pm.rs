@@ -1,5 +1,5 @@
 //! ACPI fixed hardware: the PM1a event and control blocks and the PM timer
-//! the FADT points at, at 0x600–0x60B (free in vmd.md §8.3's port map).
+//! the FADT points at, at 0x600–0x60B (free in the port map of docs/machine.md, "Legacy devices").
 //! Every address, bit and value the ACPI tables publish about this
 //! hardware is defined here, so tables and device cannot drift apart.
 //!

@@ -3,7 +3,7 @@
 //!
 //! The clock follows host wall-clock time plus whatever offset the guest
 //! sets; the memory-size bytes tell firmware how much RAM there is
-//! (vmd.md §8.2). Update, alarm and periodic flags are derived from the
+//! (docs/machine.md, "Memory map"). Update, alarm and periodic flags are derived from the
 //! host clock whenever they are looked at, so the guest sees them in
 //! register C whether or not it enabled their interrupts; the interrupt
 //! itself is raised by [`run_timer`].

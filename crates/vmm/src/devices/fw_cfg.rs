@@ -1,4 +1,4 @@
-//! QEMU's firmware configuration interface (vmd.md §8.6), the way SeaBIOS
+//! QEMU's firmware configuration interface (docs/machine.md, "fw_cfg"), the way SeaBIOS
 //! learns the memory map, CPU count, boot order and serial console.
 //!
 //! Ports: 0x510 selector (16-bit write), 0x511 data (byte reads), and the

@@ -1,4 +1,4 @@
-//! vmmci, the VMM control interface (vmd.md §7): how vmd asks an OpenBSD
+//! vmmci, the VMM control interface (docs/machine.md, "vmmci"): how vmd asks an OpenBSD
 //! guest to shut down or reboot, how such a guest announces its own
 //! power-off, and how it learns that the host clock jumped.
 //!
@@ -127,7 +127,7 @@ pub struct VmmciHandle {
     shared: Arc<Shared>,
 }
 
-/// The device's PCI identity (vmd.md §7).
+/// The device's PCI identity (docs/machine.md, "vmmci").
 pub fn identity() -> Identity {
     Identity {
         vendor: 0x0b5d,

@@ -1,5 +1,5 @@
-//! What a VM process may still do once it runs guest code (vmd.md §2,
-//! linux-mapping.md §4): nothing but serve its VM.
+//! What a VM process may still do once it runs guest code (docs/architecture.md,
+//! "Three kinds of process"; SECURITY.md): nothing but serve its VM.
 //!
 //! Before building the VM, with every host resource already open, the
 //! process locks itself in: no core dumps and no ptrace by its peers,

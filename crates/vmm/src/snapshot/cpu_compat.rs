@@ -1,5 +1,5 @@
 //! Can this host continue a guest that saw a given CPUID? The rules of
-//! vmd.md §12, applied to what KVM can offer here
+//! docs/send-stream.md, "CPU compatibility", applied to what KVM can offer here
 //! (`KVM_GET_SUPPORTED_CPUID`): the same vendor and at least as many basic
 //! leaves; every feature bit the guest saw among the feature leaves is one
 //! KVM supports, or one this VMM sets itself and would set here too; XSAVE

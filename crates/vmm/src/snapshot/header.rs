@@ -91,7 +91,7 @@ impl Header {
     }
 
     /// Refuses a host whose KVM cannot give the guest every CPU feature it
-    /// has seen (vmd.md §12).
+    /// has seen (docs/send-stream.md, "CPU compatibility").
     pub fn check_host(&self, host: &CpuId) -> Result<(), StreamError> {
         let guest: Vec<kvm_cpuid_entry2> = self.cpuid.iter().map(|e| e.0).collect();
         cpu_compat::check(&guest, host.as_slice()).map_err(StreamError::Incompatible)

@@ -62,7 +62,7 @@ impl BarRange {
     }
 }
 
-/// First port vmd hands out (vmd.md §8.5: BARs from 0x1000, in order).
+/// First port vmd hands out (docs/machine.md, "PCI devices": BARs from 0x1000, in order).
 pub const IO_ALLOCATION_START: u64 = 0x1000;
 
 /// Memory BARs stay below the IOAPIC and LAPIC pages.

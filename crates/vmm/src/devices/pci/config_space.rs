@@ -5,7 +5,7 @@
 //! back) yields its size mask with no special case, unimplemented BARs read
 //! 0, and read-only identity registers stay intact. The interrupt-line
 //! register is read-only here: it holds the IRQ the device really uses
-//! (vmd.md §8.5 keeps IRQs fixed), which stock SeaBIOS would otherwise
+//! (docs/machine.md, "PCI devices" keeps IRQs fixed), which stock SeaBIOS would otherwise
 //! overwrite with "unknown" on a host bridge it does not recognise.
 //!
 //! BARs and capabilities are declared by the device at creation; the

@@ -1,4 +1,4 @@
-//! Slot 0: vmd's host bridge, 0b5d:0666 (vmd.md §8.5).
+//! Slot 0: vmd's host bridge, 0b5d:0666 (docs/machine.md, "PCI devices").
 //!
 //! Stock SeaBIOS does not know this bridge; it then warns that no QEMU
 //! northbridge was found and carries on as on QEMU, which is all we need:

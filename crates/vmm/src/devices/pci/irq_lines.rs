@@ -1,4 +1,4 @@
-//! The ISA IRQs PCI devices raise (vmd.md §8.5): taken in order from
+//! The ISA IRQs PCI devices raise (docs/machine.md, "PCI devices"): taken in order from
 //! 3, 5, 6, 7, 9, 10, 11, 12, 14, 15, one per device that needs one, and
 //! marked level-triggered in the PIC's edge/level control registers.
 //!

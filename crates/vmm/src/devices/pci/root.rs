@@ -5,7 +5,7 @@
 //! The root also owns BAR decoding: after every configuration write it
 //! compares what the device decodes now with what is on the port and MMIO
 //! buses and moves the ranges, so firmware and guests may relocate BARs
-//! (vmd.md §8.5) and devices re-register their ioeventfds.
+//! (docs/machine.md, "PCI devices") and devices re-register their ioeventfds.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -143,7 +143,7 @@ impl PciRoot {
 
     /// The INTx routing of the bus as the platform tables describe it:
     /// every function that declares an interrupt pin, with the IRQ its
-    /// interrupt-line register holds (fixed at creation, vmd.md §8.5).
+    /// interrupt-line register holds (fixed at creation, docs/machine.md, "PCI devices").
     pub fn interrupts(&self) -> Vec<PciInterrupt> {
         self.slots
             .iter()

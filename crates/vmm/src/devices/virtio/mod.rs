@@ -1,4 +1,4 @@
-//! virtio 1.x devices (vmd.md §8.7): the device models and the PCI
+//! virtio 1.x devices (docs/machine.md, "virtio devices"): the device models and the PCI
 //! transport that carries them.
 //!
 //! * [`VirtioDevice`]: what a device model provides: its type, features,
@@ -39,12 +39,12 @@ use virtio_queue::Queue;
 use crate::devices::persist::Persist;
 use crate::memory::GuestMemoryMmap;
 
-/// Largest queue a driver may choose (vmd.md §10, "virtio queue max").
+/// Largest queue a driver may choose (docs/machine.md, "Limits").
 pub const MAX_QUEUE_SIZE: u16 = 1024;
 
 /// Features every device of this project offers: modern only, indirect
-/// descriptors and event-idx notification suppression (linux-mapping.md
-/// §10 item 10).
+/// descriptors and event-idx notification suppression (docs/machine.md,
+/// "virtio devices").
 pub const TRANSPORT_FEATURES: u64 =
     1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX;
 

@@ -1,5 +1,5 @@
-//! virtio-rng (vmd.md §8.7 "viornd"): the guest's buffers filled with
-//! the host kernel's randomness (`getrandom(2)`, linux-mapping.md §6.2).
+//! virtio-rng (docs/machine.md, "virtio devices"): the guest's buffers filled with
+//! the host kernel's randomness (`getrandom(2)`, docs/machine.md, "virtio devices").
 //!
 //! Rationed so that a guest cannot make the host spend its time here: a
 //! token bucket of [`RATE`] bytes a second, holding up to [`BURST`].
@@ -51,7 +51,7 @@ pub const MAX_WAIT: Duration = Duration::from_millis(20);
 const MAX_DESCRIPTORS: usize = QUEUE_SIZE as usize;
 
 /// PCI class 08/80 (system peripheral, other) and subsystem 0004
-/// (vmd.md §8.5).
+/// (docs/machine.md, "PCI devices").
 pub fn pci_identity() -> crate::devices::pci::Identity {
     super::pci::identity(DEVICE_TYPE, 0x08, 0x80, 0x0004)
 }

@@ -1,5 +1,5 @@
-//! virtio-blk (vmd.md §8.7 "vioblk", with the features linux-mapping.md
-//! §10 item 10 asks for): a disk image from the `disk` crate as a block
+//! virtio-blk (docs/machine.md, "virtio devices", with the features this project
+//! adds): a disk image from the `disk` crate as a block
 //! device.
 //!
 //! * [`device`]: identity, features, configuration space, activation.
@@ -38,7 +38,7 @@ pub const MAX_RANGE_SECTORS: u32 = 1 << 22;
 /// The 20-byte serial number answered to GET_ID.
 pub const ID_BYTES: usize = 20;
 
-/// PCI class 01/00 (mass storage, SCSI) and subsystem 0002 (vmd.md §8.5).
+/// PCI class 01/00 (mass storage, SCSI) and subsystem 0002 (docs/machine.md, "PCI devices").
 pub fn pci_identity() -> crate::devices::pci::Identity {
     crate::devices::virtio::pci::identity(DEVICE_TYPE, 0x01, 0x00, 0x0002)
 }

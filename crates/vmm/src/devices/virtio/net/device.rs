@@ -31,7 +31,7 @@ pub struct NetConfig {
     pub name: String,
     pub tap: File,
     pub guest_mac: [u8; 6],
-    /// `locked lladdr` (vmd.md §9.5).
+    /// `locked lladdr` (docs/machine.md, "The network device").
     pub locked: bool,
     /// Local interface: the DHCP responder's lease.
     pub lease: Option<Lease>,

@@ -1,5 +1,5 @@
 //! The virtio-net header and the rules a frame must follow to pass
-//! (virtio 1.x §5.1.6, vmd.md §9.3 and §9.5).
+//! (virtio 1.x §5.1.6; docs/machine.md, "The network device").
 //!
 //! Every frame between guest and tap carries a 12-byte
 //! `virtio_net_hdr_v1` in front; the tap speaks the same header, so a

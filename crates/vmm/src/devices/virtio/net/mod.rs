@@ -1,5 +1,5 @@
-//! virtio-net (vmd.md §8.7 "vionet", §9; with the offloads of
-//! linux-mapping.md §10 item 10): one tap as a network device.
+//! virtio-net (docs/machine.md, "virtio devices" and "The network device";
+//! docs/networking.md): one tap as a network device.
 //!
 //! * [`device`]: identity, features, configuration space (the MAC),
 //!   activation (the tap's offloads follow what the driver accepted).
@@ -29,7 +29,7 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const RX: usize = 0;
 pub const TX: usize = 1;
 
-/// PCI class 08/80 and subsystem 0001, as vmd has it (vmd.md §8.5).
+/// PCI class 08/80 and subsystem 0001, as vmd has it (docs/machine.md, "PCI devices").
 pub fn pci_identity() -> crate::devices::pci::Identity {
     crate::devices::virtio::pci::identity(DEVICE_TYPE, 0x08, 0x80, 0x0001)
 }

@@ -160,7 +160,7 @@ fn send(h: &mut NetHandler, chain: &ReadableChain, sent: &mut Tally) -> Sent {
 fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
     NetStats::add(&h.stats.tx_dropped, 1);
     if why == frame::Refused::Locked {
-        // vmd's words for a spoofed source (vmd.md §9.5).
+        // vmd's words for a spoofed source (docs/machine.md, "The network device").
         h.dropped("transmitted", "bad source address");
     } else {
         h.dropped("transmitted", why);

@@ -1,5 +1,5 @@
-//! Where things are in a virtio-pci device: vmd's BAR0 layout (vmd.md
-//! §8.5: common configuration at 0x000, notification at 0x100 with
+//! Where things are in a virtio-pci device: vmd's BAR0 layout (docs/machine.md,
+//! "PCI devices": common configuration at 0x000, notification at 0x100 with
 //! multiplier 0, ISR at 0x200, device configuration at 0x300, in a 4 KiB
 //! port I/O BAR), the MSI-X BAR this project adds, and the vendor
 //! capabilities that tell the driver so (virtio 1.x §4.1.4).

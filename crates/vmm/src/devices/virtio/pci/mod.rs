@@ -35,7 +35,7 @@ use crate::irq_routing::GsiRouter;
 use crate::lifecycle::Lifecycle;
 use crate::memory::GuestMemoryMmap;
 
-/// vmd's subsystem vendor (vmd.md §8.5).
+/// vmd's subsystem vendor (docs/machine.md, "PCI devices").
 pub const SUBSYSTEM_VENDOR: u16 = 0x0b5d;
 const VIRTIO_VENDOR: u16 = 0x1af4;
 const MODERN_DEVICE_ID_BASE: u16 = 0x1040;

@@ -18,7 +18,7 @@ use super::unit::CdRom;
 use super::{DEVICE_TYPE, MAX_TRANSFER_BLOCKS, QUEUE_SIZE, SEG_MAX};
 use crate::devices::virtio::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice};
 
-/// The configuration structure's length (vmd.md §8.5: 36).
+/// The configuration structure's length (36 bytes, as vmd has it).
 pub const CONFIG_LEN: usize = 36;
 /// Offsets of the two fields the driver may write.
 const SENSE_SIZE_AT: usize = 20;

@@ -1,4 +1,4 @@
-//! virtio-scsi with one read-only CD-ROM (vmd.md §8.7 "vioscsi"): the
+//! virtio-scsi with one read-only CD-ROM (docs/machine.md, "virtio devices"): the
 //! VM's ISO image as an MMC drive at target 0, LUN 0.
 //!
 //! * [`device`]: identity, configuration space, activation.
@@ -17,8 +17,8 @@
 //! * [`driver`]: a driver without a guest, for tests and fuzzing.
 //!
 //! Only target 0, LUN 0 exists, and the configuration says so. A command
-//! for any other address is answered BAD_TARGET, as vmd does (vmd.md
-//! §8.7); task management for another LUN of target 0 INCORRECT_LUN.
+//! for any other address is answered BAD_TARGET, as vmd does (docs/machine.md,
+//! "virtio devices"); task management for another LUN of target 0 INCORRECT_LUN.
 //! What the unit does not implement ends in CHECK CONDITION with ILLEGAL
 //! REQUEST sense (INVALID COMMAND OPERATION CODE, or INVALID FIELD IN CDB
 //! pointing at the field), where vmd completes it without data.
@@ -54,7 +54,7 @@ pub const SEG_MAX: u32 = 126;
 /// IN CDB, as SBC-3 asks of a transfer above the maximum.
 pub const MAX_TRANSFER_BLOCKS: u32 = 16384;
 
-/// PCI class 01/00 (mass storage, SCSI) and subsystem 0008 (vmd.md §8.5).
+/// PCI class 01/00 (mass storage, SCSI) and subsystem 0008 (docs/machine.md, "PCI devices").
 pub fn pci_identity() -> crate::devices::pci::Identity {
     crate::devices::virtio::pci::identity(DEVICE_TYPE, 0x01, 0x00, 0x0008)
 }
