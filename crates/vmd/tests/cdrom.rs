@@ -107,7 +107,7 @@ fn iso_images_that_are_missing_or_not_files_are_refused() {
     assert_eq!(
         stderr(&out),
         format!(
-            "vmctl: specified iso image is not a regular file: {}: not a regular file\n",
+            "vmctl: specified iso image is not a regular file: {}: a directory, not a regular file\n",
             dir.path().display()
         )
     );

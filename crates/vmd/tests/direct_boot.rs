@@ -329,7 +329,8 @@ fn kernel_argument_errors_are_clear() {
 
     assert_eq!(
         fail(&["start", "-b", BIOS, "--cmdline", "console=ttyS0", "a"]),
-        "vmctl: command line and initrd need a Linux kernel booted with -b\n"
+        "vmctl: command line and initrd need a Linux kernel booted with -b: \
+         a BIOS image takes no command line or initrd\n"
     );
     let long = "x".repeat(3000);
     assert_eq!(
@@ -341,7 +342,8 @@ fn kernel_argument_errors_are_clear() {
             &long,
             "b"
         ]),
-        "vmctl: kernel command line longer than the kernel accepts\n"
+        "vmctl: kernel command line longer than the kernel accepts: \
+         command line is 3000 bytes, this kernel accepts at most 2047\n"
     );
     assert!(
         daemon
@@ -359,9 +361,12 @@ fn kernel_argument_errors_are_clear() {
             path_str(scratch.path()),
             "c"
         ]),
-        "vmctl: could not open initrd\n"
+        format!(
+            "vmctl: could not open initrd: {}: a directory, not a regular file\n",
+            scratch.path().display()
+        )
     );
-    assert!(daemon.log().contains("is not a regular file"));
+    assert!(daemon.log().contains("a directory, not a regular file"));
     // 300 MiB do not fit above the kernel in 256 MiB. The file is sparse:
     // it is never read.
     let big = scratch.join("big.img");
@@ -380,7 +385,8 @@ fn kernel_argument_errors_are_clear() {
             "256M",
             "d"
         ]),
-        "vmctl: initrd does not fit in guest memory\n"
+        "vmctl: initrd does not fit in guest memory: initrd of 314572800 bytes \
+         does not fit in guest memory between 0x3e00000 and 0x10000000\n"
     );
     assert!(
         daemon
