@@ -183,6 +183,43 @@ fn overlay_writes_leave_the_base_untouched() {
     assert!(info.contains("backing file format: qcow2"), "{info}");
 }
 
+/// A v2 image (compat=0.10) has no zero clusters: a discard in an overlay
+/// cannot simply deallocate, or the base's older data would show through
+/// where the guest wrote (and then discarded) its own.
+#[test]
+fn v2_overlay_discards_never_let_the_base_show_through() {
+    let dir = tempdir();
+    let base = path_in(&dir, "base.raw");
+    let mut model = write_reference(&base, 8 << 20, 17);
+    let top = path_in(&dir, "top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10,cluster_size=65536",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        top.to_str().unwrap(),
+    ]);
+    let backend = open(&top, DiskFormat::Qcow2, Access::ReadWrite);
+    // Whole clusters written, then discarded: they must read as zeros.
+    let data = pattern(99, 4 * 65536);
+    backend.write_at(&data, 65536).unwrap();
+    model[65536..5 * 65536].copy_from_slice(&data);
+    backend.discard(65536, 4 * 65536).unwrap();
+    model[65536..5 * 65536].fill(0);
+    let mut back = vec![0xaa; 4 * 65536];
+    backend.read_at(&mut back, 65536).unwrap();
+    assert!(back.iter().all(|&b| b == 0), "the base shows through");
+    random_ops(backend.as_ref(), &mut model, 18, 300);
+    drop(backend);
+    check_against_model(&dir, &top, DiskFormat::Qcow2, &model);
+}
+
 #[test]
 fn requests_past_the_end_and_writes_to_read_only_images_fail() {
     let dir = tempdir();

@@ -186,6 +186,16 @@ pub fn fmt_scaled(number: i64) -> String {
 mod tests {
     use super::*;
 
+    /// At 100 and above the fraction is not printed but rounds the whole
+    /// number: exactly .5 rounds up, as OpenBSD's fmt_scaled does.
+    #[test]
+    fn a_half_rounds_up_at_a_hundred_and_above() {
+        assert_eq!(fmt_scaled(100 * 1024 + 512), "101K");
+        assert_eq!(fmt_scaled(-(100 * 1024 + 512)), "-101K");
+        assert_eq!(fmt_scaled(100 * 1024 + 460), "100K");
+        assert_eq!(fmt_scaled(99 * 1024 + 512), "99.5K");
+    }
+
     #[test]
     fn spec_examples_parse() {
         let cases: &[(&str, i64)] = &[

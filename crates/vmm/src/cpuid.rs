@@ -666,6 +666,7 @@ mod tests {
         assert_eq!(e[1].ecx, LEAF7_ECX_KEPT);
         assert_eq!(e[1].ebx & bit(16), 0, "AVX-512F hidden");
         assert_eq!(e[2].edx & EXT_EDX_RDTSCP, 0);
+        assert_eq!(e[2].ecx & EXT_ECX_SVM, 0, "SVM hidden, as VMX is");
         // AMD's copies of leaf 1 EDX bits: hidden ones hidden here too.
         assert_eq!(e[2].edx & (EDX_MCE | EDX_MTRR | EDX_MCA), 0);
         assert_ne!(e[2].edx & bit(0), 0, "FPU's copy stays");
