@@ -79,13 +79,15 @@ keywords! {
     Vm = b"vm",
 }
 
-/// The Linux extensions' words (`cpus`, `cmdline`, `initrd`): recognised
-/// by position and not reserved, so that every file the reference accepts
-/// still parses.
+/// The Linux extensions' words (`cpus`, `cmdline`, `initrd`, `user-data`,
+/// `ssh-key`): recognised by position and not reserved, so that every
+/// file the reference accepts still parses.
 pub(crate) const CPUS: &str = "cpus";
 pub(crate) const CMDLINE: &str = "cmdline";
 pub(crate) const INITRD: &str = "initrd";
-pub(crate) const EXTENSION_WORDS: &[&str] = &[CPUS, CMDLINE, INITRD];
+pub(crate) const USER_DATA: &str = "user-data";
+pub(crate) const SSH_KEY: &str = "ssh-key";
+pub(crate) const EXTENSION_WORDS: &[&str] = &[CPUS, CMDLINE, INITRD, USER_DATA, SSH_KEY];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TokenKind {

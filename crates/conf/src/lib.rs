@@ -44,8 +44,10 @@
 //!   `switch name too long: N` and `switch "…" defined more than once`
 //!   (when registering), `invalid staggered start parallel|delay: N`, and
 //!   for the Linux extensions `invalid number of cpus: N`, `cpus|cmdline|
-//!   initrd specified more than once`, `initrd path not found: E`.
-//! * `cpus`, `cmdline`, `initrd` (and the `allow instance` flag `cpus`) are
+//!   initrd|user-data|ssh-key specified more than once`, `initrd|user-data|
+//!   ssh-key path not found: E`.
+//! * `cpus`, `cmdline`, `initrd`, `user-data`, `ssh-key` (and the `allow
+//!   instance` flag `cpus`) are
 //!   recognised by position, not reserved, so every file the reference
 //!   accepts still parses.
 //! * `disk` accepts vmctl's `raw:`/`qcow2:` prefixes; `format` wins over a
@@ -97,8 +99,8 @@ use parser::{Mode, Parser};
 /// `size` included although nothing uses them.
 pub const RESERVED_WORDS: &[&str] = lexer::RESERVED_WORDS;
 
-/// The words of the Linux extensions (`cpus`, `cmdline`, `initrd`), which
-/// are not reserved.
+/// The words of the Linux extensions (`cpus`, `cmdline`, `initrd`,
+/// `user-data`, `ssh-key`), which are not reserved.
 pub const EXTENSION_WORDS: &[&str] = lexer::EXTENSION_WORDS;
 
 /// The configuration file vmd reads when not given `-f`.

@@ -283,6 +283,13 @@ pub struct Vm {
     /// `initrd "…"` (Linux extension): canonical path of an initial
     /// ramdisk for a direct kernel boot.
     pub initrd: Option<String>,
+    /// `user-data "…"` (Linux extension): canonical path of the
+    /// cloud-init user-data vmd gives the guest (docs/cloud-init.md); read
+    /// when the VM starts.
+    pub user_data: Option<String>,
+    /// `ssh-key "…"` (Linux extension): canonical path of an SSH public
+    /// key for the guest's default user, through cloud-init.
+    pub ssh_key: Option<String>,
     /// `cdrom <path>`, stored as written (opened at start).
     pub cdrom: Option<String>,
     /// `disk` statements in guest order: canonical path and format.

@@ -666,6 +666,8 @@ impl<'h> Parser<'h> {
             boot_device: None,
             cmdline: None,
             initrd: None,
+            user_data: None,
+            ssh_key: None,
             cdrom: None,
             disks: Vec::new(),
             interfaces: Vec::new(),
@@ -849,6 +851,27 @@ impl<'h> Parser<'h> {
                     Ok(path) => vm.initrd = Some(path),
                     Err(err) => {
                         let message = format!("initrd path not found: {}", error_text(&err));
+                        return Err(self.fail(line, message));
+                    }
+                }
+            }
+            TokenKind::Str(word) if word == lexer::USER_DATA || word == lexer::SSH_KEY => {
+                self.next();
+                let (path, line) = self.string()?;
+                let slot = if word == lexer::USER_DATA {
+                    &mut vm.user_data
+                } else {
+                    &mut vm.ssh_key
+                };
+                if slot.is_some() {
+                    return Err(self.fail(token.line, format!("{word} specified more than once")));
+                }
+                // Resolved now, for an early error; the file is read
+                // when the VM starts (vmd checks its contents then).
+                match self.host.canonicalize(&path) {
+                    Ok(path) => *slot = Some(path),
+                    Err(err) => {
+                        let message = format!("{word} path not found: {}", error_text(&err));
                         return Err(self.fail(line, message));
                     }
                 }

@@ -766,6 +766,24 @@ fn linux_extension_errors() {
         vm_errors("\tinitrd /boot/initrd.img\n\tinitrd /boot/initrd.img"),
         ["vm.conf:4: initrd specified more than once"]
     );
+    assert_eq!(
+        vm_errors("\tuser-data /missing"),
+        ["vm.conf:3: user-data path not found: No such file or directory"]
+    );
+    assert_eq!(
+        vm_errors("\tssh-key /missing.pub"),
+        ["vm.conf:3: ssh-key path not found: No such file or directory"]
+    );
+    assert_eq!(
+        vm_errors("\tuser-data /var/vm/user-data\n\tuser-data /var/vm/user-data"),
+        ["vm.conf:4: user-data specified more than once"]
+    );
+    assert_eq!(
+        vm_errors("\tssh-key /var/vm/id_ed25519.pub\n\tssh-key /var/vm/id_ed25519.pub"),
+        ["vm.conf:4: ssh-key specified more than once"]
+    );
+    assert_eq!(vm_errors("\tuser-data"), ["vm.conf:3: syntax error"]);
+    assert_eq!(vm_errors("\tssh-key 3"), ["vm.conf:3: syntax error"]);
 }
 
 #[test]

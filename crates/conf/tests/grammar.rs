@@ -640,6 +640,29 @@ fn linux_extensions() {
 }
 
 #[test]
+fn cloud_init_files() {
+    let vm = vm(
+        "vm \"c\" {\n\tdisk /var/vm/a.img\n\tuser-data \"/var/vm/user-data\"\n\tssh-key /var/vm/id_ed25519.pub\n}\n",
+    );
+    assert_eq!(vm.user_data.as_deref(), Some("/var/vm/user-data"));
+    assert_eq!(vm.ssh_key.as_deref(), Some("/var/vm/id_ed25519.pub"));
+    let vm = vm_with("\tuser-data /var/vm/user-data");
+    assert_eq!(vm.user_data.as_deref(), Some("/var/vm/user-data"));
+    assert_eq!(vm.ssh_key, None);
+    assert_eq!(vm_with("").user_data, None);
+    // Not reserved words elsewhere: a macro and a VM may be named so.
+    let config = config(
+        "key = \"/var/vm/id_ed25519.pub\"\nvm \"user-data\" {\n\tdisk /var/vm/a.img\n\tssh-key $key\n}\nvm \"ssh-key\" {\n\tdisk /var/vm/a.img\n}\n",
+    );
+    assert_eq!(config.vms[0].name, "user-data");
+    assert_eq!(
+        config.vms[0].ssh_key.as_deref(),
+        Some("/var/vm/id_ed25519.pub")
+    );
+    assert_eq!(config.vms[1].name, "ssh-key");
+}
+
+#[test]
 fn sev() {
     assert!(vm_with("\tsev").sev);
 }

@@ -14,6 +14,8 @@ pub fn host() -> MemoryHost {
         .file("/bsd.rd", "ramdisk kernel")
         .file("/boot/vmlinuz", "linux")
         .file("/boot/initrd.img", "initrd")
+        .file("/var/vm/user-data", "#cloud-config\n")
+        .file("/var/vm/id_ed25519.pub", "ssh-ed25519 AAAA me@host\n")
         .file("/var/vm/a.img", "raw data")
         .file("/var/vm/b.img", "raw data")
         .file("/var/vm/c.img", "raw data")
