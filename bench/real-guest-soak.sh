@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real-guest boot soak (as root; counted, never asserted, not part of the
 # test suite): the real-guest benchmark's guest (fixture kernel and
-# initramfs, 512 MiB, one vCPU, virtio-blk, -net, -scsi CD, -rng) boots
-# again and again under our vmd and under QEMU with KVM, alternating
+# initramfs, 512 MiB, one vCPU unless --cpus, virtio-blk, -net, -scsi CD,
+# -rng) boots again and again under our vmd and under QEMU with KVM, alternating
 # (vmd, QEMU, vmd, ...). Each try: boot to the guest's "@@guest ready",
 # `reboot -f` in the guest, the next "@@guest ready", 64 MiB written and
 # read with O_DIRECT on /dev/vda, then the VM ends. A try that restarted
@@ -16,7 +16,8 @@
 #
 # Arguments go to `realguest soak`: --pairs N (tries a side, default 20),
 # --per-outer K (pairs per outer guest, default 8; about a minute a pair),
-# --minutes M (start no new outer guest after M minutes), --vmd-dir DIR,
+# --minutes M (start no new outer guest after M minutes), --cpus C (vCPUs
+# a guest, default 1, as the benchmark's), --vmd-dir DIR,
 # --fixtures DIR, --keep DIR (outer images and soak-transcript-N.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -528,7 +528,7 @@ impl Vm<'_> {
 fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String> {
     let started = Instant::now();
     progress(side, "starting", started);
-    let mut vm = start_vm(env, side, false)?;
+    let mut vm = start_vm(env, side, false, 1)?;
     let result = (|| {
         vm.console().wait_line("@@guest ready", BOOT_TIMEOUT)?;
         progress(side, "guest ready", started);
@@ -625,9 +625,10 @@ fn fresh_disk(env: &Env) -> Result<String, String> {
 /// Starts the benchmark's guest on `side` ("vmd" or "qemu") on a fresh
 /// disk, its console attached. A guest `reboot` restarts it on both
 /// sides when `reboot` holds; else QEMU ends at a reboot (vmd restarts
-/// it, as it does a VM started from the command line).
-pub fn start_vm<'a>(env: &'a Env, side: &str, reboot: bool) -> Result<Vm<'a>, String> {
+/// it, as it does a VM started from the command line). `cpus` vCPUs.
+pub fn start_vm<'a>(env: &'a Env, side: &str, reboot: bool, cpus: u32) -> Result<Vm<'a>, String> {
     let disk = fresh_disk(env)?;
+    let cpus = cpus.to_string();
     Ok(match side {
         "vmd" => {
             let args: Vec<String> = [
@@ -640,7 +641,7 @@ pub fn start_vm<'a>(env: &'a Env, side: &str, reboot: bool) -> Result<Vm<'a>, St
                 "-m",
                 &format!("{MEMORY_MIB}M"),
                 "-p",
-                "1",
+                &cpus,
                 "-d",
                 &disk,
                 "-r",
@@ -651,7 +652,7 @@ pub fn start_vm<'a>(env: &'a Env, side: &str, reboot: bool) -> Result<Vm<'a>, St
             .to_vec();
             Vm::Ours(Guest::start(env, VM_NAME, &args)?)
         }
-        _ => Vm::Qemu(start_qemu(env, &disk, reboot)?),
+        _ => Vm::Qemu(start_qemu(env, &disk, reboot, &cpus)?),
     })
 }
 
@@ -704,10 +705,10 @@ fn timed(c: &mut Console, command: &str) -> Result<(f64, String), String> {
 /// QEMU with KVM and the devices vmd gives the guest, its serial console
 /// on a terminal as vmctl's is. [`Console`] runs `PROGRAM console NAME`,
 /// so the program is a script that ignores those words and starts QEMU.
-fn start_qemu(env: &Env, disk: &str, reboot: bool) -> Result<Console, String> {
+fn start_qemu(env: &Env, disk: &str, reboot: bool, cpus: &str) -> Result<Console, String> {
     let script = env.work.join("qemu-console.sh");
     let command = format!(
-        "#!/bin/sh\nexec qemu-system-x86_64 -enable-kvm -cpu host -M pc -m {MEMORY_MIB} -smp 1 \
+        "#!/bin/sh\nexec qemu-system-x86_64 -enable-kvm -cpu host -M pc -m {MEMORY_MIB} -smp {cpus} \
          -nodefaults -no-user-config -vga none -display none -monitor none -serial stdio {no_reboot}\
          -kernel {kernel} -initrd {initrd} -append '{CMDLINE}' \
          -drive file={disk},format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 \

@@ -151,7 +151,7 @@ pub fn summarize(tries: &[Try]) -> String {
     out
 }
 
-/// `realguest soak [--pairs N] [--per-outer K] [--minutes M]
+/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C]
 /// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
 fn host(args: &[String]) -> Result<(), String> {
     let setup = bench::setup(args, "real-guest-soak")?;
@@ -165,9 +165,10 @@ fn host(args: &[String]) -> Result<(), String> {
     // About a minute a pair nested: an outer guest has 20.
     let per_outer = number("--per-outer", 8)?.max(1);
     let minutes = number("--minutes", 0)?;
+    let cpus = number("--cpus", 1)?.max(1);
     let budget = (minutes > 0).then(|| Duration::from_secs(u64::from(minutes) * 60));
     println!(
-        "real-guest soak: {pairs} tries a side (vmd, QEMU, vmd, ...), vmd from {}, {}",
+        "real-guest soak: {pairs} tries a side (vmd, QEMU, vmd, ...), {cpus} vCPU(s) a guest, vmd from {}, {}",
         setup.vmd_dir.display(),
         setup.layer()
     );
@@ -185,7 +186,7 @@ fn host(args: &[String]) -> Result<(), String> {
         let count = per_outer.min(pairs - first + 1);
         let transcript = setup.run(
             "soak-guest",
-            &format!("--first {first} --pairs {count}"),
+            &format!("--first {first} --pairs {count} --cpus {cpus}"),
             &["soak try", "outer", "fatal", "runner-exit"],
         );
         // An outer guest that died still leaves the tries it reported.
@@ -225,16 +226,19 @@ fn runner(args: &[String]) -> ExitCode {
     let (Some(fixtures), Some(bin_dir)) =
         (arg_value(args, "--fixtures"), arg_value(args, "--bin-dir"))
     else {
-        eprintln!("usage: realguest soak-guest --fixtures DIR --bin-dir DIR --first N --pairs K");
+        eprintln!(
+            "usage: realguest soak-guest --fixtures DIR --bin-dir DIR --first N --pairs K [--cpus C]"
+        );
         return ExitCode::from(2);
     };
     let number = |flag: &str| arg_value(args, flag).and_then(|v| v.parse::<u32>().ok());
     let first = number("--first").unwrap_or(1);
     let pairs = number("--pairs").unwrap_or(1);
+    let cpus = number("--cpus").unwrap_or(1);
     let env = bench::runner_env(&fixtures, &bin_dir);
     for n in first..first + pairs {
         for side in bench::SIDES {
-            let t = one(&env, side, n);
+            let t = one(&env, side, n, cpus);
             bench::emit(&t.to_line());
         }
     }
@@ -251,7 +255,7 @@ struct Failure {
 }
 
 /// One try on `side`.
-fn one(env: &Env, side: &str, n: u32) -> Try {
+fn one(env: &Env, side: &str, n: u32, cpus: u32) -> Try {
     let mut t = Try {
         side: side.into(),
         n,
@@ -261,7 +265,7 @@ fn one(env: &Env, side: &str, n: u32) -> Try {
     };
     let faults_before = env.daemon.log().matches(TRIPLE_FAULT).count();
     let started = Instant::now();
-    let mut vm = match bench::start_vm(env, side, true) {
+    let mut vm = match bench::start_vm(env, side, true, cpus) {
         Ok(vm) => vm,
         Err(e) => {
             t.outcome = "error".into();
