@@ -99,7 +99,10 @@ fn format_image(
 
 /// Creates a qcow2 overlay of `size` bytes whose backing file is `base`,
 /// stored in the header exactly as given, with backing format qcow2. The
-/// base is not opened here; see [`base_image_size`].
+/// base is not opened here; see [`base_image_size`]. `size` may exceed
+/// the base's: what lies past the base's end reads as zeros until it is
+/// written, and is then allocated in the overlay like any other cluster
+/// (qemu reads such an overlay the same way).
 pub fn create_overlay(path: &Path, base: &str, size: u64) -> io::Result<()> {
     let file = create_file(path)?;
     let result = (|| {

@@ -165,8 +165,10 @@ fn parse_disk_size(word: &str, report: &mut dyn Report) -> Result<u64, Failed> {
     Ok(rounded)
 }
 
-/// `-b base`: a qcow2 overlay; its size is the base's unless `-s` says
-/// the same.
+/// `-b base`: a qcow2 overlay; its size is the base's unless `-s` asks
+/// for more. A larger overlay is a Linux extension (vmctl(8), create):
+/// past the end of the base it reads as zeros, so a small base image
+/// gives a larger disk without being copied.
 fn create_overlay(
     disk: &Path,
     base: &str,
@@ -191,10 +193,17 @@ fn create_overlay(
         }
         Err(BaseError::Invalid(err)) => return fail(report, &err.to_string()),
     };
-    if size.is_some_and(|size| size != base_size) {
-        return fail(report, "base size does not match requested size");
+    let size = size.unwrap_or(base_size);
+    if size < base_size {
+        return fail(
+            report,
+            &format!(
+                "size cannot be smaller than base image size ({})",
+                scaled::fmt_scaled(base_size as i64)
+            ),
+        );
     }
-    if let Err(err) = disk::create_overlay(disk, base, base_size) {
+    if let Err(err) = disk::create_overlay(disk, base, size) {
         return fail(
             report,
             &with_strerror("create imagefile operation failed", &err),

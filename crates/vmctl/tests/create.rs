@@ -298,10 +298,12 @@ fn overlays_on_a_base() {
         1,
         "vmctl: base image is not a qcow2 file\n",
     );
+    // Smaller than the base is refused; larger is an extension (see
+    // overlays_larger_than_the_base).
     expect(
-        &["-b", "base.qcow2", "-s", "2M", &dir.arg("vm/o3.qcow2")],
+        &["-b", "base.qcow2", "-s", "1M", &dir.arg("vm/o3.qcow2")],
         1,
-        "vmctl: base size does not match requested size\n",
+        "vmctl: size cannot be smaller than base image size (1.5M)\n",
     );
     expect(
         &["-b", "missing.qcow2", &dir.arg("vm/o4.qcow2")],
@@ -332,6 +334,169 @@ fn overlays_on_a_base() {
     assert!(
         info.contains(&format!("backing file: {}", dir.arg("vm/b2.qcow2"))),
         "{info}"
+    );
+}
+
+/// The whole virtual disk of `path` as our disk layer reads it.
+fn read_through_our_backend(path: &Path) -> Vec<u8> {
+    let backend = disk::ImageChain::open(path, disk::DiskFormat::Qcow2, disk::Access::ReadOnly)
+        .and_then(|chain| chain.into_backend())
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut data = vec![0u8; backend.size() as usize];
+    backend.read_at(&mut data, 0).unwrap();
+    data
+}
+
+/// qemu-io commands on a qcow2 image; a failed pattern check fails.
+fn qemu_io(path: &Path, commands: &[&str]) {
+    let mut args = vec!["-f", "qcow2"];
+    for c in commands {
+        args.extend(["-c", c]);
+    }
+    args.push(path.to_str().unwrap());
+    let out = Command::new("qemu-io").args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-io {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `-b` with a larger `-s` (a Linux extension): the overlay has the size
+/// asked for, the base shows through up to its end and zeros follow, and
+/// qemu-img agrees; what is written past the base's end lands in the
+/// overlay. `-i` with a larger `-s` grows a copy of it the same way.
+#[test]
+fn overlays_larger_than_the_base() {
+    let dir = Dir::new();
+    let base_data = half_sparse_raw(&dir.path("base.raw"), 3 << 20);
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "qcow2",
+        &dir.arg("base.raw"),
+        &dir.arg("base.qcow2"),
+    ]);
+    let base_before = std::fs::read(dir.path("base.qcow2")).unwrap();
+
+    expect(
+        &["-b", "base.qcow2", "-s", "6M", &dir.arg("over.qcow2")],
+        0,
+        "vmctl: qcow2 imagefile created\n",
+    );
+    let over = dir.path("over.qcow2");
+    let info = qemu_img(&["info", "--output=json", &dir.arg("over.qcow2")]);
+    assert!(info.contains("\"virtual-size\": 6291456"), "{info}");
+    assert!(
+        info.contains("\"backing-filename\": \"base.qcow2\""),
+        "{info}"
+    );
+    qemu_img(&["check", &dir.arg("over.qcow2")]);
+
+    // qemu's reading of the overlay, flattened by qemu-img itself.
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-O",
+        "raw",
+        &dir.arg("over.qcow2"),
+        &dir.arg("flat.raw"),
+    ]);
+    let flat = std::fs::read(dir.path("flat.raw")).unwrap();
+    assert_eq!(flat.len(), 6 << 20);
+    assert!(flat[..3 << 20] == base_data[..], "the base shows through");
+    assert!(
+        flat[3 << 20..].iter().all(|&b| b == 0),
+        "zeros past the base"
+    );
+    qemu_img(&[
+        "compare",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        &dir.arg("over.qcow2"),
+        &dir.arg("flat.raw"),
+    ]);
+    assert!(read_through_our_backend(&over) == flat, "our reading");
+
+    // Writes past the base's end (one straddling it) through our backend.
+    let mut want = flat.clone();
+    {
+        let backend =
+            disk::ImageChain::open(&over, disk::DiskFormat::Qcow2, disk::Access::ReadWrite)
+                .and_then(|chain| chain.into_backend())
+                .unwrap();
+        for (offset, len, byte) in [
+            (4_195_304u64, 70_000usize, 0x5a),
+            ((3 << 20) - 512, 1024, 0xa5),
+        ] {
+            backend.write_at(&vec![byte; len], offset).unwrap();
+            want[offset as usize..offset as usize + len].fill(byte);
+        }
+        backend.flush().unwrap();
+    }
+    assert!(
+        read_through_our_backend(&over) == want,
+        "our reading after writes"
+    );
+    qemu_img(&["check", &dir.arg("over.qcow2")]);
+    qemu_io(
+        &over,
+        &[
+            "read -P 0 3146240 1049064",
+            "read -P 0x5a 4195304 70000",
+            "read -P 0 4265304 2026152",
+            "read -P 0xa5 3145216 1024",
+        ],
+    );
+    assert!(
+        std::fs::read(dir.path("base.qcow2")).unwrap() == base_before,
+        "the base changed"
+    );
+
+    // -s smaller than the base.
+    expect(
+        &["-b", "base.qcow2", "-s", "2M", &dir.arg("small.qcow2")],
+        1,
+        "vmctl: size cannot be smaller than base image size (3.0M)\n",
+    );
+    assert!(!dir.path("small.qcow2").exists());
+
+    // -i with a larger -s: a flattened copy with zeros after the overlay.
+    expect(
+        &[
+            "-i",
+            &dir.arg("over.qcow2"),
+            "-s",
+            "10M",
+            &dir.arg("big.qcow2"),
+        ],
+        0,
+        "vmctl: qcow2 imagefile created\n",
+    );
+    let info = qemu_img(&["info", "--output=json", &dir.arg("big.qcow2")]);
+    assert!(info.contains("\"virtual-size\": 10485760"), "{info}");
+    assert!(!info.contains("backing-filename"), "{info}");
+    qemu_img(&["check", &dir.arg("big.qcow2")]);
+    qemu_img(&[
+        "compare",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        &dir.arg("big.qcow2"),
+        &dir.arg("over.qcow2"),
+    ]);
+    let big = read_through_our_backend(&dir.path("big.qcow2"));
+    assert!(big[..6 << 20] == want[..], "the copy");
+    assert!(
+        big[6 << 20..].iter().all(|&b| b == 0),
+        "zeros past the copy"
     );
 }
 
