@@ -172,8 +172,10 @@ fn numeric_ipv6_error(text: &str) -> String {
         unsafe { libc::freeaddrinfo(result) };
         return "invalid format".to_string();
     }
-    // SAFETY: gai_strerror returns a static NUL-terminated string.
-    unsafe { CStr::from_ptr(libc::gai_strerror(err)) }
+    // SAFETY: gai_strerror takes any code and returns a pointer.
+    let text = unsafe { libc::gai_strerror(err) };
+    // SAFETY: that pointer is to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .into_owned()
 }

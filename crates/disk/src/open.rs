@@ -49,10 +49,12 @@ pub fn check_opened(file: &File, expect: Expect) -> io::Result<()> {
     // SAFETY: F_GETFL and F_SETFL on a descriptor `file` owns take no
     // pointers.
     let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: as above.
-    if flags < 0
-        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
-    {
+    let set = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+    if set < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

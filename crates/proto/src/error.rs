@@ -220,16 +220,17 @@ pub fn error_text(err: &std::io::Error) -> String {
 
 /// The C library's message for `errno`.
 pub fn strerror(errno: i32) -> String {
-    // SAFETY: strerror returns a pointer to a NUL-terminated string that
-    // stays valid until the next strerror call on this thread; we copy it
-    // out at once.
-    unsafe {
-        let ptr = libc::strerror(errno);
-        if ptr.is_null() {
-            return format!("Unknown error {errno}");
-        }
-        std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned()
+    // SAFETY: strerror takes any number and returns a pointer.
+    let ptr = unsafe { libc::strerror(errno) };
+    if ptr.is_null() {
+        return format!("Unknown error {errno}");
     }
+    // SAFETY: the pointer is to a NUL-terminated string that stays valid
+    // until the next strerror call on this thread; it is copied out at
+    // once.
+    unsafe { std::ffi::CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -54,8 +54,11 @@ fn openpty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: openpty succeeded, so both are open descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+    // SAFETY: openpty succeeded, so master is an open descriptor we own.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: and so is slave.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    Ok((master, slave))
 }
 
 impl Console {
@@ -70,17 +73,22 @@ impl Console {
             .stdin(Stdio::from(slave.try_clone()?))
             .stdout(Stdio::from(slave.try_clone()?))
             .stderr(Stdio::from(slave));
-        // SAFETY: setsid and the TIOCSCTTY ioctl are async-signal-safe; the
-        // child makes the pty (its stdin) its controlling terminal, as a
-        // login shell's terminal is.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The child makes the pty (its stdin) its controlling terminal, as
+        // a login shell's terminal is.
+        let take_terminal = || {
+            // SAFETY: setsid has no preconditions.
+            if unsafe { libc::setsid() } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: TIOCSCTTY on standard input takes an integer.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: between fork and exec the closure makes two system calls,
+        // both async-signal-safe, and allocates nothing.
+        unsafe { command.pre_exec(take_terminal) };
         let child = command.spawn()?;
         let master = File::from(master);
         let output = Arc::new(Mutex::new(Vec::new()));

@@ -153,9 +153,8 @@ impl FakeVmd {
                     return;
                 };
                 // SAFETY: accept just returned this descriptor to us.
-                let peer = Peer {
-                    fd: unsafe { OwnedFd::from_raw_fd(raw) },
-                };
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                let peer = Peer { fd };
                 let handler = Arc::clone(&handler);
                 let recorded = Arc::clone(&recorded);
                 std::thread::spawn(move || {
