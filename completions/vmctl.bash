@@ -24,7 +24,7 @@ _vmctl_flags()
     case $1 in
     create) echo "-b -i -s" ;;
     show | status) echo "-j -r -v" ;;
-    start) echo "-B -b -c -d -i -L -m -n -p -r -t --cmdline --initrd" ;;
+    start) echo "-B -b -c -d -i -L -m -n -p -r -t --cmdline --initrd --ssh-key --user-data" ;;
     stop) echo "-a -f -w" ;;
     esac
 }
@@ -35,7 +35,8 @@ _vmctl_takes_argument()
     "create -b" | "create -i" | "create -s") return 0 ;;
     "start -B" | "start -b" | "start -d" | "start -i" | "start -m" | \
         "start -n" | "start -p" | "start -r" | "start -t" | \
-        "start --cmdline" | "start --initrd") return 0 ;;
+        "start --cmdline" | "start --initrd" | "start --ssh-key" | \
+        "start --user-data") return 0 ;;
     esac
     return 1
 }
@@ -75,7 +76,7 @@ _vmctl()
     if ((COMP_CWORD > i + 1)) && _vmctl_takes_argument "$command" "$prev"; then
         case $prev in
         -B) COMPREPLY=($(compgen -W "disk cdrom net" -- "$cur")) ;;
-        -b | -d | -i | -r | --initrd)
+        -b | -d | -i | -r | --initrd | --ssh-key | --user-data)
             if [[ "$command $prev" == "start -i" ]]; then
                 return 0
             fi

@@ -85,6 +85,8 @@ complete -c vmctl -n '__vmctl_using start' -s r -r -F -d 'ISO image'
 complete -c vmctl -n '__vmctl_using start' -s t -x -a '(__vmctl_vms)' -d 'Template VM'
 complete -c vmctl -n '__vmctl_using start' -l cmdline -x -d 'Kernel command line'
 complete -c vmctl -n '__vmctl_using start' -l initrd -r -F -d 'Initial RAM disk'
+complete -c vmctl -n '__vmctl_using start' -l ssh-key -r -F -d 'SSH public key for cloud-init'
+complete -c vmctl -n '__vmctl_using start' -l user-data -r -F -d 'cloud-init user data'
 complete -c vmctl -n '__vmctl_using start' -x -a '(__vmctl_vms)'
 
 # stop

@@ -14,6 +14,8 @@ pub const GLOBAL_OPTIONS: &str = "v";
 /// options.
 pub const KEY_CMDLINE: char = '\u{1}';
 pub const KEY_INITRD: char = '\u{2}';
+pub const KEY_USER_DATA: char = '\u{3}';
+pub const KEY_SSH_KEY: char = '\u{4}';
 
 /// Every vmctl command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +66,8 @@ impl Command {
 
 const NO_LONG_OPTIONS: &[LongOpt] = &[];
 
-/// `--cmdline STRING` and `--initrd PATH` (docs/direct-boot.md).
+/// `--cmdline STRING` and `--initrd PATH` (docs/direct-boot.md),
+/// `--user-data FILE` and `--ssh-key FILE` (docs/cloud-init.md).
 const START_LONG_OPTIONS: &[LongOpt] = &[
     LongOpt {
         name: "cmdline",
@@ -75,6 +78,16 @@ const START_LONG_OPTIONS: &[LongOpt] = &[
         name: "initrd",
         has_arg: true,
         key: KEY_INITRD,
+    },
+    LongOpt {
+        name: "ssh-key",
+        has_arg: true,
+        key: KEY_SSH_KEY,
+    },
+    LongOpt {
+        name: "user-data",
+        has_arg: true,
+        key: KEY_USER_DATA,
     },
 ];
 
@@ -184,7 +197,8 @@ pub const COMMANDS: &[Command] = &[
         name: "start",
         usage: "[-cL] [-B device] [-b path] [-d disk] [-i count]\n\
                 \t\t[-m size] [-n switch] [-p count] [-r path] [-t name]\n\
-                \t\t[--cmdline string] [--initrd path] id | name",
+                \t\t[--cmdline string] [--initrd path] [--ssh-key file]\n\
+                \t\t[--user-data file] id | name",
         reference_usage: Some(
             "[-cL] [-B device] [-b path] [-d disk] [-i count]\n\
              \t\t[-m size] [-n switch] [-r path] [-t name] id | name",

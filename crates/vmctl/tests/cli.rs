@@ -8,10 +8,11 @@ use common::{TempDir, no_daemon, outcome, run_vmctl};
 const GLOBAL_USAGE: &str = "usage:\tvmctl [-v] command [arg ...]\n";
 
 /// `start`'s usage: the reference's, with the Linux extensions `-p`,
-/// `--cmdline` and `--initrd`.
+/// `--cmdline`, `--initrd`, `--ssh-key` and `--user-data`.
 const START_USAGE: &str = "start [-cL] [-B device] [-b path] [-d disk] [-i count]\n\
                            \t\t[-m size] [-n switch] [-p count] [-r path] [-t name]\n\
-                           \t\t[--cmdline string] [--initrd path] id | name";
+                           \t\t[--cmdline string] [--initrd path] [--ssh-key file]\n\
+                           \t\t[--user-data file] id | name";
 
 fn run(args: &[&str]) -> (i32, String, String) {
     outcome(&run_vmctl(&no_daemon(), args))
@@ -286,6 +287,17 @@ fn start_option_errors() {
         (
             vec!["--initrd", "/nonexistent/initrd"],
             "invalid initrd path: /nonexistent/initrd: No such file or directory".into(),
+        ),
+        (
+            vec!["-b", kernel, "--user-data", "/nonexistent/user-data"],
+            "user data /nonexistent/user-data: No such file or directory".into(),
+        ),
+        (
+            vec!["-b", kernel, "--ssh-key", dir.path.to_str().unwrap()],
+            format!(
+                "ssh key {}: a directory, not a regular file",
+                dir.path.to_str().unwrap()
+            ),
         ),
     ];
     for (options, message) in cases {

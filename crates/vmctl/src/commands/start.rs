@@ -1,7 +1,8 @@
 //! `start [-cL] [-B device] [-b path] [-d disk] [-i count] [-m size]
 //! [-n switch] [-r path] [-t name] id | name` (vmctl(8), start), plus the
 //! Linux extensions `-p count`, `--cmdline STRING` and `--initrd PATH`
-//! (docs/direct-boot.md).
+//! (docs/direct-boot.md), `--user-data FILE` and `--ssh-key FILE`
+//! (docs/cloud-init.md).
 //!
 //! Parsing builds the [`StartRequest`] and applies every check vmctl makes
 //! itself; [`run`] opens the boot image, asks vmd, and reports the result
@@ -16,7 +17,7 @@ use proto::error::Failed;
 use proto::names::{MAX_NAME_LEN, NameError, validate_vm_name};
 
 use crate::args::{SizeKind, parse_count, parse_id, parse_size};
-use crate::cli::{self, CommandId, KEY_CMDLINE, KEY_INITRD};
+use crate::cli::{self, CommandId, KEY_CMDLINE, KEY_INITRD, KEY_SSH_KEY, KEY_USER_DATA};
 use crate::commands::console;
 use crate::daemon::{Daemon, error_text};
 use crate::failure::{CmdResult, Failure};
@@ -54,6 +55,9 @@ struct Options {
     instance_of: Option<String>,
     cmdline: Option<String>,
     initrd: Option<String>,
+    /// `--user-data` and `--ssh-key`: the files as named.
+    user_data: Option<String>,
+    ssh_key: Option<String>,
 }
 
 /// realpath(3); the error is the strerror text.
@@ -153,6 +157,14 @@ impl Options {
                     .map_err(|err| Failure::msg(format!("invalid initrd path: {value}: {err}")))?;
                 self.initrd = Some(path);
             }
+            KEY_USER_DATA => {
+                once(&self.user_data, "user data")?;
+                self.user_data = Some(value);
+            }
+            KEY_SSH_KEY => {
+                once(&self.ssh_key, "ssh key")?;
+                self.ssh_key = Some(value);
+            }
             _ => return Err(Failure::Usage(CommandId::Start)),
         }
         Ok(())
@@ -183,7 +195,58 @@ impl Options {
             || self.vcpus.is_some()
             || self.cmdline.is_some()
             || self.initrd.is_some()
+            || self.user_data.is_some()
+            || self.ssh_key.is_some()
     }
+
+    /// Reads and checks `--user-data` and `--ssh-key` with the caller's
+    /// own rights: vmd gets their contents, never their names.
+    fn cloud_init(&self) -> Result<(Option<String>, Option<String>), Failure> {
+        let user_data = self
+            .user_data
+            .as_deref()
+            .map(|path| {
+                read_guest_file(
+                    path,
+                    "user data",
+                    cidata::MAX_USER_DATA,
+                    cidata::check_user_data,
+                )
+            })
+            .transpose()?;
+        let ssh_key = self
+            .ssh_key
+            .as_deref()
+            .map(|path| {
+                read_guest_file(path, "ssh key", cidata::MAX_SSH_KEY, cidata::check_ssh_key)
+            })
+            .transpose()?;
+        match cidata::Seed::new(user_data, ssh_key) {
+            Ok(seed) => Ok((seed.user_data, seed.ssh_key)),
+            Err(cause) => Err(Failure::msg(format!(
+                "user data {}: {cause}",
+                self.user_data.as_deref().unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Reads a file for the guest: opened without blocking (a FIFO is
+/// refused, not waited on), a regular file, at most `limit` bytes, and
+/// its contents checked. Errors read `<what> <path>: <why>`.
+fn read_guest_file(
+    path: &str,
+    what: &str,
+    limit: usize,
+    check: fn(Vec<u8>) -> Result<String, String>,
+) -> Result<String, Failure> {
+    let fail = |why: String| Failure::msg(format!("{what} {path}: {why}"));
+    let mut file = disk::open_checked(Path::new(path), false, disk::Expect::RegularFile)
+        .map_err(|err| fail(error_text(&err)))?;
+    let bytes = cidata::read_bounded(&mut file, limit)
+        .map_err(|err| fail(error_text(&err)))?
+        .ok_or_else(|| fail(format!("larger than {limit} bytes")))?;
+    check(bytes).map_err(fail)
 }
 
 /// Parses and checks a `start` command line. `warnings` receives the
@@ -231,6 +294,7 @@ pub fn parse(args: &[String], warnings: &mut Vec<String>) -> Result<StartPlan, F
             Err(NameError::Invalid) => return Err(Failure::msg("invalid VM name")),
         }
     }
+    let (user_data, ssh_key) = options.cloud_init()?;
 
     Ok(StartPlan {
         console: options.console,
@@ -246,6 +310,8 @@ pub fn parse(args: &[String], warnings: &mut Vec<String>) -> Result<StartPlan, F
             nics,
             boot_device: options.boot_device,
             instance_of: options.instance_of,
+            user_data,
+            ssh_key,
         },
     })
 }
@@ -422,6 +488,8 @@ mod tests {
                 nics: vec![NicKind::Switch("uplink".into()), NicKind::Local],
                 boot_device: Some(BootDevice::Net),
                 instance_of: None,
+                user_data: None,
+                ssh_key: None,
             }
         );
     }
@@ -622,6 +690,133 @@ mod tests {
         assert_eq!(
             message("--initrd /nonexistent/initrd vm"),
             ["invalid initrd path: /nonexistent/initrd: No such file or directory"]
+        );
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey me@host";
+
+    #[test]
+    fn cloud_init_files_travel_as_contents() {
+        let s = Scratch::new("cloud-init");
+        std::fs::write(s.path("user-data"), "#cloud-config\nruncmd: [echo hi]\n").unwrap();
+        std::fs::write(s.path("key.pub"), format!("{KEY}\n")).unwrap();
+        let disk = s.path("disk.img");
+        let (plan, warnings) = parse_ok(&format!(
+            "-d {disk} -L --user-data {} --ssh-key {} vm",
+            s.path("user-data"),
+            s.path("key.pub")
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            plan.request.user_data.as_deref(),
+            Some("#cloud-config\nruncmd: [echo hi]\n")
+        );
+        assert_eq!(plan.request.ssh_key.as_deref(), Some(KEY));
+        // Either alone, and with `--name=value`.
+        let (plan, _) = parse_ok(&format!("-d {disk} --ssh-key={} vm", s.path("key.pub")));
+        assert_eq!(plan.request.user_data, None);
+        assert_eq!(plan.request.ssh_key.as_deref(), Some(KEY));
+        // They describe a new VM, whose checks then apply.
+        assert_eq!(
+            message(&format!("--user-data {} vm", s.path("user-data"))),
+            ["no kernel or disk/cdrom specified"]
+        );
+        // An instance may have them.
+        let (plan, _) = parse_ok(&format!("-t base --ssh-key {} inst", s.path("key.pub")));
+        assert_eq!(plan.request.ssh_key.as_deref(), Some(KEY));
+    }
+
+    #[test]
+    fn bad_cloud_init_files_stop_the_start() {
+        let s = Scratch::new("cloud-init-bad");
+        let disk = s.path("disk.img");
+        let user_data = |path: &str| message(&format!("-d {disk} --user-data {path} vm"));
+        let ssh_key = |path: &str| message(&format!("-d {disk} --ssh-key {path} vm"));
+        let missing = s.path("missing");
+        assert_eq!(
+            user_data(&missing),
+            [format!("user data {missing}: No such file or directory")]
+        );
+        assert_eq!(
+            ssh_key(&missing),
+            [format!("ssh key {missing}: No such file or directory")]
+        );
+        let dir = s.path("");
+        assert_eq!(
+            user_data(&dir),
+            [format!("user data {dir}: a directory, not a regular file")]
+        );
+        std::fs::write(s.path("big"), vec![b'#'; cidata::MAX_USER_DATA + 1]).unwrap();
+        assert_eq!(
+            user_data(&s.path("big")),
+            [format!(
+                "user data {}: larger than 65536 bytes",
+                s.path("big")
+            )]
+        );
+        std::fs::write(s.path("binary"), [0x1f, 0x8b, 0x08, 0xff]).unwrap();
+        assert_eq!(
+            user_data(&s.path("binary")),
+            [format!("user data {}: not UTF-8 text", s.path("binary"))]
+        );
+        std::fs::write(
+            s.path("id_ed25519"),
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ssh_key(&s.path("id_ed25519")),
+            [format!(
+                "ssh key {}: a private key: give the public key (the .pub file)",
+                s.path("id_ed25519")
+            )]
+        );
+        std::fs::write(s.path("two.pub"), format!("{KEY}\n{KEY}\n")).unwrap();
+        assert_eq!(
+            ssh_key(&s.path("two.pub")),
+            [format!(
+                "ssh key {}: more than one line: give one SSH public key",
+                s.path("two.pub")
+            )]
+        );
+        std::fs::write(
+            s.path("mime"),
+            "Content-Type: multipart/mixed; boundary=x\n",
+        )
+        .unwrap();
+        std::fs::write(s.path("key.pub"), KEY).unwrap();
+        assert_eq!(
+            message(&format!(
+                "-d {disk} --user-data {} --ssh-key {} vm",
+                s.path("mime"),
+                s.path("key.pub")
+            )),
+            [format!(
+                "user data {}: a MIME multi-part archive cannot also take an SSH key: \
+                 put the key in the archive",
+                s.path("mime")
+            )]
+        );
+        let key = s.path("key.pub");
+        assert_eq!(
+            message(&format!("-d {disk} --ssh-key {key} --ssh-key {key} vm")),
+            ["ssh key specified multiple times"]
+        );
+        assert_eq!(
+            message(&format!("-d {disk} --user-data {key} --user-data {key} vm")),
+            ["user data specified multiple times"]
+        );
+    }
+
+    /// A FIFO named as user data is refused at once, not waited on.
+    #[test]
+    fn a_fifo_is_not_waited_on() {
+        let s = Scratch::new("cloud-init-fifo");
+        let fifo = s.path("fifo");
+        nix::unistd::mkfifo(fifo.as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            message(&format!("-d {} --user-data {fifo} vm", s.path("disk.img"))),
+            [format!("user data {fifo}: a FIFO, not a regular file")]
         );
     }
 
