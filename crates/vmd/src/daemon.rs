@@ -23,6 +23,7 @@ use proto::vmchannel::{
     VmLaunch,
 };
 
+use crate::cloud_init;
 use crate::config::{self, ConfigSource};
 use crate::control::Client;
 use crate::events::Event;
@@ -33,7 +34,8 @@ use crate::open_as::OpenAs;
 use crate::permissions::{self, VmAccess};
 use crate::pty::Pty;
 use crate::registry::{
-    DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, Owner, Registry, Running, VmParams, VmRecord,
+    CloudInitFiles, DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, MAX_VCPUS, Owner, Registry, Running,
+    VmParams, VmRecord,
 };
 use crate::vmproc::{LaunchDescriptors, SpawnOptions, VmProcess};
 
@@ -224,6 +226,7 @@ impl Daemon {
             };
             let mut record = VmRecord::new(id, vm.name.clone(), params, owner, true);
             record.allow_instance = allow_instance;
+            record.cloud_init_files = self.configured_cloud_init_files(&vm);
             if !vm.enabled {
                 record.flags |= state::DISABLED;
             }
@@ -412,8 +415,10 @@ impl Daemon {
         request: StartRequest,
         kernel: Option<OwnedFd>,
     ) -> Result<(), Failed> {
+        // Refused before anything is registered or opened.
+        let seed = cloud_init::from_request(&request)?;
         if let Some(template) = &request.instance_of {
-            let index = self.create_instance(client, template, &request, kernel)?;
+            let index = self.create_instance(client, template, &request, kernel, seed)?;
             return self.launch(index, client.uid, Some(client.clone()));
         }
         let existing = request.target.as_ref().and_then(|t| self.registry.find(t));
@@ -432,10 +437,18 @@ impl Daemon {
                 if request.boot_device.is_some() {
                     vm.next_boot_device = request.boot_device;
                 }
+                // Started anew, a VM reads its vm.conf files again.
+                if !vm.cloud_init_files.is_empty() {
+                    vm.cloud_init = None;
+                }
                 vm.flags &= !state::WAITING;
                 index
             }
-            None => self.create(client, &request, kernel)?,
+            None => {
+                let index = self.create(client, &request, kernel)?;
+                self.registry.vms[index].cloud_init = seed;
+                index
+            }
         };
         self.launch(index, client.uid, Some(client.clone()))
     }
@@ -481,6 +494,23 @@ impl Daemon {
         .map_err(|refusal| refusal.reason)
     }
 
+    /// A configured VM's cloud-init files: its own, or for an instance
+    /// that names none, its template's (vm.conf(5), "Instances").
+    fn configured_cloud_init_files(&self, vm: &conf::model::Vm) -> CloudInitFiles {
+        let own = CloudInitFiles {
+            user_data: vm.user_data.clone(),
+            ssh_key: vm.ssh_key.clone(),
+        };
+        match &vm.instance_of {
+            Some(parent) if own.is_empty() => self
+                .registry
+                .find(&VmRef::Name(parent.clone()))
+                .map(|index| self.registry.vms[index].cloud_init_files.clone())
+                .unwrap_or_default(),
+            _ => own,
+        }
+    }
+
     /// `vmctl start -t template name`: registers an instance for the
     /// requesting user (vm.conf(5), "Instances").
     fn create_instance(
@@ -489,6 +519,7 @@ impl Daemon {
         template: &str,
         request: &StartRequest,
         kernel: Option<OwnedFd>,
+        seed: Option<cidata::Seed>,
     ) -> Result<usize, Failed> {
         let Some(parent) = self.registry.find(&VmRef::Name(template.to_string())) else {
             return Err(ErrorCode::PARENT_INVALID.into());
@@ -524,6 +555,13 @@ impl Daemon {
             has_own_allow: false,
         };
         let parent = &self.registry.vms[parent];
+        // The user's own cloud-init data replace the template's: they
+        // reach only the guest, so any user who may make the instance
+        // may give them (vm.conf(5), "Instances").
+        let (cloud_init_files, cloud_init) = match seed {
+            Some(seed) => (CloudInitFiles::default(), Some(seed)),
+            None => (parent.cloud_init_files.clone(), parent.cloud_init.clone()),
+        };
         let uid = client.uid;
         let instance = instances::derive(
             &instances::Template {
@@ -552,7 +590,10 @@ impl Daemon {
             kernel,
             request.boot_device,
         )?;
-        self.registry.vms[index].cdrom_chosen_by_user = request.cdrom.is_some() && uid != 0;
+        let vm = &mut self.registry.vms[index];
+        vm.cdrom_chosen_by_user = request.cdrom.is_some() && uid != 0;
+        vm.cloud_init_files = cloud_init_files;
+        vm.cloud_init = cloud_init;
         Ok(index)
     }
 
@@ -754,7 +795,21 @@ impl Daemon {
         };
         // Disks are never inherited: an ad-hoc VM's were chosen by its
         // creator.
-        let disks = open_disks(&vm.params.disks, chosen_by, &mut fds, &disk_users)?;
+        let mut disks = open_disks(&vm.params.disks, chosen_by, &mut fds, &disk_users)?;
+        // The cloud-init volume comes after the user's disks. vm.conf's
+        // files are read at a start, and what was read is kept for the
+        // reboots that follow (docs/cloud-init.md).
+        if vm.cloud_init.is_none() && !vm.cloud_init_files.is_empty() {
+            vm.cloud_init = Some(cloud_init::read_files(&vm.cloud_init_files)?);
+        }
+        if let Some(seed) = &vm.cloud_init {
+            disks.push(cloud_init::launch_disk(
+                &vm.name,
+                seed,
+                &vm.params.nics,
+                &mut fds,
+            )?);
+        }
         let launch_fds = LaunchFds {
             kvm: fds.push(kvm.into()),
             pty_master: fds.push(pty.master.try_clone().map_err(|e| ErrorCode::from_io(&e))?),

@@ -3,6 +3,7 @@
 //! `vmd [-dnv] [-D macro=value] [-f file]` (vmd(8)). The same binary is
 //! re-executed, with a private first argument, as each VM's process.
 
+mod cloud_init;
 mod config;
 mod control;
 mod daemon;

@@ -53,6 +53,20 @@ pub struct VmParams {
     pub boot_device: Option<BootDevice>,
 }
 
+/// vm.conf's `user-data` and `ssh-key` (docs/cloud-init.md): files root
+/// chose, read when the VM starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloudInitFiles {
+    pub user_data: Option<String>,
+    pub ssh_key: Option<String>,
+}
+
+impl CloudInitFiles {
+    pub fn is_empty(&self) -> bool {
+        self.user_data.is_none() && self.ssh_key.is_none()
+    }
+}
+
 /// A VM's process while it runs.
 pub struct Running {
     pub process: VmProcess,
@@ -132,6 +146,14 @@ pub struct VmRecord {
     /// An instance whose ISO image a user chose: whoever starts it must
     /// be able to read the image (docs/lifecycle.md, "Launch").
     pub cdrom_chosen_by_user: bool,
+    /// Its cloud-init files from vm.conf (or its template's).
+    pub cloud_init_files: CloudInitFiles,
+    /// What its cloud-init volume holds (docs/cloud-init.md): given with
+    /// the request that created it, or read from `cloud_init_files` at
+    /// its start. Kept while it reboots, so the guest sees the same
+    /// volume; a configured VM's files are read again when it is started
+    /// anew.
+    pub cloud_init: Option<cidata::Seed>,
 }
 
 impl VmRecord {
@@ -157,6 +179,8 @@ impl VmRecord {
             incoming: None,
             keep_local: Vec::new(),
             cdrom_chosen_by_user: false,
+            cloud_init_files: CloudInitFiles::default(),
+            cloud_init: None,
         }
     }
 

@@ -158,6 +158,12 @@ impl Daemon {
         if run.sender.is_some() || stopping {
             return refuse(ErrorCode::EBUSY);
         }
+        // The stream describes the VM without its cloud-init volume, which
+        // the receiver could not rebuild: refused while the VM still runs
+        // here (docs/cloud-init.md).
+        if vm.cloud_init.is_some() {
+            return refuse(ErrorCode::ENOTSUP);
+        }
         let message = ToVm::Send(Box::new(description));
         if !run.process.send_with_fds(&message, &[stream.as_raw_fd()]) {
             return refuse(ErrorCode::EIO);
