@@ -3,7 +3,8 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5vdEFSZWFsS2V5QnV0V2VsbEZvcm1lZAAAAAAA me@host";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5vdEFSZWFsS2V5QnV0V2VsbEZvcm1lZAAAAAAA me@host";
 
 fn nics() -> Vec<Nic> {
     vec![
@@ -146,7 +147,10 @@ fn user_data_and_key_make_a_mime_archive() {
 
 #[test]
 fn a_mime_user_data_takes_no_key() {
-    for mime in ["Content-Type: multipart/mixed; boundary=x\n", "MIME-Version: 1.0\n"] {
+    for mime in [
+        "Content-Type: multipart/mixed; boundary=x\n",
+        "MIME-Version: 1.0\n",
+    ] {
         assert_eq!(
             Seed::new(Some(mime.into()), Some(KEY.into())),
             Err(MIME_WITH_KEY.to_string())
@@ -157,13 +161,22 @@ fn a_mime_user_data_takes_no_key() {
 
 #[test]
 fn user_data_checks() {
-    assert_eq!(check_user_data(b"#cloud-config\n".to_vec()).unwrap(), "#cloud-config\n");
-    assert_eq!(check_user_data(vec![b'#'; MAX_USER_DATA]).unwrap().len(), MAX_USER_DATA);
+    assert_eq!(
+        check_user_data(b"#cloud-config\n".to_vec()).unwrap(),
+        "#cloud-config\n"
+    );
+    assert_eq!(
+        check_user_data(vec![b'#'; MAX_USER_DATA]).unwrap().len(),
+        MAX_USER_DATA
+    );
     assert_eq!(
         check_user_data(vec![b'#'; MAX_USER_DATA + 1]),
         Err("larger than 65536 bytes".into())
     );
-    assert_eq!(check_user_data(vec![0xff, 0xfe]), Err("not UTF-8 text".into()));
+    assert_eq!(
+        check_user_data(vec![0xff, 0xfe]),
+        Err("not UTF-8 text".into())
+    );
     assert_eq!(
         check_user_data(b"a\0b".to_vec()),
         Err("not text: it holds a NUL byte".into())
@@ -173,18 +186,32 @@ fn user_data_checks() {
 #[test]
 fn ssh_key_checks() {
     assert_eq!(check_ssh_key(format!("{KEY}\n").into_bytes()).unwrap(), KEY);
-    assert_eq!(check_ssh_key(format!("\n  {KEY}\r\n\n").into_bytes()).unwrap(), KEY);
+    assert_eq!(
+        check_ssh_key(format!("\n  {KEY}\r\n\n").into_bytes()).unwrap(),
+        KEY
+    );
     for kind in KEY_TYPES {
-        assert!(check_ssh_key(format!("{kind} AAAA").into_bytes()).is_ok(), "{kind}");
+        assert!(
+            check_ssh_key(format!("{kind} AAAA").into_bytes()).is_ok(),
+            "{kind}"
+        );
     }
     let not_a_key = "not an SSH public key: expected a line like \"ssh-ed25519 AAAA... comment\" \
                      with a key type of ssh-ed25519, ssh-rsa, ssh-dss, ecdsa-sha2-nistp256, \
                      ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, sk-ssh-ed25519@openssh.com, \
                      sk-ecdsa-sha2-nistp256@openssh.com";
-    for bad in ["ssh-foo AAAA", "ssh-ed25519", "ssh-ed25519 not!base64", "hello world"] {
+    for bad in [
+        "ssh-foo AAAA",
+        "ssh-ed25519",
+        "ssh-ed25519 not!base64",
+        "hello world",
+    ] {
         assert_eq!(check_ssh_key(bad.into()), Err(not_a_key.into()), "{bad}");
     }
-    assert_eq!(check_ssh_key(vec![0xff]), Err("not an SSH public key".into()));
+    assert_eq!(
+        check_ssh_key(vec![0xff]),
+        Err("not an SSH public key".into())
+    );
     assert_eq!(
         check_ssh_key(b"\n \n".to_vec()),
         Err("empty: no SSH public key in it".into())
