@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use realguest::arg_value;
 use realguest::bench::{self, Vm};
-use realguest::guest::Env;
+use realguest::guest::{COMMAND_TIMEOUT, Env};
 
 /// The kernel's first line, on every boot.
 const BANNER: &str = "Linux version ";
@@ -274,7 +274,9 @@ fn one(env: &Env, side: &str, n: u32, cpus: u32) -> Try {
             return t;
         }
     };
-    let result = steps(&mut vm, &mut t, started);
+    let step = |what: &str| bench::emit(&format!("soak step {side} {n}: {what}"));
+    step("started");
+    let result = steps(&mut vm, &mut t, started, step);
     let faults = env.daemon.log().matches(TRIPLE_FAULT).count() - faults_before;
     let console = testkit::daemon::strip_escapes(&vm.console().text());
     let restarts = unrequested_restarts(&console);
@@ -323,7 +325,10 @@ fn one(env: &Env, side: &str, n: u32, cpus: u32) -> Try {
 }
 
 /// Boot, reboot, disk: records the times in `t`.
-fn steps(vm: &mut Vm, t: &mut Try, started: Instant) -> Result<(), Failure> {
+/// `step` tells each step's end: the outer guest's watchdog takes a
+/// silent outer guest as hung, and the transcript shows how far a try
+/// came.
+fn steps(vm: &mut Vm, t: &mut Try, started: Instant, step: impl Fn(&str)) -> Result<(), Failure> {
     let ready = |vm: &mut Vm, phase: &'static str| -> Result<String, Failure> {
         vm.console()
             .wait_line("@@guest ready", bench::BOOT_TIMEOUT)
@@ -338,6 +343,7 @@ fn steps(vm: &mut Vm, t: &mut Try, started: Instant) -> Result<(), Failure> {
             })
     };
     let first = ready(vm, "boot")?;
+    step("ready");
     t.notes.push((
         "boot_s".into(),
         format!("{:.1}", started.elapsed().as_secs_f64()),
@@ -383,18 +389,20 @@ fn steps(vm: &mut Vm, t: &mut Try, started: Instant) -> Result<(), Failure> {
             });
         }
     }
+    step("ready again");
     t.notes.push((
         "reboot_s".into(),
         format!("{:.1}", rebooted.elapsed().as_secs_f64()),
     ));
     std::thread::sleep(Duration::from_secs(1));
     vm.console()
-        .run_ok(WORK, bench::STEP_TIMEOUT)
+        .run_ok(WORK, COMMAND_TIMEOUT)
         .map_err(|e| Failure {
             outcome: "hung",
             phase: "disk",
             what: e,
         })?;
+    step("disk done");
     Ok(())
 }
 
