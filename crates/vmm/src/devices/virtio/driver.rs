@@ -13,7 +13,7 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::Interrupt;
+use super::device::Interrupt;
 use crate::memory::GuestMemoryMmap;
 
 /// Guest memory of `size` bytes from address 0.

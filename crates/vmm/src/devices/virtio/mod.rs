@@ -1,27 +1,44 @@
 //! virtio 1.x devices (docs/machine.md, "virtio devices"): the device models and the PCI
 //! transport that carries them.
 //!
-//! * [`VirtioDevice`]: what a device model provides: its type, features,
-//!   queues and configuration space, and a [`QueueHandler`] when the
-//!   driver has set it up.
-//! * [`queue`]: popping, validating and completing descriptor chains on
-//!   the rust-vmm split virtqueue; the only place descriptors are walked.
-//! * [`pci`]: the modern virtio-pci transport (common, notify, ISR and
-//!   device configuration in BAR0, MSI-X in BAR1), ioeventfds and irqfds.
-//! * [`worker`]: the I/O thread of one device: epoll on the queue
-//!   notifications and the interrupt resample, off the vCPU threads.
-//! * [`guest`]: where guest buffers are in this process ([`guest::HostViews`]),
-//!   and the copies and raw iovecs through which devices touch them.
-//! * [`buffers`]: a chain's buffers as byte streams, and disk I/O into
-//!   and out of them.
-//! * [`blk`]: the block device.
-//! * [`net`]: the network device.
-//! * [`scsi`]: the SCSI host with the CD-ROM.
-//! * [`rng`]: the entropy device.
+//! The modules form layers, and a module uses only modules of layers below
+//! its own, so data flows one way: up from guest memory and the rings to
+//! the devices, and from the transport down to them through the traits of
+//! the bottom layer. `layers::the_modules_keep_their_layers` checks the
+//! `use` lines against this list.
+//!
+//! 1. [`device`]: what a device model is ([`VirtioDevice`],
+//!    [`QueueHandler`], [`Interrupt`], [`DeviceBroken`]) and the features
+//!    every device offers.
+//! 2. [`guest`]: where guest buffers are in this process
+//!    ([`guest::HostViews`]), and the copies and raw iovecs through which
+//!    devices touch them. [`used`]: putting chains on the used ring and
+//!    interrupting the driver.
+//! 3. [`queue`]: the chain types ([`queue::Chain`], [`queue::Segment`])
+//!    and the checked walk of a chain the rust-vmm split virtqueue found.
+//! 4. [`avail`]: taking chains off the available ring, walked from a
+//!    mapping of the rings and checked as [`queue`] checks them (the
+//!    two walks of descriptors; tests and a fuzz target hold them to the
+//!    same verdicts). [`buffers`]: a chain's buffers as byte streams.
+//! 5. [`serve`]: the serving loop of every request/response device and
+//!    the one `process_queue` they share. [`worker`]: the I/O thread of
+//!    one device: epoll on the queue notifications and the interrupt
+//!    resample, off the vCPU threads. [`driver`]: a guest driver's side
+//!    of a queue, for tests, the fuzz targets and the benchmarks.
+//! 6. [`pci`]: the modern virtio-pci transport (common, notify, ISR and
+//!    device configuration in BAR0, MSI-X in BAR1), ioeventfds and irqfds,
+//!    which drives any [`VirtioDevice`] through the [`worker`].
+//! 7. The devices: [`blk`] (block), [`net`] (network), [`scsi`] (the SCSI
+//!    host with the CD-ROM), [`rng`] (entropy). Each names its PCI
+//!    identity through [`pci`].
+//!
+//! This module only declares them and names the bottom layer's items for
+//! the rest of the crate.
 
 pub mod avail;
 pub mod blk;
 pub mod buffers;
+pub mod device;
 pub mod driver;
 pub mod guest;
 pub mod net;
@@ -29,118 +46,14 @@ pub mod pci;
 pub mod queue;
 pub mod rng;
 pub mod scsi;
+pub mod serve;
 pub mod used;
 pub mod worker;
 
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::Queue;
+pub use device::{
+    DeviceBroken, Interrupt, MAX_QUEUE_SIZE, QueueHandler, TRANSPORT_FEATURES, VirtioDevice,
+    has_feature,
+};
 
-use crate::devices::persist::Persist;
-use crate::memory::GuestMemoryMmap;
-
-/// Largest queue a driver may choose (docs/machine.md, "Limits").
-pub const MAX_QUEUE_SIZE: u16 = 1024;
-
-/// Features every device of this project offers: modern only, indirect
-/// descriptors and event-idx notification suppression (docs/machine.md,
-/// "virtio devices").
-pub const TRANSPORT_FEATURES: u64 =
-    1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX;
-
-pub fn has_feature(features: u64, bit: u32) -> bool {
-    features & (1 << bit) != 0
-}
-
-/// How a device model tells the driver something happened.
-pub trait Interrupt: Send + Sync {
-    /// Buffers of queue `queue` were used.
-    fn signal_queue(&self, queue: u16);
-    /// The device configuration (or the device status: NEEDS_RESET)
-    /// changed.
-    fn signal_config(&self);
-}
-
-/// The driver broke the rules in a way the device cannot answer with an
-/// error status: the device needs a reset (status NEEDS_RESET).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceBroken(pub String);
-
-impl std::fmt::Display for DeviceBroken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Serves a device's queues once the driver set DRIVER_OK. Runs on the
-/// device's I/O thread.
-pub trait QueueHandler: Send {
-    /// The driver notified queue `index` (or work is left from an earlier
-    /// pass). Serves at most `budget` chains; returns whether chains are
-    /// left, so the worker can come back after looking at other events.
-    fn process_queue(
-        &mut self,
-        index: usize,
-        queue: &mut Queue,
-        mem: &GuestMemoryMmap,
-        interrupt: &dyn Interrupt,
-        budget: usize,
-    ) -> Result<bool, DeviceBroken>;
-
-    /// The part of activation that needs the host (a network device
-    /// tells its tap the offloads the driver took). Called once, on the
-    /// device's I/O thread, when the handler is handed to it; the
-    /// driver's DRIVER_OK write completes only after it. Not in
-    /// [`VirtioDevice::activate`]: that runs on the vCPU thread that took
-    /// the write, whose seccomp filter allows KVM's ioctls and nothing
-    /// else of the kind.
-    fn start(&mut self) {}
-
-    /// Queues (bit n for queue n) that serving another queue gave work
-    /// to, to be served next; asked after every pass.
-    fn take_woken(&mut self) -> u64 {
-        0
-    }
-
-    /// Chains of queue `index` the handler took off the ring and keeps
-    /// unused (receive buffers taken ahead of need). A saved queue position
-    /// gives them back: they are the last ones taken, and using a buffer
-    /// the device only writes into has no effect until it is used, so the
-    /// receiving device takes them again.
-    fn held_chains(&self, _index: usize) -> u16 {
-        0
-    }
-}
-
-/// A virtio device model, independent of the transport. Its [`Persist`]
-/// state is what the model itself keeps beyond the transport's registers
-/// and queues (the transport saves those).
-pub trait VirtioDevice: Send + Persist {
-    /// The virtio device type (2 for block); the PCI device id is
-    /// 0x1040 plus this.
-    fn device_type(&self) -> u16;
-    /// The size each queue starts with; their number is the length.
-    fn queue_sizes(&self) -> &[u16];
-    /// Feature bits offered, including [`TRANSPORT_FEATURES`].
-    fn features(&self) -> u64;
-    /// Bytes of device-specific configuration.
-    fn config_len(&self) -> u64;
-    /// Reads the device-specific configuration.
-    fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the device-specific configuration (most are read-only).
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    /// The driver reset the device: configuration the driver may write
-    /// goes back to its initial values.
-    fn reset(&mut self) {}
-    /// The handler for the queues, given the features the driver
-    /// accepted.
-    fn activate(&mut self, features: u64) -> Box<dyn QueueHandler>;
-    /// What the device's I/O thread watches besides the queues.
-    fn event_sources(&self) -> Vec<worker::EventSource> {
-        Vec::new()
-    }
-    /// What the I/O thread does before a send takes the device's state.
-    fn flusher(&self) -> Option<worker::Flusher> {
-        None
-    }
-}
+#[cfg(test)]
+mod layers;

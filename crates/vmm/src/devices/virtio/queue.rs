@@ -7,20 +7,18 @@
 //! is well formed only if its last descriptor has no NEXT flag. It also
 //! checks the direction order (device-readable first), the number of
 //! descriptors and that every buffer lies in guest memory, so devices get
-//! plain lists of guest ranges they may touch. Devices take chains through
-//! [`super::avail::AvailRing`], which reads most of them from a mapping of
-//! the rings and reaches the same verdicts.
-
-use std::num::Wrapping;
+//! plain lists of guest ranges they may touch.
+//!
+//! The layer below the rest of the ring code: [`super::avail::AvailRing`],
+//! through which devices take chains, reads most of them from a mapping of
+//! the rings and falls back to this walk for the others, reaching the same
+//! verdicts; the serving loops are above both, in [`super::serve`].
 
 use smallvec::SmallVec;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::DescriptorChain;
 use vm_memory::GuestAddress;
 
-use super::avail::AvailRing;
 use super::guest::in_memory;
-use super::used::UsedBatch;
-use super::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
 /// One buffer of a chain: a range of guest memory.
@@ -128,117 +126,4 @@ pub fn read_chain_into(
         return Err(ChainError::Broken);
     }
     Ok(())
-}
-
-/// Requests a pass completes before it makes them visible to the driver,
-/// which may take them while the pass goes on.
-const PUBLISH_EVERY: usize = 16;
-
-/// What [`serve_requests`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Served {
-    pub chains: usize,
-    /// The budget ran out with chains still available.
-    pub more: bool,
-}
-
-/// The loop of every request/response device (block, SCSI, entropy):
-/// takes the available chains, checks each, lets `serve` answer it (it
-/// returns the number of bytes it wrote into the chain), puts it on the
-/// used ring and interrupts the driver as event-idx or the ring flags
-/// ask. Stops after `budget` chains. A malformed chain, an impossible
-/// available index or a ring outside memory mean the device needs a reset.
-pub fn serve_requests(
-    index: usize,
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    interrupt: &dyn Interrupt,
-    max_descriptors: usize,
-    budget: usize,
-    serve: impl FnMut(&Chain) -> Result<u32, DeviceBroken>,
-) -> Result<Served, DeviceBroken> {
-    serve_requests_while(
-        index,
-        queue,
-        mem,
-        interrupt,
-        (max_descriptors, budget),
-        || true,
-        serve,
-    )
-}
-
-/// [`serve_requests`] for a device that rations its work: before each
-/// chain it asks `may_take`, and leaves the chains where they are once
-/// that says no (`more` then tells whether any are waiting). `limits`
-/// are the descriptors per chain and the budget of chains.
-pub fn serve_requests_while(
-    index: usize,
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    interrupt: &dyn Interrupt,
-    (max_descriptors, budget): (usize, usize),
-    mut may_take: impl FnMut() -> bool,
-    mut serve: impl FnMut(&Chain) -> Result<u32, DeviceBroken>,
-) -> Result<Served, DeviceBroken> {
-    let broken = |what: String| DeviceBroken(format!("queue {index}: {what}"));
-    let mut served = Served::default();
-    let mut ring = AvailRing::new(queue, mem);
-    let mut used = UsedBatch::new(queue);
-    let mut chain = Chain::default();
-    let result = (|| loop {
-        queue
-            .disable_notification(mem)
-            .map_err(|e| broken(e.to_string()))?;
-        loop {
-            if served.chains >= budget {
-                served.more = true;
-                return Ok(());
-            }
-            if !may_take() {
-                if pending_chains(queue, mem) > 0 {
-                    served.more = true;
-                    return Ok(());
-                }
-                // Nothing waits: notifications go back on as for an
-                // empty ring, or the next chain would never be noticed.
-                break;
-            }
-            if !ring
-                .take(queue, max_descriptors, &mut chain)
-                .map_err(|e| broken(e.to_string()))?
-            {
-                break;
-            }
-            let written = serve(&chain)?;
-            used.add(chain.head, written);
-            served.chains += 1;
-            if served.chains % PUBLISH_EVERY == 0 {
-                used.publish(queue, mem)
-                    .map_err(|e| broken(e.to_string()))?;
-            }
-        }
-        // Re-enable notifications; chains that arrived meanwhile are
-        // served now rather than waiting for a kick that won't come.
-        if !queue
-            .enable_notification(mem)
-            .map_err(|e| broken(e.to_string()))?
-        {
-            return Ok(());
-        }
-    })();
-    // Whatever was completed is announced, even if a later chain broke.
-    let published = used
-        .finish(queue, mem, interrupt, index as u16)
-        .map_err(|e| broken(e.to_string()));
-    result.and(published).map(|()| served)
-}
-
-/// The number of chains the driver has made available and the device has
-/// not taken yet (for tests and the benchmark).
-pub fn pending_chains(queue: &Queue, mem: &GuestMemoryMmap) -> u16 {
-    queue
-        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-        .map(|idx| (idx - Wrapping(queue.next_avail())).0)
-        .unwrap_or(0)
 }

@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use virtio_queue::Queue;
 use vm_memory::Bytes;
 
 use super::buffers::sub_segments;
-use super::queue::{self, Chain};
-use super::{DeviceBroken, Interrupt, QueueHandler, TRANSPORT_FEATURES, VirtioDevice};
+use super::device::{DeviceBroken, QueueHandler, TRANSPORT_FEATURES, VirtioDevice};
+use super::queue::Chain;
+use super::serve::Requests;
 use crate::devices::persist::{Persist, PersistError, decode, encode};
 use crate::memory::GuestMemoryMmap;
 
@@ -231,38 +231,35 @@ impl Persist for Rng {
     }
 }
 
-impl QueueHandler for RngHandler {
-    fn process_queue(
+impl Requests for RngHandler {
+    const MAX_DESCRIPTORS: usize = MAX_DESCRIPTORS;
+
+    fn may_take(&mut self) -> bool {
+        self.bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .may_take(Instant::now())
+    }
+
+    fn serve(
         &mut self,
-        index: usize,
-        queue: &mut Queue,
+        _index: usize,
+        chain: &Chain,
         mem: &GuestMemoryMmap,
-        interrupt: &dyn Interrupt,
-        budget: usize,
-    ) -> Result<bool, DeviceBroken> {
-        let bucket = self.bucket.clone();
-        let served = queue::serve_requests_while(
-            index,
-            queue,
-            mem,
-            interrupt,
-            (MAX_DESCRIPTORS, budget),
-            || {
-                bucket
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .may_take(Instant::now())
-            },
-            |chain| self.fill(chain, mem),
-        )?;
-        if served.more {
-            let wait = bucket
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .wait(Instant::now());
-            std::thread::sleep(wait.min(MAX_WAIT));
-        }
-        Ok(served.more)
+    ) -> Result<u32, DeviceBroken> {
+        self.fill(chain, mem)
+    }
+
+    /// Chains wait while the bucket is empty: the thread sleeps until it
+    /// has refilled (or for at most [`MAX_WAIT`], to look at its other
+    /// events) rather than coming straight back to find it empty.
+    fn chains_left(&mut self) {
+        let wait = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wait(Instant::now());
+        std::thread::sleep(wait.min(MAX_WAIT));
     }
 }
 

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
-use super::Interrupt;
+use super::device::Interrupt;
 use crate::memory::GuestMemoryMmap;
 
 /// Bytes before the used ring's elements: flags and index.

@@ -17,7 +17,7 @@
 //! [`Worker::quiesce`] answers for a paused VM, the rings and the
 //! returned indices agree and stay so until the VM runs again.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -25,7 +25,7 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{DeviceBroken, Interrupt, QueueHandler};
+use super::device::{DeviceBroken, EventSource, Flusher, Interrupt, QueueHandler};
 use crate::lifecycle::{DeviceWork, Lifecycle};
 use crate::memory::GuestMemoryMmap;
 
@@ -39,16 +39,6 @@ const TOKEN_RESAMPLE: u64 = 1;
 const TOKEN_FIRST_QUEUE: u64 = 2;
 /// Device event sources get tokens from here on, clear of the queues'.
 const TOKEN_FIRST_SOURCE: u64 = 1 << 32;
-
-/// Something besides its queues a device's I/O thread waits on — a
-/// network device's tap — and the queues to serve when it is ready.
-pub struct EventSource {
-    /// Watched, not owned: the device keeps it open at least as long as
-    /// the worker lives.
-    pub fd: RawFd,
-    pub events: EventSet,
-    pub queues: Vec<usize>,
-}
 
 /// What the device needs to serve its queues.
 pub struct Activation {
@@ -68,11 +58,6 @@ enum Command {
 /// Per queue where the device stands (`None` for a queue the driver left
 /// disabled); `None` as a whole when the device serves no queues.
 pub type Positions = Option<Vec<Option<QueuePosition>>>;
-
-/// What a device does on its I/O thread before its state is taken, so
-/// that what it wrote reaches the host (the block device flushes its
-/// image's caches and metadata into the file).
-pub type Flusher = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
 /// Where the device is in one queue: the next available entry it will
 /// take and the next used entry it will write.

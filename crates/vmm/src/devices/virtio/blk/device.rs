@@ -16,8 +16,8 @@ use super::{
     DEVICE_TYPE, ID_BYTES, MAX_RANGE_SECTORS, MAX_RANGES, QUEUE_SIZE, SECTOR_SIZE, SEG_MAX,
     SIZE_MAX,
 };
-use crate::devices::virtio::worker::Flusher;
-use crate::devices::virtio::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
+use crate::devices::virtio::device::Flusher;
+use crate::devices::virtio::device::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
 
 /// Length of the configuration structure up to `write_zeroes_may_unmap`
 /// and its padding.

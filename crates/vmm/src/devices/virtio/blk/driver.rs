@@ -15,10 +15,10 @@ use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::Blk;
+use crate::devices::virtio::device::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::devices::virtio::driver::{
     CountingInterrupt, Descriptor, DriverQueue, guest_memory, read_guest, write_guest,
 };
-use crate::devices::virtio::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 pub const QUEUE_BASE: u64 = 0x1000;

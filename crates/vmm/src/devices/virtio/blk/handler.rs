@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use disk::BlockBackend;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
-use virtio_queue::Queue;
 use vm_memory::Bytes;
 
 use super::request::{self, Limits, Operation, SectorRange};
 use super::{ID_BYTES, SEG_MAX};
 use crate::devices::virtio::buffers;
+use crate::devices::virtio::device::DeviceBroken;
 use crate::devices::virtio::guest::GuestSlice;
 use crate::devices::virtio::queue::{self, Chain, Segment};
-use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
+use crate::devices::virtio::serve::Requests;
 use crate::memory::GuestMemoryMmap;
 
 /// Descriptors accepted in one chain: header, data buffers, status, and
@@ -100,24 +100,15 @@ fn write_status(
         .map_err(|e| DeviceBroken(format!("status byte at {:#x}: {e}", at.0)))
 }
 
-impl QueueHandler for BlkHandler {
-    fn process_queue(
+impl Requests for BlkHandler {
+    const MAX_DESCRIPTORS: usize = MAX_DESCRIPTORS;
+
+    fn serve(
         &mut self,
-        index: usize,
-        queue: &mut Queue,
+        _index: usize,
+        chain: &Chain,
         mem: &GuestMemoryMmap,
-        interrupt: &dyn Interrupt,
-        budget: usize,
-    ) -> Result<bool, DeviceBroken> {
-        let served = queue::serve_requests(
-            index,
-            queue,
-            mem,
-            interrupt,
-            MAX_DESCRIPTORS,
-            budget,
-            |chain| self.serve(chain, mem),
-        )?;
-        Ok(served.more)
+    ) -> Result<u32, DeviceBroken> {
+        BlkHandler::serve(self, chain, mem)
     }
 }

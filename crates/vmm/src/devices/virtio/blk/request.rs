@@ -19,8 +19,8 @@ use virtio_bindings::virtio_blk::{
 use vm_memory::GuestAddress;
 
 use super::{MAX_RANGE_SECTORS, MAX_RANGES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
-use crate::devices::virtio::DeviceBroken;
 use crate::devices::virtio::buffers::{read_bytes, sub_segments};
+use crate::devices::virtio::device::DeviceBroken;
 use crate::devices::virtio::queue::{Chain, Segment, Segments, total_len};
 use crate::memory::GuestMemoryMmap;
 

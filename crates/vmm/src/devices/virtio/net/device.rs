@@ -19,8 +19,8 @@ use vmm_sys_util::epoll::EventSet;
 use super::frame::{Offloads, TxPolicy};
 use super::handler::{NetHandler, NetStats};
 use super::{DEVICE_TYPE, QUEUE_SIZE, RX, TX};
-use crate::devices::virtio::worker::EventSource;
-use crate::devices::virtio::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
+use crate::devices::virtio::device::EventSource;
+use crate::devices::virtio::device::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
 
 /// `mac` and `status` of `virtio_net_config`: the 8 bytes vmd exposes.
 const CONFIG_LEN: usize = 8;

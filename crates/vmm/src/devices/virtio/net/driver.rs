@@ -18,8 +18,8 @@ use super::device::{Net, NetConfig};
 use super::frame::{HEADER_LEN, Header};
 use super::handler::NetStats;
 use super::{RX, TX};
+use crate::devices::virtio::device::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::devices::virtio::driver::{CountingInterrupt, Descriptor, DriverQueue};
-use crate::devices::virtio::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 pub const RX_QUEUE: u64 = 0x1000;

@@ -16,7 +16,7 @@ use super::frame::{Offloads, TxPolicy};
 use super::rx::HeldBuffers;
 use super::{RX, TX, rx, tx};
 use crate::devices::virtio::avail::ReadableChain;
-use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
+use crate::devices::virtio::device::{DeviceBroken, Interrupt, QueueHandler};
 use crate::memory::GuestMemoryMmap;
 
 /// Responder replies waiting for receive buffers; more than this and a

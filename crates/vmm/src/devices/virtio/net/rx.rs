@@ -20,9 +20,9 @@ use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
 use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::avail::{AvailRing, WritableChain};
+use crate::devices::virtio::device::{DeviceBroken, Interrupt};
 use crate::devices::virtio::guest::HostViews;
 use crate::devices::virtio::used::UsedBatch;
-use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
 /// Frames a pass puts on the used ring before it makes them visible to

@@ -12,9 +12,9 @@ use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
 use super::handler::{NetHandler, NetStats, Tally};
 use crate::devices::virtio::avail::{AvailRing, ReadableChain};
+use crate::devices::virtio::device::{DeviceBroken, Interrupt};
 use crate::devices::virtio::guest::HostViews;
 use crate::devices::virtio::used::UsedBatch;
-use crate::devices::virtio::{DeviceBroken, Interrupt};
 use crate::memory::GuestMemoryMmap;
 
 /// Descriptors accepted in one transmit chain: a 64 KiB frame in pages,

@@ -14,7 +14,7 @@ use virtio_bindings::virtio_config::{
 };
 
 use super::interrupt::{NO_VECTOR, Vectors};
-use crate::devices::virtio::{MAX_QUEUE_SIZE, has_feature};
+use crate::devices::virtio::device::{MAX_QUEUE_SIZE, has_feature};
 
 /// Length of the structure in BAR0.
 pub const COMMON_CONFIG_LEN: u64 = 0x38;
@@ -346,7 +346,7 @@ impl CommonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::TRANSPORT_FEATURES;
+    use crate::devices::virtio::device::TRANSPORT_FEATURES;
 
     fn common() -> CommonConfig {
         CommonConfig::new(

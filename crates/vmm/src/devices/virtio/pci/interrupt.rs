@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::pci::msix::Msix;
-use crate::devices::virtio::Interrupt;
+use crate::devices::virtio::device::Interrupt;
 
 /// "No vector" in the MSI-X vector registers.
 pub const NO_VECTOR: u16 = 0xffff;

@@ -22,8 +22,8 @@ use vmm_sys_util::eventfd::EventFd;
 use self::common_config::{CommonConfig, Effect, NEEDS_RESET};
 use self::interrupt::PciInterrupt;
 use self::layout::Capabilities;
+use super::device::{Interrupt, MAX_QUEUE_SIZE, VirtioDevice, has_feature};
 use super::worker::{Activation, QueuePosition, Worker, WorkerEvents};
-use super::{Interrupt, MAX_QUEUE_SIZE, VirtioDevice, has_feature};
 use crate::devices::pci::bars::BarRange;
 use crate::devices::pci::config_space::{
     self, COMMAND, COMMAND_INTX_DISABLE, STATUS, STATUS_INTERRUPT,

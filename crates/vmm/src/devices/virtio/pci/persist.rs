@@ -19,7 +19,7 @@ use super::common_config::{CommonConfig, DRIVER_OK, NEEDS_RESET, QueueRegisters}
 use super::interrupt::NO_VECTOR;
 use crate::devices::pci::persist::{ConfigSpaceState, MsixState};
 use crate::devices::persist::{Persist, PersistError, check, decode, encode};
-use crate::devices::virtio::MAX_QUEUE_SIZE;
+use crate::devices::virtio::device::MAX_QUEUE_SIZE;
 use crate::devices::virtio::worker::QueuePosition;
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use super::handler::{ScsiHandler, SharedSizes};
 use super::request::FieldSizes;
 use super::unit::CdRom;
 use super::{DEVICE_TYPE, MAX_TRANSFER_BLOCKS, QUEUE_SIZE, SEG_MAX};
-use crate::devices::virtio::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice};
+use crate::devices::virtio::device::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice};
 
 /// The configuration structure's length (36 bytes, as vmd has it).
 pub const CONFIG_LEN: usize = 36;

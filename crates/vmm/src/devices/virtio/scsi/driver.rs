@@ -17,10 +17,10 @@ use virtio_queue::Queue;
 
 use super::request::RESPONSE_HEADER_LEN;
 use super::{CONTROL_QUEUE, REQUEST_QUEUE, Scsi};
+use crate::devices::virtio::device::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::devices::virtio::driver::{
     CountingInterrupt, Descriptor, DriverQueue, guest_memory, read_guest, write_guest,
 };
-use crate::devices::virtio::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 pub const QUEUES: u64 = 0x1_0000;

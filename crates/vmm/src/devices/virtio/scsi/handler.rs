@@ -27,7 +27,6 @@ use virtio_bindings::virtio_scsi::{
     VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET, VIRTIO_SCSI_T_TMF_QUERY_TASK,
     VIRTIO_SCSI_T_TMF_QUERY_TASK_SET,
 };
-use virtio_queue::Queue;
 
 use super::request::{
     self, Addressee, CommandRequest, ControlRequest, FieldSizes, Parsed, Reply, ReplyArea,
@@ -36,8 +35,9 @@ use super::sense::Sense;
 use super::unit::{CdRom, DataIn};
 use super::{CONTROL_QUEUE, EVENT_QUEUE, SEG_MAX, cdb};
 use crate::devices::virtio::buffers::{self, sub_segments};
-use crate::devices::virtio::queue::{self, Chain};
-use crate::devices::virtio::{DeviceBroken, Interrupt, QueueHandler};
+use crate::devices::virtio::device::DeviceBroken;
+use crate::devices::virtio::queue::Chain;
+use crate::devices::virtio::serve::Requests;
 use crate::memory::GuestMemoryMmap;
 
 /// Descriptors accepted in one chain: the two headers, the data buffers,
@@ -256,34 +256,24 @@ fn transport_reply(
     area.write(mem, &reply, false).map(saturate)
 }
 
-impl QueueHandler for ScsiHandler {
-    fn process_queue(
+impl Requests for ScsiHandler {
+    const MAX_DESCRIPTORS: usize = MAX_DESCRIPTORS;
+
+    fn serves(&self, index: usize) -> bool {
+        // The buffers stay available for an event; none comes.
+        index != EVENT_QUEUE
+    }
+
+    fn serve(
         &mut self,
         index: usize,
-        queue: &mut Queue,
+        chain: &Chain,
         mem: &GuestMemoryMmap,
-        interrupt: &dyn Interrupt,
-        budget: usize,
-    ) -> Result<bool, DeviceBroken> {
-        if index == EVENT_QUEUE {
-            // The buffers stay available for an event; none comes.
-            return Ok(false);
+    ) -> Result<u32, DeviceBroken> {
+        if index == CONTROL_QUEUE {
+            self.control(chain, mem)
+        } else {
+            self.command(chain, mem)
         }
-        let served = queue::serve_requests(
-            index,
-            queue,
-            mem,
-            interrupt,
-            MAX_DESCRIPTORS,
-            budget,
-            |chain| {
-                if index == CONTROL_QUEUE {
-                    self.control(chain, mem)
-                } else {
-                    self.command(chain, mem)
-                }
-            },
-        )?;
-        Ok(served.more)
     }
 }

@@ -77,7 +77,7 @@ impl Persist for Scsi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::VirtioDevice;
+    use crate::devices::virtio::device::VirtioDevice;
     use crate::devices::virtio::driver::memory_image;
     use crate::devices::virtio::scsi::cdb::Command;
 

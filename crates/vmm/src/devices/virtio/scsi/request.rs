@@ -20,8 +20,8 @@ use virtio_bindings::virtio_scsi::{
     VIRTIO_SCSI_T_AN_QUERY, VIRTIO_SCSI_T_AN_SUBSCRIBE, VIRTIO_SCSI_T_TMF,
 };
 
-use crate::devices::virtio::DeviceBroken;
 use crate::devices::virtio::buffers::{self, read_bytes, sub_segments};
+use crate::devices::virtio::device::DeviceBroken;
 use crate::devices::virtio::queue::{Chain, Segments, total_len};
 use crate::memory::GuestMemoryMmap;
 
