@@ -5,6 +5,8 @@ use std::io::{self, IoSlice, IoSliceMut};
 
 use proto::control::DiskFormat;
 
+use crate::image_file::{iovec, iovec_mut};
+
 /// What a range of the virtual disk holds, as far as the format knows
 /// without reading the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,21 +36,61 @@ pub trait BlockBackend: Send + Sync {
 
     /// Reads `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.read_vectored_at(&mut [IoSliceMut::new(buf)], offset)
+        // SAFETY: the iovec is `buf`, lent to us mutably for this call.
+        unsafe { self.read_iovecs_at(&[iovec_mut(buf)], offset) }
     }
 
     /// Writes `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.write_vectored_at(&[IoSlice::new(buf)], offset)
+        // SAFETY: the iovec is `buf`, lent to us for this call.
+        unsafe { self.write_iovecs_at(&[iovec(buf)], offset) }
     }
 
     /// Reads into several buffers, one after the other, starting at
-    /// `offset` (a guest's scatter-gather list, filled without a bounce
-    /// buffer).
-    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()>;
+    /// `offset`.
+    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
+        let iovecs: Vec<libc::iovec> = bufs.iter_mut().map(|b| iovec_mut(b)).collect();
+        // SAFETY: each iovec is one of `bufs`, lent to us mutably for this
+        // call.
+        unsafe { self.read_iovecs_at(&iovecs, offset) }
+    }
 
     /// Writes several buffers, one after the other, starting at `offset`.
-    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()>;
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let iovecs: Vec<libc::iovec> = bufs.iter().map(|b| iovec(b)).collect();
+        // SAFETY: each iovec is one of `bufs`, lent to us for this call.
+        unsafe { self.write_iovecs_at(&iovecs, offset) }
+    }
+
+    /// Fills the memory `iovecs` name, one buffer after the other, from
+    /// byte `offset` of the disk on: a guest's scatter-gather list, filled
+    /// without a bounce buffer and without a Rust reference to memory the
+    /// guest shares.
+    ///
+    /// The backend only writes into that memory (the kernel's `preadv`,
+    /// raw-pointer copies and zero-fills) and never reads it back, so a
+    /// guest changing it meanwhile changes only what it finds there.
+    ///
+    /// # Safety
+    ///
+    /// For the whole call, every iovec must name memory that is mapped and
+    /// writable, and that nothing reaches through a Rust reference other
+    /// than one the caller lent for the call (as the safe calls above lend
+    /// their buffers). Others, such as a guest sharing the memory, may read
+    /// and write it at the same time.
+    unsafe fn read_iovecs_at(&self, iovecs: &[libc::iovec], offset: u64) -> io::Result<()>;
+
+    /// Writes the memory `iovecs` name, one buffer after the other, at
+    /// byte `offset` of the disk: the other way of
+    /// [`BlockBackend::read_iovecs_at`]. The backend only reads that
+    /// memory; bytes a guest changes meanwhile reach the disk old or new.
+    ///
+    /// # Safety
+    ///
+    /// For the whole call, every iovec must name memory that is mapped and
+    /// readable, and that nothing writes through a Rust reference. Others,
+    /// such as a guest sharing the memory, may write it at the same time.
+    unsafe fn write_iovecs_at(&self, iovecs: &[libc::iovec], offset: u64) -> io::Result<()>;
 
     /// Makes every write that returned before this call durable: format
     /// metadata written back and the files synced to stable storage.
@@ -68,11 +110,6 @@ pub trait BlockBackend: Send + Sync {
     /// inside the disk) over which that status holds. `Data` is always a
     /// correct answer; `Zero` is a promise.
     fn block_status(&self, offset: u64, max_len: u64) -> io::Result<(BlockStatus, u64)>;
-}
-
-/// Total length of a scatter-gather list.
-pub(crate) fn iov_len<T: std::ops::Deref<Target = [u8]>>(bufs: &[T]) -> u64 {
-    bufs.iter().map(|b| b.len() as u64).sum()
 }
 
 /// Checks that `[offset, offset + len)` lies within a disk of `size` bytes.

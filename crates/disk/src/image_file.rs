@@ -6,6 +6,7 @@
 //! zeroes, which would hide a table that points outside a damaged image.
 //! This type works on a descriptor it is given and refuses such reads.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -19,7 +20,6 @@ use imago::storage::PreallocateMode;
 use imago::storage::drivers::CommonStorageHelper;
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
-use nix::sys::uio::{pread, preadv, pwrite, pwritev};
 
 /// Most iovecs one preadv/pwritev call takes (Linux UIO_MAXIOV).
 const MAX_IOVECS: usize = 1024;
@@ -87,85 +87,91 @@ impl ImageFile {
         bufs: &mut [IoSliceMut<'_>],
         offset: u64,
     ) -> io::Result<()> {
-        let mut bufs = bufs;
-        let mut offset = offset;
-        let wanted: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        let start = offset;
-        // Skip empty leading buffers so the loop ends when all are full.
-        IoSliceMut::advance_slices(&mut bufs, 0);
-        while !bufs.is_empty() {
-            let count = bufs.len().min(MAX_IOVECS);
-            // One buffer (most guest requests): plain pread, which skips
-            // the kernel's iovec import.
-            let n = if count == 1 {
-                retry_eintr(|| pread(self.file.as_fd(), &mut bufs[0], to_off(offset)?))?
-            } else {
-                retry_eintr(|| preadv(self.file.as_fd(), &mut bufs[..count], to_off(offset)?))?
-            };
+        let iovecs: Vec<libc::iovec> = bufs.iter_mut().map(|b| iovec_mut(b)).collect();
+        // SAFETY: each iovec is one of `bufs`, memory the caller lent us
+        // mutably for this call.
+        unsafe { self.read_iovecs_at(&iovecs, offset) }
+    }
+
+    /// Writes all of `bufs` at `offset`.
+    pub(crate) fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let iovecs: Vec<libc::iovec> = bufs.iter().map(|b| iovec(b)).collect();
+        // SAFETY: each iovec is one of `bufs`, memory the caller lent us
+        // for this call; the kernel only reads it.
+        unsafe { self.write_iovecs_at(&iovecs, offset) }
+    }
+
+    /// Fills all of the memory `iovecs` name from `offset` (the file's
+    /// end as [`PastEof`] says), with `preadv` straight into it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`crate::BlockBackend::read_iovecs_at`]: every iovec names
+    /// memory mapped and writable for the whole call, which no Rust
+    /// reference covers meanwhile but one the caller lent for the call.
+    pub(crate) unsafe fn read_iovecs_at(
+        &self,
+        iovecs: &[libc::iovec],
+        offset: u64,
+    ) -> io::Result<()> {
+        let wanted = iovecs_len(iovecs);
+        let mut left = Progress::new(iovecs);
+        let mut at = offset;
+        while !left.is_done() {
+            let pending = left.pending();
+            // SAFETY: `pending` names parts of `iovecs`, which the caller
+            // keeps mapped and writable.
+            let n = unsafe { preadv_at(&self.file, &pending, at) }?;
             if n == 0 {
-                let missing = wanted - (offset - start);
+                let missing = wanted - (at - offset);
                 if self.past_eof == PastEof::SectorSlack && missing >= 512 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
-                            "{}: read of {wanted} bytes at offset {start} is beyond the end of the file ({} bytes)",
+                            "{}: read of {wanted} bytes at offset {offset} is beyond the end of the file ({} bytes)",
                             self.path.display(),
                             self.len()
                         ),
                     ));
                 }
-                for buf in bufs.iter_mut() {
-                    buf.fill(0);
-                }
+                // SAFETY: as above, for all that is left.
+                unsafe { left.zero_rest() };
                 return Ok(());
             }
-            offset += n as u64;
-            IoSliceMut::advance_slices(&mut bufs, n);
+            at += n as u64;
+            left.advance(n);
         }
         Ok(())
     }
 
-    /// Writes all of `bufs` at `offset`.
-    pub(crate) fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if total == 0 {
-            return Ok(());
-        }
-        // Empty leading buffers would make the first call write nothing.
-        let bufs = &bufs[bufs.iter().take_while(|b| b.is_empty()).count()..];
-        // Nearly always one call writes it all, straight from `bufs`.
-        let n = self.write_once(&bufs[..bufs.len().min(MAX_IOVECS)], offset)?;
-        self.len.fetch_max(offset + n as u64, Ordering::Relaxed);
-        if n == total {
-            return Ok(());
-        }
-        // The rest: advance_slices needs a mutable list; the slices
-        // themselves are only borrowed.
-        let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
-        let mut bufs = &mut owned[..];
-        let mut offset = offset + n as u64;
-        IoSlice::advance_slices(&mut bufs, n);
-        while !bufs.is_empty() {
-            let n = self.write_once(&bufs[..bufs.len().min(MAX_IOVECS)], offset)?;
-            offset += n as u64;
-            self.len.fetch_max(offset, Ordering::Relaxed);
-            IoSlice::advance_slices(&mut bufs, n);
+    /// Writes all of the memory `iovecs` name at `offset`, with `pwritev`
+    /// straight from it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`crate::BlockBackend::write_iovecs_at`]: every iovec names
+    /// memory mapped and readable for the whole call.
+    pub(crate) unsafe fn write_iovecs_at(
+        &self,
+        iovecs: &[libc::iovec],
+        offset: u64,
+    ) -> io::Result<()> {
+        let mut left = Progress::new(iovecs);
+        let mut at = offset;
+        // Nearly always one call writes it all, straight from `iovecs`.
+        while !left.is_done() {
+            let pending = left.pending();
+            // SAFETY: `pending` names parts of `iovecs`, which the caller
+            // keeps mapped and readable.
+            let n = unsafe { pwritev_at(&self.file, &pending, at) }?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            at += n as u64;
+            self.len.fetch_max(at, Ordering::Relaxed);
+            left.advance(n);
         }
         Ok(())
-    }
-
-    /// One `pwrite` (one buffer) or `pwritev` of `bufs` at `offset`: the
-    /// bytes written, never none.
-    fn write_once(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<usize> {
-        let n = if let [buf] = bufs {
-            retry_eintr(|| pwrite(self.file.as_fd(), buf, to_off(offset)?))?
-        } else {
-            retry_eintr(|| pwritev(self.file.as_fd(), bufs, to_off(offset)?))?
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        Ok(n)
     }
 
     /// Deallocates a range, keeping the file length; reads give zeroes.
@@ -237,6 +243,144 @@ impl ImageFile {
             Err(errno) => Err(errno.into()),
         }
     }
+}
+
+/// The total length of an iovec list.
+pub(crate) fn iovecs_len(iovecs: &[libc::iovec]) -> u64 {
+    iovecs.iter().map(|v| v.iov_len as u64).sum()
+}
+
+/// `buf` as an iovec, for the kernel to write into.
+pub(crate) fn iovec_mut(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// `buf` as an iovec, for the kernel to read (which never writes through
+/// it).
+pub(crate) fn iovec(buf: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// Where a transfer stands in its iovec list: the iovecs from `at` on,
+/// the first of them without its first `skip` bytes; empty iovecs are
+/// passed over, so a transfer ends when `at` reaches the end.
+struct Progress<'a> {
+    iovecs: &'a [libc::iovec],
+    at: usize,
+    skip: usize,
+}
+
+impl<'a> Progress<'a> {
+    fn new(iovecs: &'a [libc::iovec]) -> Self {
+        let mut progress = Progress {
+            iovecs,
+            at: 0,
+            skip: 0,
+        };
+        progress.advance(0);
+        progress
+    }
+
+    fn is_done(&self) -> bool {
+        self.at == self.iovecs.len()
+    }
+
+    /// What is left, at most [`MAX_IOVECS`] iovecs, for one call: the
+    /// list itself while no iovec is cut (nearly always: one call does
+    /// it all), else a copy whose first iovec starts where the last call
+    /// stopped.
+    fn pending(&self) -> Cow<'a, [libc::iovec]> {
+        let end = self.iovecs.len().min(self.at + MAX_IOVECS);
+        let rest = &self.iovecs[self.at..end];
+        if self.skip == 0 {
+            return Cow::Borrowed(rest);
+        }
+        let mut rest = rest.to_vec();
+        rest[0].iov_base = rest[0].iov_base.cast::<u8>().wrapping_add(self.skip).cast();
+        rest[0].iov_len -= self.skip;
+        Cow::Owned(rest)
+    }
+
+    /// `n` more bytes are done.
+    fn advance(&mut self, mut n: usize) {
+        while self.at < self.iovecs.len() {
+            let left = self.iovecs[self.at].iov_len - self.skip;
+            if n < left {
+                self.skip += n;
+                return;
+            }
+            n -= left;
+            self.at += 1;
+            self.skip = 0;
+        }
+    }
+
+    /// Zeroes everything left.
+    ///
+    /// # Safety
+    ///
+    /// The iovecs name memory mapped and writable that no Rust reference
+    /// covers but one lent for this transfer.
+    unsafe fn zero_rest(&mut self) {
+        for v in self.pending().iter() {
+            // SAFETY: `v` is a part of one of the iovecs, writable for
+            // `iov_len` bytes by the caller's promise.
+            unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
+        }
+        self.at = self.iovecs.len();
+    }
+}
+
+/// One `pread` (one buffer) or `preadv` into `iovecs` at `offset`: the
+/// bytes read, none at the end of the file.
+///
+/// # Safety
+///
+/// Every iovec names memory mapped and writable for the call that no Rust
+/// reference covers but one lent for it.
+unsafe fn preadv_at(file: &File, iovecs: &[libc::iovec], offset: u64) -> io::Result<usize> {
+    let fd = file.as_raw_fd();
+    retry_eintr(|| {
+        let offset = to_off(offset)?;
+        let n = if let [one] = iovecs {
+            // SAFETY: the kernel writes at most `iov_len` bytes at
+            // `iov_base`, which the caller keeps writable.
+            unsafe { libc::pread(fd, one.iov_base, one.iov_len, offset) }
+        } else {
+            // SAFETY: as above, for each of the `iovecs.len()` (at most
+            // MAX_IOVECS) iovecs the kernel reads from the array.
+            unsafe { libc::preadv(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, offset) }
+        };
+        Errno::result(n).map(|n| n as usize)
+    })
+}
+
+/// One `pwrite` (one buffer) or `pwritev` of `iovecs` at `offset`: the
+/// bytes written.
+///
+/// # Safety
+///
+/// Every iovec names memory mapped and readable for the call.
+unsafe fn pwritev_at(file: &File, iovecs: &[libc::iovec], offset: u64) -> io::Result<usize> {
+    let fd = file.as_raw_fd();
+    retry_eintr(|| {
+        let offset = to_off(offset)?;
+        let n = if let [one] = iovecs {
+            // SAFETY: the kernel reads at most `iov_len` bytes at
+            // `iov_base`, which the caller keeps readable.
+            unsafe { libc::pwrite(fd, one.iov_base, one.iov_len, offset) }
+        } else {
+            // SAFETY: as above, for each of the iovecs in the array.
+            unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, offset) }
+        };
+        Errno::result(n).map(|n| n as usize)
+    })
 }
 
 fn to_off(value: u64) -> nix::Result<libc::off_t> {
@@ -375,5 +519,68 @@ impl Storage for ImageFile {
             PreallocateMode::None | PreallocateMode::Zero => self.set_len(new_size),
             _ => Err(io::ErrorKind::Unsupported.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iovec_at(base: *mut u8, at: usize, len: usize) -> libc::iovec {
+        libc::iovec {
+            iov_base: base.wrapping_add(at).cast(),
+            iov_len: len,
+        }
+    }
+
+    /// The (offset, length) pairs, relative to `base`, that `pending`
+    /// names.
+    fn ranges(base: *mut u8, pending: &[libc::iovec]) -> Vec<(usize, usize)> {
+        pending
+            .iter()
+            .map(|v| (v.iov_base as usize - base as usize, v.iov_len))
+            .collect()
+    }
+
+    #[test]
+    fn progress_through_cut_and_empty_iovecs() {
+        let mut memory = [0u8; 64];
+        let base = memory.as_mut_ptr();
+        let list = [
+            iovec_at(base, 0, 0),
+            iovec_at(base, 0, 10),
+            iovec_at(base, 10, 0),
+            iovec_at(base, 20, 5),
+            iovec_at(base, 40, 8),
+        ];
+        let mut progress = Progress::new(&list);
+        assert!(matches!(progress.pending(), Cow::Borrowed(_)));
+        assert_eq!(
+            ranges(base, &progress.pending()),
+            [(0, 10), (10, 0), (20, 5), (40, 8)]
+        );
+        progress.advance(4);
+        assert_eq!(
+            ranges(base, &progress.pending()),
+            [(4, 6), (10, 0), (20, 5), (40, 8)]
+        );
+        // The rest of the first iovec: the empty one after it is passed
+        // over too.
+        progress.advance(6);
+        assert_eq!(ranges(base, &progress.pending()), [(20, 5), (40, 8)]);
+        progress.advance(7);
+        assert_eq!(ranges(base, &progress.pending()), [(42, 6)]);
+        // SAFETY: the iovecs name `memory`, untouched until this returns.
+        unsafe { memory.as_mut_ptr().write_bytes(0xff, 64) };
+        let mut progress = Progress::new(&list);
+        progress.advance(12);
+        // SAFETY: as above.
+        unsafe { progress.zero_rest() };
+        assert!(progress.is_done());
+        assert_eq!(memory[20..22], [0xff, 0xff]);
+        assert_eq!(memory[22..25], [0, 0, 0]);
+        assert_eq!(memory[25..40], [0xff; 15]);
+        assert_eq!(memory[40..48], [0; 8]);
+        assert_eq!(memory[48], 0xff);
     }
 }

@@ -1,16 +1,16 @@
 //! Raw images: the virtual disk is the file, byte for byte.
 //!
 //! Requests go straight to `preadv`/`pwritev` on the descriptor with the
-//! caller's buffers; zeroing and discarding punch holes so the file stays
+//! caller's iovecs; zeroing and discarding punch holes so the file stays
 //! sparse.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 
 use nix::unistd::Whence;
 use proto::control::DiskFormat;
 
-use crate::backend::{BlockBackend, BlockStatus, check_range, iov_len, read_only_error};
-use crate::image_file::ImageFile;
+use crate::backend::{BlockBackend, BlockStatus, check_range, read_only_error};
+use crate::image_file::{ImageFile, iovecs_len};
 
 /// A raw image file as a block backend. Its virtual size is the file's
 /// length when it was opened.
@@ -47,15 +47,17 @@ impl BlockBackend for RawBackend {
         !self.file.is_writable()
     }
 
-    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
-        check_range(offset, iov_len(bufs), self.size)?;
-        self.file.read_vectored_at(bufs, offset)
+    unsafe fn read_iovecs_at(&self, iovecs: &[libc::iovec], offset: u64) -> io::Result<()> {
+        check_range(offset, iovecs_len(iovecs), self.size)?;
+        // SAFETY: the caller keeps our contract, which is the file's.
+        unsafe { self.file.read_iovecs_at(iovecs, offset) }
     }
 
-    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+    unsafe fn write_iovecs_at(&self, iovecs: &[libc::iovec], offset: u64) -> io::Result<()> {
         self.check_writable()?;
-        check_range(offset, iov_len(bufs), self.size)?;
-        self.file.write_vectored_at(bufs, offset)
+        check_range(offset, iovecs_len(iovecs), self.size)?;
+        // SAFETY: the caller keeps our contract, which is the file's.
+        unsafe { self.file.write_iovecs_at(iovecs, offset) }
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -15,13 +15,13 @@
 //!   order, as the chain walk found them (or checked from guest addresses
 //!   by [`HostViews::add_range`]). Its methods copy bytes in and out with
 //!   raw-pointer copies, and its [`HostViews::iovecs`] are raw iovecs for
-//!   `readv`/`writev`, where the kernel moves the bytes.
+//!   `readv`/`writev`, where the kernel moves the bytes; a disk backend
+//!   takes them the same way ([`disk::BlockBackend::read_iovecs_at`]).
 //!
 //! Their fields are private. Code that has a host address of guest memory
 //! from elsewhere makes one with an `unsafe` constructor and keeps its
 //! contract.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 
 use disk::BlockBackend;
@@ -404,36 +404,17 @@ impl<'m> HostViews<'m> {
     /// Fills the views from `backend`, from byte `offset` of the disk on,
     /// without a bounce buffer.
     pub fn read_from(&self, backend: &dyn BlockBackend, offset: u64) -> std::io::Result<()> {
-        let mut bufs: SmallVec<[IoSliceMut<'_>; 4]> = self
-            .iovecs
-            .iter()
-            .map(|v| {
-                // SAFETY: the view is guest memory mapped for `'m`, longer
-                // than this call. `disk::BlockBackend` takes its buffers as
-                // `IoSliceMut`, so this one call forms a `&mut [u8]` over
-                // memory the guest may change meanwhile; the backends only
-                // write into it (`preadv` for raw images, copies and
-                // zero-fills for qcow2) and never read it back.
-                IoSliceMut::new(unsafe {
-                    std::slice::from_raw_parts_mut(v.iov_base.cast(), v.iov_len)
-                })
-            })
-            .collect();
-        backend.read_vectored_at(&mut bufs, offset)
+        // SAFETY: the views are guest memory mapped for `'m`, longer than
+        // this call, that no Rust reference covers (the type's invariant);
+        // the guest may change it meanwhile, which the backend's contract
+        // allows.
+        unsafe { backend.read_iovecs_at(&self.iovecs, offset) }
     }
 
     /// Writes the views to `backend` at byte `offset` of the disk.
     pub fn write_to(&self, backend: &dyn BlockBackend, offset: u64) -> std::io::Result<()> {
-        let bufs: SmallVec<[IoSlice<'_>; 4]> = self
-            .iovecs
-            .iter()
-            .map(|v| {
-                // SAFETY: as in `read_from`; the backends only read these
-                // bytes, to the file (`pwritev`) or to compress or copy.
-                IoSlice::new(unsafe { std::slice::from_raw_parts(v.iov_base.cast(), v.iov_len) })
-            })
-            .collect();
-        backend.write_vectored_at(&bufs, offset)
+        // SAFETY: as in `read_from`; the backend only reads the views.
+        unsafe { backend.write_iovecs_at(&self.iovecs, offset) }
     }
 }
 
