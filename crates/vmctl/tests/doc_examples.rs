@@ -401,18 +401,33 @@ fn prepare(scratch: &Path, args: &[String]) -> Vec<String> {
             continue;
         }
         if let Some(long) = word.strip_prefix("--") {
-            // --cmdline STRING, --initrd PATH (or --name=value).
+            // --cmdline STRING, --initrd PATH, --user-data FILE,
+            // --ssh-key FILE (or --name=value).
             let (name, value) = match long.split_once('=') {
                 Some((name, value)) => (name, Some(value.to_string())),
                 None => (long, words.next().cloned()),
             };
             let value = value.unwrap_or_default();
-            let value = if name == "initrd" {
-                let path = in_scratch(scratch, &value);
-                provide(scratch, &path, false);
-                path
-            } else {
-                value
+            let value = match name {
+                "initrd" => {
+                    let path = in_scratch(scratch, &value);
+                    provide(scratch, &path, false);
+                    path
+                }
+                // vmctl reads these: they must hold what it accepts.
+                "user-data" | "ssh-key" => {
+                    let path = in_scratch(scratch, &value);
+                    let full = scratch.join(&path);
+                    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                    let contents = if name == "ssh-key" {
+                        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 example\n"
+                    } else {
+                        "#cloud-config\n"
+                    };
+                    std::fs::write(&full, contents).unwrap();
+                    path
+                }
+                _ => value,
             };
             out.push(format!("--{name}"));
             out.push(value);
