@@ -215,13 +215,13 @@ fn timestamp() -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    // SAFETY: time(NULL), and localtime_r into a zeroed struct we own.
-    let tm = unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&now, &mut tm);
-        tm
-    };
+    // SAFETY: time(NULL) writes nowhere.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    // SAFETY: libc::tm is plain integers (and a pointer that may be null):
+    // all zeros is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live values of the right types.
+    unsafe { libc::localtime_r(&now, &mut tm) };
     format!(
         "{} {:>2} {:02}:{:02}:{:02}",
         MONTHS[tm.tm_mon.clamp(0, 11) as usize],

@@ -311,12 +311,11 @@ fn daemon_main(options: Options) -> i32 {
         );
     }
 
-    // SAFETY: ignoring SIGPIPE and SIGUSR1 has no preconditions; a client
-    // that goes away must not kill the daemon.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
-    }
+    // A client that goes away must not kill the daemon.
+    // SAFETY: ignoring SIGPIPE has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // SAFETY: nor has ignoring SIGUSR1.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
     let (events_tx, events_rx) = mpsc::channel();
     let mut signals = match Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,

@@ -59,26 +59,34 @@ impl VmProcess {
             } else {
                 Stdio::null()
             });
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0 {
+        let prepare = move || {
+            // SAFETY: setsid has no preconditions.
+            if unsafe { libc::setsid() } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A VM never outlives its daemon.
+            // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if theirs_fd == proto_channel_fd() {
+                // SAFETY: F_GETFD on a descriptor of this process.
+                let flags = unsafe { libc::fcntl(theirs_fd, libc::F_GETFD) };
+                // SAFETY: F_SETFD on the same descriptor, an integer.
+                unsafe { libc::fcntl(theirs_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) };
+            } else {
+                // SAFETY: dup2 of a descriptor this process holds onto the
+                // channel's number, which nothing else uses in the child.
+                if unsafe { libc::dup2(theirs_fd, proto_channel_fd()) } < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // A VM never outlives its daemon.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if theirs_fd == proto_channel_fd() {
-                    let flags = libc::fcntl(theirs_fd, libc::F_GETFD);
-                    libc::fcntl(theirs_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(theirs_fd, proto_channel_fd()) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                close_on_exec_above(proto_channel_fd());
-                Ok(())
-            });
-        }
+            }
+            close_on_exec_above(proto_channel_fd());
+            Ok(())
+        };
+        // SAFETY: between fork and exec `prepare` makes only system calls,
+        // all async-signal-safe, and allocates nothing.
+        unsafe { command.pre_exec(prepare) };
         let child = command.spawn()?;
         drop(theirs);
         let process = VmProcess {

@@ -19,10 +19,9 @@ impl EndSignals {
         mask.add(Signal::SIGTERM);
         if interactive {
             // SAFETY: SIG_IGN installs no handler code.
-            unsafe {
-                signal(Signal::SIGINT, SigHandler::SigIgn)?;
-                signal(Signal::SIGQUIT, SigHandler::SigIgn)?;
-            }
+            unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) }?;
+            // SAFETY: as above.
+            unsafe { signal(Signal::SIGQUIT, SigHandler::SigIgn) }?;
         } else {
             mask.add(Signal::SIGINT);
         }
