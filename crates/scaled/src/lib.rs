@@ -186,6 +186,51 @@ pub fn fmt_scaled(number: i64) -> String {
 mod tests {
     use super::*;
 
+    // The tests below pin what mutation testing (scripts/mutants.sh)
+    // found unchecked; each kills at least one mutant of this file.
+
+    #[test]
+    fn errors_carry_their_errno_and_text() {
+        assert_eq!(ScanError::Invalid.errno(), 22);
+        assert_eq!(ScanError::Range.errno(), 34);
+        assert_eq!(ScanError::Invalid.to_string(), "Invalid argument");
+        assert_eq!(
+            ScanError::Range.to_string(),
+            "Numerical result out of range"
+        );
+    }
+
+    #[test]
+    fn digit_limits() {
+        // Twenty digits in all (leading zeros count) pass, twenty-one do not.
+        assert_eq!(scan_scaled("00000000000000000001"), Ok(1));
+        assert_eq!(scan_scaled("000000000000000000001"), Err(ScanError::Range));
+        // At most nineteen fraction digits are read: a twentieth that would
+        // overflow is ignored; nineteen nines overflow.
+        assert_eq!(scan_scaled("0.10000000000000000000K"), Ok(102));
+        assert_eq!(scan_scaled("0.999999999999999999K"), Ok(1023));
+        assert_eq!(scan_scaled("0.9999999999999999999K"), Err(ScanError::Range));
+    }
+
+    #[test]
+    fn large_fractions_lose_digits_as_the_c_code_does() {
+        assert_eq!(scan_scaled("-1.5K"), Ok(-1536));
+        assert_eq!(scan_scaled("-0.5K"), Ok(-512));
+        assert_eq!(scan_scaled("7.5E"), Ok(8646911284551352320));
+        assert_eq!(
+            scan_scaled("0.1234567890123456789E"),
+            Ok(115292150460684697)
+        );
+        // The fraction is cut to a single digit, which then scales to 0.
+        assert_eq!(scan_scaled("1.999999999999999E"), Ok(1 << 60));
+    }
+
+    #[test]
+    fn a_negative_fraction_carries_into_the_whole_number() {
+        assert_eq!(fmt_scaled(-2024), "-2.0K");
+        assert_eq!(fmt_scaled(2024), "2.0K");
+    }
+
     /// At 100 and above the fraction is not printed but rounds the whole
     /// number: exactly .5 rounds up, as OpenBSD's fmt_scaled does.
     #[test]
