@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
-use disk::format::QCOW2_MAGIC;
+use proto::control::QCOW2_MAGIC;
 
 /// The host facilities the parser uses.
 pub trait Host {

@@ -11,7 +11,7 @@
 
 use std::mem;
 
-use proto::control::{BootDevice, DiskFormat, DiskSpec};
+use proto::control::{BootDevice, DiskFormat, DiskSpec, split_format_prefix};
 use proto::names::{NameError, validate_vm_name};
 
 use crate::diagnostics::{Location, Report, Warning};
@@ -940,7 +940,7 @@ impl<'h> Parser<'h> {
         } else {
             None
         };
-        let (path, prefixed) = disk::split_format_prefix(&argument);
+        let (path, prefixed) = split_format_prefix(&argument);
         let format = match format_word {
             Some((word, word_line)) => match word.to_ascii_lowercase().as_str() {
                 "raw" => Some(DiskFormat::Raw),

@@ -4,20 +4,9 @@ use std::io::Read;
 use std::path::Path;
 
 use proto::control::DiskFormat;
-
-/// The qcow2 magic, `QFI\xfb`.
-pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
-
-/// Removes an explicit `raw:` or `qcow2:` prefix (exact, lower case).
-pub fn split_format_prefix(arg: &str) -> (&str, Option<DiskFormat>) {
-    if let Some(rest) = arg.strip_prefix("raw:") {
-        (rest, Some(DiskFormat::Raw))
-    } else if let Some(rest) = arg.strip_prefix("qcow2:") {
-        (rest, Some(DiskFormat::Qcow2))
-    } else {
-        (arg, None)
-    }
-}
+// Both live in proto so that vm.conf's parser can use them without this
+// crate's image library; re-exported so `disk::format::*` keeps working.
+pub use proto::control::{QCOW2_MAGIC, split_format_prefix};
 
 /// Determines the format of a disk argument, first rule that applies:
 /// an explicit prefix; the qcow2 magic in an existing file; a `.raw` or

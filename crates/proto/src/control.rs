@@ -44,6 +44,22 @@ impl DiskFormat {
     }
 }
 
+/// The qcow2 magic, `QFI\xfb`. Here rather than in `disk` so that the
+/// configuration parser can recognise an image without the image library.
+pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+
+/// Removes an explicit `raw:` or `qcow2:` prefix (exact, lower case) from a
+/// disk argument (vmctl(8), vm.conf(5)).
+pub fn split_format_prefix(arg: &str) -> (&str, Option<DiskFormat>) {
+    if let Some(rest) = arg.strip_prefix("raw:") {
+        (rest, Some(DiskFormat::Raw))
+    } else if let Some(rest) = arg.strip_prefix("qcow2:") {
+        (rest, Some(DiskFormat::Qcow2))
+    } else {
+        (arg, None)
+    }
+}
+
 /// A disk as given to `start -d` or `disk` in vm.conf.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskSpec {
@@ -502,6 +518,19 @@ pub struct NicDetails {
 mod tests {
     use super::*;
     use crate::frame::Channel;
+
+    /// Only an exact, lower-case `raw:` or `qcow2:` is a prefix; anything
+    /// else is part of the path.
+    #[test]
+    fn format_prefix_is_exact_and_lower_case() {
+        assert_eq!(split_format_prefix("raw:/a"), ("/a", Some(DiskFormat::Raw)));
+        assert_eq!(
+            split_format_prefix("qcow2:/a"),
+            ("/a", Some(DiskFormat::Qcow2))
+        );
+        assert_eq!(split_format_prefix("RAW:/a"), ("RAW:/a", None));
+        assert_eq!(split_format_prefix("/a:raw:"), ("/a:raw:", None));
+    }
 
     /// A start request with the largest user-data and SSH key vmctl sends
     /// (64 KiB and 8 KiB, docs/cloud-init.md) and four disks, a CD-ROM, a
