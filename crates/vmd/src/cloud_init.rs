@@ -12,7 +12,7 @@ use proto::error::{Failed, error_text};
 use proto::vmchannel::LaunchDisk;
 
 use crate::open_as::OpenAs;
-use crate::registry::{CloudInitFiles, NicParams};
+use crate::params::{CloudInitFiles, NicParams};
 use crate::vmproc::LaunchDescriptors;
 
 /// The name the volume goes by in messages and as its disk's serial.

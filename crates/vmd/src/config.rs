@@ -4,7 +4,7 @@
 use conf::model::{Interface, MacAddr, Vm};
 use conf::{Define, LoadOptions, Loaded, Origin, Rejected};
 
-use crate::registry::{NicParams, Owner, VmParams};
+use crate::params::{NicParams, Owner, VmParams};
 
 /// Which file the daemon reads, and with which `-D` macros.
 #[derive(Debug, Clone)]

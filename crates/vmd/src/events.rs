@@ -8,8 +8,8 @@ use proto::control::Request;
 use proto::vmchannel::FromVm;
 use vmm::snapshot::{Header, StreamError};
 
-use crate::control::{Client, RequestPermit};
-use crate::daemon::Incoming;
+use crate::client::{Client, RequestPermit};
+use crate::incoming::Incoming;
 
 pub enum Event {
     /// A client sent a request.

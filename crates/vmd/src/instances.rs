@@ -8,8 +8,8 @@ use proto::ErrorCode;
 use proto::control::{BootDevice, DiskSpec};
 
 use crate::config;
+use crate::params::{Owner, VmParams};
 use crate::permissions;
-use crate::registry::{Owner, VmParams};
 
 /// What the instance asks for; `None` or empty means "as the template".
 #[derive(Debug, Default, Clone)]

@@ -8,8 +8,14 @@ use std::path::Path;
 use proto::ErrorCode;
 use proto::error::{Failed, error_text};
 
-use crate::daemon::DEFAULT_BIOS_PATHS;
 use crate::open_as::OpenAs;
+
+/// Firmware used when a VM names no boot image (vmd(8), "Firmware").
+pub const DEFAULT_BIOS_PATHS: [&str; 3] = [
+    "/etc/firmware/vmm-bios",
+    "/usr/share/seabios/bios-256k.bin",
+    "/usr/share/seabios/bios.bin",
+];
 
 /// Opens the initrd at `path` with the rights of whoever chose it (see
 /// open_as.rs): it must be a regular file that user may open. What was

@@ -3,12 +3,14 @@
 //! `vmd [-dnv] [-D macro=value] [-f file]` (vmd(8)). The same binary is
 //! re-executed, with a private first argument, as each VM's process.
 
+mod client;
 mod cloud_init;
 mod config;
 mod control;
 mod daemon;
 mod detach;
 mod events;
+mod incoming;
 mod instances;
 mod kernel_files;
 mod logging;
@@ -16,10 +18,12 @@ mod logging;
 mod man_page;
 mod network;
 mod open_as;
+mod params;
 mod permissions;
 mod pty;
 mod registry;
 mod sd_notify;
+mod strerror;
 mod vmproc;
 
 use std::fs::OpenOptions;
@@ -33,6 +37,7 @@ use signal_hook::iterator::Signals;
 
 use crate::events::Event;
 use crate::logging::Destination;
+use crate::strerror::strerror;
 use crate::vmproc::VM_PROCESS_ARG;
 
 const USAGE: &str = "usage: vmd [-dnv] [-D macro=value] [-f file]";
@@ -134,22 +139,6 @@ fn sandbox_identity() -> Result<proto::vmchannel::SandboxIdentity, String> {
         gid: user.gid.as_raw(),
         root: EMPTY_ROOT.to_string(),
     })
-}
-
-/// The C library's text for `errno` ("Inappropriate ioctl for device"),
-/// without the "(os error N)" that `std::io::Error` adds, for messages a
-/// user reads.
-fn strerror(errno: i32) -> String {
-    let mut buf = [0 as libc::c_char; 256];
-    // SAFETY: the buffer and its length are valid; strerror_r (the XSI
-    // one, which libc binds) NUL-terminates what it writes into it.
-    if unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) } != 0 {
-        return format!("error {errno}");
-    }
-    // SAFETY: NUL-terminated within the buffer, see above.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// The hypervisor device.

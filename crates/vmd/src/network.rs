@@ -20,7 +20,7 @@ use proto::ErrorCode;
 use proto::error::Failed;
 use proto::vmchannel::{LaunchNic, LocalAddrs};
 
-use crate::registry::NicParams;
+use crate::params::NicParams;
 use crate::vmproc::LaunchDescriptors;
 
 /// The daemon's netlink socket and what it chose once per lifetime.

@@ -1,5 +1,6 @@
 //! The VMs vmd knows (docs/lifecycle.md, "Registry, ids and states"): their parameters, ids, owners and
-//! state bits, in registration order.
+//! state bits, in registration order, and their processes while they run.
+//! What a VM is made of is params.rs's.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -7,65 +8,14 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use proto::control::{BootDevice, DiskSpec, VmEnd, VmRef, state};
+use proto::control::{BootDevice, VmEnd, VmRef, state};
 use proto::vmchannel::ExitReason;
 
-use crate::control::Client;
-use crate::daemon::Incoming;
+use crate::client::Client;
+use crate::incoming::Incoming;
+use crate::params::{CloudInitFiles, Owner, VmParams};
 use crate::pty::Pty;
 use crate::vmproc::VmProcess;
-
-/// Default memory of a new VM (docs/lifecycle.md, "Registration").
-pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
-/// Most vCPUs per VM.
-pub const MAX_VCPUS: u32 = 64;
-pub const MAX_DISKS: usize = 4;
-pub const MAX_NICS: usize = 4;
-
-/// Who owns a VM (vm.conf `owner`, or whoever created it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: Option<u32>,
-}
-
-/// One network interface of a VM and its guest MAC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicParams {
-    pub iface: conf::model::Interface,
-    pub mac: [u8; 6],
-}
-
-/// What a VM is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmParams {
-    pub memory: u64,
-    pub vcpus: u32,
-    /// Configured boot image (vm.conf `boot`); `None` boots the default
-    /// firmware.
-    pub boot: Option<String>,
-    pub cmdline: Option<String>,
-    pub initrd: Option<String>,
-    pub disks: Vec<DiskSpec>,
-    pub cdrom: Option<String>,
-    pub nics: Vec<NicParams>,
-    /// Configured `boot device`.
-    pub boot_device: Option<BootDevice>,
-}
-
-/// vm.conf's `user-data` and `ssh-key` (docs/cloud-init.md): files root
-/// chose, read when the VM starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CloudInitFiles {
-    pub user_data: Option<String>,
-    pub ssh_key: Option<String>,
-}
-
-impl CloudInitFiles {
-    pub fn is_empty(&self) -> bool {
-        self.user_data.is_none() && self.ssh_key.is_none()
-    }
-}
 
 /// A VM's process while it runs.
 pub struct Running {
@@ -207,10 +157,13 @@ impl VmRecord {
     }
 }
 
-/// The list of VMs and the id allocator.
+/// The list of VMs and the id allocator. A VM is known by its id, which
+/// stays the same while it is registered; its place in the list changes
+/// as VMs before it go, so the list itself stays in here.
 #[derive(Default)]
 pub struct Registry {
-    pub vms: Vec<VmRecord>,
+    /// In registration order, which `status` keeps.
+    vms: Vec<VmRecord>,
     /// Ids are stable per (name, uid at registration) until reset.
     ids: HashMap<(String, u32), u32>,
     next_id: u32,
@@ -237,31 +190,85 @@ impl Registry {
     }
 
     /// Forgets every id (`reset vms`): numbering restarts at 1.
-    pub fn reset_ids(&mut self) {
+    fn reset_ids(&mut self) {
         self.ids.clear();
         self.next_id = 1;
     }
 
-    pub fn find(&self, target: &VmRef) -> Option<usize> {
-        self.vms
-            .iter()
-            .position(|vm| target.matches(vm.id, &vm.name))
+    /// Adds `vm`, whose id came from [`Registry::assign_id`], at the end;
+    /// returns its id. Names are unique among registered VMs, and so are
+    /// ids: one name has one id per registering user.
+    pub fn insert(&mut self, vm: VmRecord) -> u32 {
+        debug_assert!(
+            self.get(vm.id).is_none(),
+            "vm id {} registered twice",
+            vm.id
+        );
+        let id = vm.id;
+        self.vms.push(vm);
+        id
     }
 
-    pub fn by_id(&self, id: u32) -> Option<usize> {
-        self.vms.iter().position(|vm| vm.id == id)
+    /// Removes the VM with `id`.
+    pub fn remove(&mut self, id: u32) -> Option<VmRecord> {
+        let index = self.vms.iter().position(|vm| vm.id == id)?;
+        Some(self.vms.remove(index))
     }
 
-    pub fn by_run(&self, run: u64) -> Option<usize> {
+    /// Removes every VM and forgets every id (`reset vms`); the VMs are
+    /// returned for their processes to be ended.
+    pub fn reset(&mut self) -> Vec<VmRecord> {
+        self.reset_ids();
+        std::mem::take(&mut self.vms)
+    }
+
+    pub fn get(&self, id: u32) -> Option<&VmRecord> {
+        self.vms.iter().find(|vm| vm.id == id)
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut VmRecord> {
+        self.vms.iter_mut().find(|vm| vm.id == id)
+    }
+
+    /// The VM a request names, by id or by name.
+    pub fn find(&self, target: &VmRef) -> Option<&VmRecord> {
+        self.vms.iter().find(|vm| target.matches(vm.id, &vm.name))
+    }
+
+    pub fn find_mut(&mut self, target: &VmRef) -> Option<&mut VmRecord> {
+        self.vms
+            .iter_mut()
+            .find(|vm| target.matches(vm.id, &vm.name))
+    }
+
+    /// The id of the VM whose current process is `run`.
+    pub fn by_run(&self, run: u64) -> Option<u32> {
         self.vms
             .iter()
-            .position(|vm| vm.run.as_ref().is_some_and(|r| r.process.run == run))
+            .find(|vm| vm.run.as_ref().is_some_and(|r| r.process.run == run))
+            .map(|vm| vm.id)
+    }
+
+    /// The VMs in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &VmRecord> {
+        self.vms.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut VmRecord> {
+        self.vms.iter_mut()
+    }
+
+    /// The ids of the VMs, in registration order: to act on each while
+    /// some may be removed.
+    pub fn ids(&self) -> Vec<u32> {
+        self.vms.iter().map(|vm| vm.id).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::DEFAULT_MEMORY;
 
     #[test]
     fn ids_are_stable_per_name_and_uid() {
@@ -272,5 +279,48 @@ mod tests {
         assert_eq!(r.assign_id("a", 1000), Some(3));
         r.reset_ids();
         assert_eq!(r.assign_id("b", 0), Some(1));
+    }
+
+    fn vm(registry: &mut Registry, name: &str) -> u32 {
+        let id = registry.assign_id(name, 0).unwrap();
+        let params = VmParams {
+            memory: DEFAULT_MEMORY,
+            vcpus: 1,
+            boot: None,
+            cmdline: None,
+            initrd: None,
+            disks: Vec::new(),
+            cdrom: None,
+            nics: Vec::new(),
+            boot_device: None,
+        };
+        let owner = Owner { uid: 0, gid: None };
+        registry.insert(VmRecord::new(id, name.to_string(), params, owner, true))
+    }
+
+    #[test]
+    fn a_vm_stays_found_by_its_id_when_others_go() {
+        let mut r = Registry::new();
+        let a = vm(&mut r, "a");
+        let b = vm(&mut r, "b");
+        let c = vm(&mut r, "c");
+        assert_eq!(r.remove(a).map(|vm| vm.name), Some("a".to_string()));
+        assert_eq!(r.get(c).map(|vm| vm.name.as_str()), Some("c"));
+        r.get_mut(b).unwrap().flags |= state::DISABLED;
+        assert_eq!(
+            r.find(&VmRef::Name("b".into())).map(|vm| vm.flags),
+            Some(state::DISABLED)
+        );
+        assert_eq!(r.find(&VmRef::Id(c)).map(|vm| vm.id), Some(c));
+        assert!(r.get(a).is_none() && r.remove(a).is_none());
+        assert_eq!(r.ids(), vec![b, c], "registration order is kept");
+        let names: Vec<String> = r.reset().into_iter().map(|vm| vm.name).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(r.iter().count(), 0);
+        assert_eq!(
+            r.assign_id("c", 0),
+            Some(1),
+            "ids start again after a reset"
+        );
     }
 }

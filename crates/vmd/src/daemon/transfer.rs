@@ -25,20 +25,14 @@ use proto::vmchannel::{LocalAddrs, NicDescription, ToVm, VmDescription};
 use vmm::snapshot::{Header, StreamError};
 
 use super::Daemon;
-use crate::control::Client;
+use crate::client::Client;
 use crate::events::Event;
-use crate::registry::{MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, VmParams, VmRecord};
+use crate::incoming::Incoming;
+use crate::params::{MAX_DISKS, MAX_NICS, MAX_VCPUS, NicParams, Owner, VmParams};
+use crate::registry::VmRecord;
 
 /// Largest guest vmctl accepts (docs/machine.md, "Limits").
 const MAX_MEMORY: u64 = 128 << 30;
-
-/// A received stream whose header checked out, waiting for its VM.
-pub struct Incoming {
-    /// The preamble and header as read.
-    pub header_bytes: Vec<u8>,
-    /// The rest of the stream.
-    pub stream: OwnedFd,
-}
 
 /// What a VM is made of, as the stream tells the receiving vmd; `local`
 /// holds the addresses its local interfaces have in this run.
@@ -146,10 +140,9 @@ impl Daemon {
         let Some(stream) = fds.into_iter().next() else {
             return refuse(ErrorCode::EINVAL);
         };
-        let Some(index) = self.registry.find(target) else {
+        let Some(vm) = self.registry.find_mut(target) else {
             return refuse(ErrorCode::ENOENT);
         };
-        let vm = &mut self.registry.vms[index];
         let stopping = vm.flags & state::SHUTDOWN != 0;
         let Some(run) = vm.run.as_mut() else {
             return refuse(ErrorCode::EINVAL);
@@ -177,11 +170,13 @@ impl Daemon {
     }
 
     /// The VM process's answer to a send.
-    pub(super) fn sent(&mut self, index: usize, result: Result<(), ErrorCode>) {
-        let vm = &mut self.registry.vms[index];
+    pub(super) fn sent(&mut self, id: u32, result: Result<(), ErrorCode>) {
+        let Some(vm) = self.registry.get_mut(id) else {
+            return;
+        };
         let Some(run) = vm.run.as_mut() else { return };
         match result {
-            Ok(()) => self.sent_away(index),
+            Ok(()) => self.sent_away(id),
             Err(code) => {
                 tracing::warn!("{}: sending vm {} failed: {code}", vm.name, vm.id);
                 if let Some(sender) = run.sender.take() {
@@ -281,9 +276,8 @@ impl Daemon {
         vm.keep_local = kept_local(&header.description);
         vm.flags |= state::RECEIVED;
         vm.incoming = Some(incoming);
-        self.registry.vms.push(vm);
-        let index = self.registry.vms.len() - 1;
-        if let Err(failed) = self.launch(index, client.uid, Some(client.clone())) {
+        let id = self.registry.insert(vm);
+        if let Err(failed) = self.launch(id, client.uid, Some(client.clone())) {
             client.send(&Response::Start(Err(failed)));
         }
     }
