@@ -19,6 +19,9 @@
 //! * `ended`: the VM went away (the console client or QEMU ended);
 //! * `error`: the harness could not start or stop the VM.
 //!
+//! A failed try of ours also says whether the guest answers on a console
+//! attached anew (`fresh_console=answers` or `silent`).
+//!
 //! Nested, the tries run in several outer guests (`--per-outer` pairs in
 //! each): an outer guest may run 20 minutes, and one that dies takes only
 //! its own tries with it.
@@ -317,11 +320,30 @@ fn one(env: &Env, side: &str, n: u32, cpus: u32) -> Try {
             .push(("what".into(), f.what.chars().take(300).collect()));
         bench::emit(&format!("soak log {side} try {n}: {}", f.what));
         bench::log_failure(env, side, &mut vm, 60);
+        if let Vm::Ours(g) = &mut vm {
+            t.notes.push(("fresh_console".into(), probe(g)));
+        }
     }
     if let Err(e) = bench::stop_vm(env, vm) {
         bench::emit(&format!("soak log {side} try {n}: stopping: {e}"));
     }
     t
+}
+
+/// Whether the guest of a failed try still answers on a console attached
+/// anew: `answers` tells a guest that lives on behind a stalled console
+/// session from a dead one (`silent`).
+fn probe(g: &mut realguest::guest::Guest) -> String {
+    if let Err(e) = g.reattach() {
+        return format!("unavailable:{e}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    g.console.skip_seen();
+    let _ = g.console.type_raw(b"\r");
+    match g.console.query("alive", Duration::from_secs(60)) {
+        Ok(_) => "answers".into(),
+        Err(_) => "silent".into(),
+    }
 }
 
 /// Boot, reboot, disk: records the times in `t`.
