@@ -287,7 +287,13 @@ impl Daemon {
         result
     }
 
-    /// Launches the VM with `id`.
+    /// Launches the VM with `id`. Everything that can fail (the boot
+    /// image, initrd and firmware, the tty, the CD, the disks, the
+    /// cloud-init volume, the NICs, the process) is had before anything
+    /// meant for this one start is given up: the next kernel and boot
+    /// device, a received VM's stream, the console history the new run
+    /// replays, and the count of quick restarts all stay as they were
+    /// when the launch fails, for the start that follows.
     pub(super) fn try_launch(
         &mut self,
         id: u32,
@@ -304,26 +310,29 @@ impl Daemon {
             return Err(ErrorCode::EALREADY.into());
         }
         let now = Instant::now();
-        if let Some(last) = vm.last_start {
-            if now.duration_since(last) < QUICK_RESTART {
-                vm.quick_restarts += 1;
-            } else {
-                vm.quick_restarts = 0;
-            }
-        }
-        if vm.quick_restarts >= MAX_QUICK_RESTARTS {
+        let quick_restarts = match vm.last_start {
+            Some(last) if now.duration_since(last) < QUICK_RESTART => vm.quick_restarts + 1,
+            Some(_) => 0,
+            None => vm.quick_restarts,
+        };
+        if quick_restarts >= MAX_QUICK_RESTARTS {
             vm.quick_restarts = 0;
             tracing::warn!("vm {} restarted too quickly", vm.id);
             return Err(Failed::because(ErrorCode::EPERM, "restarted too quickly"));
         }
 
+        let duplicate = |fd: &OwnedFd, what: &str| {
+            fd.try_clone().map_err(|e| {
+                tracing::warn!("{}: cannot use its {what}: {e}", vm.name);
+                Failed::because(ErrorCode::from_io(&e), format!("{what}: {e}"))
+            })
+        };
         let boot_image_chosen = vm.next_kernel.is_some() || vm.kernel.is_some();
-        let incoming = vm.incoming.take();
-        let boot_image = match vm.next_kernel.take() {
-            Some(fd) => Some(fd),
+        let boot_image = match (&vm.next_kernel, &vm.incoming) {
+            (Some(next), _) => Some(duplicate(next, "boot image")?),
             // A received VM carries on where it was: it boots nothing.
-            None if incoming.is_some() => None,
-            None => match &vm.kernel {
+            (None, Some(_)) => None,
+            (None, None) => match &vm.kernel {
                 Some(kernel) => Some(rewound(kernel).map_err(|e| {
                     tracing::warn!("{}: cannot boot its kernel again: {e}", vm.name);
                     Failed::because(
@@ -334,7 +343,14 @@ impl Daemon {
                 None => Some(open_boot_image(vm.params.boot.as_deref())?),
             },
         };
-        let boot_device = vm.next_boot_device.take().or(vm.params.boot_device);
+        let incoming = match &vm.incoming {
+            Some(incoming) => Some((
+                duplicate(&incoming.stream, "received stream")?,
+                incoming.header_bytes.clone(),
+            )),
+            None => None,
+        };
+        let boot_device = vm.next_boot_device.or(vm.params.boot_device);
         // A VM from vm.conf boots files root chose; an ad-hoc VM's files
         // were chosen by the user who created it.
         let chosen_by = if vm.configured {
@@ -432,10 +448,12 @@ impl Daemon {
             nics,
             boot_device,
             verbose: self.verbosity,
-            console_history: std::mem::take(&mut vm.console_history),
-            incoming: incoming.map(|i| IncomingState {
-                stream: fds.push(i.stream),
-                header: i.header_bytes,
+            // A copy (of at most the console's history size): the VM keeps
+            // its own until the process has it.
+            console_history: vm.console_history.clone(),
+            incoming: incoming.map(|(stream, header)| IncomingState {
+                stream: fds.push(stream),
+                header,
             }),
             sandbox: Some(self.sandbox.clone()),
         };
@@ -448,6 +466,12 @@ impl Daemon {
                         format!("cannot spawn vm process: {e}"),
                     )
                 })?;
+        // The process has them now: this start used them up.
+        vm.next_kernel = None;
+        vm.next_boot_device = None;
+        vm.incoming = None;
+        vm.console_history = Vec::new();
+        vm.quick_restarts = quick_restarts;
         self.next_run += 1;
         vm.last_start = Some(now);
         vm.flags &= !(state::SHUTDOWN | state::PAUSED | state::WAITING);
@@ -614,7 +638,124 @@ fn open_disks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
+
+    use proto::control::{BootDevice, DiskFormat, DiskSpec};
+    use proto::vmchannel::SandboxIdentity;
+
+    use crate::config::ConfigSource;
+    use crate::incoming::Incoming;
+    use crate::vmproc::SpawnOptions;
+
+    /// A daemon that knows no VM and has loaded no file; its launches
+    /// here all fail before a process would be spawned.
+    fn daemon() -> Daemon {
+        let (events, _) = std::sync::mpsc::channel();
+        Daemon::new(
+            events,
+            File::open("/dev/null").unwrap(),
+            SpawnOptions { foreground: true },
+            0,
+            PathBuf::from("/nonexistent/vmd.sock"),
+            ConfigSource {
+                path: "/nonexistent/vm.conf".into(),
+                origin: conf::Origin::Default,
+                defines: Vec::new(),
+            },
+            SandboxIdentity {
+                uid: 65534,
+                gid: 65534,
+                root: "/var/empty".into(),
+            },
+        )
+    }
+
+    /// A configured VM (kept when its start fails) whose one disk is
+    /// not there, so that every launch of it fails at its disks, after
+    /// the boot image, the tty and the CD and before the NICs and the
+    /// process.
+    fn vm_without_its_disk(daemon: &mut Daemon, name: &str, dir: &Path) -> u32 {
+        let id = daemon.registry.assign_id(name, 0).unwrap();
+        let params = VmParams {
+            memory: DEFAULT_MEMORY,
+            vcpus: 1,
+            boot: None,
+            cmdline: None,
+            initrd: None,
+            disks: vec![DiskSpec {
+                path: dir.join("gone.img").display().to_string(),
+                format: DiskFormat::Raw,
+            }],
+            cdrom: None,
+            nics: Vec::new(),
+            boot_device: None,
+        };
+        let owner = Owner { uid: 0, gid: None };
+        daemon
+            .registry
+            .insert(VmRecord::new(id, name.to_string(), params, owner, true))
+    }
+
+    #[test]
+    fn a_failed_launch_keeps_what_the_next_start_needs() {
+        let dir = std::env::temp_dir().join(format!("vmd-relaunch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kernel"), b"a kernel").unwrap();
+        let kernel_inode = std::fs::metadata(dir.join("kernel")).unwrap().ino();
+        let mut daemon = daemon();
+
+        // `vmctl start -b kernel -B cdrom vm` of a VM that ran a moment
+        // ago, once already restarted quickly, with its output kept.
+        let booted = vm_without_its_disk(&mut daemon, "booted", &dir);
+        let vm = daemon.registry.get_mut(booted).unwrap();
+        vm.next_kernel = Some(File::open(dir.join("kernel")).unwrap().into());
+        vm.next_boot_device = Some(BootDevice::Cdrom);
+        vm.console_history = b"the last run's output".to_vec();
+        vm.last_start = Some(Instant::now());
+        vm.quick_restarts = 1;
+        // A received VM, its stream waiting for its first launch.
+        let received = vm_without_its_disk(&mut daemon, "received", &dir);
+        let (stream, _writer) = nix::unistd::pipe().unwrap();
+        daemon.registry.get_mut(received).unwrap().incoming = Some(Incoming {
+            header_bytes: b"header".to_vec(),
+            stream,
+        });
+
+        // Failing again and again changes none of it: the failures are
+        // the disk's, not a restart limit's.
+        for attempt in 1..=3 {
+            for id in [booted, received] {
+                let failed = daemon.try_launch(id, 0, None).unwrap_err();
+                assert_eq!(
+                    failed.code,
+                    ErrorCode::DISK_MISSING,
+                    "attempt {attempt} of vm {id}: {failed}"
+                );
+            }
+            let vm = daemon.registry.get(booted).unwrap();
+            let next_kernel = vm.next_kernel.as_ref().map(|fd| {
+                File::from(fd.try_clone().unwrap())
+                    .metadata()
+                    .unwrap()
+                    .ino()
+            });
+            assert_eq!(next_kernel, Some(kernel_inode), "attempt {attempt}");
+            assert_eq!(vm.next_boot_device, Some(BootDevice::Cdrom));
+            assert_eq!(vm.console_history, b"the last run's output");
+            assert_eq!(vm.quick_restarts, 1, "attempt {attempt}");
+            assert!(!vm.running());
+            let vm = daemon.registry.get(received).unwrap();
+            assert_eq!(
+                vm.incoming.as_ref().map(|i| i.header_bytes.as_slice()),
+                Some(&b"header"[..]),
+                "attempt {attempt}"
+            );
+        }
+        assert_eq!(daemon.next_run, 1, "no run was made");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn iso_images_open_only_as_regular_readable_files() {
