@@ -4,10 +4,10 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use net::dhcp::reply::{ACK, DISCOVER, NAK, OFFER, REQUEST};
-use net::dhcp::request::{self, Identity, Kind, NotAnswered};
-use net::dhcp::request_frame::RequestFrame;
-use net::dhcp::{self, Lease};
+use guestnet::dhcp::reply::{ACK, DISCOVER, NAK, OFFER, REQUEST};
+use guestnet::dhcp::request::{self, Identity, Kind, NotAnswered};
+use guestnet::dhcp::request_frame::RequestFrame;
+use guestnet::dhcp::{self, Lease};
 
 const VM_MAC: [u8; 6] = [0xfe, 0xe1, 0xbb, 0xd1, 0x22, 0xff];
 const HOST_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];

@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use net::dhcp::Lease;
-use net::tap::{Tap, VNET_HDR_LEN};
+use guestnet::dhcp::Lease;
+use guestnet::tap::{Tap, VNET_HDR_LEN};
 use testkit::netns::NetNs;
 use testkit::udhcpc::Udhcpc;
 
@@ -66,14 +66,14 @@ fn lease_through_udhcpc(
     let client = Udhcpc::new(tag);
     let tap = ns.enter(|| Tap::create(Some("tapc0")).unwrap());
     ns.ip(&["link", "set", "tapc0", "up"]);
-    let pair = net::local_addr::ipv4_pair(Ipv4Addr::new(100, 64, 0, 0), 10, 5, 0).unwrap();
     let lease = Lease {
         // udhcpc speaks from the tap's side, so the tap's MAC plays the
         // VM NIC's.
         vm_mac: tap.mac().unwrap(),
         host_mac: [0x02, 0, 0, 0, 0, 0x99],
-        host: pair.host,
-        guest: pair.guest,
+        // The /31 of VM 5's first NIC in the default local prefix.
+        host: Ipv4Addr::new(100, 64, 5, 2),
+        guest: Ipv4Addr::new(100, 64, 5, 3),
         net_boot,
         vm_name: vm_name.into(),
     };

@@ -8,15 +8,16 @@
 //!
 //! The device side (the VM process): the [`dhcp`] responder of local
 //! interfaces and the [`mac_lock`] filters, both pure functions over
-//! frames.
+//! frames, and the [`tap`] descriptor itself. They live in `guestnet`,
+//! which has no netlink, so that the VM process does not link it; they
+//! are re-exported here so vmd reaches all of networking through `net`.
 
 pub mod descriptions;
-pub mod dhcp;
 pub mod groups;
 pub mod host_nic;
 pub mod local_addr;
-pub mod mac_lock;
 pub mod rtnl;
 pub mod switch;
-pub mod tap;
 pub mod vrf;
+
+pub use guestnet::{dhcp, mac_lock, tap};

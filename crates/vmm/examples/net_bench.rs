@@ -22,7 +22,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use net::tap::{Tap, offload, set_offloads};
+use guestnet::tap::{Tap, offload, set_offloads};
 use virtio_bindings::virtio_net::*;
 use vmm::devices::virtio::TRANSPORT_FEATURES;
 use vmm::devices::virtio::driver::Descriptor;
@@ -269,6 +269,16 @@ fn tx_device(p: Pattern) -> Rate {
     }
 }
 
+/// The index of interface `name` in the current network namespace
+/// (if_nametoindex(3)).
+fn if_index(name: &str) -> u32 {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(index, 0, "{}", std::io::Error::last_os_error());
+    index
+}
+
 /// What the host sends the guest: `p`'s frames written into the tap
 /// `ifname` through a packet socket (the host side of a tap).
 struct Sender {
@@ -278,12 +288,7 @@ struct Sender {
 
 impl Sender {
     fn new(ifname: &str, p: Pattern) -> Sender {
-        let index = net::rtnl::Rtnl::open()
-            .unwrap()
-            .link(ifname)
-            .unwrap()
-            .unwrap()
-            .index;
+        let index = if_index(ifname);
         let (header, mut frame) = frame(p);
         // Toward the guest.
         frame[0..6].copy_from_slice(&MAC);

@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use net::tap::Tap;
+use guestnet::tap::Tap;
 use rig::{Backing, GUEST_MAC, Host, Kind, Machine};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
 use vm_memory::{Bytes, GuestAddress};

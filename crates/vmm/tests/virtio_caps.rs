@@ -12,7 +12,7 @@ mod rig;
 
 use std::collections::BTreeSet;
 
-use net::tap::Tap;
+use guestnet::tap::Tap;
 use rig::{Backing, Host, KINDS, Kind, Machine};
 use testkit::netns::NetNs;
 

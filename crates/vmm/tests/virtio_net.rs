@@ -10,9 +10,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
-use net::dhcp::Lease;
-use net::rtnl::Rtnl;
-use net::tap::Tap;
+use guestnet::dhcp::Lease;
+use guestnet::tap::Tap;
 use testkit::netns::NetNs;
 use virtio_bindings::virtio_net::*;
 use vmm::devices::virtio::TRANSPORT_FEATURES;
@@ -78,11 +77,21 @@ fn tap_with_guest_neighbour(ns: &NetNs, name: &str) -> (File, [u8; 6]) {
     found
 }
 
+/// The index of interface `name` in the current network namespace
+/// (if_nametoindex(3)).
+fn if_index(name: &str) -> u32 {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(index, 0, "{}", std::io::Error::last_os_error());
+    index
+}
+
 /// A raw packet socket on `ifname` in `ns`; with `vnet` it speaks
 /// virtio-net headers (PACKET_VNET_HDR).
 fn packet_socket(ns: &NetNs, ifname: &str, vnet: bool) -> OwnedFd {
     ns.enter(|| {
-        let index = Rtnl::open().unwrap().link(ifname).unwrap().unwrap().index;
+        let index = if_index(ifname);
         let proto = (libc::ETH_P_ALL as u16).to_be();
         {
             // SAFETY: a plain socket call.
@@ -499,13 +508,13 @@ fn the_device_answers_udhcpc_and_sends_no_dhcp_to_the_host() {
     let (host_tap, host_mac) = tap(&ns, "taphost", None);
     let host_side = packet_socket(&ns, "taphost", false);
     let (wire, client_mac) = tap(&ns, "tapguest", None);
-    let pair = net::local_addr::ipv4_pair(Ipv4Addr::new(100, 64, 0, 0), 10, 9, 0).unwrap();
     let mut cfg = config(host_tap, client_mac);
     cfg.lease = Some(Lease {
         vm_mac: client_mac,
         host_mac,
-        host: pair.host,
-        guest: pair.guest,
+        // The /31 of VM 9's first NIC in the default local prefix.
+        host: Ipv4Addr::new(100, 64, 9, 2),
+        guest: Ipv4Addr::new(100, 64, 9, 3),
         net_boot: true,
         vm_name: "netboot".into(),
     });

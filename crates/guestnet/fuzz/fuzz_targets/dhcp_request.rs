@@ -10,8 +10,8 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use guestnet::dhcp::{Lease, request};
 use libfuzzer_sys::fuzz_target;
-use net::dhcp::{Lease, request};
 
 fuzz_target!(|frame: &[u8]| {
     let mut vm_mac = [0u8; 6];
@@ -27,7 +27,13 @@ fuzz_target!(|frame: &[u8]| {
             net_boot,
             vm_name: "fuzzed-vm".into(),
         };
-        let parsed = request::parse(frame, &request::Identity { vm_mac, host_mac: lease.host_mac });
+        let parsed = request::parse(
+            frame,
+            &request::Identity {
+                vm_mac,
+                host_mac: lease.host_mac,
+            },
+        );
         let reply = lease.respond(frame);
         assert_eq!(parsed.is_ok(), reply.is_some());
         let Some(reply) = reply else { continue };

@@ -9,9 +9,9 @@
 
 use std::net::Ipv4Addr;
 
+use guestnet::dhcp::Lease;
+use guestnet::mac_lock::MacLock;
 use libfuzzer_sys::fuzz_target;
-use net::dhcp::Lease;
-use net::mac_lock::MacLock;
 use vmm::devices::virtio::net::frame::{
     self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME, Offloads, TxPolicy, TxVerdict,
 };
@@ -79,7 +79,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(out) = frame::inspect_rx(&header, frame, &guest, lock.as_ref()) {
         assert!(frame.len() >= MIN_FRAME);
         if !guest.csum {
-            assert_eq!(out.flags & 2, 0, "DATA_VALID only for a driver that takes checksums");
+            assert_eq!(
+                out.flags & 2,
+                0,
+                "DATA_VALID only for a driver that takes checksums"
+            );
         }
     }
 });

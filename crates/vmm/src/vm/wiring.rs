@@ -46,7 +46,7 @@ use crate::platform::Platform;
 use crate::smbios;
 use crate::snapshot::SavedDevice;
 use crate::vcpu::{self, SharedVcpu};
-use net::dhcp::Lease;
+use guestnet::dhcp::Lease;
 use proto::vmchannel::ExitReason;
 
 use super::error::LaunchError;

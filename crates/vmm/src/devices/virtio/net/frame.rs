@@ -8,8 +8,8 @@
 //! frame. This file is the only code that interprets guest-controlled
 //! bytes of the network device, and the fuzz target.
 
-use net::dhcp::Lease;
-use net::mac_lock::MacLock;
+use guestnet::dhcp::Lease;
+use guestnet::mac_lock::MacLock;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
@@ -153,7 +153,8 @@ pub struct TxPolicy {
 /// [`PEEK_LEN`] bytes of the frame, or all of it if shorter.
 pub fn wants_whole_frame(policy: &TxPolicy, frame_len: usize, start: &[u8]) -> bool {
     if policy.lease.is_none()
-        || !(net::dhcp::request::MIN_FRAME..=net::dhcp::request::MAX_FRAME).contains(&frame_len)
+        || !(guestnet::dhcp::request::MIN_FRAME..=guestnet::dhcp::request::MAX_FRAME)
+            .contains(&frame_len)
     {
         return false;
     }
@@ -163,7 +164,7 @@ pub fn wants_whole_frame(policy: &TxPolicy, frame_len: usize, start: &[u8]) -> b
     let udp = 14 + usize::from(version_ihl & 0x0f) * 4;
     ethertype == [0x08, 0x00]
         && start.get(14 + 9) == Some(&17)
-        && start.get(udp + 2..udp + 4) == Some(&net::dhcp::SERVER_PORT.to_be_bytes()[..])
+        && start.get(udp + 2..udp + 4) == Some(&guestnet::dhcp::SERVER_PORT.to_be_bytes()[..])
 }
 
 /// Whether [`inspect_tx`] needs to see the frame's bytes, not only its

@@ -8,8 +8,8 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use net::mac_lock::MacLock;
-use net::tap;
+use guestnet::mac_lock::MacLock;
+use guestnet::tap;
 use virtio_queue::Queue;
 
 use super::frame::{Offloads, TxPolicy};
