@@ -39,6 +39,9 @@ pub mod avail;
 pub mod blk;
 pub mod buffers;
 pub mod device;
+// Test drivers: the crate's own tests, its integration tests, examples and
+// fuzz targets enable `test-drivers`; the production library leaves them out.
+#[cfg(any(test, feature = "test-drivers"))]
 pub mod driver;
 pub mod guest;
 pub mod net;

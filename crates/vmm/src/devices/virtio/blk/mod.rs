@@ -10,6 +10,9 @@
 //! * [`driver`]: a driver without a guest, for tests, benchmark and fuzzing.
 
 pub mod device;
+// Test drivers: the crate's own tests, its integration tests, examples and
+// fuzz targets enable `test-drivers`; the production library leaves them out.
+#[cfg(any(test, feature = "test-drivers"))]
 pub mod driver;
 pub mod handler;
 mod persist;

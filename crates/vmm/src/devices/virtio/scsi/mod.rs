@@ -25,6 +25,9 @@
 
 pub mod cdb;
 pub mod device;
+// Test drivers: the crate's own tests, its integration tests, examples and
+// fuzz targets enable `test-drivers`; the production library leaves them out.
+#[cfg(any(test, feature = "test-drivers"))]
 pub mod driver;
 pub mod handler;
 pub mod mmc;
