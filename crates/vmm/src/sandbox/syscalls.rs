@@ -286,6 +286,28 @@ mod tests {
         assert!(!refuse_with(libc::SYS_clone3, libc::ENOSYS).is_empty());
     }
 
+    /// A call allowed outright in one list stays allowed outright when
+    /// another list allows it only under conditions, in either order:
+    /// merging must never narrow what a list grants.
+    #[test]
+    fn an_unconditional_allowance_covers_conditional_ones() {
+        let conditional = || {
+            (
+                libc::SYS_ioctl,
+                vec![rule(vec![condition(1, SeccompCmpOp::Eq, 7)])],
+            )
+        };
+        for lists in [
+            vec![vec![always(libc::SYS_ioctl)], vec![conditional()]],
+            vec![vec![conditional()], vec![always(libc::SYS_ioctl)]],
+        ] {
+            let merged = merge(lists);
+            assert_eq!(merged.get(&libc::SYS_ioctl).map(Vec::len), Some(0));
+        }
+        let both = merge(vec![vec![conditional()], vec![conditional()]]);
+        assert_eq!(both.get(&libc::SYS_ioctl).map(Vec::len), Some(2));
+    }
+
     #[test]
     fn kinds_are_narrower_than_the_baseline() {
         let pid = 1;
