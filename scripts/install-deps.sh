@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on Debian: the firmware and payloads
 # the end-to-end tests boot, the image tools they compare against, QEMU for
-# the benchmarks and the real-guest harness (kmod, e2fsprogs, ping), the
+# the benchmarks and the real-guest harness (kmod, e2fsprogs, ping; mmdebstrap
+# builds its cloud image, OpenSSH's client logs in to it), the
 # tools the packaging and documentation tests run
 # (mandoc, make, dpkg-deb, systemd-analyze, man, the shells whose
 # completions are tested), the C compilers Rust links with and cargo-fuzz's
@@ -19,6 +20,7 @@ packages=(
     grub-pc-bin grub-common mtools dosfstools fdisk xorriso
     ipxe ipxe-qemu busybox-static cpio lz4
     acpica-tools mandoc iproute2 nasm kmod e2fsprogs iputils-ping
+    mmdebstrap openssh-client
     make binutils dpkg man-db systemd util-linux zsh fish
     gcc g++ libc6-dev
 )

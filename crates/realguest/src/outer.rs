@@ -238,6 +238,15 @@ pub fn build_initramfs_with(
 
 /// Makes the data disk: the fixtures under `fx/`, an empty `work/`.
 pub fn build_data_disk(dir: &Path, fixtures: &Path) -> Result<PathBuf, String> {
+    build_data_disk_with(dir, fixtures, &[])
+}
+
+/// [`build_data_disk`] with the fixtures `extra` too (the cloud image).
+pub fn build_data_disk_with(
+    dir: &Path,
+    fixtures: &Path,
+    extra: &[&str],
+) -> Result<PathBuf, String> {
     let staging = dir.join("data-root");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(staging.join("work")).map_err(|e| e.to_string())?;
@@ -248,7 +257,10 @@ pub fn build_data_disk(dir: &Path, fixtures: &Path) -> Result<PathBuf, String> {
         "grub-cd.iso",
         "data.iso",
         "data.md5",
-    ] {
+    ]
+    .iter()
+    .chain(extra)
+    {
         copy(&fixtures.join(f), &staging.join("fx").join(f))?;
     }
     let disk = dir.join("data.img");
@@ -264,25 +276,45 @@ pub fn build_data_disk(dir: &Path, fixtures: &Path) -> Result<PathBuf, String> {
     Ok(disk)
 }
 
-/// Boots the outer guest; returns its console transcript. Lines of the
-/// runner are echoed as they come, so a long run shows its progress.
-pub fn boot(dir: &Path, kernel: &Path, initramfs: &Path, disk: &Path) -> Result<String, String> {
-    boot_echoing(
+/// Boots the outer guest, stopping it after `timeout`; returns its
+/// console transcript. Lines of the runner are echoed as they come, so a
+/// long run shows its progress.
+pub fn boot(
+    dir: &Path,
+    kernel: &Path,
+    initramfs: &Path,
+    disk: &Path,
+    timeout: Duration,
+) -> Result<String, String> {
+    boot_within(
         dir,
         kernel,
         initramfs,
         disk,
-        &["result", "outer", "fatal", "runner-exit"],
+        &["result", "outer", "fatal", "runner-exit", "progress"],
+        timeout,
     )
 }
 
-/// [`boot`], echoing the `@@rg` lines whose body starts with one of `echo`.
+/// [`boot`], echoing the `@@rg` lines whose body starts with one of `echo`,
+/// within [`OUTER_TIMEOUT`].
 pub fn boot_echoing(
     dir: &Path,
     kernel: &Path,
     initramfs: &Path,
     disk: &Path,
     echo: &[&str],
+) -> Result<String, String> {
+    boot_within(dir, kernel, initramfs, disk, echo, OUTER_TIMEOUT)
+}
+
+fn boot_within(
+    dir: &Path,
+    kernel: &Path,
+    initramfs: &Path,
+    disk: &Path,
+    echo: &[&str],
+    timeout: Duration,
 ) -> Result<String, String> {
     let log_path = dir.join("outer-console.log");
     let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
@@ -328,7 +360,7 @@ pub fn boot_echoing(
     let last_output = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
     let last_seen = last_output.clone();
     std::thread::spawn(move || {
-        let deadline = Instant::now() + OUTER_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
             let over = watched.lock().unwrap_or_else(|e| e.into_inner());

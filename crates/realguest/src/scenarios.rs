@@ -8,7 +8,8 @@
 //! the disks, the CD, the RNG, the network, the clock, a reboot and a
 //! graceful stop; two VMs on a switch cover SMP, the switch and the other
 //! ways a VM ends; two firmware boots cover GRUB from a disk and from a
-//! CD; one VM is sent and received.
+//! CD; one VM is sent and received. The `cloud` group boots a Debian
+//! cloud image provisioned by cloud-init ([`cloud`]).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::guest::{Env, Guest, md5_of};
 use crate::report::{self, Verdict};
+
+mod cloud;
 
 /// Every scenario, in the order they run; the harness reports each.
 pub const ALL: &[&str] = &[
@@ -43,6 +46,11 @@ pub const ALL: &[&str] = &[
     "boot-grub-disk",
     "boot-grub-cd",
     "send-receive",
+    "cloud-runcmd",
+    "cloud-ssh",
+    "cloud-hostname",
+    "cloud-growroot",
+    "cloud-reboot",
 ];
 
 /// What brings the guest's NIC up and asks vmd's DHCP server for a lease
@@ -131,13 +139,42 @@ fn log_failure(name: &str, guest: Option<&Guest>, env: &Env) {
 type Group = fn(&Env, &mut Recorder) -> Result<(), String>;
 
 /// The groups by name, with their scenarios, in the order they run.
-pub fn groups() -> [(&'static str, &'static [&'static str]); 4] {
+pub fn groups() -> [(&'static str, &'static [&'static str]); 5] {
     [
         ("main", &ALL[..17]),
         ("switch", &ALL[17..21]),
         ("grub", &ALL[21..23]),
-        ("move", &ALL[23..]),
+        ("move", &ALL[23..24]),
+        ("cloud", &ALL[24..]),
     ]
+}
+
+/// Groups that run only when `VMD_REAL_GUESTS_GROUPS` names them: the
+/// cloud image's nested first boot takes minutes (docs/real-guests.md).
+pub const OPT_IN: &[&str] = &["cloud"];
+
+/// Whether `group` runs, given `VMD_REAL_GUESTS_GROUPS` (`only`): the
+/// groups it names, or when it is unset every group but the opt-in ones.
+pub fn wanted(group: &str, only: Option<&str>) -> bool {
+    match only {
+        Some(only) => only.split(',').any(|g| g == group),
+        None => !OPT_IN.contains(&group),
+    }
+}
+
+/// [`wanted`] with this process's `VMD_REAL_GUESTS_GROUPS`.
+pub fn wanted_here(group: &str) -> bool {
+    wanted(
+        group,
+        std::env::var("VMD_REAL_GUESTS_GROUPS").ok().as_deref(),
+    )
+}
+
+/// Whether scenario `name` belongs to a group that runs here.
+pub fn scenario_wanted(name: &str) -> bool {
+    groups()
+        .into_iter()
+        .any(|(group, names)| names.contains(&name) && wanted_here(group))
 }
 
 fn group_fn(name: &str) -> Group {
@@ -145,13 +182,14 @@ fn group_fn(name: &str) -> Group {
         "main" => main_vm,
         "switch" => switch_vms,
         "grub" => grub_boots,
+        "cloud" => cloud::cloud_vm,
         _ => send_receive,
     }
 }
 
 /// Every VM name a group uses.
 const VM_NAMES: &[&str] = &[
-    "main", "sw1", "sw2", "grubdisk", "grubcd", "moved", "arrived",
+    "main", "sw1", "sw2", "grubdisk", "grubcd", "moved", "arrived", "cloudvm",
 ];
 
 /// Ends every VM a group may have left, and waits until they are gone.
@@ -181,10 +219,11 @@ pub fn run_all(env: &Env) -> Recorder {
         1
     };
     for (group, names) in groups() {
-        if let Some(only) = &only
-            && !only.split(',').any(|g| g == group)
-        {
-            rec.fail_rest(names, "not run (VMD_REAL_GUESTS_GROUPS)");
+        if !wanted(group, only.as_deref()) {
+            // An opt-in group left out by default is not a failure.
+            if only.is_some() {
+                rec.fail_rest(names, "not run (VMD_REAL_GUESTS_GROUPS)");
+            }
             continue;
         }
         for attempt in 1..=tries {
@@ -906,6 +945,16 @@ mod tests {
             ]
         );
         assert_eq!(reports[0].lines, 5);
+    }
+
+    #[test]
+    fn opt_in_groups_run_only_when_named() {
+        assert!(wanted("main", None));
+        assert!(!wanted("cloud", None));
+        assert!(wanted("cloud", Some("main,cloud")));
+        assert!(!wanted("main", Some("cloud")));
+        let (_, names) = groups()[4];
+        assert_eq!(names, cloud::NAMES);
     }
 
     #[test]
