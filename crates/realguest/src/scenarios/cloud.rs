@@ -75,6 +75,7 @@ fn wait_marker(
     since: Instant,
 ) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
+    let mut shown = g.console.text().len();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -90,13 +91,25 @@ fn wait_marker(
             Ok(line) if not_boot.is_some_and(|b| field(&line, "boot_id") == b) => continue,
             Ok(line) => return Ok(line),
             Err(e) if e.contains("console client ended") => continue,
-            Err(_) => progress(
-                &format!(
-                    "waiting for {needle:?}, the console's last line: {:?}",
-                    last_line(&g.console.text())
-                ),
-                since,
-            ),
+            Err(_) => {
+                let text = g.console.text();
+                progress(
+                    &format!(
+                        "waiting for {needle:?}; vm {:?}; the console's last line: {:?}",
+                        g.env.vm_state(&g.name),
+                        last_line(&text)
+                    ),
+                    since,
+                );
+                // A console that showed nothing for a minute is attached
+                // again: whether the new one shows more tells a stalled
+                // relay from a stalled guest.
+                if text.len() == shown {
+                    progress("the console showed nothing new: attaching it again", since);
+                    g.reattach()?;
+                }
+                shown = g.console.text().len();
+            }
         }
     }
 }
