@@ -301,3 +301,115 @@ fn a_fifo_as_any_kind_of_image_is_refused_without_blocking() {
         stage.assert_root_answered();
     }
 }
+
+/// The race of a check by name and a later open by name as root, forced:
+/// the user's instance runs with a disk of theirs, the user swaps that
+/// name for a symlink to a root-only file, and the guest then resets, so
+/// vmd opens the disk again for the next boot. That open is the user's,
+/// so it fails; the root-only file is never opened.
+#[test]
+fn a_disk_swapped_for_a_symlink_while_the_vm_runs_is_not_opened_at_its_reboot() {
+    // A kernel that says it is ready, waits for a key on COM1, then
+    // resets the machine.
+    let code = testkit::guest::assemble(
+        r#"
+bits 32
+org 0x100000
+    mov dx, 0x3f8
+    mov esi, ready
+.print:
+    mov al, [esi]
+    test al, al
+    jz .wait
+    out dx, al
+    inc esi
+    jmp .print
+.wait:
+    mov dx, 0x3fd
+.poll:
+    in al, dx
+    test al, 1
+    jz .poll
+    mov al, 0xfe
+    out 0x64, al
+    hlt
+ready: db "racer ready", 13, 10, 0
+"#,
+    );
+    let stage = Stage::new();
+    let kernel = stage.home("racer.bzImage");
+    std::fs::write(&kernel, testkit::guest::bzimage_32(&code, 255)).unwrap();
+    stage.user.chown(&kernel);
+    let disk_path = stage.users_file("racer.img", 1 << 20);
+    let kernel_file = std::fs::File::open(&kernel).unwrap();
+    let sock = stage.user.connect(&stage.daemon.socket);
+    let request = Request::Start(StartRequest {
+        target: Some(VmRef::Name("racer".into())),
+        instance_of: Some("tmpl".into()),
+        kernel: Some(kernel.display().to_string()),
+        disks: vec![disk(&disk_path, DiskFormat::Raw)],
+        ..StartRequest::default()
+    });
+    use std::os::fd::AsRawFd;
+    frame::send(sock.as_fd(), &request, &[kernel_file.as_raw_fd()]).unwrap();
+    nix::sys::socket::setsockopt(
+        &sock,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(30, 0),
+    )
+    .unwrap();
+    let started = loop {
+        match frame::recv::<Response>(sock.as_fd())
+            .unwrap()
+            .unwrap()
+            .message
+        {
+            Response::Warning(_) => continue,
+            other => break other,
+        }
+    };
+    let Response::Start(Ok(started)) = started else {
+        panic!(
+            "the instance should start: {started:?}\n{}",
+            stage.daemon.log()
+        );
+    };
+    let session = stage.daemon.console("racer");
+    stage.daemon.wait_for(
+        || session.text().contains("racer ready"),
+        Duration::from_secs(60),
+        "the kernel to be ready",
+    );
+    // The swap.
+    std::fs::remove_file(&disk_path).unwrap();
+    let secret = stage.root.join("secret");
+    std::os::unix::fs::symlink(&secret, &disk_path).unwrap();
+    // A key on the console: the guest resets and its next boot opens the
+    // disk again.
+    let mut tty = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&started.tty)
+        .unwrap();
+    std::io::Write::write_all(&mut tty, b"x").unwrap();
+    let ended = || {
+        stage
+            .daemon
+            .status_row("racer")
+            .is_some_and(|row| row[7] == "stopped")
+    };
+    stage
+        .daemon
+        .wait_for(ended, Duration::from_secs(60), "the relaunch to fail");
+    let details = stage.daemon.vmctl(&["status", "-v", "racer"]);
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(
+        details.contains(&format!("{}: Permission denied", disk_path.display())),
+        "{details}\n{}",
+        stage.daemon.log()
+    );
+    assert_eq!(
+        std::fs::read(&secret).unwrap(),
+        b"root's secret\n",
+        "the root-only file is untouched"
+    );
+}
