@@ -38,14 +38,7 @@ fn three_layers(dir: &tempfile::TempDir) -> (std::path::PathBuf, Vec<u8>) {
         top.to_str().unwrap(),
     ]);
     qemu_io(&top, "qcow2", &["write -P 0x22 250000 100000"]);
-    let flat = path_in(dir, "flat.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        top.to_str().unwrap(),
-        flat.to_str().unwrap(),
-    ]);
+    let flat = flatten(dir, &top);
     (top, std::fs::read(flat).unwrap())
 }
 

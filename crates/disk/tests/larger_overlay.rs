@@ -109,14 +109,7 @@ fn check_overlay(dir: &tempfile::TempDir, top: &Path, base_len: u64, mut model: 
     drop(backend);
 
     // qemu's reading, flattened by qemu-img itself.
-    let flat = path_in(dir, "flat.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        top.to_str().unwrap(),
-        flat.to_str().unwrap(),
-    ]);
+    let flat = flatten(dir, top);
     assert_same(&std::fs::read(&flat).unwrap(), &model, "qemu-img convert");
     assert_compare_equal(top, "qcow2", &flat);
     assert_check_clean(top, false);

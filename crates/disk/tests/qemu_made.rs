@@ -151,14 +151,7 @@ fn backing_chains_of_any_depth() {
         below = (name, "qcow2");
     }
     let top = path_in(&dir, &below.0);
-    let flat = path_in(&dir, "flat.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        top.to_str().unwrap(),
-        flat.to_str().unwrap(),
-    ]);
+    let flat = flatten(&dir, &top);
     let want = std::fs::read(&flat).unwrap();
     read_back_equal(&top, &want, "chain of 6 over raw");
 

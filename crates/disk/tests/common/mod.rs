@@ -74,6 +74,20 @@ pub fn assert_compare_equal(image: &Path, format: &str, reference: &Path) {
     ]);
 }
 
+/// qemu's own reading of `image`: `qemu-img convert` of it to a raw
+/// `flat.raw` in `dir`, whose path is returned.
+pub fn flatten(dir: &tempfile::TempDir, image: &Path) -> PathBuf {
+    let flat = path_in(dir, "flat.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        image.to_str().unwrap(),
+        flat.to_str().unwrap(),
+    ]);
+    flat
+}
+
 pub fn open(path: &Path, format: DiskFormat, access: Access) -> Box<dyn BlockBackend> {
     ImageChain::open(path, format, access)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
