@@ -544,20 +544,16 @@ fn open_boot_image(configured: Option<&str>) -> Result<OwnedFd, Failed> {
                 format!("{path}: {}", proto::error::error_text(&e)),
             )
         }),
-        None => DEFAULT_BIOS_PATHS
-            .iter()
-            .find_map(|path| open(path).ok())
-            .map(OwnedFd::from)
-            .ok_or_else(|| {
-                tracing::warn!("can't open {}", DEFAULT_BIOS_PATHS[0]);
-                Failed::because(
-                    ErrorCode::BIOS_MISSING,
-                    format!(
-                        "none of {} opens (install seabios)",
-                        DEFAULT_BIOS_PATHS.join(", ")
-                    ),
-                )
-            }),
+        None => kernel_files::open_default_firmware().ok_or_else(|| {
+            tracing::warn!("can't open {}", DEFAULT_BIOS_PATHS[0]);
+            Failed::because(
+                ErrorCode::BIOS_MISSING,
+                format!(
+                    "none of {} opens (install seabios)",
+                    DEFAULT_BIOS_PATHS.join(", ")
+                ),
+            )
+        }),
     }
 }
 
