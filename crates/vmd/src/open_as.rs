@@ -84,16 +84,19 @@ impl OpenAs {
     }
 }
 
-/// A user's credentials, from the passwd and group databases.
+/// A user's credentials, from the passwd and group databases: the one
+/// place vmd looks up a user's groups (see also permissions.rs).
 #[derive(Debug)]
-struct Credentials {
+pub struct Credentials {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
 }
 
 impl Credentials {
-    fn of(uid: u32) -> io::Result<Credentials> {
+    /// `uid`'s primary group and supplementary groups (the primary one
+    /// among them, as getgrouplist(3) gives it).
+    pub fn of(uid: u32) -> io::Result<Credentials> {
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .map_err(io::Error::from)?
             .ok_or_else(|| {
@@ -114,6 +117,11 @@ impl Credentials {
             gid: user.gid.as_raw(),
             groups,
         })
+    }
+
+    /// Whether the user is in group `gid`, primary or supplementary.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
     }
 
     /// Makes the calling thread this user for good: groups first (which

@@ -1,23 +1,12 @@
 //! Who may control which VM (docs/lifecycle.md, "Who may do what").
 
-use nix::unistd::{Gid, Uid, User, getgrouplist};
+use crate::open_as::Credentials;
 
 /// Whether `uid` is in group `gid` according to the group database: its
 /// primary group or a supplementary membership (not the caller's live
 /// groups, as docs/lifecycle.md, "Who may do what" requires).
 pub fn user_in_group(uid: u32, gid: u32) -> bool {
-    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
-        return false;
-    };
-    if user.gid.as_raw() == gid {
-        return true;
-    }
-    let Ok(name) = std::ffi::CString::new(user.name) else {
-        return false;
-    };
-    getgrouplist(&name, user.gid)
-        .map(|groups| groups.contains(&Gid::from_raw(gid)))
-        .unwrap_or(false)
+    Credentials::of(uid).is_ok_and(|user| user.in_group(gid))
 }
 
 /// The facts about a VM the rule looks at.
