@@ -95,7 +95,7 @@ pub struct VmLaunch {
     pub verbose: u8,
     /// Console output of the previous run of this VM (kept across reboots),
     /// to seed the replay buffer.
-    pub console_history: Vec<u8>,
+    pub console_history: ConsoleHistory,
     /// Set for a received VM (`vmctl receive`): its state comes from a
     /// stream instead of a boot.
     pub incoming: Option<IncomingState>,
@@ -103,6 +103,17 @@ pub struct VmLaunch {
     /// directory it is locked into; `None` runs it unconfined (the VMM's
     /// own in-process tests).
     pub sandbox: Option<SandboxIdentity>,
+}
+
+/// A run's console output, kept for the VM's next run and for replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleHistory {
+    /// The most recent output, at most the console's history size.
+    pub output: Vec<u8>,
+    /// How many of its last bytes had not reached the pty when the run
+    /// ended (a client not reading): the next run writes them first, so
+    /// an attached client sees every byte across a reboot, once.
+    pub unshown: u64,
 }
 
 /// Where a received VM's state comes from.
@@ -222,6 +233,6 @@ pub enum FromVm {
     /// restarted VM keeps its history.
     Exiting {
         reason: ExitReason,
-        console_tail: Vec<u8>,
+        console_tail: ConsoleHistory,
     },
 }

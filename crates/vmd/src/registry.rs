@@ -80,7 +80,7 @@ pub struct VmRecord {
     pub quick_restarts: u32,
     /// Console output kept across reboots for replay, and after the VM
     /// stops for `vmctl console` to show, until it starts again.
-    pub console_history: Vec<u8>,
+    pub console_history: proto::vmchannel::ConsoleHistory,
     /// How its last run ended (`status -v`); `None` until one has.
     pub last_end: Option<VmEnd>,
     /// `stop -w` and `wait` clients.
@@ -122,7 +122,7 @@ impl VmRecord {
             next_boot_device: None,
             last_start: None,
             quick_restarts: 0,
-            console_history: Vec::new(),
+            console_history: Default::default(),
             last_end: None,
             waiters: Vec::new(),
             allow_instance: None,

@@ -287,13 +287,13 @@ fn finish(vm: &Vm, channel: &Channel, reason: ExitReason) -> i32 {
         ExitReason::Reboot => EXIT_REBOOT,
         ExitReason::Error(_) => EXIT_ERROR,
     };
+    // The relay's last write to the pty comes first: the tail says what
+    // of the output the pty did not take, for the next run to write.
     vm.console.close();
     let _ = channel.send(&FromVm::Exiting {
         reason,
-        console_tail: vm.console.history(),
+        console_tail: vm.console.tail(),
     });
-    // Give the relay thread a moment to put the last output on the pty.
-    std::thread::sleep(std::time::Duration::from_millis(20));
     code
 }
 

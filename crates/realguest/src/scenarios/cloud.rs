@@ -102,11 +102,29 @@ fn wait_marker(
                     since,
                 );
                 // A console that showed nothing for a minute is attached
-                // again: whether the new one shows more tells a stalled
-                // relay from a stalled guest.
+                // again: a new one that shows more (vmd's replay) means
+                // the relay stalled, which is a failure of vmd's.
                 if text.len() == shown {
                     progress("the console showed nothing new: attaching it again", since);
+                    let tail: String = last_line(&text);
                     g.reattach()?;
+                    // The replay follows vmctl's "Connected" line at once;
+                    // a guest silent for a minute is unlikely to speak in
+                    // the same moment.
+                    let attached = Instant::now();
+                    while !g.console.text().contains("Connected to")
+                        && attached.elapsed() < Duration::from_secs(30)
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                    let replay = g.console.text();
+                    if last_line(&replay) != tail {
+                        return Err(format!(
+                            "the attached console stalled at {tail:?} while the guest went on to {:?}",
+                            last_line(&replay)
+                        ));
+                    }
                 }
                 shown = g.console.text().len();
             }

@@ -171,13 +171,13 @@ impl Daemon {
                     .owner
                     .gid
                     .is_some_and(|gid| permissions::user_in_group(client.uid, gid));
-            let reply = if vm.last_end.is_none() && vm.console_history.is_empty() {
+            let reply = if vm.last_end.is_none() && vm.console_history.output.is_empty() {
                 Response::ConsoleRefused(ErrorCode::ENOENT)
             } else if !allowed {
                 Response::ConsoleRefused(ErrorCode::EPERM)
             } else {
                 Response::ConsoleHistory {
-                    output: vm.console_history.clone(),
+                    output: vm.console_history.output.clone(),
                     end: vm.last_end.clone(),
                 }
             };

@@ -470,7 +470,7 @@ impl Daemon {
         vm.next_kernel = None;
         vm.next_boot_device = None;
         vm.incoming = None;
-        vm.console_history = Vec::new();
+        vm.console_history = Default::default();
         vm.quick_restarts = quick_restarts;
         self.next_run += 1;
         vm.last_start = Some(now);
@@ -708,7 +708,7 @@ mod tests {
         let vm = daemon.registry.get_mut(booted).unwrap();
         vm.next_kernel = Some(File::open(dir.join("kernel")).unwrap().into());
         vm.next_boot_device = Some(BootDevice::Cdrom);
-        vm.console_history = b"the last run's output".to_vec();
+        vm.console_history.output = b"the last run's output".to_vec();
         vm.last_start = Some(Instant::now());
         vm.quick_restarts = 1;
         // A received VM, its stream waiting for its first launch.
@@ -739,7 +739,7 @@ mod tests {
             });
             assert_eq!(next_kernel, Some(kernel_inode), "attempt {attempt}");
             assert_eq!(vm.next_boot_device, Some(BootDevice::Cdrom));
-            assert_eq!(vm.console_history, b"the last run's output");
+            assert_eq!(vm.console_history.output, b"the last run's output");
             assert_eq!(vm.quick_restarts, 1, "attempt {attempt}");
             assert!(!vm.running());
             let vm = daemon.registry.get(received).unwrap();

@@ -41,7 +41,7 @@ struct Target {
 fn target() -> Target {
     let ram = GuestRam::new(Layout::new(8 * MIB), "fuzz").expect("guest memory");
     let irq = || EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
-    let console: Arc<Console> = Console::new(b"").expect("console");
+    let console: Arc<Console> = Console::new(&Default::default()).expect("console");
     let entry = |function, ebx, ecx, edx| kvm_cpuid_entry2 {
         function,
         eax: 0xd,

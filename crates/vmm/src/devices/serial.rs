@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn output_reaches_the_ring_and_raises_the_irq() {
-        let console = Console::new(b"").unwrap();
+        let console = Console::new(&Default::default()).unwrap();
         let irq = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
         let mut serial = Serial::new(irq.try_clone().unwrap(), console.clone());
         serial.write(1, &[0x02]); // IER: transmitter empty
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn input_and_break() {
-        let console = Console::new(b"").unwrap();
+        let console = Console::new(&Default::default()).unwrap();
         let mut serial = Serial::new(EventFd::new(0).unwrap(), console);
         assert_eq!(serial.space(), 64);
         serial.push(b"hi");

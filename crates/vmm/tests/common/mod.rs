@@ -100,7 +100,7 @@ impl Guest {
             nics: vec![],
             boot_device: None,
             verbose: 0,
-            console_history: vec![],
+            console_history: Default::default(),
             incoming: None,
             sandbox: None,
         };
