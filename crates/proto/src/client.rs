@@ -55,13 +55,52 @@ impl Connection {
 
     /// The next reply; `Ok(None)` when vmd closed the connection
     /// (vmctl reports `pipe closed`).
+    ///
+    /// A packet socket reports a reset (vmd closed the connection with our
+    /// request unread, as when it refuses one) ahead of the packets still
+    /// queued, and only once: what vmd said before closing comes next.
     pub fn recv(&self) -> io::Result<Option<Response>> {
-        Ok(frame::recv::<Response>(self.sock.as_fd())?.map(|r| r.message))
+        match frame::recv::<Response>(self.sock.as_fd()) {
+            Err(reset) if reset.raw_os_error() == Some(libc::ECONNRESET) => {
+                match frame::recv::<Response>(self.sock.as_fd()) {
+                    Ok(Some(received)) => Ok(Some(received.message)),
+                    _ => Err(reset),
+                }
+            }
+            received => Ok(received?.map(|r| r.message)),
+        }
     }
 }
 
 impl AsFd for Connection {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorCode, Failed};
+    use nix::sys::socket::socketpair;
+
+    /// vmd answers and closes before it read the request (a refused
+    /// connection): the client still gets the answer, not a reset.
+    #[test]
+    fn an_answer_sent_before_a_reset_is_received() {
+        let (client, daemon) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let connection = Connection { sock: client };
+        connection.send(&Request::Info).unwrap();
+        let refusal = Response::Ctl(Err(Failed::because(ErrorCode(libc::EAGAIN), "too many")));
+        frame::send(daemon.as_fd(), &refusal, &[]).unwrap();
+        drop(daemon);
+        assert_eq!(connection.recv().unwrap(), Some(refusal));
+        assert_eq!(connection.recv().unwrap(), None);
     }
 }

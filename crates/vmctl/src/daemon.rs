@@ -41,10 +41,15 @@ impl Daemon {
     }
 
     /// Sends the request with descriptors attached (kernel image, stream).
+    /// vmd may have refused the connection before the request (too many
+    /// from this user): its answer is waiting and says so.
     pub fn request_with_fds(&self, request: &Request, fds: &[RawFd]) -> Result<(), Failure> {
         self.connection
             .send_with_fds(request, fds)
-            .map_err(|_| Failure::pipe_closed())
+            .map_err(|_| match self.reply() {
+                Err(refusal) => refusal,
+                Ok(_) => Failure::pipe_closed(),
+            })
     }
 
     /// The next reply. vmd's warnings about the request come first; each

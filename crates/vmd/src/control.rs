@@ -239,7 +239,10 @@ fn accept_client(sock: OwnedFd, connections: &Arc<Connections>, events: &Sender<
         // notices the end.
         let _ = frame::send(
             sock.as_fd(),
-            &Response::Ctl(Err(ErrorCode(libc::EAGAIN).into())),
+            &Response::Ctl(Err(proto::error::Failed::because(
+                ErrorCode(libc::EAGAIN),
+                format!("too many connections from this user ({CONNECTIONS_PER_USER} at most)"),
+            ))),
             &[],
         );
         return;

@@ -257,6 +257,36 @@ fn a_user_holds_a_bounded_number_of_connections() {
     }
     let refused = refused.iter().filter(|&&r| r).count();
     assert_eq!(refused, 40 - 32, "connections past the cap are refused");
+    // vmctl run by that user now says why it gets no answer (the socket
+    // opened to it, as a socket group would).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(testkit::daemon::binary("vmctl"))
+        .arg("status")
+        .env("VMD_SOCKET", &daemon.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (
+            Some(1),
+            "vmctl: command failed: Resource temporarily unavailable: \
+             too many connections from this user (32 at most)\n"
+        )
+    );
     // Root is not counted against the user.
     assert_alive(&daemon);
     // Closed connections give their places back.
