@@ -143,6 +143,53 @@ fn a_guest_that_keeps_resetting_ends_with_the_reason_and_its_output_kept() {
     );
 }
 
+/// Protected mode with an empty interrupt table: the #UD cannot be
+/// delivered, nor the #GP and #DF that follow, so the CPU shuts down.
+const TRIPLE_FAULTER: &str = r#"
+main:
+    lgdt [gdt_desc]
+    lidt [empty_idt]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    jmp dword 0x08:(0xf0000 + protected)
+bits 32
+protected:
+    ud2
+bits 16
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9b000000ffff ; flat code, accessed bit preset
+    dq 0x00cf93000000ffff ; flat data
+gdt_desc:
+    dw 23
+    dd 0xf0000 + gdt
+empty_idt:
+    dw 0
+    dd 0
+"#;
+
+#[test]
+fn a_triple_fault_is_logged_with_the_registers() {
+    let daemon = TestDaemon::start();
+    let image = tiny_firmware(&daemon, "faulter.bin", TRIPLE_FAULTER);
+    daemon.vmctl_ok(&["start", "-b", &image, "faulter"]);
+    daemon.wait_for_log(
+        "vcpu 0: triple fault, resetting: rip=",
+        Duration::from_secs(60),
+    );
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("triple fault, resetting"))
+        .unwrap();
+    for register in ["rsp=", "cs=", "cr0=", "efer="] {
+        assert!(line.contains(register), "{line}");
+    }
+    daemon.vmctl_ok(&["stop", "-f", "faulter"]);
+}
+
 #[test]
 fn an_emulation_failure_ends_the_attached_console_with_its_cause() {
     // Code fetched from the legacy VGA hole, where no memory is: KVM

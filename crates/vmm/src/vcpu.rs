@@ -162,7 +162,13 @@ pub fn run(shared: SharedVcpu, index: u32, ctx: VcpuContext) {
                 }
             }
             Ok(VcpuExit::Shutdown) => {
-                tracing::info!("{}: vcpu {index}: triple fault, resetting", ctx.vm_name);
+                // Linux guests reboot this way too; the registers tell a
+                // crash from a requested reset.
+                tracing::info!(
+                    "{}: vcpu {index}: triple fault, resetting: {}",
+                    ctx.vm_name,
+                    describe_registers(&vcpu)
+                );
                 ctx.lifecycle.request_exit(ExitReason::Reboot);
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
