@@ -149,17 +149,10 @@ pub fn groups() -> [(&'static str, &'static [&'static str]); 5] {
     ]
 }
 
-/// Groups that run only when `VMD_REAL_GUESTS_GROUPS` names them: the
-/// cloud image's nested first boot takes minutes (docs/real-guests.md).
-pub const OPT_IN: &[&str] = &["cloud"];
-
 /// Whether `group` runs, given `VMD_REAL_GUESTS_GROUPS` (`only`): the
-/// groups it names, or when it is unset every group but the opt-in ones.
+/// groups it names, or when it is unset every group.
 pub fn wanted(group: &str, only: Option<&str>) -> bool {
-    match only {
-        Some(only) => only.split(',').any(|g| g == group),
-        None => !OPT_IN.contains(&group),
-    }
+    only.is_none_or(|only| only.split(',').any(|g| g == group))
 }
 
 /// [`wanted`] with this process's `VMD_REAL_GUESTS_GROUPS`.
@@ -220,10 +213,7 @@ pub fn run_all(env: &Env) -> Recorder {
     };
     for (group, names) in groups() {
         if !wanted(group, only.as_deref()) {
-            // An opt-in group left out by default is not a failure.
-            if only.is_some() {
-                rec.fail_rest(names, "not run (VMD_REAL_GUESTS_GROUPS)");
-            }
+            rec.fail_rest(names, "not run (VMD_REAL_GUESTS_GROUPS)");
             continue;
         }
         for attempt in 1..=tries {
@@ -948,9 +938,9 @@ mod tests {
     }
 
     #[test]
-    fn opt_in_groups_run_only_when_named() {
+    fn named_groups_run_alone_and_every_group_runs_by_default() {
         assert!(wanted("main", None));
-        assert!(!wanted("cloud", None));
+        assert!(wanted("cloud", None));
         assert!(wanted("cloud", Some("main,cloud")));
         assert!(!wanted("main", Some("cloud")));
         let (_, names) = groups()[4];
