@@ -9,7 +9,7 @@ use std::io::IoSlice;
 use std::path::Path;
 
 use common::*;
-use disk::{Access, BlockBackend, DiskFormat};
+use disk::{Access, BlockBackend, BlockStatus, DiskFormat};
 
 /// Random operations on `backend`, mirrored on `model`; reads are checked
 /// against the model as they go.
@@ -269,4 +269,79 @@ fn empty_buffers_and_requests() {
         backend.write_zeroes(100, 0).unwrap();
         backend.discard(100, 0).unwrap();
     }
+}
+
+/// A v2 image (compat=0.10) of 8 MiB, every byte written with a pattern,
+/// opened read-write; the pattern is returned as the model.
+fn v2_image_full_of_data(dir: &tempfile::TempDir) -> (Box<dyn BlockBackend>, Vec<u8>) {
+    let image = path_in(dir, "v2.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10,cluster_size=65536",
+        image.to_str().unwrap(),
+        "8M",
+    ]);
+    let backend = open(&image, DiskFormat::Qcow2, Access::ReadWrite);
+    let model = pattern(21, 8 << 20);
+    backend.write_at(&model, 0).unwrap();
+    (backend, model)
+}
+
+/// v2 has no zero clusters, so zeroing writes zero data from a 1 MiB
+/// buffer: a run longer than that buffer, not a multiple of it and not
+/// starting at the beginning of the disk, zeroes its range and nothing
+/// around it.
+#[test]
+fn v2_long_zeroing_inside_the_disk_zeroes_exactly_its_range() {
+    let dir = tempdir();
+    let (backend, mut model) = v2_image_full_of_data(&dir);
+    let (offset, len) = ((3 << 20) + 512, (2 << 20) + 4101);
+    backend.write_zeroes(offset, len).unwrap();
+    model[offset as usize..(offset + len) as usize].fill(0);
+    assert_same(&read_all(backend.as_ref()), &model, "after the zeroing");
+    drop(backend);
+    assert_check_clean(&path_in(&dir, "v2.qcow2"), false);
+}
+
+/// The same from the first byte of the disk, ending inside a cluster.
+#[test]
+fn v2_long_zeroing_from_the_start_zeroes_exactly_its_range() {
+    let dir = tempdir();
+    let (backend, mut model) = v2_image_full_of_data(&dir);
+    let len = (1 << 20) + 700;
+    backend.write_zeroes(0, len).unwrap();
+    model[..len as usize].fill(0);
+    assert_same(&read_all(backend.as_ref()), &model, "after the zeroing");
+}
+
+/// A discard in a v2 image without a backing file gives back the whole
+/// clusters it covers (they read as zeroes unallocated) and zeroes the
+/// partial clusters at its ends with data.
+#[test]
+fn v2_discards_without_backing_deallocate_whole_clusters() {
+    const CLUSTER: u64 = 65536;
+    let dir = tempdir();
+    let (backend, mut model) = v2_image_full_of_data(&dir);
+    let (offset, end) = (CLUSTER + 100, 5 * CLUSTER + 300);
+    backend.discard(offset, end - offset).unwrap();
+    model[offset as usize..end as usize].fill(0);
+    assert_same(&read_all(backend.as_ref()), &model, "after the discard");
+    for cluster in 1..=5 {
+        let status = if cluster == 1 || cluster == 5 {
+            BlockStatus::Data
+        } else {
+            BlockStatus::Zero
+        };
+        assert_eq!(
+            backend.block_status(cluster * CLUSTER, CLUSTER).unwrap(),
+            (status, CLUSTER),
+            "cluster {cluster} (whole ones deallocated, partial ones data)"
+        );
+    }
+    drop(backend);
+    assert_check_clean(&path_in(&dir, "v2.qcow2"), false);
 }
