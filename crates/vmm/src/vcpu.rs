@@ -162,8 +162,9 @@ pub fn run(shared: SharedVcpu, index: u32, ctx: VcpuContext) {
                 }
             }
             Ok(VcpuExit::Shutdown) => {
-                // Linux guests reboot this way too; the registers tell a
-                // crash from a requested reset.
+                // Linux guests reboot this way too; on Intel the registers
+                // tell a crash from a requested reset (on AMD, KVM has
+                // already put the vCPU back in its reset state).
                 tracing::info!(
                     "{}: vcpu {index}: triple fault, resetting: {}",
                     ctx.vm_name,
