@@ -65,6 +65,7 @@ fn refused(image: &Path, named: &Path, words: &str) -> disk::DiskError {
 
 #[test]
 fn truncated_files() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let image = good_image(&dir, "img.qcow2", "compat=1.1");
     let full = std::fs::read(&image).unwrap();
@@ -98,6 +99,7 @@ fn truncated_files() {
 
 #[test]
 fn wrong_magic_and_impossible_headers() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let raw = path_in(&dir, "not.qcow2");
     std::fs::write(&raw, pattern(1, 1 << 20)).unwrap();
@@ -139,6 +141,7 @@ fn wrong_magic_and_impossible_headers() {
 
 #[test]
 fn tables_pointing_outside_the_file() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let image = good_image(&dir, "img.qcow2", "compat=1.1");
     let pristine = std::fs::read(&image).unwrap();
@@ -186,6 +189,7 @@ fn tables_pointing_outside_the_file() {
 
 #[test]
 fn backing_loops() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let a = path_in(&dir, "a.qcow2");
     let b = path_in(&dir, "b.qcow2");
@@ -234,6 +238,7 @@ fn backing_loops() {
 
 #[test]
 fn missing_backing_file_names_both_files() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let base = path_in(&dir, "base.qcow2");
     let top = path_in(&dir, "top.qcow2");
@@ -257,6 +262,7 @@ fn missing_backing_file_names_both_files() {
 
 #[test]
 fn unsupported_features() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let image = path_in(&dir, "img.qcow2");
     let cases: &[(&[&str], &str)] = &[
@@ -296,6 +302,7 @@ fn unsupported_features() {
 /// always an error or a working image, never a panic.
 #[test]
 fn random_headers_never_panic() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let image = good_image(&dir, "img.qcow2", "compat=1.1");
     let pristine = std::fs::read(&image).unwrap();
@@ -327,6 +334,7 @@ fn random_headers_never_panic() {
 /// stack overflowed at the first write.
 #[test]
 fn refcounts_that_free_the_metadata() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let found = path_in(&dir, "found.qcow2");
     std::fs::copy(

@@ -44,6 +44,7 @@ fn three_layers(dir: &tempfile::TempDir) -> (std::path::PathBuf, Vec<u8>) {
 
 #[test]
 fn descriptors_alone_rebuild_the_chain() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let (top, want) = three_layers(&dir);
     // Daemon side.
@@ -77,6 +78,7 @@ fn descriptors_alone_rebuild_the_chain() {
 
 #[test]
 fn descriptors_that_do_not_match_the_chain_are_refused() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let (top, _) = three_layers(&dir);
     let files = || -> Vec<File> {
@@ -106,6 +108,7 @@ fn descriptors_that_do_not_match_the_chain_are_refused() {
 
 #[test]
 fn an_image_in_use_is_refused_until_released() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let (top, _) = three_layers(&dir);
     let running = ImageChain::open(&top, DiskFormat::Qcow2, Access::ReadWrite).unwrap();
@@ -135,6 +138,7 @@ fn an_image_in_use_is_refused_until_released() {
 
 #[test]
 fn relative_backing_names_are_relative_to_the_image() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     std::fs::create_dir(path_in(&dir, "base")).unwrap();
     std::fs::create_dir(path_in(&dir, "vms")).unwrap();
@@ -182,6 +186,7 @@ fn raw_images_and_sizes() {
 
 #[test]
 fn every_image_of_the_chain_goes_through_the_opener() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let (top, _) = three_layers(&dir);
     let asked = std::sync::Mutex::new(Vec::new());
@@ -212,6 +217,7 @@ fn every_image_of_the_chain_goes_through_the_opener() {
 
 #[test]
 fn a_fifo_in_the_chain_is_refused_without_waiting_for_a_writer() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let fifo = path_in(&dir, "base.raw");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();

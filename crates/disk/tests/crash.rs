@@ -81,6 +81,7 @@ fn crash_writer() {
 
 #[test]
 fn crash_consistency_under_sigkill() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let image = path_in(&dir, "crash.qcow2");
     let mut rng = fastrand::Rng::with_seed(2024);

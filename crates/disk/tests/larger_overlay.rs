@@ -171,6 +171,7 @@ fn check_overlay(dir: &tempfile::TempDir, top: &Path, base_len: u64, mut model: 
 /// our `create_overlay`, twice the base's size) shows none of them.
 #[test]
 fn qcow2_base_ending_inside_a_cluster() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let base_len: u64 = (3 << 20) + 4096 + 512;
     let source = path_in(&dir, "source.raw");
@@ -221,6 +222,7 @@ fn qcow2_base_ending_inside_a_cluster() {
 /// makes overlays on raw ones, which vmd runs).
 #[test]
 fn raw_base_ending_inside_a_sector() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let base_len: u64 = (3 << 20) + 1000;
     let base = path_in(&dir, "base.raw");

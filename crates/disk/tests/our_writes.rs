@@ -85,6 +85,7 @@ fn check_against_model(dir: &tempfile::TempDir, image: &Path, format: DiskFormat
 
 #[test]
 fn created_images_after_random_operations() {
+    testkit::needs!("qemu-img");
     for format in [DiskFormat::Qcow2, DiskFormat::Raw] {
         let dir = tempdir();
         let image = path_in(&dir, &format!("new.{}", format.name()));
@@ -99,6 +100,7 @@ fn created_images_after_random_operations() {
 
 #[test]
 fn qemu_made_images_of_every_kind_after_random_operations() {
+    testkit::needs!("qemu-img");
     for cluster in ["512", "4096", "65536", "2097152"] {
         for compat in ["0.10", "1.1"] {
             let dir = tempdir();
@@ -125,6 +127,7 @@ fn qemu_made_images_of_every_kind_after_random_operations() {
 
 #[test]
 fn compressed_image_rewritten() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let source = path_in(&dir, "source.raw");
     let mut model = write_reference(&source, 8 << 20, 13);
@@ -152,6 +155,7 @@ fn compressed_image_rewritten() {
 /// never written.
 #[test]
 fn overlay_writes_leave_the_base_untouched() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let source = path_in(&dir, "source.raw");
     let mut model = write_reference(&source, 16 << 20, 15);
@@ -188,6 +192,7 @@ fn overlay_writes_leave_the_base_untouched() {
 /// where the guest wrote (and then discarded) its own.
 #[test]
 fn v2_overlay_discards_never_let_the_base_show_through() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let base = path_in(&dir, "base.raw");
     let mut model = write_reference(&base, 8 << 20, 17);
@@ -297,6 +302,7 @@ fn v2_image_full_of_data(dir: &tempfile::TempDir) -> (Box<dyn BlockBackend>, Vec
 /// around it.
 #[test]
 fn v2_long_zeroing_inside_the_disk_zeroes_exactly_its_range() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let (backend, mut model) = v2_image_full_of_data(&dir);
     let (offset, len) = ((3 << 20) + 512, (2 << 20) + 4101);
@@ -310,6 +316,7 @@ fn v2_long_zeroing_inside_the_disk_zeroes_exactly_its_range() {
 /// The same from the first byte of the disk, ending inside a cluster.
 #[test]
 fn v2_long_zeroing_from_the_start_zeroes_exactly_its_range() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let (backend, mut model) = v2_image_full_of_data(&dir);
     let len = (1 << 20) + 700;
@@ -323,6 +330,7 @@ fn v2_long_zeroing_from_the_start_zeroes_exactly_its_range() {
 /// partial clusters at its ends with data.
 #[test]
 fn v2_discards_without_backing_deallocate_whole_clusters() {
+    testkit::needs!("qemu-img");
     const CLUSTER: u64 = 65536;
     let dir = tempdir();
     let (backend, mut model) = v2_image_full_of_data(&dir);

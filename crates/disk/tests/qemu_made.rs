@@ -17,6 +17,7 @@ fn read_back_equal(image: &std::path::Path, want: &[u8], what: &str) {
 
 #[test]
 fn every_cluster_size_and_compat_level() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let reference = path_in(&dir, "ref.raw");
     let want = write_reference(&reference, SIZE, 1);
@@ -43,6 +44,7 @@ fn every_cluster_size_and_compat_level() {
 
 #[test]
 fn compressed_clusters() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let reference = path_in(&dir, "ref.raw");
     // Compressible data: runs of repeated bytes between random ones.
@@ -76,6 +78,7 @@ fn compressed_clusters() {
 
 #[test]
 fn zero_clusters_and_discarded_clusters() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let reference = path_in(&dir, "ref.raw");
     let mut want = write_reference(&reference, SIZE, 3);
@@ -112,6 +115,7 @@ fn zero_clusters_and_discarded_clusters() {
 /// The reference is qemu-img's own flattening of the chain.
 #[test]
 fn backing_chains_of_any_depth() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let base = path_in(&dir, "base.raw");
     write_reference(&base, SIZE, 4);
@@ -165,6 +169,7 @@ fn backing_chains_of_any_depth() {
 /// A backing file recorded without a format is probed: qcow2 by magic.
 #[test]
 fn backing_format_probed_when_not_recorded() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let reference = path_in(&dir, "ref.raw");
     let want = write_reference(&reference, SIZE, 5);
@@ -205,6 +210,7 @@ fn backing_format_probed_when_not_recorded() {
 /// An overlay bigger than its base reads zeroes past the base's end.
 #[test]
 fn overlay_larger_than_base() {
+    testkit::needs!("qemu-img");
     let dir = tempdir();
     let base = path_in(&dir, "base.raw");
     let mut want = write_reference(&base, SIZE, 6);
