@@ -97,6 +97,7 @@ fn lease_through_udhcpc(
 
 #[test]
 fn udhcpc_obtains_the_guest_address_with_router_dns_and_an_endless_lease() {
+    testkit::needs!(root);
     let (vars, answered) = lease_through_udhcpc("udhcpc", false, "guest");
     assert_eq!(answered, 2, "DISCOVER and REQUEST");
     assert_eq!(vars["ip"], "100.64.5.3");
@@ -113,6 +114,7 @@ fn udhcpc_obtains_the_guest_address_with_router_dns_and_an_endless_lease() {
 
 #[test]
 fn udhcpc_gets_the_boot_file_and_host_name_for_a_network_boot() {
+    testkit::needs!(root);
     let (vars, _) = lease_through_udhcpc("udhcpcnet", true, "pxe-guest");
     assert_eq!(vars["ip"], "100.64.5.3");
     assert_eq!(vars["boot_file"], "auto_install");

@@ -31,6 +31,7 @@ fn v4(a: [u8; 4], len: u8) -> Address {
 
 #[test]
 fn a_local_tap_has_its_description_addresses_and_state_and_goes_with_its_descriptor() {
+    testkit::needs!(root);
     let ns = NetNs::new("localtap");
     let v6: Ipv6Addr = "fd00:1:2:3:6440:103::1".parse().unwrap();
     let mut p = plan("vm1-if0-local");
@@ -78,6 +79,7 @@ fn a_local_tap_has_its_description_addresses_and_state_and_goes_with_its_descrip
 
 #[test]
 fn a_down_interface_with_a_group() {
+    testkit::needs!(root);
     let ns = NetNs::new("downgroup");
     let mut p = plan("vm2-if1-quiet");
     p.up = false;
@@ -92,6 +94,7 @@ fn a_down_interface_with_a_group() {
 
 #[test]
 fn a_named_tap_in_use_is_busy_and_a_name_taken_by_another_device_is_invalid() {
+    testkit::needs!(root);
     let ns = NetNs::new("busytap");
     ns.ip(&["link", "add", "tap9", "type", "bridge"]);
     ns.enter(|| {
@@ -108,6 +111,7 @@ fn a_named_tap_in_use_is_busy_and_a_name_taken_by_another_device_is_invalid() {
 
 #[test]
 fn remove_deletes_what_vmd_made_and_spares_a_persistent_tap() {
+    testkit::needs!(root);
     let ns = NetNs::new("removetap");
     ns.ip(&["tuntap", "add", "dev", "tap3", "mode", "tap", "vnet_hdr"]);
     ns.enter(|| {
@@ -135,6 +139,7 @@ fn remove_deletes_what_vmd_made_and_spares_a_persistent_tap() {
 
 #[test]
 fn a_switch_bridge_is_created_described_and_joined() {
+    testkit::needs!(root);
     let ns = NetNs::new("switch");
     let splan = SwitchPlan {
         bridge: "br-lan".into(),
@@ -184,6 +189,7 @@ fn a_switch_bridge_is_created_described_and_joined() {
 
 #[test]
 fn a_switch_name_taken_by_another_device_is_refused() {
+    testkit::needs!(root);
     let ns = NetNs::new("notbridge");
     ns.ip(&[
         "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
@@ -211,6 +217,7 @@ fn a_switch_name_taken_by_another_device_is_refused() {
 /// machines' kernels) the tap still comes up, outside any VRF.
 #[test]
 fn an_rdomain_is_a_vrf_when_the_kernel_has_them() {
+    testkit::needs!(root);
     let ns = NetNs::new("rdomain");
     let vrfs = ns.can_add_link(&["vrf", "table", "5"]);
     let mut p = plan("vm3-if0-routed");
