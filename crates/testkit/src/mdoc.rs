@@ -374,6 +374,7 @@ mod tests {
 
     #[test]
     fn every_page_passes_mandoc_lint() {
+        crate::needs!("mandoc");
         let pages = pages();
         assert_eq!(pages, ["vm.conf.5", "vmctl.8", "vmd.8"]);
         for page in pages {
@@ -383,6 +384,7 @@ mod tests {
 
     #[test]
     fn lint_finds_mistakes() {
+        crate::needs!("mandoc");
         // The same check on a copy of a page with a mistake reports it.
         let dir = crate::tmp::TempDir::new("lint");
         let text = std::fs::read_to_string(page_path("vmd.8")).unwrap();
