@@ -198,6 +198,7 @@ fn raw_images_are_sparse_private_and_exact() {
 
 #[test]
 fn qcow2_images_by_extension_or_prefix() {
+    testkit::needs!("qemu-img");
     let dir = Dir::new();
     for word in [
         dir.arg("a.qcow2"),
@@ -262,6 +263,7 @@ fn option_conflicts_and_missing_size() {
 
 #[test]
 fn overlays_on_a_base() {
+    testkit::needs!("qemu-img");
     let dir = Dir::new();
     std::fs::create_dir(dir.path("vm")).unwrap();
     qemu_img(&[
@@ -369,6 +371,7 @@ fn qemu_io(path: &Path, commands: &[&str]) {
 /// overlay. `-i` with a larger `-s` grows a copy of it the same way.
 #[test]
 fn overlays_larger_than_the_base() {
+    testkit::needs!("qemu-img", "qemu-io");
     let dir = Dir::new();
     let base_data = half_sparse_raw(&dir.path("base.raw"), 3 << 20);
     qemu_img(&[
@@ -504,6 +507,7 @@ fn overlays_larger_than_the_base() {
 /// checks it clean, and the output allocates about what the input holds.
 #[test]
 fn conversion_both_ways_stays_sparse() {
+    testkit::needs!("qemu-img");
     let dir = Dir::new();
     half_sparse_raw(&dir.path("in.raw"), 16 << 20);
 
@@ -551,6 +555,7 @@ fn conversion_both_ways_stays_sparse() {
 
 #[test]
 fn conversion_flattens_a_backing_chain() {
+    testkit::needs!("qemu-img", "qemu-io");
     let dir = Dir::new();
     half_sparse_raw(&dir.path("base.raw"), 8 << 20);
     qemu_img(&[
@@ -622,6 +627,7 @@ fn conversion_flattens_a_backing_chain() {
 
 #[test]
 fn conversion_sizes() {
+    testkit::needs!("qemu-img");
     let dir = Dir::new();
     // 1.5 MiB + 512 bytes of input: rounded up to 2 MiB, with a message.
     half_sparse_raw(&dir.path("odd.raw"), (3 << 19) + 512);
@@ -660,6 +666,7 @@ fn conversion_sizes() {
 
 #[test]
 fn conversion_failures() {
+    testkit::needs!("qemu-img");
     let dir = Dir::new();
     let missing = dir.arg("missing.raw");
     expect(
@@ -719,6 +726,7 @@ fn conversion_failures() {
 
 #[test]
 fn conversion_onto_a_full_filesystem() {
+    testkit::needs!(root);
     let dir = Dir::new();
     half_sparse_raw(&dir.path("in.raw"), 8 << 20);
     let full = dir.path("full");

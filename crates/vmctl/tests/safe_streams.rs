@@ -140,6 +140,7 @@ fn usage_and_id_errors_come_first() {
 /// terminal creates nothing.
 #[test]
 fn a_running_vm_is_untouched_by_a_refused_send() {
+    testkit::needs!(root, kvm);
     // The daemon under test is the workspace's vmd.
     let _ = binary("vmd");
     let daemon = TestDaemon::start();

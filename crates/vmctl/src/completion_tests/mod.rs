@@ -192,6 +192,7 @@ fn is_flag(word: &str) -> bool {
 
 #[test]
 fn command_words() {
+    testkit::needs!("zsh", "fish");
     let harness = Harness::new();
     let names = set(COMMANDS.iter().map(|c| c.name));
     check(&harness, "vmctl ", &names);
@@ -206,6 +207,7 @@ fn command_words() {
 
 #[test]
 fn each_commands_flags() {
+    testkit::needs!("zsh", "fish");
     let harness = Harness::new();
     for command in COMMANDS {
         let long: Vec<&str> = command.long_options.iter().map(|o| o.name).collect();
@@ -239,6 +241,7 @@ fn each_commands_flags() {
 
 #[test]
 fn vm_names_from_status() {
+    testkit::needs!("zsh", "fish");
     let harness = Harness::new();
     let running = set(RUNNING);
     let all = set(RUNNING.into_iter().chain(STOPPED));
@@ -267,6 +270,7 @@ fn vm_names_from_status() {
 
 #[test]
 fn fixed_arguments() {
+    testkit::needs!("zsh", "fish");
     let harness = Harness::new();
     check(&harness, "vmctl start -B ", &set(["disk", "cdrom", "net"]));
     check(&harness, "vmctl log ", &set(["brief", "verbose"]));
