@@ -158,6 +158,7 @@ mod tests {
 
     #[test]
     fn a_user_opens_only_what_the_kernel_lets_them_open() {
+        testkit::needs!(root);
         let dir = std::env::temp_dir().join(format!("vmd-open-as-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let inner = dir.join("closed");

@@ -87,6 +87,7 @@ mod tests {
 
     #[test]
     fn a_released_console_belongs_to_root_alone() {
+        testkit::needs!(root);
         let pty = Pty::open().expect("a pty");
         pty.give_to(1000, Some(1000)).unwrap();
         let meta = std::fs::metadata(&pty.path).unwrap();

@@ -37,6 +37,7 @@ fn configured_with_disk(daemon: &TestDaemon, name: &str, disk: &str) {
 
 #[test]
 fn a_missing_disk_is_named() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let disk = daemon.dir().join("gone.img");
     // The parser checks the disk; it goes after the file is loaded.
@@ -54,6 +55,7 @@ fn a_missing_disk_is_named() {
 
 #[test]
 fn a_qcow2_overlay_without_its_base_names_the_base() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let base = daemon.dir().join("base.qcow2");
     let overlay = daemon.dir().join("overlay.qcow2");
@@ -73,6 +75,7 @@ fn a_qcow2_overlay_without_its_base_names_the_base() {
 
 #[test]
 fn a_disk_in_use_names_the_vm_that_has_it() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let disk = daemon.dir().join("shared.img");
     std::fs::File::create(&disk)
@@ -93,6 +96,7 @@ fn a_disk_in_use_names_the_vm_that_has_it() {
 
 #[test]
 fn an_unknown_switch_is_a_warning_for_the_starter() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("vmdwarn");
     let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
     let out = daemon.start_seabios_vm("lonely", &["-n", "nosuch"]);
@@ -113,6 +117,7 @@ fn an_unknown_switch_is_a_warning_for_the_starter() {
 
 #[test]
 fn load_of_a_missing_file_fails_with_its_path() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let conf = daemon.dir().join("nonexistent.conf");
     let conf = conf.to_str().unwrap();
@@ -126,6 +131,7 @@ fn load_of_a_missing_file_fails_with_its_path() {
 
 #[test]
 fn load_of_a_broken_file_prints_its_errors() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let conf = daemon.dir().join("broken.conf");
     std::fs::write(&conf, "# two mistakes\nbogus\nvm \"a\" { memory }\n").unwrap();

@@ -17,6 +17,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn seabios_boots_grub_from_the_cd() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let iso = grub::boot_cd();
     daemon.start_seabios_vm_ok("cdvm", &["-r", iso.to_str().unwrap()]);
@@ -39,6 +40,7 @@ fn disk_and_cd(daemon: &TestDaemon) -> (String, String) {
 
 #[test]
 fn boot_device_cdrom_boots_the_cd_before_a_bootable_disk() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let (disk, iso) = disk_and_cd(&daemon);
     daemon.start_seabios_vm_ok("both", &["-d", &disk, "-r", &iso, "-B", "cdrom"]);
@@ -63,6 +65,7 @@ fn boot_device_cdrom_boots_the_cd_before_a_bootable_disk() {
 
 #[test]
 fn without_a_boot_device_the_disk_boots_first() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let (disk, iso) = disk_and_cd(&daemon);
     daemon.start_seabios_vm_ok("both", &["-d", &disk, "-r", &iso]);
@@ -74,6 +77,7 @@ fn without_a_boot_device_the_disk_boots_first() {
 
 #[test]
 fn iso_images_that_are_missing_or_not_files_are_refused() {
+    testkit::needs!(root, kvm);
     let dir = testkit::tmp::TempDir::new("cdrom-conf");
     let config = dir.join("vm.conf");
     let missing = dir.join("missing.iso");

@@ -129,6 +129,7 @@ fn first_mac(daemon: &TestDaemon, name: &str) -> String {
 
 #[test]
 fn vmctl_start_with_user_data_and_ssh_key() {
+    testkit::needs!(root, kvm);
     let scratch = Scratch::new("start");
     let user_data = scratch.write("user-data", USER_DATA);
     let key = scratch.write("key.pub", format!("{KEY}\n"));
@@ -210,6 +211,7 @@ fn parse_mac(text: &str) -> [u8; 6] {
 
 #[test]
 fn vm_conf_files_are_read_at_start() {
+    testkit::needs!(root, kvm);
     let scratch = Scratch::new("conf");
     let user_data = scratch.write("user-data", "#!/bin/sh\necho from vm.conf\n");
     let big = scratch.write("big", vec![b'#'; cidata::MAX_USER_DATA + 1]);

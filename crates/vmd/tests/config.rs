@@ -80,6 +80,7 @@ fn vmd_n_checks_the_configuration() {
 
 #[test]
 fn configured_vms_switches_reload_and_reset() {
+    testkit::needs!(root, kvm);
     let dir = TempDir::new("conf-apply");
     let config = dir.join("vm.conf");
     let write = |disabled_memory: &str| {
@@ -245,6 +246,7 @@ fn vmctl_as(daemon: &TestDaemon, vmctl: &str, user: &str, args: &[&str]) -> Outp
 
 #[test]
 fn owners_control_their_vms_and_others_are_refused() {
+    testkit::needs!(root, kvm);
     let group = "vmdtest";
     ensure_user("vmdtest-alice", group);
     ensure_user("vmdtest-bob", group);

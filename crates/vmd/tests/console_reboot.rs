@@ -54,6 +54,7 @@ fn one_boot() -> String {
 
 #[test]
 fn every_boot_reaches_an_attached_console_whole() {
+    testkit::needs!(root, kvm);
     const BOOTS: usize = 3;
     let daemon = TestDaemon::start();
     let image = daemon.dir().join("chatty.bin");

@@ -47,6 +47,7 @@ fn assert_alive(daemon: &TestDaemon) {
 
 #[test]
 fn garbage_oversized_and_truncated_messages_cost_only_their_connection() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
 
     let sock = connect_to(&daemon);
@@ -92,6 +93,7 @@ fn garbage_oversized_and_truncated_messages_cost_only_their_connection() {
 
 #[test]
 fn clients_that_vanish_leave_nothing_behind() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let threads = |pid: u32| {
         std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -162,6 +164,7 @@ fn timed_status(daemon: &TestDaemon, limit: Duration) -> Option<Duration> {
 
 #[test]
 fn clients_that_never_read_their_replies_do_not_stall_root() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let hostile = connect_as(&daemon.socket, HOSTILE_UID, 20);
     // Each asks for the VM list over and over and never reads: its socket
@@ -193,6 +196,7 @@ fn clients_that_never_read_their_replies_do_not_stall_root() {
 
 #[test]
 fn root_only_requests_from_a_user_are_refused_before_they_are_queued() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let sock = connect_as(&daemon.socket, HOSTILE_UID, 1).pop().unwrap();
     for _ in 0..100 {
@@ -234,6 +238,7 @@ fn root_only_requests_from_a_user_are_refused_before_they_are_queued() {
 
 #[test]
 fn a_user_holds_a_bounded_number_of_connections() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let held = connect_as(&daemon.socket, HOSTILE_UID, 40);
     // The refused ones are told so at once; the others hear nothing.

@@ -106,6 +106,7 @@ fn text(sink: &Arc<Mutex<Vec<u8>>>) -> String {
 
 #[test]
 fn the_demo_sets_up_a_fresh_host_and_boots_seabios() {
+    testkit::needs!(root, kvm);
     // Built by the suite; the script is told to use these.
     binary("vmd");
     binary("vmctl");

@@ -9,6 +9,7 @@ use testkit::daemon::{TestDaemon, open_descriptors};
 
 #[test]
 fn a_descriptor_vmd_inherited_does_not_reach_a_vm_process() {
+    testkit::needs!(root, kvm);
     let marker = std::env::temp_dir().join(format!("vmd-inherited-{}", std::process::id()));
     let created = std::fs::File::create(&marker).unwrap();
     // Inheritable, as a careless parent would leave it, and numbered high

@@ -155,6 +155,7 @@ fn vcpus(daemon: &TestDaemon, name: &str) -> String {
 
 #[test]
 fn vmlinux_boots_through_pvh_with_command_line_initrd_tables_and_four_cpus() {
+    testkit::needs!(root, kvm);
     let linux = Linux::get();
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&[
@@ -178,6 +179,7 @@ fn vmlinux_boots_through_pvh_with_command_line_initrd_tables_and_four_cpus() {
 
 #[test]
 fn bzimage_from_vm_conf_boots_through_its_64bit_entry() {
+    testkit::needs!(root, kvm);
     let linux = Linux::get();
     let scratch = testkit::tmp::TempDir::new("bzconf");
     let config = scratch.join("vm.conf");
@@ -198,6 +200,7 @@ fn bzimage_from_vm_conf_boots_through_its_64bit_entry() {
 
 #[test]
 fn ipxe_lkrn_runs_through_the_firmware() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", IPXE, "-m", "256M", "ipxe"]);
     // The firmware runs the boot ROM, which enters iPXE's real-mode setup
@@ -218,6 +221,7 @@ fn ipxe_lkrn_runs_through_the_firmware() {
 
 #[test]
 fn seabios_starts_four_cpus_and_installs_our_acpi_tables() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "-p", "4", "-m", "128M", "smp"]);
     daemon.wait_for_log(
@@ -237,6 +241,7 @@ fn seabios_starts_four_cpus_and_installs_our_acpi_tables() {
 
 #[test]
 fn an_adhoc_vms_kernel_boots_again_with_its_arguments_when_the_guest_reboots() {
+    testkit::needs!(root, kvm);
     // A tiny 32-bit kernel that prints the command line and the start of
     // the initrd its boot_params (ESI) point to, then resets the machine.
     let code = testkit::guest::assemble(
@@ -319,6 +324,7 @@ eol: db 13, 10, 0
 
 #[test]
 fn kernel_argument_errors_are_clear() {
+    testkit::needs!(root, kvm);
     let linux = Linux::get();
     let daemon = TestDaemon::start();
     let fail = |args: &[&str]| {

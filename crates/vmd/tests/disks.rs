@@ -40,6 +40,7 @@ fn start_ok(daemon: &TestDaemon, name: &str, disks: &[String], extra: &[&str]) {
 
 #[test]
 fn seabios_boots_grub_from_a_raw_disk_and_grub_sees_the_second_disk() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let boot = grub::boot_disk_copy(&daemon.dir().join("boot.img"));
     let second = daemon.dir().join("second.img");
@@ -69,6 +70,7 @@ fn seabios_boots_grub_from_a_raw_disk_and_grub_sees_the_second_disk() {
 
 #[test]
 fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let base = grub::boot_disk_copy(&daemon.dir().join("base.img"));
     let overlay = daemon.dir().join("overlay.qcow2");
@@ -115,6 +117,7 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
 
 #[test]
 fn an_image_that_does_not_open_is_refused() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     // qcow2 magic and nothing else: vmctl accepts the path, vmd's image
     // chain cannot read a header from it.

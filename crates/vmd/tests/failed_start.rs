@@ -16,6 +16,7 @@ fn sayer(word: &str) -> Vec<u8> {
 
 #[test]
 fn the_kernel_given_to_a_start_that_failed_boots_at_the_next() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let path = |name: &str| daemon.dir().join(name).display().to_string();
     std::fs::write(path("configured.bin"), sayer("configured")).unwrap();

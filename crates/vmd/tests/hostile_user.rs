@@ -161,6 +161,7 @@ fn fifo(path: &Path) {
 
 #[test]
 fn a_backing_file_the_user_cannot_read_is_not_opened_for_them() {
+    testkit::needs!(root, kvm);
     let stage = Stage::new();
     let secret = stage.root.join("secret");
     let overlay = stage.home("overlay.qcow2");
@@ -189,6 +190,7 @@ fn a_backing_file_the_user_cannot_read_is_not_opened_for_them() {
 
 #[test]
 fn a_symlink_to_a_root_only_file_is_opened_as_the_user() {
+    testkit::needs!(root, kvm);
     let stage = Stage::new();
     let link = stage.home("disk.img");
     std::os::unix::fs::symlink(stage.root.join("secret"), &link).unwrap();
@@ -211,6 +213,7 @@ fn a_symlink_to_a_root_only_file_is_opened_as_the_user() {
 
 #[test]
 fn a_readable_file_in_a_directory_the_user_cannot_enter_is_refused() {
+    testkit::needs!(root, kvm);
     let stage = Stage::new();
     let hidden = stage.root.join("closed").join("readable.iso");
     let (failed, _) = stage.start_instance(
@@ -232,6 +235,7 @@ fn a_readable_file_in_a_directory_the_user_cannot_enter_is_refused() {
 
 #[test]
 fn a_fifo_as_any_kind_of_image_is_refused_without_blocking() {
+    testkit::needs!(root, kvm);
     let stage = Stage::new();
     let pipe = stage.home("pipe");
     fifo(&pipe);
@@ -309,6 +313,7 @@ fn a_fifo_as_any_kind_of_image_is_refused_without_blocking() {
 /// so it fails; the root-only file is never opened.
 #[test]
 fn a_disk_swapped_for_a_symlink_while_the_vm_runs_is_not_opened_at_its_reboot() {
+    testkit::needs!(root, kvm);
     // A kernel that says it is ready, waits for a key on COM1, then
     // resets the machine.
     let code = testkit::guest::assemble(

@@ -33,6 +33,7 @@ ready: db "ready", 13, 10, 0
 
 #[test]
 fn a_guest_that_acknowledges_is_stopped_when_it_reboots() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = vmmci_guest(
         &daemon,
@@ -70,6 +71,7 @@ ack: db "acknowledged", 13, 10, 0
 
 #[test]
 fn a_guest_that_does_not_answer_is_ended_after_the_timeout() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = vmmci_guest(
         &daemon,
@@ -95,6 +97,7 @@ fn a_guest_that_does_not_answer_is_ended_after_the_timeout() {
 
 #[test]
 fn a_guest_powering_itself_off_shows_stopping_then_ends() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = vmmci_guest(
         &daemon,
@@ -158,6 +161,7 @@ fn vm_row(daemon: &TestDaemon, name: &str) -> Option<Vec<String>> {
 
 #[test]
 fn grub_halt_powers_the_vm_off_through_acpi() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     start_grub(&daemon, "halter", "echo grub-halt-test: halting\nhalt", &[]);
     let mut console = daemon.console("halter");
@@ -182,6 +186,7 @@ fn grub_halt_powers_the_vm_off_through_acpi() {
 
 #[test]
 fn grub_reboot_restarts_the_vm_with_the_same_id() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     start_grub(
         &daemon,
@@ -206,6 +211,7 @@ fn grub_reboot_restarts_the_vm_with_the_same_id() {
 
 #[test]
 fn pause_freezes_a_grub_countdown_and_unpause_resumes_it() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     start_grub(
         &daemon,
@@ -244,6 +250,7 @@ fn sockets(pid: u32) -> usize {
 
 #[test]
 fn stopped_vms_leave_no_channel_to_their_processes() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = daemon.dir().join("idle.bin");
     std::fs::write(&image, firmware("main:\n    hlt\n    jmp main\n")).unwrap();

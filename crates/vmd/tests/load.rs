@@ -137,6 +137,7 @@ fn possible(done: &[Done]) -> Vec<State> {
 
 #[test]
 fn two_hundred_clients_against_twenty_vms() {
+    testkit::needs!(root, kvm);
     let dir = testkit::tmp::TempDir::new("load");
     let image = dir.join("idle.bin");
     std::fs::write(&image, firmware("main:\n    hlt\n    jmp main\n")).unwrap();

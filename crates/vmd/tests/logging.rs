@@ -238,6 +238,7 @@ impl Drop for DetachedDaemon {
 
 #[test]
 fn detached_vmd_logs_to_syslog_as_vmd() {
+    testkit::needs!(root, kvm);
     let dir = TempDir::new("syslog-conf");
     let conf = dir.join("vm.conf");
     // A setting vmd warns about, for a message of another priority.
@@ -271,6 +272,7 @@ fn detached_vmd_logs_to_syslog_as_vmd() {
 
 #[test]
 fn vmctl_log_changes_the_level_at_run_time() {
+    testkit::needs!(root, kvm);
     let mut daemon = DetachedDaemon::start(&[]);
     daemon.drain();
 

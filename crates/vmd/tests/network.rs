@@ -44,6 +44,7 @@ fn write_conf(daemon_dir: &std::path::Path, text: &str) -> String {
 
 #[test]
 fn a_local_interface_gets_its_tap_and_addresses_and_stop_removes_it() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("vmdlocal");
     let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "64M", "-L", "-i", "2", "web"]);
@@ -64,6 +65,7 @@ fn a_local_interface_gets_its_tap_and_addresses_and_stop_removes_it() {
 
 #[test]
 fn switches_are_bridges_that_member_taps_join() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("vmdswitch");
     let dir = testkit::tmp::TempDir::new("vmdswitch");
     let conf = write_conf(
@@ -148,6 +150,7 @@ vm "two" {{
 
 #[test]
 fn an_unknown_switch_leaves_the_tap_unattached_and_ipv6_comes_with_local_inet6() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("vmdunknown");
     let dir = testkit::tmp::TempDir::new("vmdunknown");
     let conf = write_conf(
@@ -180,6 +183,7 @@ fn an_unknown_switch_leaves_the_tap_unattached_and_ipv6_comes_with_local_inet6()
 /// against udhcpc in the device tests and by hand in docs/networking.md).
 #[test]
 fn a_network_boot_runs_ipxe_from_the_nic_and_its_tap_goes_at_stop() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("vmdpxe");
     let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "128M", "-B", "net", "-L", "pxe"]);

@@ -141,6 +141,7 @@ fn check_installed_configuration(root: &Path) {
 
 #[test]
 fn make_install_stages_every_file() {
+    testkit::needs!("make");
     let dir = TempDir::new("install");
     let root = dir.join("root");
     make("install", &[("DESTDIR", &root)]);
@@ -190,6 +191,7 @@ fn field(deb: &Path, name: &str) -> String {
 
 #[test]
 fn deb_unpacks_with_the_expected_files() {
+    testkit::needs!("make", "dpkg-deb");
     let dir = TempDir::new("deb");
     let deb = build_deb(&dir);
     assert_eq!(field(&deb, "Package"), "vmd");
@@ -292,6 +294,7 @@ fn lines_starting(path: &Path, prefix: &str) -> Vec<String> {
 
 #[test]
 fn deb_installs_into_a_scratch_root() {
+    testkit::needs!(root, "make", "dpkg-deb", "dpkg");
     let dir = TempDir::new("dpkg-root");
     let deb = build_deb(&dir);
     let root = dir.join("root");
@@ -362,6 +365,7 @@ MANPATH="$1/usr/share/man" exec systemd-analyze verify "$2"
 
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
+    testkit::needs!(root, "make", "systemd-analyze");
     let dir = TempDir::new("systemd");
     let root = dir.join("root");
     make("install", &[("DESTDIR", &root)]);

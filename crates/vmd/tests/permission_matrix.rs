@@ -91,6 +91,7 @@ fn vm() -> VmRef {
 
 #[test]
 fn every_request_by_every_kind_of_user() {
+    testkit::needs!(root, kvm);
     let owner = ThrowawayUser::create("vmdown");
     let member = ThrowawayUser::create("vmdmem");
     let status = Command::new("usermod")

@@ -32,6 +32,7 @@ fn tiny_firmware(daemon: &TestDaemon, name: &str, program: &str) -> String {
 
 #[test]
 fn seabios_boots_and_the_vm_is_listed_then_stopped() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let out = daemon.vmctl(&["start", "-b", BIOS, "-m", "256M", "vm1"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -90,6 +91,7 @@ fn seabios_boots_and_the_vm_is_listed_then_stopped() {
 
 #[test]
 fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
     let pid: i32 = status_row(&daemon, "victim").unwrap()[1].parse().unwrap();
@@ -109,6 +111,7 @@ fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
 
 #[test]
 fn two_vms_run_at_once() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "128M", "one"]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "128M", "two"]);
@@ -123,6 +126,7 @@ fn two_vms_run_at_once() {
 
 #[test]
 fn a_16g_guest_starts_and_uses_little_memory() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "16G", "big"]);
     daemon.console_until("big", BANNER, BOOT);
@@ -157,6 +161,7 @@ fn scaled_bytes(text: &str) -> u64 {
 
 #[test]
 fn console_replays_what_came_before_and_is_exclusive() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "quiet"]);
     // Let the banner go by with nobody attached.
@@ -180,6 +185,7 @@ fn console_replays_what_came_before_and_is_exclusive() {
 
 #[test]
 fn console_ends_when_the_vm_stops() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "short"]);
     let mut session = daemon.console("short");
@@ -194,6 +200,7 @@ fn console_ends_when_the_vm_stops() {
 
 #[test]
 fn stop_wait_and_wait_report_termination() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "w1"]);
     daemon.console_until("w1", BANNER, BOOT);
@@ -226,6 +233,7 @@ fn stop_wait_and_wait_report_termination() {
 
 #[test]
 fn start_errors_from_the_daemon() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "dup"]);
     let out = daemon.vmctl(&["start", "dup"]);
@@ -274,6 +282,7 @@ fn start_errors_from_the_daemon() {
 
 #[test]
 fn a_guest_reset_restarts_the_vm_with_the_default_firmware() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = tiny_firmware(
         &daemon,
@@ -310,6 +319,7 @@ msg: db "booted once", 13, 10, 0
 
 #[test]
 fn a_reboot_loop_is_stopped_by_the_rate_limit() {
+    testkit::needs!(root, kvm);
     let scratch = testkit::tmp::TempDir::new("rate");
     let image = scratch.join("reboot.bin");
     std::fs::write(
@@ -345,6 +355,7 @@ msg: db "going round", 13, 10, 0
 
 #[test]
 fn sigterm_stops_every_vm_and_removes_the_socket() {
+    testkit::needs!(root, kvm);
     let mut daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "a"]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "b"]);
@@ -366,6 +377,7 @@ fn sigterm_stops_every_vm_and_removes_the_socket() {
 
 #[test]
 fn an_emulation_failure_ends_the_vm_with_its_registers_logged() {
+    testkit::needs!(root, kvm);
     // Real-mode BSWAP: KVM's instruction emulator cannot run it, so where
     // the guest runs in that emulator the VM must end cleanly with its
     // registers in the log; on hardware that runs it natively the guest
@@ -406,6 +418,7 @@ main:
 
 #[test]
 fn pause_stops_the_guest_and_unpause_resumes_it() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = tiny_firmware(
         &daemon,
@@ -444,6 +457,7 @@ main:
 
 #[test]
 fn vm_processes_do_not_outlive_a_killed_daemon() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "orphan"]);
     let pid = status_row(&daemon, "orphan").unwrap()[1].clone();

@@ -33,6 +33,7 @@ fn vm_pid(daemon: &TestDaemon, name: &str) -> String {
 
 #[test]
 fn a_vm_process_runs_confined() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "caged"]);
     daemon.console_until("caged", "SeaBIOS (version", Duration::from_secs(60));
@@ -90,6 +91,7 @@ fn a_vm_process_runs_confined() {
 
 #[test]
 fn a_forbidden_system_call_kills_the_vm_and_vmd_reports_it() {
+    testkit::needs!(root, kvm);
     // Debug builds honour this: the confined process calls kill(2).
     let daemon = TestDaemon::start_with_env(&[], &[("VMD_SANDBOX_SELF_TEST", "syscall")]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "doomed"]);
@@ -104,6 +106,7 @@ fn a_forbidden_system_call_kills_the_vm_and_vmd_reports_it() {
 
 #[test]
 fn a_vm_process_sending_garbage_is_killed_and_the_daemon_carries_on() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start_with_env(&[], &[("VMD_SANDBOX_SELF_TEST", "garbage")]);
     daemon.vmctl_ok(&["start", "-b", BIOS, "babbler"]);
     daemon.wait_for_log(
@@ -134,6 +137,7 @@ fn a_vm_process_sending_garbage_is_killed_and_the_daemon_carries_on() {
 
 #[test]
 fn a_killed_vm_process_releases_its_console_and_disk() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let disk = daemon.dir().join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();

@@ -26,6 +26,7 @@ fn first_notification(socket: &UnixDatagram, address: &str) -> (String, TestDaem
 
 #[test]
 fn vmd_tells_systemd_it_is_ready_once_its_socket_serves() {
+    testkit::needs!(root, kvm);
     let dir = TempDir::new("sd-notify");
     let path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
@@ -43,6 +44,7 @@ fn vmd_tells_systemd_it_is_ready_once_its_socket_serves() {
 
 #[test]
 fn an_abstract_notify_socket_is_reached_too() {
+    testkit::needs!(root, kvm);
     let name = format!("vmd-test-notify-{}", std::process::id());
     let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let socket = UnixDatagram::bind_addr(&address).unwrap();

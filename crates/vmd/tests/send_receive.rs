@@ -139,6 +139,7 @@ fn move_vm(
 
 #[test]
 fn grub_counts_down_across_two_moves_then_boots_its_entry_from_the_moved_disk() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let disk = grub::menu_disk_copy(&menu_cfg(), &["ls"], &daemon.dir().join("menu.img"));
     let disk = disk.display().to_string();
@@ -211,6 +212,7 @@ const CD_MARK: &str = "this line was read from the moved cd-rom";
 
 #[test]
 fn grub_on_the_cd_counts_down_across_a_move_then_reads_the_cd() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let iso = grub::menu_cd(&cd_menu_cfg(), &[]);
     let iso = iso.display().to_string();
@@ -302,6 +304,7 @@ fn refused(daemon: &TestDaemon, bytes: &[u8], message: &str) {
 
 #[test]
 fn damaged_truncated_and_newer_streams_are_refused_and_leave_nothing_behind() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let stream = sent_ticker(&daemon, "t1", &[]);
     let whole = std::fs::read(&stream).unwrap();
@@ -350,6 +353,7 @@ fn damaged_truncated_and_newer_streams_are_refused_and_leave_nothing_behind() {
 
 #[test]
 fn a_host_without_a_cpu_feature_the_guest_saw_is_refused() {
+    testkit::needs!(root, kvm);
     use vmm::snapshot::format::{FrameWriter, Tag, read_header_bytes};
     let daemon = TestDaemon::start();
     let stream = sent_ticker(&daemon, "cpu", &[]);
@@ -394,6 +398,7 @@ fn resize(path: &Path, len: u64) {
 
 #[test]
 fn disks_and_the_cd_are_opened_again_at_their_paths_and_must_not_have_changed() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let disk = daemon.dir().join("data.img");
     File::create(&disk).unwrap().set_len(1 << 20).unwrap();
@@ -454,6 +459,7 @@ fn disks_and_the_cd_are_opened_again_at_their_paths_and_must_not_have_changed() 
 
 #[test]
 fn a_configured_vm_stays_listed_as_stopped_after_a_send() {
+    testkit::needs!(root, kvm);
     let scratch = testkit::tmp::TempDir::new("conf");
     let config = scratch.join("vm.conf");
     let daemon = TestDaemon::start();
@@ -479,6 +485,7 @@ fn a_configured_vm_stays_listed_as_stopped_after_a_send() {
 
 #[test]
 fn a_send_that_vmctl_cannot_write_out_leaves_the_vm_running() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = ticker(&daemon);
     daemon.vmctl_ok(&["start", "-b", &image, "-m", "64M", "stay"]);
@@ -752,6 +759,7 @@ fn next_lease(daemon: &TestDaemon, session: &ConsoleSession, vm: &str, skip: usi
 
 #[test]
 fn a_received_local_interface_keeps_its_addresses_when_they_are_free() {
+    testkit::needs!(root, kvm);
     let ns = testkit::netns::NetNs::new("vmdmove");
     let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
     let image = dhcp_guest(&daemon);

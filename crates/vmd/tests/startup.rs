@@ -69,6 +69,7 @@ fn assert_refused(out: &Output, dir: &TempDir, expected: &str) {
 
 #[test]
 fn a_missing_vmd_user_is_named_with_how_to_create_it() {
+    testkit::needs!(root);
     let dir = TempDir::new("startup-user");
     let passwd: String = std::fs::read_to_string("/etc/passwd")
         .unwrap()
@@ -95,6 +96,7 @@ fn a_missing_vmd_user_is_named_with_how_to_create_it() {
 
 #[test]
 fn a_missing_kvm_device_is_named_with_the_module_to_load() {
+    testkit::needs!(root);
     let dir = TempDir::new("startup-nokvm");
     // An empty /dev: no /dev/kvm, as on a host without the KVM modules.
     let out = vmd_in_namespace(&dir, "mount -t tmpfs -o mode=0755 vmd-test-dev /dev");
@@ -109,6 +111,7 @@ fn a_missing_kvm_device_is_named_with_the_module_to_load() {
 
 #[test]
 fn a_kvm_device_that_is_not_kvm_is_named() {
+    testkit::needs!(root);
     let dir = TempDir::new("startup-notkvm");
     let out = vmd_in_namespace(&dir, "mount --bind /dev/null /dev/kvm");
     assert_refused(
@@ -139,6 +142,7 @@ fn another_vmd_message(socket: &Path, pid: u32) -> String {
 
 #[test]
 fn a_second_vmd_on_a_live_socket_refuses_and_changes_nothing() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&[
         "start",
@@ -166,6 +170,7 @@ fn a_second_vmd_on_a_live_socket_refuses_and_changes_nothing() {
 
 #[test]
 fn a_socket_left_by_a_killed_vmd_is_taken_over() {
+    testkit::needs!(root, kvm);
     let mut daemon = TestDaemon::start();
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
@@ -222,6 +227,7 @@ impl Drop for Detached<'_> {
 
 #[test]
 fn a_detached_vmd_is_named_by_its_own_pid() {
+    testkit::needs!(root, kvm);
     let dir = TempDir::new("startup-detached");
     let socket = dir.join("vmd.sock");
     let config = dir.join("vm.conf");

@@ -17,6 +17,7 @@ msg: db "hello", 13, 10, 0
 
 #[test]
 fn a_running_vm_shows_its_disk_chain_cd_and_local_interface() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("vmdverbose");
     let daemon = TestDaemon::start_in_netns(ns.name(), &[]);
     let dir = daemon.dir();

@@ -34,6 +34,7 @@ msg: db "hello from the guest", 13, 10, 0
 
 #[test]
 fn a_killed_vm_says_so_on_its_console_and_stays_listed() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = tiny_firmware(&daemon, "greeter.bin", GREETER);
     daemon.vmctl_ok(&["start", "-b", &image, "victim"]);
@@ -85,6 +86,7 @@ fn a_killed_vm_says_so_on_its_console_and_stays_listed() {
 
 #[test]
 fn a_clean_end_is_quiet_and_leaves_nothing_behind() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = tiny_firmware(&daemon, "greeter.bin", GREETER);
     daemon.vmctl_ok(&["start", "-b", &image, "calm"]);
@@ -110,6 +112,7 @@ msg: db "about to reset", 13, 10, 0
 
 #[test]
 fn a_guest_that_keeps_resetting_ends_with_the_reason_and_its_output_kept() {
+    testkit::needs!(root, kvm);
     let scratch = testkit::tmp::TempDir::new("fault");
     let image = scratch.join("fault.bin");
     std::fs::write(&image, firmware(RESETTER)).unwrap();
@@ -172,6 +175,7 @@ empty_idt:
 
 #[test]
 fn a_triple_fault_is_logged_with_the_registers() {
+    testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     let image = tiny_firmware(&daemon, "faulter.bin", TRIPLE_FAULTER);
     daemon.vmctl_ok(&["start", "-b", &image, "faulter"]);
@@ -192,6 +196,7 @@ fn a_triple_fault_is_logged_with_the_registers() {
 
 #[test]
 fn an_emulation_failure_ends_the_attached_console_with_its_cause() {
+    testkit::needs!(root, kvm);
     // Code fetched from the legacy VGA hole, where no memory is: KVM
     // cannot emulate it and the VM process fails.
     let daemon = TestDaemon::start();
@@ -222,6 +227,7 @@ msg: db "jumping into the hole", 13, 10, 0
 
 #[test]
 fn a_configured_vm_that_failed_to_start_differs_from_one_never_started() {
+    testkit::needs!(root, kvm);
     use std::os::fd::AsRawFd;
     let scratch = testkit::tmp::TempDir::new("failed-start");
     let disk = scratch.join("busy.img");

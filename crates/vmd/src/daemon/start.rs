@@ -755,6 +755,7 @@ mod tests {
 
     #[test]
     fn iso_images_open_only_as_regular_readable_files() {
+        testkit::needs!(root);
         let dir = std::env::temp_dir().join(format!("vmd-cdrom-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
