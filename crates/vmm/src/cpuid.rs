@@ -820,6 +820,7 @@ mod tests {
 
     #[test]
     fn this_host_gives_a_consistent_guest() {
+        testkit::needs!(kvm);
         let Some(supported) = test_hosts::this_host() else {
             return;
         };

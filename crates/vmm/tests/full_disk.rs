@@ -104,10 +104,12 @@ fn fill_until_error(format: DiskFormat, name: &str) {
 
 #[test]
 fn a_full_raw_disk_answers_io_error() {
+    testkit::needs!(root);
     fill_until_error(DiskFormat::Raw, "disk.raw");
 }
 
 #[test]
 fn a_full_qcow2_disk_answers_io_error_and_stays_consistent() {
+    testkit::needs!(root);
     fill_until_error(DiskFormat::Qcow2, "disk.qcow2");
 }

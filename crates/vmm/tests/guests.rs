@@ -27,6 +27,7 @@ fn run_guest_with_memory(program: &str, memory: u64) -> (String, ExitReason) {
 
 #[test]
 fn vmmci_registers_and_guest_initiated_power_off() {
+    testkit::needs!(kvm);
     let program = format!(
         r#"
 main:
@@ -73,6 +74,7 @@ bye: db " bye", 0
 
 #[test]
 fn uart_registers_and_output() {
+    testkit::needs!(kvm);
     let (out, reason) = run_guest(
         r#"
 main:
@@ -138,6 +140,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn rep_outsb_and_rep_insb() {
+    testkit::needs!(kvm);
     let (out, _) = run_guest(
         r#"
 main:
@@ -177,6 +180,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn cmos_memory_size_and_clock() {
+    testkit::needs!(kvm);
     let (out, _) = run_guest_with_memory(
         r#"
 %macro CMOS 2
@@ -229,6 +233,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn fw_cfg_signature_directory_and_dma() {
+    testkit::needs!(kvm);
     let (out, _) = run_guest(
         r#"
 main:
@@ -341,6 +346,7 @@ const PCI_READ: &str = r#"
 
 #[test]
 fn pci_configuration_space() {
+    testkit::needs!(kvm);
     let (out, _) = run_guest(&format!(
         "{PCI_READ}{}",
         r#"
@@ -401,6 +407,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn the_cd_rom_controller_follows_the_other_devices() {
+    testkit::needs!(kvm);
     let program = format!(
         "{PCI_READ}{}",
         r#"
@@ -437,6 +444,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn triple_fault_is_a_reboot() {
+    testkit::needs!(kvm);
     // Protected mode with an empty IDT: the #UD cannot be delivered, nor
     // the #GP and #DF that follow, so the CPU shuts down.
     let (out, reason) = run_guest(
@@ -479,6 +487,7 @@ msg: db "faulting", 13, 10, 0
 
 #[test]
 fn reset_control_register_reboots() {
+    testkit::needs!(kvm);
     let (out, reason) = run_guest(
         r#"
 main:
@@ -498,6 +507,7 @@ never: db "survived", 0
 
 #[test]
 fn power_button_raises_the_sci_and_s5_powers_off() {
+    testkit::needs!(kvm);
     let program = format!(
         r#"
 main:
@@ -549,6 +559,7 @@ survived: db " survived", 0
 
 #[test]
 fn a_guest_not_listening_for_the_power_button_is_ended_at_once() {
+    testkit::needs!(kvm);
     let running = Guest::new(firmware(
         r#"
 main:
@@ -567,6 +578,7 @@ ready: db "ready", 0
 
 #[test]
 fn vmmci_guest_initiated_reboot_resets_after_the_grace_period() {
+    testkit::needs!(kvm);
     let program = format!(
         r#"
 main:

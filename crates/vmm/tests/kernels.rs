@@ -88,6 +88,7 @@ fn hex(out: &str, name: &str) -> u64 {
 
 #[test]
 fn kvm_signature_features_and_a_working_kvmclock() {
+    testkit::needs!(kvm);
     let (out, _) = Guest::new(firmware(&format!(
         r#"
 {PRINT_HEX32_16}main:
@@ -161,6 +162,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn a_paused_guest_learns_it_was_stopped() {
+    testkit::needs!(kvm);
     // kvmclock on, then wait for KVM to raise PVCLOCK_GUEST_STOPPED in the
     // time structure's flags: it does when the VMM calls KVM_KVMCLOCK_CTRL,
     // which it does for every vCPU when a pause ends.
@@ -215,6 +217,7 @@ timeout: db "no-stop-flag ", 0
 
 #[test]
 fn acpi_fixed_hardware_and_s5_power_off() {
+    testkit::needs!(kvm);
     let (out, reason) = Guest::new(firmware(&format!(
         r#"
 {PRINT_HEX32_16}main:
@@ -378,6 +381,7 @@ shdrs:
 
 #[test]
 fn openbsd_elf_kernel_gets_vmd_boot_arguments() {
+    testkit::needs!(kvm);
     let (out, reason) = Guest::new(openbsd_like_kernel()).run();
     assert_eq!(reason, ExitReason::Reboot, "{out}");
     assert_eq!(hex(&out, "cs"), 0x08, "32-bit code segment: {out}");
@@ -417,6 +421,7 @@ fn openbsd_elf_kernel_gets_vmd_boot_arguments() {
 
 #[test]
 fn bzimage_32bit_entry_gets_the_zero_page() {
+    testkit::needs!(kvm);
     let code = assemble(&format!(
         r#"
 bits 32
@@ -482,6 +487,7 @@ s_close: db "]", 13, 10, 0
 
 #[test]
 fn kernel_limits_are_refused_with_their_codes() {
+    testkit::needs!(kvm);
     let kernel = bzimage_32(&[0xf4; 16], 255);
     let too_long = Guest {
         cmdline: Some("x".repeat(256)),
@@ -522,6 +528,7 @@ fn kernel_limits_are_refused_with_their_codes() {
 
 #[test]
 fn the_pm_timer_never_runs_backwards() {
+    testkit::needs!(kvm);
     // 20000 reads in a row, each no smaller than the one before; a read
     // whose bytes came from either side of a carry (0x28ff, 0x2900 read
     // as 0x29ff) runs back at the next.

@@ -75,21 +75,25 @@ fn served_confined(kind: Kind) {
 
 #[test]
 fn vioblk_is_served_under_the_vcpu_and_device_filters() {
+    testkit::needs!(root, kvm);
     served_confined(Kind::Blk);
 }
 
 #[test]
 fn vionet_is_served_under_the_vcpu_and_device_filters() {
+    testkit::needs!(root, kvm);
     served_confined(Kind::Net);
 }
 
 #[test]
 fn vioscsi_is_served_under_the_vcpu_and_device_filters() {
+    testkit::needs!(root, kvm);
     served_confined(Kind::Scsi);
 }
 
 #[test]
 fn viornd_is_served_under_the_vcpu_and_device_filters() {
+    testkit::needs!(root, kvm);
     served_confined(Kind::Rng);
 }
 

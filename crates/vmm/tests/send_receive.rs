@@ -251,6 +251,7 @@ fn receive_and_wake(stream: &std::path::Path) -> String {
 
 #[test]
 fn registers_memory_devices_and_timer_interrupts_survive_a_move() {
+    testkit::needs!(kvm);
     let dir = testkit::tmp::TempDir::new("send");
     let stream = dir.join("vm.state");
     let first = Guest::new(stateful_guest()).start();
@@ -285,6 +286,7 @@ fn registers_memory_devices_and_timer_interrupts_survive_a_move() {
 
 #[test]
 fn a_stream_is_refused_when_cut_short_or_damaged() {
+    testkit::needs!(kvm);
     let dir = testkit::tmp::TempDir::new("send");
     let stream = dir.join("vm.state");
     let first = Guest::new(stateful_guest()).start();
@@ -324,6 +326,7 @@ fn a_stream_is_refused_when_cut_short_or_damaged() {
 
 #[test]
 fn a_sent_vm_lets_go_of_its_disk_while_its_process_still_exists() {
+    testkit::needs!(kvm);
     use disk::lock::{LockMode, lock_image};
     let dir = testkit::tmp::TempDir::new("send");
     let disk = dir.join("disk.img");
@@ -470,6 +473,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn the_local_apic_timer_tsc_and_rtc_survive_a_move() {
+    testkit::needs!(kvm);
     let dir = testkit::tmp::TempDir::new("send");
     let stream = dir.join("vm.state");
     let first = Guest::new(apic_guest()).start();
@@ -563,6 +567,7 @@ damaged: db "damaged", 13, 10, 0
 
 #[test]
 fn a_long_mode_guest_at_cpl3_moves_with_its_memory() {
+    testkit::needs!(kvm);
     let dir = testkit::tmp::TempDir::new("send");
     let stream = dir.join("vm.state");
     let first = Guest {
@@ -856,6 +861,7 @@ nl: db 13, 10, 0
 
 #[test]
 fn a_virtio_device_keeps_its_features_and_a_pending_msix_vector_across_a_move() {
+    testkit::needs!(kvm);
     let dir = testkit::tmp::TempDir::new("send");
     let stream = dir.join("vm.state");
     let first = Guest::new(msix_guest()).start();

@@ -329,6 +329,7 @@ fn machine(kind: Kind, host: &Host, ns: &NetNs, dir: &testkit::tmp::TempDir) -> 
 
 #[test]
 fn every_virtio_device_passes_linuxs_capability_checks() {
+    testkit::needs!(root, kvm);
     let ns = NetNs::new("caps");
     let dir = testkit::tmp::TempDir::new("virtio-caps");
     let mut broken = Vec::new();

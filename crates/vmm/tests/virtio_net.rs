@@ -235,6 +235,7 @@ fn datagram_to_the_guest(ns: &NetNs, d: &mut NetDriver) -> Received {
 
 #[test]
 fn frames_go_out_to_the_tap_and_answers_come_back() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetarp");
     let (tap, host_mac) = tap(&ns, "tapv0", Some(HOST_IP));
     let mut d = NetDriver::new(config(tap, GUEST_MAC), plain(), 256);
@@ -282,6 +283,7 @@ fn frames_go_out_to_the_tap_and_answers_come_back() {
 
 #[test]
 fn checksum_offload_passes_through_the_header_both_ways() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetcsum");
     let (tap, host_mac) = tap_with_guest_neighbour(&ns, "tapv1");
     let features = plain() | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM);
@@ -321,6 +323,7 @@ fn checksum_offload_passes_through_the_header_both_ways() {
 
 #[test]
 fn without_checksum_offload_the_kernel_finishes_frames_and_offloaded_ones_are_refused() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetnocsum");
     let (tap, host_mac) = tap_with_guest_neighbour(&ns, "tapv2");
     let mut d = NetDriver::new(config(tap, GUEST_MAC), plain(), 256);
@@ -349,6 +352,7 @@ fn without_checksum_offload_the_kernel_finishes_frames_and_offloaded_ones_are_re
 
 #[test]
 fn segmentation_offload_passes_super_frames_both_ways() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnettso");
     let (tap, host_mac) = tap(&ns, "tapv3", None);
     let features = plain()
@@ -399,6 +403,7 @@ fn segmentation_offload_passes_super_frames_both_ways() {
 
 #[test]
 fn without_segmentation_offload_the_guest_gets_segments() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetnotso");
     let (tap, host_mac) = tap(&ns, "tapv4", None);
     let features = plain() | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_CSUM);
@@ -430,6 +435,7 @@ fn without_segmentation_offload_the_guest_gets_segments() {
 
 #[test]
 fn two_devices_on_one_bridge_hear_each_other() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetbridge");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&["link", "set", "br0", "up"]);
@@ -459,6 +465,7 @@ fn two_devices_on_one_bridge_hear_each_other() {
 
 #[test]
 fn a_locked_nic_speaks_and_hears_only_as_itself() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetlock");
     let (tap, _) = tap(&ns, "tapl", None);
     let mut cfg = config(tap, GUEST_MAC);
@@ -504,6 +511,7 @@ fn a_locked_nic_speaks_and_hears_only_as_itself() {
 /// and what the device puts in the receive ring the test writes back.
 #[test]
 fn the_device_answers_udhcpc_and_sends_no_dhcp_to_the_host() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetdhcp");
     let (host_tap, host_mac) = tap(&ns, "taphost", None);
     let host_side = packet_socket(&ns, "taphost", false);
@@ -583,6 +591,7 @@ fn the_device_answers_udhcpc_and_sends_no_dhcp_to_the_host() {
 
 #[test]
 fn hostile_drivers_get_their_frames_dropped_or_the_device_reset_never_a_crash() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnethostile");
     let (tap, _) = tap(&ns, "taph", None);
     let mut d = NetDriver::new(config(tap, GUEST_MAC), plain(), 256);
@@ -632,6 +641,7 @@ fn hostile_drivers_get_their_frames_dropped_or_the_device_reset_never_a_crash() 
 
 #[test]
 fn frames_larger_than_the_buffers_are_dropped_and_the_next_ones_delivered() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetbig");
     let (tap, host_mac) = tap(&ns, "tapbig", None);
     let mut d = NetDriver::new(config(tap, GUEST_MAC), plain(), 256);
@@ -658,6 +668,7 @@ fn frames_larger_than_the_buffers_are_dropped_and_the_next_ones_delivered() {
 
 #[test]
 fn a_flooding_guest_is_served_in_budgets() {
+    testkit::needs!(root);
     let ns = NetNs::new("vnetflood");
     let (tap, _) = tap(&ns, "tapf", None);
     let mut d = NetDriver::new(config(tap, GUEST_MAC), plain(), 1024);
@@ -688,6 +699,7 @@ fn a_flooding_guest_is_served_in_budgets() {
 /// option ROM answers behind the expansion ROM BAR once enabled.
 #[test]
 fn through_the_pci_transport_the_io_thread_moves_frames_both_ways() {
+    testkit::needs!(root, kvm);
     use std::sync::{Arc, Mutex};
     use vm_memory::GuestAddress;
     use vmm::bus::{Bus, BusDevice};

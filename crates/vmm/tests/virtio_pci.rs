@@ -314,6 +314,7 @@ fn wait_used(q: &mut DriverQueue) -> Option<(u32, u32)> {
 
 #[test]
 fn identity_capabilities_and_bars() {
+    testkit::needs!(kvm);
     let mut r = rig();
     assert_eq!(r.cfg_read(0x00), 0x1042_1af4);
     assert_eq!(r.cfg_read(0x08), 0x0100_0001, "class 01/00, revision 1");
@@ -354,6 +355,7 @@ fn identity_capabilities_and_bars() {
 
 #[test]
 fn moving_bar0_moves_the_registers_and_the_notify_ioeventfd() {
+    testkit::needs!(kvm);
     let mut r = rig();
     let probe = EventFd::new(0).unwrap();
     // The device's ioeventfd sits at the old notify address: KVM refuses a
@@ -387,6 +389,7 @@ fn moving_bar0_moves_the_registers_and_the_notify_ioeventfd() {
 
 #[test]
 fn requests_are_served_off_the_vcpu_and_intx_isr_reads_clear() {
+    testkit::needs!(kvm);
     let r = rig();
     let mut q = r.start_driver(64);
     assert_eq!(r.status(), 1 | 2 | 4 | 8);
@@ -400,6 +403,7 @@ fn requests_are_served_off_the_vcpu_and_intx_isr_reads_clear() {
 
 #[test]
 fn after_a_reset_the_device_serves_nothing() {
+    testkit::needs!(kvm);
     let r = rig();
     let mut q = r.start_driver(64);
     r.reg_write(0x14, 0, 1);
@@ -418,6 +422,7 @@ fn after_a_reset_the_device_serves_nothing() {
 
 #[test]
 fn a_broken_chain_sets_needs_reset_and_raises_a_config_interrupt() {
+    testkit::needs!(kvm);
     use vm_memory::Bytes;
     let r = rig();
     let mut q = r.start_driver(64);
@@ -449,6 +454,7 @@ fn a_broken_chain_sets_needs_reset_and_raises_a_config_interrupt() {
 
 #[test]
 fn an_unusable_queue_setup_sets_needs_reset_at_driver_ok() {
+    testkit::needs!(kvm);
     let r = rig();
     let _q = r.start_driver(100);
     assert_eq!(r.status() & 0x40, 0x40, "size 100 is not a power of two");
@@ -456,6 +462,7 @@ fn an_unusable_queue_setup_sets_needs_reset_at_driver_ok() {
 
 #[test]
 fn msix_vectors_are_masked_pending_and_delivered() {
+    testkit::needs!(kvm);
     let mut r = rig();
     // Enable MSI-X with the function masked.
     let cap = {
@@ -507,6 +514,7 @@ fn msix_vectors_are_masked_pending_and_delivered() {
 
 #[test]
 fn a_paused_vm_gets_no_disk_service_until_it_resumes() {
+    testkit::needs!(kvm);
     let r = rig();
     let mut q = r.start_driver(64);
     r.lifecycle.pause(0);
@@ -534,6 +542,7 @@ fn used_ring(mem: &GuestMemoryMmap, q: &DriverQueue) -> (u16, Vec<u32>) {
 
 #[test]
 fn a_device_moved_while_serving_does_every_request_exactly_once() {
+    testkit::needs!(kvm);
     use virtio_bindings::virtio_blk::VIRTIO_BLK_T_OUT;
     use vm_memory::Bytes;
     use vmm::devices::persist::Persist;
@@ -728,6 +737,7 @@ fn held_pending_until_unmasked(mask: Mask) -> (Rig, Apic, DriverQueue) {
 /// function is unmasked, once.
 #[test]
 fn the_function_mask_alone_holds_a_vector_pending_until_cleared() {
+    testkit::needs!(kvm);
     let (r, apic, mut q) = held_pending_until_unmasked(Mask::Function);
     // Unmasked, the next completion goes straight through.
     flush_request(&r.mem, &mut q);
@@ -741,6 +751,7 @@ fn the_function_mask_alone_holds_a_vector_pending_until_cleared() {
 /// (vector control bit 0) set: pending until the table entry is unmasked.
 #[test]
 fn a_vector_mask_bit_alone_holds_its_vector_pending_until_cleared() {
+    testkit::needs!(kvm);
     held_pending_until_unmasked(Mask::Vector);
 }
 
@@ -751,6 +762,7 @@ fn a_vector_mask_bit_alone_holds_its_vector_pending_until_cleared() {
 /// delivers the interrupt in the new VM.
 #[test]
 fn negotiated_features_and_a_pending_vector_survive_a_move() {
+    testkit::needs!(kvm);
     use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
     use vmm::devices::persist::Persist;
     let features = VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC;

@@ -154,6 +154,7 @@ fn field_pointer(c: &Completion) -> (u16, Option<u8>) {
 
 #[test]
 fn test_unit_ready_and_request_sense() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&[0; 6], 0);
@@ -180,6 +181,7 @@ fn test_unit_ready_and_request_sense() {
 
 #[test]
 fn inquiry_standard_data_and_vital_product_pages() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&[0x12, 0, 0, 0, 96, 0], 96);
@@ -220,6 +222,7 @@ fn inquiry_standard_data_and_vital_product_pages() {
 
 #[test]
 fn read_capacity_10_and_16_give_the_last_block() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8);
@@ -245,6 +248,7 @@ fn read_capacity_10_and_16_give_the_last_block() {
 
 #[test]
 fn reads_of_every_size_return_the_image() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     // The primary volume descriptor.
@@ -272,6 +276,7 @@ fn reads_of_every_size_return_the_image() {
 
 #[test]
 fn reads_beyond_the_end_are_out_of_range() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let end = cd.blocks();
@@ -313,6 +318,7 @@ fn a_last_block_the_image_only_partly_fills_reads_as_zeroes() {
 
 #[test]
 fn reads_fill_scattered_buffers_and_indirect_tables() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let bufs = [
@@ -351,6 +357,7 @@ fn reads_fill_scattered_buffers_and_indirect_tables() {
 
 #[test]
 fn mode_sense_6_and_10() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     // MODE SENSE(10), capabilities page, no block descriptors.
@@ -392,6 +399,7 @@ fn mode_sense_6_and_10() {
 
 #[test]
 fn read_toc_formats() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&alloc10(0x43, 0, 0, 100), 100);
@@ -423,6 +431,7 @@ fn read_toc_formats() {
 
 #[test]
 fn get_configuration_reports_a_cd_rom() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&alloc10(0x46, 0, 0, 1024), 1024);
@@ -452,6 +461,7 @@ fn get_configuration_reports_a_cd_rom() {
 
 #[test]
 fn event_status_follows_the_tray() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let media = [0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0];
@@ -502,6 +512,7 @@ fn event_status_follows_the_tray() {
 
 #[test]
 fn prevent_allow_medium_removal_guards_the_eject() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     good(&drv.command(&[0x1e, 0, 0, 0, 1, 0], 0));
@@ -518,6 +529,7 @@ fn prevent_allow_medium_removal_guards_the_eject() {
 
 #[test]
 fn disc_and_track_information() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&alloc10(0x51, 0, 0, 34), 34);
@@ -539,6 +551,7 @@ fn disc_and_track_information() {
 
 #[test]
 fn mechanism_status_and_report_luns() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     let c = drv.command(&[0xbd, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0], 8);
@@ -572,6 +585,7 @@ fn mechanism_status_and_report_luns() {
 
 #[test]
 fn unsupported_commands_are_invalid_operation_codes() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     for op in [
@@ -597,6 +611,7 @@ fn unsupported_commands_are_invalid_operation_codes() {
 
 #[test]
 fn targets_and_luns_that_do_not_exist() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     for lun in [
@@ -619,6 +634,7 @@ fn targets_and_luns_that_do_not_exist() {
 
 #[test]
 fn task_management_and_notification_on_the_control_queue() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     assert_eq!(drv.task_management(VIRTIO_SCSI_T_TMF_ABORT_TASK, UNIT), 0);
@@ -673,6 +689,7 @@ fn task_management_and_notification_on_the_control_queue() {
 
 #[test]
 fn event_buffers_wait_for_events_that_never_come() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     for i in 0..4 {
@@ -695,6 +712,7 @@ fn event_buffers_wait_for_events_that_never_come() {
 
 #[test]
 fn data_buffers_too_small_overrun_and_too_large_leave_a_residual() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     // Three blocks into 5000 bytes: what fits arrives, OVERRUN.
@@ -718,6 +736,7 @@ fn data_buffers_too_small_overrun_and_too_large_leave_a_residual() {
 
 #[test]
 fn data_out_is_never_taken_and_both_directions_fail() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     drv.write_data(DATA_START, &[0x55; 512]);
@@ -759,6 +778,7 @@ fn data_out_is_never_taken_and_both_directions_fail() {
 
 #[test]
 fn the_driver_chooses_the_sense_and_cdb_sizes() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     drv.device.write_config(20, &8u32.to_le_bytes());
@@ -792,6 +812,7 @@ fn check_short(c: &Completion) {
 
 #[test]
 fn short_headers_fail_and_chains_without_room_for_a_reply_break_the_device() {
+    testkit::needs!("xorriso");
     let cd = cd();
     let mut drv = driver(&cd);
     // A header shorter than LUN, tag, attributes and the CDB field.
@@ -824,6 +845,7 @@ fn short_headers_fail_and_chains_without_room_for_a_reply_break_the_device() {
 
 #[test]
 fn broken_descriptor_chains_break_the_device_without_hanging() {
+    testkit::needs!("xorriso");
     let cd = cd();
     // A loop.
     let mut drv = driver(&cd);

@@ -269,6 +269,7 @@ next:
 
     #[test]
     fn hand_assembled_code_matches_nasm() {
+        testkit::needs!("nasm");
         let (descriptors, count, segment, stack, boot) = (0x90, 3, 0x1000, 0xe000, 0x33);
         let nasm = testkit::guest::assemble(&source(descriptors, count, segment, stack, boot));
         let mut ours = init_code(boot);

@@ -240,6 +240,7 @@ mod tests {
 
     #[test]
     fn a_guest_of_this_vmm_is_accepted_where_it_was_made() {
+        testkit::needs!(kvm);
         let mut hosts = vec![crate::cpuid::test_hosts::sapphire_rapids()];
         hosts.extend(crate::cpuid::test_hosts::this_host());
         for host in hosts {

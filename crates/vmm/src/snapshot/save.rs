@@ -168,6 +168,7 @@ mod tests {
 
     #[test]
     fn an_interrupt_raised_while_a_device_quiesces_travels_with_the_vcpu() {
+        testkit::needs!(kvm);
         let kvm = Kvm::new().expect("/dev/kvm");
         let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
         vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
