@@ -369,7 +369,12 @@ mod tests {
         let (read, write) = nix::unistd::pipe().unwrap();
         let console = console.clone();
         let input: Arc<Mutex<dyn ConsoleInput>> = Arc::new(Mutex::new(NoInput));
+        let running = console.clone();
         let relay = std::thread::spawn(move || relay(console, File::from(write), input));
+        // As in a VM, the relay runs before the end of the run comes.
+        while running.lock().relay == RelayState::NotStarted {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         (File::from(read), relay)
     }
 
