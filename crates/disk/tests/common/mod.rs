@@ -88,8 +88,23 @@ pub fn flatten(dir: &tempfile::TempDir, image: &Path) -> PathBuf {
     flat
 }
 
+/// Opens an image chain as a backend; any failure fails the test.
+///
+/// Under `cargo test` the tests are threads of one process: a qemu-img
+/// forked by another test holds a copy of every descriptor, and so the
+/// image locks, until it execs. An image found locked is therefore tried
+/// again for a moment (nextest runs each test in a process of its own).
 pub fn open(path: &Path, format: DiskFormat, access: Access) -> Box<dyn BlockBackend> {
-    ImageChain::open(path, format, access)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let chain = loop {
+        match ImageChain::open(path, format, access) {
+            Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => break opened,
+        }
+    };
+    chain
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
         .into_backend()
         .unwrap_or_else(|e| panic!("backend {}: {e}", path.display()))
