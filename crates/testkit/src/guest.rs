@@ -172,6 +172,43 @@ setup_sci:
     ret
 "#;
 
+/// A program that triple-faults: it prints `faulting`, enters protected
+/// mode with an empty IDT, prints `P` and executes `ud2`; neither the #UD
+/// nor the #GP and #DF that follow can be delivered, so the CPU shuts
+/// down (an `S` after it would mean the fault was ignored).
+pub const TRIPLE_FAULT: &str = r#"
+main:
+    PRINT msg
+    lgdt [gdt_desc]
+    lidt [empty_idt]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    jmp dword 0x08:(0xf0000 + protected)
+bits 32
+protected:
+    mov al, 'P'
+    mov dx, 0x3f8
+    out dx, al
+    ud2
+    mov al, 'S'
+    out dx, al
+    hlt
+bits 16
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9b000000ffff ; flat code, accessed bit preset
+    dq 0x00cf93000000ffff ; flat data
+gdt_desc:
+    dw 23
+    dd 0xf0000 + gdt
+empty_idt:
+    dw 0
+    dd 0
+msg: db "faulting", 13, 10, 0
+"#;
+
 /// Long mode at CPL3, reached from real mode: an identity map of the first
 /// GiB in 2 MiB pages (at 0x1000–0x3FFF, user-accessible), a GDT in the
 /// image with accessed bits set (so it may live in ROM), EFER.LME, PAE and

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use testkit::daemon::TestDaemon;
-use testkit::guest::firmware;
+use testkit::guest::{TRIPLE_FAULT, firmware};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -146,38 +146,11 @@ fn a_guest_that_keeps_resetting_ends_with_the_reason_and_its_output_kept() {
     );
 }
 
-/// Protected mode with an empty interrupt table: the #UD cannot be
-/// delivered, nor the #GP and #DF that follow, so the CPU shuts down.
-const TRIPLE_FAULTER: &str = r#"
-main:
-    lgdt [gdt_desc]
-    lidt [empty_idt]
-    mov eax, cr0
-    or eax, 1
-    mov cr0, eax
-    jmp dword 0x08:(0xf0000 + protected)
-bits 32
-protected:
-    ud2
-bits 16
-align 8
-gdt:
-    dq 0
-    dq 0x00cf9b000000ffff ; flat code, accessed bit preset
-    dq 0x00cf93000000ffff ; flat data
-gdt_desc:
-    dw 23
-    dd 0xf0000 + gdt
-empty_idt:
-    dw 0
-    dd 0
-"#;
-
 #[test]
 fn a_triple_fault_is_logged_with_the_registers() {
     testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
-    let image = tiny_firmware(&daemon, "faulter.bin", TRIPLE_FAULTER);
+    let image = tiny_firmware(&daemon, "faulter.bin", TRIPLE_FAULT);
     daemon.vmctl_ok(&["start", "-b", &image, "faulter"]);
     daemon.wait_for_log(
         "vcpu 0: triple fault, resetting: rip=",

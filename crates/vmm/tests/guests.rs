@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use proto::vmchannel::ExitReason;
-use testkit::guest::{FIND_VMMCI, SCI_SETUP, firmware};
+use testkit::guest::{FIND_VMMCI, SCI_SETUP, TRIPLE_FAULT, firmware};
 
 mod common;
 
@@ -445,42 +445,7 @@ nl: db 13, 10, 0
 #[test]
 fn triple_fault_is_a_reboot() {
     testkit::needs!(kvm);
-    // Protected mode with an empty IDT: the #UD cannot be delivered, nor
-    // the #GP and #DF that follow, so the CPU shuts down.
-    let (out, reason) = run_guest(
-        r#"
-main:
-    PRINT msg
-    lgdt [gdt_desc]
-    lidt [empty_idt]
-    mov eax, cr0
-    or eax, 1
-    mov cr0, eax
-    jmp dword 0x08:(0xf0000 + protected)
-bits 32
-protected:
-    mov al, 'P'
-    mov dx, 0x3f8
-    out dx, al
-    ud2
-    mov al, 'S'
-    out dx, al
-    hlt
-bits 16
-align 8
-gdt:
-    dq 0
-    dq 0x00cf9b000000ffff ; flat code, accessed bit preset
-    dq 0x00cf93000000ffff ; flat data
-gdt_desc:
-    dw 23
-    dd 0xf0000 + gdt
-empty_idt:
-    dw 0
-    dd 0
-msg: db "faulting", 13, 10, 0
-"#,
-    );
+    let (out, reason) = run_guest(TRIPLE_FAULT);
     assert_eq!(out, "faulting\r\nP");
     assert_eq!(reason, ExitReason::Reboot);
 }
