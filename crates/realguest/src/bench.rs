@@ -394,6 +394,12 @@ fn host(args: &[String]) -> Result<(), String> {
     );
     // An outer guest that died still leaves the samples it printed.
     let (transcript, failure) = match transcript {
+        // An outer guest that reset (QEMU then exits cleanly) never
+        // printed its runner's end: the rounds after its death are missing.
+        Ok(t) if !t.contains("@@rg runner-exit") => (
+            t,
+            Some("the outer guest ended before the benchmark's runner finished".to_string()),
+        ),
         Ok(t) => (t, None),
         Err(e) => (
             std::fs::read_to_string(setup.scratch.join("outer-console.log")).unwrap_or_default(),
