@@ -36,6 +36,19 @@ fn next_marker() -> u32 {
     NEXT_MARKER.fetch_add(1, Ordering::Relaxed) + 1
 }
 
+/// The last line of `text` with something on it, trimmed, at most `max`
+/// characters: what a guest was doing when a wait gave up.
+pub fn last_line(text: &str, max: usize) -> String {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(max)
+        .collect()
+}
+
 /// A pty pair: the master end and the slave end.
 fn openpty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut master = -1;

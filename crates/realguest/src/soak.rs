@@ -306,15 +306,7 @@ fn one(env: &Env, side: &str, n: u32, cpus: u32) -> Try {
     if let Some(f) = failure {
         t.outcome = f.outcome.into();
         t.phase = f.phase.into();
-        let last = console
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("")
-            .chars()
-            .take(160)
-            .collect::<String>();
+        let last = realguest::console::last_line(&console, 160);
         t.notes.push(("last".into(), last));
         t.notes
             .push(("what".into(), f.what.chars().take(300).collect()));

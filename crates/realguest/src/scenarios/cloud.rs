@@ -132,18 +132,10 @@ fn wait_marker(
     }
 }
 
-/// The last line of `text` with something on it, without terminal
-/// escapes, at most 100 characters: what the guest was doing.
+/// The console's last line without terminal escapes, at most 100
+/// characters: what the guest was doing.
 fn last_line(text: &str) -> String {
-    let text = testkit::daemon::strip_escapes(text);
-    text.lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(100)
-        .collect()
+    crate::console::last_line(&testkit::daemon::strip_escapes(text), 100)
 }
 
 /// Runs `command` in the guest as the default user over SSH with `key`.
