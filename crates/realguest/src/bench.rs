@@ -272,18 +272,7 @@ pub fn setup(args: &[String], name: &str) -> Result<Setup, String> {
         || testkit::fixtures::root().join("real-guest"),
         PathBuf::from,
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/real-guest-fixture.sh");
-    let out = Command::new(&script)
-        .arg(&fixtures)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building the fixtures failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    crate::build_fixture("real-guest-fixture.sh", &fixtures, "the fixtures")?;
     let bin_dir = testkit::daemon::bin_dir();
     let scratch = arg_value(args, "--keep").map_or_else(|| bin_dir.join(name), PathBuf::from);
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;

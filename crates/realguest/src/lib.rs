@@ -28,6 +28,31 @@ pub fn arg_value(args: &[String], flag: &str) -> Option<String> {
         .cloned()
 }
 
+/// Runs `scripts/<script> <fixtures>`, which builds (or finds cached)
+/// `what`; its standard error when it succeeds, a message carrying all it
+/// printed when it fails.
+pub fn build_fixture(
+    script: &str,
+    fixtures: &std::path::Path,
+    what: &str,
+) -> Result<String, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(script);
+    let out = std::process::Command::new(&path)
+        .arg(fixtures)
+        .output()
+        .map_err(|e| format!("scripts/{script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Runs `command`; its standard output and error when it succeeds, a
 /// message naming it and carrying them when it fails.
 pub fn command_output(command: &mut std::process::Command) -> Result<String, String> {

@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use realguest::report::{self, Run, Verdict};
-use realguest::{guest, host_checks, outer, scenarios};
+use realguest::{build_fixture, guest, host_checks, outer, scenarios};
 
 mod soak;
 
@@ -104,42 +104,18 @@ fn hardware_kvm() -> Option<&'static str> {
         .find(|m| Path::new("/sys/module").join(m).exists())
 }
 
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts")
-        .join(name)
-}
-
 fn host(args: &[String]) -> Result<bool, String> {
     let fixtures = arg_value(args, "--fixtures")
         .unwrap_or_else(|| testkit::fixtures::root().join("real-guest"));
-    let out = Command::new(script("real-guest-fixture.sh"))
-        .arg(&fixtures)
-        .output()
-        .map_err(|e| format!("scripts/real-guest-fixture.sh: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building the fixtures failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    build_fixture("real-guest-fixture.sh", &fixtures, "the fixtures")?;
     // The cloud image, when its group runs: minutes to build the first
     // time, then cached beside the other fixtures.
     let cloud = scenarios::wanted_here("cloud");
     if cloud {
-        let out = Command::new(script("cloud-image-fixture.sh"))
-            .arg(&fixtures)
-            .output()
-            .map_err(|e| format!("scripts/cloud-image-fixture.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "building the cloud image failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        eprint!(
+            "{}",
+            build_fixture("cloud-image-fixture.sh", &fixtures, "the cloud image")?
+        );
     }
     let version = std::fs::read_to_string(fixtures.join("version")).unwrap_or_default();
     let bin_dir = testkit::daemon::bin_dir();
