@@ -17,7 +17,8 @@ use virtio_bindings::virtio_net::{
 use vmm_sys_util::epoll::EventSet;
 
 use super::frame::{Offloads, TxPolicy};
-use super::handler::{NetHandler, NetStats};
+use super::handler::NetHandler;
+use super::state::{NetIo, NetStats};
 use super::{DEVICE_TYPE, QUEUE_SIZE, RX, TX};
 use crate::devices::virtio::device::EventSource;
 use crate::devices::virtio::device::{QueueHandler, TRANSPORT_FEATURES, VirtioDevice, has_feature};
@@ -155,7 +156,7 @@ impl VirtioDevice for Net {
     /// device's I/O thread starts it (`QueueHandler::start`).
     fn activate(&mut self, features: u64) -> Box<dyn QueueHandler> {
         let (guest, host) = offloads(features);
-        Box::new(NetHandler::new(
+        let io = NetIo::new(
             &self.name,
             self.tap.clone(),
             has_feature(features, VIRTIO_NET_F_MRG_RXBUF),
@@ -166,7 +167,8 @@ impl VirtioDevice for Net {
                 lease: self.lease.clone(),
             },
             self.stats.clone(),
-        ))
+        );
+        Box::new(NetHandler::new(io, tap_offloads(&guest)))
     }
 
     fn event_sources(&self) -> Vec<EventSource> {

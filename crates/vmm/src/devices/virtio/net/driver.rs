@@ -16,7 +16,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::device::{Net, NetConfig};
 use super::frame::{HEADER_LEN, Header};
-use super::handler::NetStats;
+use super::state::NetStats;
 use super::{RX, TX};
 use crate::devices::virtio::device::{DeviceBroken, QueueHandler, VirtioDevice};
 use crate::devices::virtio::driver::{CountingInterrupt, Descriptor, DriverQueue};

@@ -1,15 +1,28 @@
 //! virtio-net (docs/machine.md, "virtio devices" and "The network device";
 //! docs/networking.md): one tap as a network device.
 //!
-//! * [`device`]: identity, features, configuration space (the MAC),
-//!   activation (the tap's offloads follow what the driver accepted).
-//! * [`frame`]: what the guest's virtio-net header says and whether a
-//!   frame may pass: the only code that interprets guest-controlled
-//!   bytes, and the fuzz target.
-//! * [`handler`]: the I/O thread's side: [`rx`] fills receive buffers
-//!   from the tap (and with the DHCP responder's replies), [`tx`] sends
-//!   transmit buffers to the tap, both batched.
-//! * [`driver`]: a driver without a guest, for tests and the benchmark.
+//! The modules form layers, each using only those below it, so data flows
+//! one way (the crate's `tests/module_graph.rs` checks that they form no
+//! cycle); all of them use this module's constants, and it names the
+//! device's types.
+//!
+//! 1. [`frame`]: what the guest's virtio-net header says and whether a
+//!    frame may pass: the only code that interprets guest-controlled
+//!    bytes, and the fuzz target. `held_buffers`: the receive buffers
+//!    taken off the queue and kept between frames.
+//! 2. [`state`]: what the two queues' paths share on the I/O thread
+//!    ([`state::NetIo`]: the tap, the offloads and transmit policy, the
+//!    held buffers, the responder's replies) and the counters
+//!    ([`state::NetStats`]).
+//! 3. [`rx`] fills receive buffers from the tap (and with the DHCP
+//!    responder's replies), [`tx`] sends transmit buffers to the tap,
+//!    both batched.
+//! 4. [`handler`]: the device's queue handler, which sends each queue's
+//!    work to [`rx`] or [`tx`] and tells the tap its offloads.
+//! 5. [`device`]: identity, features, configuration space (the MAC),
+//!    activation (the tap's offloads follow what the driver accepted).
+//! 6. [`driver`]: a driver without a guest, for tests and the benchmark;
+//!    `persist`: the saved state.
 
 pub mod device;
 // Test drivers: the crate's own tests, its integration tests, examples and
@@ -18,8 +31,10 @@ pub mod device;
 pub mod driver;
 pub mod frame;
 pub mod handler;
+mod held_buffers;
 mod persist;
 pub mod rx;
+pub mod state;
 pub mod tx;
 
 pub use device::{Net, NetConfig};

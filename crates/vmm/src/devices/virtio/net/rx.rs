@@ -4,21 +4,19 @@
 //! many buffers as it needs; without, each frame takes one buffer, which
 //! the driver sizes for the largest frame it accepts.
 //!
-//! Buffers are taken off the queue ahead of need and kept between frames,
-//! so a pass does not walk the same descriptors again for every frame. A
-//! frame that does not fit, or that [`super::frame`] refuses, leaves its
-//! buffers for the next one.
+//! Buffers are taken off the queue ahead of need and kept between frames
+//! (`held_buffers`), so a pass does not walk the same descriptors again
+//! for every frame. A frame that does not fit, or that [`super::frame`]
+//! refuses, leaves its buffers for the next one.
 
-use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 
 use smallvec::SmallVec;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryBackend;
 
 use super::RX;
 use super::frame::{self, HEADER_LEN, Header, MAX_FRAME, MIN_FRAME};
-use super::handler::{NetHandler, NetStats, Tally};
+use super::state::{NetIo, NetStats, Tally};
 use crate::devices::virtio::avail::{AvailRing, WritableChain};
 use crate::devices::virtio::device::{DeviceBroken, Interrupt};
 use crate::devices::virtio::guest::HostViews;
@@ -45,72 +43,6 @@ pub const GSO_ROOM: usize = HEADER_LEN + MAX_FRAME;
 /// 64 KiB frame's page-sized buffers and the spill area.
 const READ_IOVECS: usize = 24;
 
-/// Receive buffers taken off the queue and not yet used, in order: their
-/// chains' heads, lengths and host views, found once when they are taken.
-/// The views outlive the pass that found them, so the buffers keep the
-/// guest memory they lie in mapped.
-#[derive(Default)]
-pub(super) struct HeldBuffers {
-    /// A clone of the memory the buffers were taken from: its regions are
-    /// unmapped only when the last clone goes.
-    mem: Option<GuestMemoryMmap>,
-    /// `'static` here since they outlive the pass; lent out only for
-    /// borrows of `self`, during which `mem` keeps them mapped.
-    buffers: VecDeque<WritableChain<'static>>,
-    /// Bytes they hold.
-    bytes: usize,
-}
-
-impl HeldBuffers {
-    pub(super) fn len(&self) -> usize {
-        self.buffers.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.buffers.is_empty()
-    }
-
-    fn front(&self) -> Option<&WritableChain<'_>> {
-        self.buffers.front()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &WritableChain<'_>> {
-        self.buffers.iter()
-    }
-
-    /// Holds `buffer`, which the walk found in `mem`.
-    fn hold<'m>(&mut self, mem: &'m GuestMemoryMmap, buffer: WritableChain<'m>) {
-        if !self.mem.as_ref().is_some_and(|kept| same_memory(kept, mem)) {
-            if !self.buffers.is_empty() {
-                // The worker serves a handler with one memory for its
-                // life; buffers of another cannot be given back.
-                tracing::warn!("receive buffers of other guest memory dropped");
-                self.buffers.clear();
-                self.bytes = 0;
-            }
-            self.mem = Some(mem.clone());
-        }
-        self.bytes += buffer.len as usize;
-        // SAFETY: `self.mem` shares `mem`'s regions, so the views stay
-        // mapped while `self` keeps it; it is replaced only once no buffer
-        // is held (above), and the buffers are lent out only for borrows
-        // of `self`.
-        self.buffers.push_back(unsafe { buffer.extend_lifetime() });
-    }
-
-    /// The first buffer's head and length, given up.
-    fn pop_front(&mut self) -> Option<(u16, u32)> {
-        let buffer = self.buffers.pop_front()?;
-        self.bytes -= buffer.len as usize;
-        Some((buffer.head, buffer.len))
-    }
-}
-
-/// Whether two guest memories are clones of one: the same regions.
-fn same_memory(a: &GuestMemoryMmap, b: &GuestMemoryMmap) -> bool {
-    a.num_regions() == b.num_regions() && a.iter().zip(b.iter()).all(|(x, y)| std::ptr::eq(x, y))
-}
-
 /// Where the next frame comes from.
 enum Next {
     /// A frame is in the buffers: `len` bytes including the header.
@@ -122,7 +54,7 @@ enum Next {
 }
 
 pub fn process(
-    h: &mut NetHandler,
+    h: &mut NetIo,
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     interrupt: &dyn Interrupt,
@@ -180,7 +112,7 @@ fn broken(what: String) -> DeviceBroken {
 }
 
 /// Bytes the held buffers must offer before a frame is read.
-fn room_needed(h: &NetHandler) -> usize {
+fn room_needed(h: &NetIo) -> usize {
     if h.guest_offloads.tso4 || h.guest_offloads.tso6 {
         GSO_ROOM
     } else {
@@ -196,16 +128,16 @@ fn room_needed(h: &NetHandler) -> usize {
 /// mergeable buffers that is room for the largest frame, or every buffer
 /// the queue can hold if the driver posts less.
 fn take_buffers<'m>(
-    h: &mut NetHandler,
+    h: &mut NetIo,
     queue: &mut Queue,
     mem: &'m GuestMemoryMmap,
     ring: &mut AvailRing<'m>,
 ) -> Result<bool, DeviceBroken> {
     let want = room_needed(h);
     let all = usize::from(queue.size());
-    let enough = |h: &NetHandler| {
+    let enough = |h: &NetIo| {
         if h.mergeable {
-            h.rx_buffers.bytes >= want || h.rx_buffers.len() >= all
+            h.rx_buffers.bytes() >= want || h.rx_buffers.len() >= all
         } else {
             !h.rx_buffers.is_empty()
         }
@@ -235,7 +167,7 @@ fn take_buffers<'m>(
 /// How many held buffers the next frame may fill: with mergeable buffers
 /// the first ones that make room for the largest frame (all of them if
 /// they do not), else the first.
-fn frame_buffers(h: &NetHandler) -> usize {
+fn frame_buffers(h: &NetIo) -> usize {
     if h.mergeable {
         buffers_for(h, room_needed(h))
     } else {
@@ -245,7 +177,7 @@ fn frame_buffers(h: &NetHandler) -> usize {
 
 /// How many of the first held buffers it takes to hold `bytes` (all of
 /// them if they cannot).
-fn buffers_for(h: &NetHandler, bytes: usize) -> usize {
+fn buffers_for(h: &NetIo, bytes: usize) -> usize {
     // Nearly always the first.
     if h.rx_buffers
         .front()
@@ -266,7 +198,7 @@ fn buffers_for(h: &NetHandler, bytes: usize) -> usize {
 /// Calls `f` with host views of the first `at_least` bytes (or more) of
 /// the buffers the next frame fills: the first buffer's own views when it
 /// holds that much (nearly always), else all of them as one stream.
-fn with_frame_views<R>(h: &NetHandler, at_least: usize, f: impl FnOnce(&HostViews<'_>) -> R) -> R {
+fn with_frame_views<R>(h: &NetIo, at_least: usize, f: impl FnOnce(&HostViews<'_>) -> R) -> R {
     match h.rx_buffers.front() {
         Some(first) if first.len as usize >= at_least => f(&first.views),
         _ => {
@@ -280,7 +212,7 @@ fn with_frame_views<R>(h: &NetHandler, at_least: usize, f: impl FnOnce(&HostView
 }
 
 /// One read from the tap into the held buffers.
-fn read_tap(h: &mut NetHandler) -> Next {
+fn read_tap(h: &mut NetIo) -> Next {
     let buffers = frame_buffers(h);
     let mut iovecs = SmallVec::<[libc::iovec; READ_IOVECS]>::new();
     let mut room = 0;
@@ -336,7 +268,7 @@ fn read_tap(h: &mut NetHandler) -> Next {
 
 /// Copies a frame the device made into the held buffers, behind a plain
 /// header.
-fn place_copy(h: &mut NetHandler, frame: &[u8]) -> Next {
+fn place_copy(h: &mut NetIo, frame: &[u8]) -> Next {
     let header = Header::default().to_bytes();
     let placed = with_frame_views(h, HEADER_LEN + frame.len(), |views| {
         views.write_at(0, &header) && views.write_at(HEADER_LEN, frame)
@@ -351,7 +283,7 @@ fn place_copy(h: &mut NetHandler, frame: &[u8]) -> Next {
 
 /// Checks the placed frame, fixes its header and hands its buffers to the
 /// guest. Returns whether it was delivered.
-fn complete(h: &mut NetHandler, used: &mut UsedBatch, len: usize) -> Result<bool, DeviceBroken> {
+fn complete(h: &mut NetIo, used: &mut UsedBatch, len: usize) -> Result<bool, DeviceBroken> {
     const LOOKED_AT: usize = HEADER_LEN + MIN_FRAME;
     let Some(raw) = with_frame_views(h, LOOKED_AT, |views| views.read_array::<LOOKED_AT>(0)) else {
         return Ok(false);
@@ -388,47 +320,4 @@ fn complete(h: &mut NetHandler, used: &mut UsedBatch, len: usize) -> Result<bool
         used.add(head, written as u32);
     }
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vm_memory::{Bytes, GuestAddress};
-
-    fn buffer<'m>(mem: &'m GuestMemoryMmap, head: u16, addr: u64, len: u32) -> WritableChain<'m> {
-        let mut views = HostViews::new();
-        assert!(views.add_range(mem, GuestAddress(addr), len as usize));
-        WritableChain {
-            head,
-            len,
-            mixed: false,
-            views,
-        }
-    }
-
-    #[test]
-    fn held_buffers_keep_their_memory_mapped() {
-        let mut held = HeldBuffers::default();
-        let reader = {
-            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-            mem.write_slice(b"held", GuestAddress(0x1000)).unwrap();
-            held.hold(&mem, buffer(&mem, 3, 0x1000, 64));
-            held.hold(&mem, buffer(&mem, 4, 0x2000, 32));
-            mem.clone()
-        };
-        // Only the buffers' own clone keeps the memory now.
-        drop(reader);
-        assert_eq!((held.len(), held.bytes), (2, 96));
-        let first = held.front().unwrap();
-        assert_eq!(first.views.read_array::<4>(0), Some(*b"held"));
-        assert_eq!(held.pop_front(), Some((3, 64)));
-        assert_eq!((held.len(), held.bytes), (1, 32));
-
-        // Buffers of other memory cannot be given back; they are dropped
-        // rather than kept without their mapping.
-        let other = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-        held.hold(&other, buffer(&other, 9, 0x3000, 16));
-        assert_eq!((held.len(), held.bytes), (1, 16));
-        assert_eq!(held.pop_front(), Some((9, 16)));
-    }
 }

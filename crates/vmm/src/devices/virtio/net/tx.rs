@@ -10,7 +10,7 @@ use virtio_queue::{Queue, QueueT};
 
 use super::TX;
 use super::frame::{self, HEADER_LEN, Header, PEEK_LEN, TxVerdict};
-use super::handler::{NetHandler, NetStats, Tally};
+use super::state::{NetIo, NetStats, Tally};
 use crate::devices::virtio::avail::{AvailRing, ReadableChain};
 use crate::devices::virtio::device::{DeviceBroken, Interrupt};
 use crate::devices::virtio::guest::HostViews;
@@ -33,7 +33,7 @@ enum Sent {
 const BATCH: usize = 64;
 
 pub fn process(
-    h: &mut NetHandler,
+    h: &mut NetIo,
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     interrupt: &dyn Interrupt,
@@ -122,7 +122,7 @@ fn recycle<'a>(mut batch: Vec<ReadableChain<'_>>) -> Vec<ReadableChain<'a>> {
 
 /// One frame: inspected, then sent, answered or dropped. Buffers the
 /// device could write into mean nothing on this queue and are left alone.
-fn send(h: &mut NetHandler, chain: &ReadableChain, sent: &mut Tally) -> Sent {
+fn send(h: &mut NetIo, chain: &ReadableChain, sent: &mut Tally) -> Sent {
     let total = chain.len as usize;
     let views = &chain.views;
     let Some(header) = views.read_array::<HEADER_LEN>(0) else {
@@ -157,7 +157,7 @@ fn send(h: &mut NetHandler, chain: &ReadableChain, sent: &mut Tally) -> Sent {
     }
 }
 
-fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
+fn drop_frame(h: &mut NetIo, why: frame::Refused) {
     NetStats::add(&h.stats.tx_dropped, 1);
     if why == frame::Refused::Locked {
         // vmd's words for a spoofed source (docs/machine.md, "The network device").
@@ -167,12 +167,7 @@ fn drop_frame(h: &mut NetHandler, why: frame::Refused) {
     }
 }
 
-fn write_to_tap(
-    h: &mut NetHandler,
-    views: &HostViews<'_>,
-    frame_len: usize,
-    sent: &mut Tally,
-) -> Sent {
+fn write_to_tap(h: &mut NetIo, views: &HostViews<'_>, frame_len: usize, sent: &mut Tally) -> Sent {
     let iovecs = views.iovecs();
     let count = iovecs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
     // SAFETY: `iovecs` holds `count` iovecs or more, each a range of guest
