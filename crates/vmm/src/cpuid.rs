@@ -796,18 +796,29 @@ mod tests {
             entry(0x8000_0007, 0, all),
             entry(0x8000_0008, 0, all),
             entry(KVM_FEATURES_LEAF, 0, all),
+            entry(0x4, 0, all),
+            entry(0xb, 0, all),
+            entry(0xb, 1, all),
+            entry(0xb, 2, all),
         ])
         .unwrap();
         for (index, count) in [(0, 1), (5, 6)] {
             let guest = guest_cpuid(&supported, index, count);
-            let get = |leaf: u32| {
-                let e = guest
-                    .as_slice()
-                    .iter()
-                    .find(|e| e.function == leaf)
-                    .unwrap();
+            let sub = |leaf: u32, subleaf: u32| {
+                let e = find(guest.as_slice(), leaf, subleaf).unwrap();
                 [e.eax, e.ebx, e.ecx, e.edx]
             };
+            let get = |leaf: u32| sub(leaf, 0);
+            // Caches: cores per package (31:26) and threads sharing the
+            // cache (25:14) are 0, that is one each.
+            assert_eq!(get(0x4), [0x3fff, all, all, all], "leaf 4");
+            // x2APIC topology: the SMT level has one thread, the core
+            // level `count` cores in 2^shift ids, then nothing; EDX is
+            // this vCPU's x2APIC id.
+            let shift = if count == 1 { 0 } else { 3 };
+            assert_eq!(sub(0xb, 0), [0, 1, 0x100, index], "leaf 0xb.0");
+            assert_eq!(sub(0xb, 1), [shift, count, 0x201, index], "leaf 0xb.1");
+            assert_eq!(sub(0xb, 2), [0, 0, 2, index], "leaf 0xb.2");
             // DTES64 2, MONITOR 3, DS-CPL 4, VMX 5, SMX 6, EST 7, TM2 8,
             // CNXT-ID 10, SDBG 11, xTPR 14, PDCM 15, PCID 17, DCA 18;
             // the hypervisor bit 31 is set.
@@ -877,6 +888,19 @@ mod tests {
         let guest = guest_cpuid(&CpuId::from_entries(&[leaf1, d0]).unwrap(), 0, 1);
         let d0 = *find(guest.as_slice(), 0xd, 0).unwrap();
         assert_eq!([d0.eax, d0.ebx, d0.ecx], [0b11, 576, 576]);
+    }
+
+    /// State components past 31 (EDX of sub-leaves 0 and 1), which no
+    /// feature here brings, are not offered.
+    #[test]
+    fn xsave_components_past_31_are_not_offered() {
+        let mut entries = test_hosts::sapphire_rapids().as_slice().to_vec();
+        for subleaf in [0, 1] {
+            find_mut(&mut entries, 0xd, subleaf).unwrap().edx = 1;
+        }
+        trim_xsave(&mut entries);
+        assert_eq!(find(&entries, 0xd, 0).unwrap().edx, 0, "XCR0 high half");
+        assert_eq!(find(&entries, 0xd, 1).unwrap().edx, 0, "IA32_XSS high half");
     }
 
     /// Trimming leaf 0xD touches that leaf only: other leaves' sub-leaves
