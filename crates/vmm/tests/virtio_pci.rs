@@ -249,7 +249,12 @@ const APIC_VECTOR: u8 = 0x41;
 
 impl Apic {
     fn new(vm: &kvm_ioctls::VmFd) -> Apic {
-        let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
+        Apic::of_vcpu(vm, 0)
+    }
+
+    /// The local APIC of a new vCPU `id`, whose APIC ID is `id` too.
+    fn of_vcpu(vm: &kvm_ioctls::VmFd, id: u64) -> Apic {
+        let vcpu = vm.create_vcpu(id).expect("KVM_CREATE_VCPU");
         let mut lapic = vcpu.get_lapic().expect("KVM_GET_LAPIC");
         // Spurious vector register: software enabled, or the APIC takes
         // no fixed interrupt.
@@ -695,6 +700,66 @@ impl Mask {
             Mask::Vector => r.msix_entry_write(1, 3, u32::from(masked)),
         }
     }
+}
+
+/// A vector's message address says which local APIC takes it (the
+/// destination ID in address bits 12-19, physical mode): with two vCPUs,
+/// vector 1 programmed for APIC 1 interrupts vCPU 1 only, and once its
+/// address is rewritten for APIC 0, vCPU 0 only.
+#[test]
+fn a_vector_goes_to_the_local_apic_its_message_address_names() {
+    testkit::needs!(kvm);
+    let mut r = rig();
+    let apic0 = Apic::new(&r.vm);
+    let apic1 = Apic::of_vcpu(&r.vm, 1);
+    r.msix_control(true, false);
+    r.msix_program(1, APIC_VECTOR, false);
+    let mut q = r.start_driver(64);
+    r.map_queue0(1);
+    for (address, to, other) in [(0xfee0_1000, &apic1, &apic0), (0xfee0_0000, &apic0, &apic1)] {
+        r.msix_entry_write(1, 0, address);
+        let mut d = [0u8; 8];
+        assert!(r.mmio.read(r.bar1() + 16, &mut d), "BAR1 mapped");
+        assert_eq!(
+            u64::from_le_bytes(d),
+            u64::from(address),
+            "the address reads back"
+        );
+        flush_request(&r.mem, &mut q);
+        r.kick();
+        assert!(wait_used(&mut q).is_some());
+        assert!(
+            to.wait(APIC_VECTOR),
+            "delivered to the APIC of {address:#x}"
+        );
+        assert!(!other.requested(APIC_VECTOR), "and to no other");
+        to.clear();
+    }
+}
+
+/// A driver that turns MSI-X off again (message control keeps its
+/// read-only table size) is interrupted through INTx and the ISR, not
+/// through the vector it had programmed and unmasked.
+#[test]
+fn with_msix_disabled_again_a_completion_raises_intx() {
+    testkit::needs!(kvm);
+    let mut r = rig();
+    let apic = Apic::new(&r.vm);
+    r.msix_control(true, false);
+    r.msix_program(1, APIC_VECTOR, false);
+    let mut q = r.start_driver(64);
+    r.map_queue0(1);
+    r.msix_control(false, false);
+    flush_request(&r.mem, &mut q);
+    r.kick();
+    assert!(wait_used(&mut q).is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.reg_read(0x200, 1) & 1 == 0 {
+        assert!(Instant::now() < deadline, "no queue interrupt in the ISR");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!apic.requested(APIC_VECTOR), "no MSI");
+    assert_eq!(r.pba(), 0, "nothing pending");
 }
 
 /// A completion on queue 0, whose interrupts go to MSI-X vector 1, with

@@ -209,3 +209,246 @@ impl Msix {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_ioctls::Kvm;
+
+    #[test]
+    fn the_capability_holds_the_last_vector_and_where_table_and_pba_are() {
+        let (body, writable) = capability(5, 2, 0x1000, 0x1800);
+        assert_eq!(body[0..2], [4, 0], "message control: table size minus one");
+        assert_eq!(body[2..6], 0x1002u32.to_le_bytes(), "table offset, BIR 2");
+        assert_eq!(body[6..10], 0x1802u32.to_le_bytes(), "PBA offset, BIR 2");
+        assert_eq!(
+            writable,
+            [0, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "the guest writes enable and function mask, nothing else"
+        );
+        let (body, _) = capability(2048, 0, 0, 0x8000);
+        assert_eq!(body[0..2], 2047u16.to_le_bytes(), "the largest table");
+        assert_eq!(body[2..6], [0; 4]);
+        assert_eq!(body[6..10], 0x8000u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_table_takes_sixteen_bytes_a_vector() {
+        assert_eq!(table_size(0), 0);
+        assert_eq!(table_size(1), 16);
+        assert_eq!(table_size(3), 48);
+        assert_eq!(table_size(2048), 0x8000);
+    }
+
+    /// `count` vectors on a VM of their own. Each vector's irqfd is then
+    /// swapped for one KVM does not read, so that every delivery stays
+    /// counted on it for [`delivered`].
+    fn msix(count: u16) -> Msix {
+        let kvm = Kvm::new().expect("/dev/kvm");
+        let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
+        vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+        let mut msix = Msix::new(count, Arc::new(GsiRouter::new(vm))).expect("Msix::new");
+        for vector in &mut msix.vectors {
+            vector.irqfd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        }
+        msix
+    }
+
+    /// How many times `vector` was delivered since the last look.
+    fn delivered(msix: &Msix, vector: usize) -> u64 {
+        msix.vectors[vector].irqfd.read().unwrap_or(0)
+    }
+
+    /// The first byte of the pending-bit array.
+    fn pba(msix: &Msix) -> u8 {
+        let mut b = [0u8];
+        msix.pba_read(0, &mut b);
+        b[0]
+    }
+
+    fn read(msix: &Msix, offset: u64, len: usize) -> Vec<u8> {
+        let mut data = vec![0xeeu8; len];
+        msix.table_read(offset, &mut data);
+        data
+    }
+
+    /// Writes vector control (the entry's last dword) of `vector`.
+    fn set_vector_masked(msix: &mut Msix, vector: u64, masked: bool) {
+        msix.table_write(16 * vector + 12, &u32::from(masked).to_le_bytes());
+    }
+
+    const ENABLE: u16 = 1 << 15;
+    const FUNCTION_MASK: u16 = 1 << 14;
+
+    #[test]
+    fn count_is_the_number_of_vectors() {
+        testkit::needs!(kvm);
+        assert_eq!(msix(3).count(), 3);
+        assert_eq!(msix(2).count(), 2);
+    }
+
+    #[test]
+    fn only_the_enable_bit_of_message_control_enables() {
+        testkit::needs!(kvm);
+        let mut m = msix(2);
+        assert!(!m.enabled(), "disabled at reset");
+        for (control, enabled) in [
+            (ENABLE, true),
+            (0, false),
+            (FUNCTION_MASK, false),
+            (ENABLE | FUNCTION_MASK, true),
+            (0x3fff, false),
+            (0xffff, true),
+        ] {
+            m.set_control(control);
+            assert_eq!(m.enabled(), enabled, "message control {control:#06x}");
+        }
+    }
+
+    /// A fresh table: every vector masked, no address, no data; and
+    /// nothing past the table.
+    #[test]
+    fn vectors_start_masked_and_past_the_table_is_zero() {
+        testkit::needs!(kvm);
+        let m = msix(2);
+        let entry = [[0; 4], [0; 4], [0; 4], 1u32.to_le_bytes()].concat();
+        assert_eq!(read(&m, 0, 32), [entry.clone(), entry].concat());
+        assert_eq!(read(&m, 32, 16), [0; 16], "no third entry");
+        assert_eq!(read(&m, 0x7f8, 8), [0; 8]);
+        assert_eq!(
+            read(&m, 28, 8),
+            [1, 0, 0, 0, 0, 0, 0, 0],
+            "a read across the end"
+        );
+    }
+
+    /// The guest reads back exactly the bytes it wrote, whatever the
+    /// width (1, 2, 4 or 8 bytes) and offset of its writes and reads, in
+    /// every word of every entry; writes past the table go nowhere.
+    #[test]
+    fn the_table_reads_back_what_was_written_at_every_width_and_offset() {
+        testkit::needs!(kvm);
+        const LEN: usize = 3 * ENTRY_SIZE;
+        let mut m = msix(3);
+        let mut expected = [0u8; LEN];
+        for entry in expected.chunks_mut(ENTRY_SIZE) {
+            entry[12] = 1;
+        }
+        // Every byte written differs from the one written before it.
+        let mut next = 0u8;
+        for width in [1, 2, 4, 8] {
+            for at in 0..=LEN - width {
+                let data: Vec<u8> = (0..width)
+                    .map(|_| {
+                        next = next.wrapping_add(1).max(1);
+                        next
+                    })
+                    .collect();
+                m.table_write(at as u64, &data);
+                expected[at..at + width].copy_from_slice(&data);
+                for w in [1, 2, 4, 8] {
+                    for from in (0..=LEN - w).step_by(w) {
+                        assert_eq!(
+                            read(&m, from as u64, w),
+                            expected[from..from + w],
+                            "{w} bytes at {from} after {width} written at {at}"
+                        );
+                    }
+                }
+            }
+        }
+        // Off the end: kept nowhere, read as 0.
+        m.table_write(LEN as u64 - 4, &[0xa5; 8]);
+        expected[LEN - 4..].fill(0xa5);
+        assert_eq!(read(&m, 0, LEN + 16)[..LEN], expected);
+        assert_eq!(
+            read(&m, LEN as u64 - 4, 8),
+            [0xa5, 0xa5, 0xa5, 0xa5, 0, 0, 0, 0]
+        );
+        assert_eq!(read(&m, LEN as u64, 16), [0; 16]);
+    }
+
+    /// Each word lands in its own field: what a guest writes as the
+    /// message address (both halves), the data and vector control.
+    #[test]
+    fn each_table_word_is_its_own_field() {
+        testkit::needs!(kvm);
+        let mut m = msix(2);
+        m.table_write(16, &0x1234_5678_fee0_1000u64.to_le_bytes());
+        m.table_write(24, &0x41u32.to_le_bytes());
+        set_vector_masked(&mut m, 1, false);
+        let e = m.entries[1];
+        assert_eq!(
+            [e.address_lo, e.address_hi, e.data, e.control],
+            [0xfee0_1000, 0x1234_5678, 0x41, 0]
+        );
+        let e = m.entries[0];
+        assert_eq!(
+            [e.address_lo, e.address_hi, e.data, e.control],
+            [0, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn with_the_enable_bit_alone_an_unmasked_vector_is_delivered() {
+        testkit::needs!(kvm);
+        let mut m = msix(2);
+        set_vector_masked(&mut m, 1, false);
+        m.set_control(ENABLE);
+        m.trigger(1);
+        assert_eq!(delivered(&m, 1), 1);
+        assert_eq!(pba(&m), 0, "nothing pending");
+        m.trigger(0);
+        assert_eq!(delivered(&m, 0), 0, "vector 0 is masked");
+        assert_eq!(pba(&m), 0b01, "and pending");
+    }
+
+    #[test]
+    fn the_function_mask_alone_holds_a_vector_pending_until_cleared() {
+        testkit::needs!(kvm);
+        let mut m = msix(2);
+        set_vector_masked(&mut m, 1, false);
+        m.set_control(ENABLE | FUNCTION_MASK);
+        m.trigger(1);
+        assert_eq!(delivered(&m, 1), 0, "held by the function mask");
+        assert_eq!(pba(&m), 0b10, "pending");
+        m.set_control(ENABLE);
+        assert_eq!(delivered(&m, 1), 1, "delivered when unmasked");
+        assert_eq!(pba(&m), 0);
+        m.set_control(ENABLE | FUNCTION_MASK);
+        m.set_control(ENABLE);
+        assert_eq!(delivered(&m, 1), 0, "only once");
+    }
+
+    #[test]
+    fn a_vector_past_the_table_is_ignored() {
+        testkit::needs!(kvm);
+        let mut m = msix(2);
+        set_vector_masked(&mut m, 0, false);
+        set_vector_masked(&mut m, 1, false);
+        m.set_control(ENABLE);
+        for vector in [2, 3, u16::MAX] {
+            m.trigger(vector);
+        }
+        assert_eq!((delivered(&m, 0), delivered(&m, 1)), (0, 0));
+        assert_eq!(pba(&m), 0);
+    }
+
+    /// With MSI-X disabled a device's interrupt is not an MSI: it is
+    /// neither delivered nor kept pending for when MSI-X is enabled.
+    #[test]
+    fn a_disabled_function_neither_delivers_nor_holds_pending() {
+        testkit::needs!(kvm);
+        let mut m = msix(2);
+        set_vector_masked(&mut m, 1, false);
+        for control in [0, FUNCTION_MASK] {
+            m.set_control(control);
+            m.trigger(0);
+            m.trigger(1);
+            assert_eq!(pba(&m), 0, "message control {control:#06x}");
+        }
+        m.set_control(ENABLE);
+        assert_eq!((delivered(&m, 0), delivered(&m, 1)), (0, 0));
+        assert_eq!(pba(&m), 0);
+    }
+}
