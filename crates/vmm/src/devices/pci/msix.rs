@@ -434,6 +434,32 @@ mod tests {
         assert_eq!(pba(&m), 0);
     }
 
+    /// The pending-bit array holds vector n in bit n % 8 of byte n / 8, at
+    /// whatever offset and length the guest reads; past the last vector
+    /// it reads 0.
+    #[test]
+    fn the_pba_has_a_bit_for_each_vector_at_every_offset() {
+        testkit::needs!(kvm);
+        let mut m = msix(19);
+        m.set_control(ENABLE);
+        // Masked, so each trigger only sets its pending bit.
+        for vector in [0, 2, 7, 9, 15, 16, 18] {
+            m.trigger(vector);
+        }
+        let pba_at = |offset: u64, len: usize| {
+            let mut data = vec![0xeeu8; len];
+            m.pba_read(offset, &mut data);
+            data
+        };
+        let whole = [0b1000_0101, 0b1000_0010, 0b0000_0101, 0];
+        assert_eq!(pba_at(0, 4), whole);
+        for offset in 0..4 {
+            assert_eq!(pba_at(offset, 1), [whole[offset as usize]], "byte {offset}");
+        }
+        assert_eq!(pba_at(1, 2), whole[1..3]);
+        assert_eq!(pba_at(8, 8), [0; 8], "past the last vector");
+    }
+
     /// With MSI-X disabled a device's interrupt is not an MSI: it is
     /// neither delivered nor kept pending for when MSI-X is enabled.
     #[test]
