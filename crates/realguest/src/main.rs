@@ -268,6 +268,11 @@ fn merge(verdicts: &mut [Option<Verdict>], run: &Run, groups: Option<&[&str]>, s
             .map(|(_, v)| v)
             .collect();
         let Some(&last) = tries.last() else { continue };
+        if !run.decided(name) {
+            // A retry the outer guest cut short: the group runs again in
+            // the next one.
+            continue;
+        }
         let verdict = match last {
             Verdict::Pass(detail) => {
                 let detail = match tries.first() {
@@ -299,11 +304,16 @@ fn summarize(verdicts: &[Option<Verdict>], run: &Run, transcript: &str) -> bool 
         .filter(|(name, _)| scenarios::scenario_wanted(name))
         .map(|(name, v)| {
             let v = v.clone().unwrap_or_else(|| {
-                Verdict::Fail(
-                    "the runner did not finish: the outer guest or the runner ended \
-                     first (see the transcript's last lines below)"
+                let first = run.results.iter().find(|(n, _)| n == name);
+                Verdict::Fail(match first {
+                    Some((_, Verdict::Fail(reason))) => format!(
+                        "the outer guest ended while the runner tried it again; \
+                         the try before failed: {reason}"
+                    ),
+                    _ => "the runner did not finish: the outer guest or the runner ended \
+                          first (see the transcript's last lines below)"
                         .into(),
-                )
+                })
             });
             (name.to_string(), v)
         })
@@ -339,4 +349,29 @@ fn summarize(verdicts: &[Option<Verdict>], run: &Run, transcript: &str) -> bool 
         verdicts.len() - failed
     );
     failed == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_whose_retry_was_cut_short_stays_undecided() {
+        let run = Run::parse(
+            "@@rg result boot-direct fail the first try\n\
+             @@rg retry boot-direct\n\
+             @@rg result boot-direct pass the second try\n\
+             @@rg result cloud-runcmd pass fine\n\
+             @@rg result cloud-ssh fail no answer\n\
+             @@rg retry cloud-runcmd cloud-ssh\n\
+             @@rg result cloud-runcmd pass again\n",
+        );
+        let mut verdicts = vec![None; scenarios::ALL.len()];
+        merge(&mut verdicts, &run, None, Path::new("/nonexistent"));
+        let of =
+            |name: &str| verdicts[scenarios::ALL.iter().position(|n| *n == name).unwrap()].clone();
+        assert!(matches!(of("boot-direct"), Some(Verdict::Pass(d)) if d.contains("try 2")));
+        assert_eq!(of("cloud-runcmd"), Some(Verdict::Pass("again".into())));
+        assert_eq!(of("cloud-ssh"), None, "the retry gave no verdict on it");
+    }
 }

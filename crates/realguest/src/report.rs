@@ -9,6 +9,9 @@
 //! * `@@rg check NAME KIND ARG...`: a check only the host can make once
 //!   the runner is done (`qemu-img check` of an image, the bytes an image
 //!   holds), see [`crate::host_checks`]
+//! * `@@rg retry NAME...`: the runner tries these scenarios (one group)
+//!   again; until a new verdict on one of them comes, it is undecided, so
+//!   an outer guest that ends mid-retry leaves its group to the next one
 //! * `@@rg done`: the runner finished.
 
 use std::io::Write;
@@ -31,6 +34,9 @@ pub struct Run {
     /// many verdicts on that scenario came before it (a check is asked
     /// for before its verdict is printed).
     pub checks: Vec<(String, usize, Vec<String>)>,
+    /// Scenarios the runner began to try again and gave no new verdict
+    /// on: the run did not decide them.
+    pub retrying: Vec<String>,
     pub done: bool,
 }
 
@@ -57,6 +63,10 @@ pub fn log(name: &str, text: &str) {
 
 pub fn check(name: &str, kind: &str, args: &[&str]) {
     emit(&format!("check {name} {kind} {}", args.join(" ")));
+}
+
+pub fn retry(names: &[&str]) {
+    emit(&format!("retry {}", names.join(" ")));
 }
 
 pub fn done() {
@@ -88,8 +98,12 @@ impl Run {
                     } else {
                         Verdict::Fail(text)
                     };
+                    run.retrying.retain(|n| *n != name);
                     run.results.push((name, verdict));
                 }
+                "retry" => run
+                    .retrying
+                    .extend(rest.split_whitespace().map(String::from)),
                 "log" => {
                     let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
                     run.logs.push((name.to_string(), text.to_string()));
@@ -115,6 +129,12 @@ impl Run {
             .filter(|(n, tried, _)| n == name && tries > 0 && *tried == tries - 1)
             .map(|(_, _, args)| args.as_slice())
             .collect()
+    }
+
+    /// Whether the run decided `name`: it gave a verdict and did not begin
+    /// to try it again after the last one.
+    pub fn decided(&self, name: &str) -> bool {
+        !self.retrying.iter().any(|n| n == name) && self.results.iter().any(|(n, _)| n == name)
     }
 
     /// The lines logged for scenario `name`.
@@ -173,5 +193,20 @@ mod tests {
         assert_eq!(checks.len(), 1);
         assert_eq!(checks[0].last().map(String::as_str), Some("bbbb"));
         assert!(run.last_checks("other").is_empty());
+    }
+
+    #[test]
+    fn a_retry_cut_short_leaves_its_scenarios_undecided() {
+        let run = Run::parse(
+            "@@rg result cloud-a fail the first try\n\
+             @@rg result cloud-b fail not reached\n\
+             @@rg result main-a pass fine\n\
+             @@rg retry cloud-a cloud-b\n\
+             @@rg result cloud-a pass the second try\n",
+        );
+        assert!(run.decided("cloud-a"));
+        assert!(!run.decided("cloud-b"), "its retry gave no verdict yet");
+        assert!(run.decided("main-a"));
+        assert!(!run.decided("never-run"));
     }
 }

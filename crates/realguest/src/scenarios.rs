@@ -92,10 +92,13 @@ impl Recorder {
             .any(|(n, v)| names.contains(&n.as_str()) && matches!(v, Verdict::Fail(_)))
     }
 
-    /// Forgets the verdicts on `names`, before they are tried again (the
-    /// report keeps the lines already printed).
+    /// Forgets the verdicts on `names`, before they are tried again: the
+    /// report keeps the lines already printed and says they are being
+    /// tried again, so the harness takes them as undecided until new
+    /// verdicts come.
     pub fn forget(&mut self, names: &[&str]) {
         self.results.retain(|(n, _)| !names.contains(&n.as_str()));
+        report::retry(names);
     }
 
     /// Fails every scenario of `names` not yet decided, for a group that

@@ -35,6 +35,10 @@ const FIRST_BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const REBOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// One command over SSH, the connection included.
 const SSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long sshd may take to answer once runcmd ran: several tries of a
+/// command, any of which may meet a guest still busy with its first boot
+/// (one try that hangs must not use up the wait).
+const SSH_WAIT: Duration = Duration::from_secs(6 * 60);
 /// How often a long wait says how far it has come: the host takes an
 /// outer guest that prints nothing for minutes as hung.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
@@ -187,8 +191,9 @@ fn ssh_retry(
         match ssh(key, ip, command) {
             Ok(out) => return Ok(out),
             Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => {
-                progress("waiting for sshd", since);
+            Err(e) => {
+                let e: String = e.chars().take(160).collect();
+                progress(&format!("waiting for sshd: {e}"), since);
                 std::thread::sleep(Duration::from_secs(10));
             }
         }
@@ -302,9 +307,16 @@ fn provision(
          echo fs=$(sudo -n dumpe2fs -h /dev/vda1 2>/dev/null | \
            awk -F: '/^Block count/ {c=$2} /^Block size/ {s=$2} END {printf \"%.0f\", c*s}'); \
          echo df=$(df -B1 --output=size / | tail -1)",
-        SSH_TIMEOUT,
+        SSH_WAIT,
         started,
-    );
+    )
+    .map_err(|e| {
+        format!(
+            "{e}; vm {:?}, the console's last line: {:?}",
+            env.vm_state(VM),
+            last_line(&g.console.text())
+        )
+    });
     let ssh_ok = rec.record(
         "cloud-ssh",
         report.as_ref().map_err(String::clone).and_then(|out| {
