@@ -444,4 +444,80 @@ mod tests {
         c.write(0x14, &[1]);
         assert_eq!(c.status(), 1 | NEEDS_RESET);
     }
+
+    #[test]
+    fn the_negotiated_set_is_what_the_driver_accepted() {
+        let mut c = common();
+        assert_eq!(c.negotiated(), 0);
+        write32(&mut c, 0x0c, 1 << 9);
+        write32(&mut c, 0x08, 1);
+        write32(&mut c, 0x0c, 1);
+        assert_eq!(c.negotiated(), 1 << VIRTIO_F_VERSION_1 | 1 << 9);
+    }
+
+    #[test]
+    fn each_half_of_a_ring_address_is_written_alone() {
+        let mut c = common();
+        for (lo, hi) in [(0x20, 0x24), (0x28, 0x2c), (0x30, 0x34)] {
+            write32(&mut c, lo, 0x1000);
+            write32(&mut c, hi, 0x7);
+            // A new low half keeps the high half and drops the old low.
+            write32(&mut c, lo, 0x2000);
+            assert_eq!(
+                (read32(&c, lo), read32(&c, hi)),
+                (0x2000, 0x7),
+                "at {lo:#x}"
+            );
+        }
+        let q = &c.queues()[0];
+        assert_eq!(
+            (q.desc_table, q.avail_ring, q.used_ring),
+            (0x7_0000_2000, 0x7_0000_2000, 0x7_0000_2000)
+        );
+    }
+
+    #[test]
+    fn vectors_past_the_table_mean_no_vector() {
+        // common() has a table of two vectors: 0 and 1.
+        let mut c = common();
+        for (offset, read_at, shift) in [(0x10, 0x10, 0), (0x1a, 0x18, 16)] {
+            c.write(offset, &1u16.to_le_bytes());
+            assert_eq!(read32(&c, read_at) >> shift & 0xffff, 1, "at {offset:#x}");
+            c.write(offset, &2u16.to_le_bytes());
+            assert_eq!(
+                read32(&c, read_at) >> shift & 0xffff,
+                u32::from(NO_VECTOR),
+                "at {offset:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_driver_ok_with_features_ok_activates() {
+        let mut c = common();
+        write32(&mut c, 0x08, 1);
+        write32(&mut c, 0x0c, 1);
+        // DRIVER_OK without FEATURES_OK: the driver skipped a step.
+        assert_eq!(c.write(0x14, &[1 | 2 | DRIVER_OK]), Effect::None);
+        assert_eq!(c.write(0x14, &[0]), Effect::Reset);
+        c.reset();
+        write32(&mut c, 0x08, 1);
+        write32(&mut c, 0x0c, 1);
+        assert_eq!(c.write(0x14, &[1 | 2 | FEATURES_OK]), Effect::None);
+        assert_eq!(
+            c.write(0x14, &[1 | 2 | FEATURES_OK | DRIVER_OK]),
+            Effect::Activate
+        );
+    }
+
+    #[test]
+    fn writes_past_the_structure_are_dropped() {
+        let mut c = common();
+        write32(&mut c, 0x34, 0x1234_5678);
+        // Two bytes into the last field, two past the end.
+        c.write(0x36, &[0xaa, 0xbb, 0xcc, 0xdd]);
+        assert_eq!(read32(&c, 0x34), 0xbbaa_5678);
+        assert_eq!(c.write(COMMON_CONFIG_LEN, &[1, 2, 3, 4]), Effect::None);
+        assert_eq!(read32(&c, COMMON_CONFIG_LEN), 0);
+    }
 }
