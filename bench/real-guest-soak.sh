@@ -17,7 +17,9 @@
 # Arguments go to `realguest soak`: --pairs N (tries a side, default 20),
 # --per-outer K (pairs per outer guest, default 8; about a minute a pair),
 # --minutes M (start no new outer guest after M minutes), --cpus C (vCPUs
-# a guest, default 1, as the benchmark's), --vmd-dir DIR,
+# a guest, default 1, as the benchmark's), --trace (the outer kernel traces
+# its KVM's exits; a try that reset prints those before each shutdown
+# exit), --vmd-dir DIR,
 # --fixtures DIR, --keep DIR (outer images and soak-transcript-N.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -52,7 +52,10 @@ const H2G_PORT: u16 = 5102;
 const QEMU_TAP: &str = "rgbench0";
 const QEMU_HOST_IP: &str = "100.127.0.2";
 const QEMU_GUEST_IP: &str = "100.127.0.3";
-const CMDLINE: &str = "console=ttyS0 panic=-1 rg.boot=bench";
+/// Both sides' kernel command line. Without KASLR, an instruction
+/// address the outer kernel traced (the soak's `--trace`) reads against
+/// the kernel's System.map.
+const CMDLINE: &str = "console=ttyS0 panic=-1 nokaslr rg.boot=bench";
 /// Our VM's name.
 pub const VM_NAME: &str = "bench";
 /// Where the runner keeps its images in the outer guest: tmpfs, so the

@@ -25,6 +25,15 @@
 //! Nested, the tries run in several outer guests (`--per-outer` pairs in
 //! each): an outer guest may run 20 minutes, and one that dies takes only
 //! its own tries with it.
+//!
+//! With `--trace`, the outer kernel traces its KVM's exits and injections
+//! (tracefs events `kvm:kvm_exit`, `kvm:kvm_inj_exception`,
+//! `kvm:kvm_inj_virq`, `kvm:kvm_userspace_exit`) through every try, and a
+//! try that reset prints what came before each `shutdown` exit: on AMD,
+//! KVM resets a vCPU before vmd hears of its triple fault, so this trace
+//! is the only record of where the guest was (the exit's `rip`; the
+//! guests boot with `nokaslr`, so it reads against the kernel's
+//! System.map).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -154,7 +163,7 @@ pub fn summarize(tries: &[Try]) -> String {
     out
 }
 
-/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C]
+/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace]
 /// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
 fn host(args: &[String]) -> Result<(), String> {
     let setup = bench::setup(args, "real-guest-soak")?;
@@ -169,6 +178,7 @@ fn host(args: &[String]) -> Result<(), String> {
     let per_outer = number("--per-outer", 8)?.max(1);
     let minutes = number("--minutes", 0)?;
     let cpus = number("--cpus", 1)?.max(1);
+    let trace = args.iter().any(|a| a == "--trace");
     let budget = (minutes > 0).then(|| Duration::from_secs(u64::from(minutes) * 60));
     println!(
         "real-guest soak: {pairs} tries a side (vmd, QEMU, vmd, ...), {cpus} vCPU(s) a guest, vmd from {}, {}",
@@ -189,8 +199,11 @@ fn host(args: &[String]) -> Result<(), String> {
         let count = per_outer.min(pairs - first + 1);
         let transcript = setup.run(
             "soak-guest",
-            &format!("--first {first} --pairs {count} --cpus {cpus}"),
-            &["soak try", "outer", "fatal", "runner-exit"],
+            &format!(
+                "--first {first} --pairs {count} --cpus {cpus}{}",
+                if trace { " --trace" } else { "" }
+            ),
+            &["soak try", "soak trace", "outer", "fatal", "runner-exit"],
         );
         // An outer guest that died still leaves the tries it reported.
         let transcript = match transcript {
@@ -238,16 +251,119 @@ fn runner(args: &[String]) -> ExitCode {
     let first = number("--first").unwrap_or(1);
     let pairs = number("--pairs").unwrap_or(1);
     let cpus = number("--cpus").unwrap_or(1);
+    let trace = if args.iter().any(|a| a == "--trace") {
+        match KvmTrace::start() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                bench::emit(&format!("soak trace unavailable: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let env = bench::runner_env(&fixtures, &bin_dir);
     for n in first..first + pairs {
         for side in bench::SIDES {
+            if let Some(trace) = &trace {
+                trace.clear();
+            }
             let t = one(&env, side, n, cpus);
             bench::emit(&t.to_line());
+            if let Some(trace) = &trace
+                && t.outcome == "reset"
+            {
+                for line in trace.before_shutdowns(TRACE_CONTEXT) {
+                    bench::emit(&format!("soak trace {side} {n}: {line}"));
+                }
+            }
         }
     }
     drop(env);
     bench::emit("soak done");
     ExitCode::SUCCESS
+}
+
+/// Trace lines shown before each `shutdown` exit.
+const TRACE_CONTEXT: usize = 60;
+
+/// The outer kernel's tracefs, recording KVM's exits and injections.
+struct KvmTrace {
+    dir: std::path::PathBuf,
+}
+
+impl KvmTrace {
+    const EVENTS: [&str; 4] = [
+        "kvm/kvm_exit",
+        "kvm/kvm_inj_exception",
+        "kvm/kvm_inj_virq",
+        "kvm/kvm_userspace_exit",
+    ];
+
+    fn start() -> Result<KvmTrace, String> {
+        let dir = std::path::PathBuf::from("/sys/kernel/tracing");
+        if !dir.join("trace").exists() {
+            realguest::command_output(
+                std::process::Command::new("mount")
+                    .args(["-t", "tracefs", "tracefs"])
+                    .arg(&dir),
+            )?;
+        }
+        let t = KvmTrace { dir };
+        // Per CPU; the tries' last seconds are what matter.
+        t.write("buffer_size_kb", "16384")?;
+        for event in Self::EVENTS {
+            t.write(&format!("events/{event}/enable"), "1")?;
+        }
+        t.write("tracing_on", "1")?;
+        Ok(t)
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), String> {
+        std::fs::write(self.dir.join(file), value)
+            .map_err(|e| format!("{}: {e}", self.dir.join(file).display()))
+    }
+
+    /// Empties the buffer (opening `trace` for writing clears it).
+    fn clear(&self) {
+        let _ = self.write("trace", "");
+    }
+
+    /// The `context` lines before each `shutdown` exit, and the exit.
+    fn before_shutdowns(&self, context: usize) -> Vec<String> {
+        let _ = self.write("tracing_on", "0");
+        let text = std::fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
+        let _ = self.write("tracing_on", "1");
+        before_shutdowns(&text, context)
+    }
+}
+
+/// In a trace, the `context` events before each `shutdown` exit, and the
+/// exit; or a line saying there was none.
+fn before_shutdowns(text: &str, context: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("reason shutdown") {
+            out.push(format!(
+                "--- {} events before a shutdown exit ---",
+                context.min(i)
+            ));
+            out.extend(
+                lines[i.saturating_sub(context)..=i]
+                    .iter()
+                    .map(|l| l.to_string()),
+            );
+        }
+    }
+    if out.is_empty() {
+        out.push(format!(
+            "no shutdown exit among the {} events kept; the last: {}",
+            lines.len(),
+            lines.last().unwrap_or(&"-")
+        ));
+    }
+    out
 }
 
 /// How a try failed: its outcome word, its phase, what it met.
@@ -437,6 +553,21 @@ mod tests {
             unrequested_restarts("Linux version 6.1\nLinux version 6.1\n"),
             1
         );
+    }
+
+    #[test]
+    fn the_events_before_a_shutdown_exit_are_picked_out() {
+        let trace = "# tracer: nop\n\
+            vcpu0-1 [000] 1.0: kvm_exit: vcpu 0 reason npf rip 0xffffffff81000010\n\
+            vcpu0-1 [000] 1.1: kvm_inj_virq: IRQ 0xec\n\
+            vcpu0-1 [000] 1.2: kvm_exit: vcpu 0 reason shutdown rip 0xffffffff81234567\n\
+            vcpu0-1 [000] 1.3: kvm_userspace_exit: reason KVM_EXIT_SHUTDOWN (8)\n";
+        let out = before_shutdowns(trace, 1);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(out[1].contains("IRQ 0xec"));
+        assert!(out[2].contains("rip 0xffffffff81234567"));
+        let none = before_shutdowns("# tracer: nop\nx: kvm_exit: vcpu 0 reason hlt\n", 5);
+        assert!(none[0].starts_with("no shutdown exit among the 1 events kept"));
     }
 
     #[test]
