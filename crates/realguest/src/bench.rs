@@ -181,11 +181,7 @@ pub fn summarize(samples: &[Sample]) -> String {
     out
 }
 
-pub fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(format!("@@rg {line}\n").as_bytes());
-    let _ = out.flush();
-}
+pub use crate::report::emit;
 
 /// A line that shows how far a long run has come.
 fn progress(side: &str, what: &str, since: Instant) {

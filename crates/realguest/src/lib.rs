@@ -11,6 +11,8 @@
 //!   [`outer`] boots it inside QEMU's emulator, whose emulated SVM gives
 //!   the outer guest a KVM that runs whole kernels.
 //! * [`host_checks`] then reads back, on the host, what the guests wrote.
+//! * [`stall`] describes, from inside the outer guest, a runner that
+//!   stopped reporting.
 
 pub mod bench;
 pub mod console;
@@ -19,6 +21,7 @@ pub mod host_checks;
 pub mod outer;
 pub mod report;
 pub mod scenarios;
+pub mod stall;
 
 /// The word after `flag` in a command line (`--fixtures DIR`).
 pub fn arg_value(args: &[String], flag: &str) -> Option<String> {

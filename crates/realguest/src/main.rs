@@ -66,6 +66,7 @@ fn runner(args: &[String]) -> ExitCode {
     };
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("VMD_BIN_DIR", &bin_dir) };
+    realguest::stall::watch(realguest::stall::DESCRIBE_AFTER);
     let _ = std::fs::create_dir_all(&work);
     let _ = Command::new("ip")
         .args(["link", "add", SWITCH_BRIDGE, "type", "bridge"])

@@ -291,7 +291,14 @@ pub fn boot(
         kernel,
         initramfs,
         disk,
-        &["result", "outer", "fatal", "runner-exit", "progress"],
+        &[
+            "result",
+            "outer",
+            "fatal",
+            "runner-exit",
+            "progress",
+            "stall",
+        ],
         timeout,
     )
 }

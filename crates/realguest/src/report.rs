@@ -15,6 +15,9 @@
 //! * `@@rg done`: the runner finished.
 
 use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 pub const PREFIX: &str = "@@rg ";
 
@@ -40,12 +43,35 @@ pub struct Run {
     pub done: bool,
 }
 
-fn emit(line: &str) {
+/// When the runner last reported, in milliseconds since [`started`].
+static LAST_REPORT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn started() -> Instant {
+    static STARTED: OnceLock<Instant> = OnceLock::new();
+    *STARTED.get_or_init(Instant::now)
+}
+
+/// Prints one line of ours.
+pub fn emit(line: &str) {
+    emit_aside(line);
+    let now = started().elapsed().as_millis() as u64;
+    LAST_REPORT_MS.store(now, Ordering::Relaxed);
+}
+
+/// Prints one line of ours that is not news of the run (a description
+/// of a silence): [`quiet_for`] does not count it.
+pub fn emit_aside(line: &str) {
     let mut out = std::io::stdout().lock();
     // One write per line: the outer console interleaves kernel messages
     // between writes, never inside one.
     let _ = out.write_all(format!("{PREFIX}{line}\n").as_bytes());
     let _ = out.flush();
+}
+
+/// How long ago the runner last reported (since it started, if never).
+pub fn quiet_for() -> Duration {
+    let last = Duration::from_millis(LAST_REPORT_MS.load(Ordering::Relaxed));
+    started().elapsed().saturating_sub(last)
 }
 
 pub fn result(name: &str, verdict: &Verdict) {

@@ -203,7 +203,14 @@ fn host(args: &[String]) -> Result<(), String> {
                 "--first {first} --pairs {count} --cpus {cpus}{}",
                 if trace { " --trace" } else { "" }
             ),
-            &["soak try", "soak trace", "outer", "fatal", "runner-exit"],
+            &[
+                "soak try",
+                "soak trace",
+                "stall",
+                "outer",
+                "fatal",
+                "runner-exit",
+            ],
         );
         // An outer guest that died still leaves the tries it reported.
         let transcript = match transcript {
@@ -263,6 +270,7 @@ fn runner(args: &[String]) -> ExitCode {
         None
     };
     let env = bench::runner_env(&fixtures, &bin_dir);
+    realguest::stall::watch(realguest::stall::DESCRIBE_AFTER);
     for n in first..first + pairs {
         for side in bench::SIDES {
             if let Some(trace) = &trace {

@@ -54,11 +54,10 @@ runcmd:\n  \
 
 /// A line that shows how far the group has come.
 fn progress(what: &str, since: Instant) {
-    println!(
-        "{}progress cloud: {what} ({} s)",
-        crate::report::PREFIX,
+    crate::report::emit(&format!(
+        "progress cloud: {what} ({} s)",
         since.elapsed().as_secs()
-    );
+    ));
 }
 
 /// The value of `key=` in a marker line.

@@ -1,0 +1,177 @@
+//! What the outer guest was doing when the runner stopped reporting.
+//!
+//! The host stops an outer guest that prints nothing for a while (see
+//! [`crate::outer`]), and a silent outer guest says nothing about why: the
+//! whole outer kernel may be stuck (a vCPU inside the emulated `VMRUN`
+//! that never exits), or only the runner, waiting on vmd or on a guest.
+//! [`watch`] tells them apart from the inside: once the runner has
+//! reported nothing for the time given, it prints, once per silence, the
+//! load, every user thread's state, wait channel and kernel stack, and
+//! the outer kernel's backtrace of each CPU (`sysrq l`, read back from
+//! its log). An outer guest stopped without those lines was frozen whole.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::report;
+
+/// The silence the runners describe: well before the host takes the
+/// outer guest for hung.
+pub const DESCRIBE_AFTER: Duration = Duration::from_secs(3 * 60);
+const _: () = assert!(DESCRIBE_AFTER.as_secs() < crate::outer::OUTER_SILENCE.as_secs());
+
+/// Starts the watcher thread: a silence of the runner longer than
+/// `after` is described once.
+pub fn watch(after: Duration) {
+    std::thread::spawn(move || {
+        let mut described = false;
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            let quiet = report::quiet_for();
+            if quiet < after {
+                described = false;
+            } else if !described {
+                described = true;
+                for line in describe(quiet) {
+                    report::emit_aside(&format!("stall {line}"));
+                }
+            }
+        }
+    });
+}
+
+/// The lines of a description.
+fn describe(quiet: Duration) -> Vec<String> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut out = vec![format!(
+        "the runner has reported nothing for {} s; load {}",
+        quiet.as_secs(),
+        load.trim()
+    )];
+    out.extend(threads(Path::new("/proc")));
+    out.extend(cpu_backtraces());
+    out
+}
+
+/// One line per thread of every user process: pid, tid, name, state,
+/// wait channel and kernel stack (innermost first).
+fn threads(proc: &Path) -> Vec<String> {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return out;
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let dir = proc.join(pid.to_string());
+        // Kernel threads have no command line.
+        if read(&dir.join("cmdline")).is_empty() {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(dir.join("task")) else {
+            continue;
+        };
+        let mut tids: Vec<u32> = tasks
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        for tid in tids {
+            let task = dir.join("task").join(tid.to_string());
+            let stat = read(&task.join("stat"));
+            out.push(format!(
+                "{pid}/{tid} {} wchan={} stack={}",
+                state_of(&stat),
+                read(&task.join("wchan")).trim(),
+                one_line_stack(&read(&task.join("stack")))
+            ));
+        }
+    }
+    out
+}
+
+/// `(name) S` out of a `stat` line: the name may hold spaces and
+/// parentheses, the state follows the last `)`.
+fn state_of(stat: &str) -> String {
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return "?".into();
+    };
+    let state = stat[close + 1..].split_whitespace().next().unwrap_or("?");
+    format!("({}) {state}", &stat[open + 1..close])
+}
+
+/// A kernel stack's frames on one line, without their offsets.
+fn one_line_stack(stack: &str) -> String {
+    let frames: Vec<&str> = stack
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|f| f.split('+').next().unwrap_or(f))
+        .collect();
+    if frames.is_empty() {
+        "-".into()
+    } else {
+        frames.join("<")
+    }
+}
+
+/// The outer kernel's backtrace of every CPU: asked for with `sysrq l`,
+/// which logs it below the console's level, so it is read back from the
+/// log.
+fn cpu_backtraces() -> Vec<String> {
+    if std::fs::write("/proc/sysrq-trigger", "l").is_err() {
+        return vec!["no sysrq-trigger".into()];
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let log = std::process::Command::new("dmesg")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    // The request's own line starts what it logged.
+    let from = lines
+        .iter()
+        .rposition(|l| l.contains("sysrq: Show backtrace of all active CPUs"))
+        .unwrap_or(lines.len().saturating_sub(80));
+    lines[from..]
+        .iter()
+        .take(200)
+        .map(|l| format!("kernel {l}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_name_and_state() {
+        assert_eq!(
+            state_of("176 (vcpu 0) R 1 176 0 0 -1 4194624"),
+            "(vcpu 0) R"
+        );
+        assert_eq!(state_of("9 (a) b)) S 1"), "(a) b)) S");
+        assert_eq!(state_of(""), "?");
+    }
+
+    #[test]
+    fn a_kernel_stack_is_one_line_of_frames() {
+        let stack = "[<0>] kvm_vcpu_block+0x3f/0x80 [kvm]\n[<0>] kvm_arch_vcpu_ioctl_run+0x1c2/0x5a0 [kvm]\n";
+        assert_eq!(
+            one_line_stack(stack),
+            "kvm_vcpu_block<kvm_arch_vcpu_ioctl_run"
+        );
+        assert_eq!(one_line_stack(""), "-");
+    }
+
+    #[test]
+    fn this_process_is_described() {
+        let me = std::process::id();
+        let lines = threads(Path::new("/proc"));
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{me}/{me} ("))),
+            "{lines:?}"
+        );
+    }
+}
