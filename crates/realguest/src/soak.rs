@@ -163,7 +163,7 @@ pub fn summarize(tries: &[Try]) -> String {
     out
 }
 
-/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace]
+/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace] [--side S]
 /// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
 fn host(args: &[String]) -> Result<(), String> {
     let setup = bench::setup(args, "real-guest-soak")?;
@@ -179,9 +179,22 @@ fn host(args: &[String]) -> Result<(), String> {
     let minutes = number("--minutes", 0)?;
     let cpus = number("--cpus", 1)?.max(1);
     let trace = args.iter().any(|a| a == "--trace");
+    let side = arg_value(args, "--side");
+    if let Some(side) = &side
+        && !bench::SIDES.contains(&side.as_str())
+    {
+        return Err(format!(
+            "--side {side}: not one of {}",
+            bench::SIDES.join(", ")
+        ));
+    }
     let budget = (minutes > 0).then(|| Duration::from_secs(u64::from(minutes) * 60));
     println!(
-        "real-guest soak: {pairs} tries a side (vmd, QEMU, vmd, ...), {cpus} vCPU(s) a guest, vmd from {}, {}",
+        "real-guest soak: {pairs} tries {}, {cpus} vCPU(s) a guest, vmd from {}, {}",
+        side.as_ref()
+            .map_or("a side (vmd, QEMU, vmd, ...)".into(), |s| format!(
+                "on {s} only"
+            )),
         setup.vmd_dir.display(),
         setup.layer()
     );
@@ -200,8 +213,10 @@ fn host(args: &[String]) -> Result<(), String> {
         let transcript = setup.run(
             "soak-guest",
             &format!(
-                "--first {first} --pairs {count} --cpus {cpus}{}",
-                if trace { " --trace" } else { "" }
+                "--first {first} --pairs {count} --cpus {cpus}{}{}",
+                if trace { " --trace" } else { "" },
+                side.as_ref()
+                    .map_or(String::new(), |s| format!(" --side {s}"))
             ),
             &[
                 "soak try",
@@ -271,8 +286,12 @@ fn runner(args: &[String]) -> ExitCode {
     };
     let env = bench::runner_env(&fixtures, &bin_dir);
     realguest::stall::watch(realguest::stall::DESCRIBE_AFTER);
+    let only = arg_value(args, "--side");
     for n in first..first + pairs {
-        for side in bench::SIDES {
+        for side in bench::SIDES
+            .into_iter()
+            .filter(|s| only.as_deref().is_none_or(|o| o == *s))
+        {
             if let Some(trace) = &trace {
                 trace.clear();
             }
