@@ -324,6 +324,8 @@ fn boot_within(
     timeout: Duration,
 ) -> Result<String, String> {
     let log_path = dir.join("outer-console.log");
+    let qemu_log_path = dir.join("outer-qemu.log");
+    let _ = std::fs::remove_file(&qemu_log_path);
     let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -349,6 +351,11 @@ fn boot_within(
         })
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        // What the emulator saw the outer guest do wrong: an outer guest
+        // that ends without a word from its kernel was reset (a triple
+        // fault, logged here) or powered off.
+        .args(["-d", "guest_errors,cpu_reset", "-D"])
+        .arg(&qemu_log_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -410,6 +417,15 @@ fn boot_within(
     }
     *over.lock().unwrap_or_else(|e| e.into_inner()) = true;
     let status = child.wait().map_err(|e| e.to_string())?;
+    let qemu_log = std::fs::read_to_string(&qemu_log_path).unwrap_or_default();
+    if qemu_log.contains("Triple fault") {
+        return Err(format!(
+            "the outer guest triple-faulted after {:?} (QEMU's log: {}; console: {})",
+            started.elapsed(),
+            qemu_log_path.display(),
+            log_path.display()
+        ));
+    }
     if !status.success() {
         return Err(format!(
             "the outer QEMU ended with {status} after {:?} (console: {})",
