@@ -696,6 +696,11 @@ fn timed(c: &mut Console, command: &str) -> Result<(f64, String), String> {
     Ok((t.elapsed().as_secs_f64(), out))
 }
 
+/// Set (by the soak's `--qemu-ram memfd`): QEMU's guest RAM is a memfd,
+/// as vmd's is, instead of anonymous memory (which gets transparent huge
+/// pages where shared memory does not).
+pub const QEMU_RAM_MEMFD: &str = "VMD_BENCH_QEMU_RAM_MEMFD";
+
 /// QEMU with KVM and the devices vmd gives the guest, its serial console
 /// on a terminal as vmctl's is. [`Console`] runs `PROGRAM console NAME`,
 /// so the program is a script that ignores those words and starts QEMU.
@@ -703,7 +708,7 @@ fn start_qemu(env: &Env, disk: &str, reboot: bool, cpus: &str) -> Result<Console
     let script = env.work.join("qemu-console.sh");
     let command = format!(
         "#!/bin/sh\nexec qemu-system-x86_64 -enable-kvm -cpu host -M pc -m {MEMORY_MIB} -smp {cpus} \
-         -nodefaults -no-user-config -vga none -display none -monitor none -serial stdio {no_reboot}\
+         -nodefaults -no-user-config -vga none -display none -monitor none -serial stdio {no_reboot}{ram}\
          -kernel {kernel} -initrd {initrd} -append '{CMDLINE}' \
          -drive file={disk},format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 \
          -netdev tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no \
@@ -714,6 +719,13 @@ fn start_qemu(env: &Env, disk: &str, reboot: bool, cpus: &str) -> Result<Console
         initrd = env.fixture("inner.img"),
         iso = env.fixture("data.iso"),
         no_reboot = if reboot { "" } else { "-no-reboot " },
+        ram = if std::env::var_os(QEMU_RAM_MEMFD).is_some() {
+            format!(
+                "-object memory-backend-memfd,id=ram,size={MEMORY_MIB}M -machine memory-backend=ram "
+            )
+        } else {
+            String::new()
+        },
     );
     std::fs::write(&script, command).map_err(|e| e.to_string())?;
     sh(&format!("chmod 755 {}", script.display()))?;

@@ -164,6 +164,7 @@ pub fn summarize(tries: &[Try]) -> String {
 }
 
 /// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace] [--side S]
+/// [--qemu-ram memfd|anonymous]
 /// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
 fn host(args: &[String]) -> Result<(), String> {
     let setup = bench::setup(args, "real-guest-soak")?;
@@ -180,6 +181,13 @@ fn host(args: &[String]) -> Result<(), String> {
     let cpus = number("--cpus", 1)?.max(1);
     let trace = args.iter().any(|a| a == "--trace");
     let side = arg_value(args, "--side");
+    let qemu_ram = arg_value(args, "--qemu-ram");
+    if let Some(ram) = qemu_ram.as_deref()
+        && ram != "memfd"
+        && ram != "anonymous"
+    {
+        return Err(format!("--qemu-ram {ram}: not memfd or anonymous"));
+    }
     if let Some(side) = &side
         && !bench::SIDES.contains(&side.as_str())
     {
@@ -213,8 +221,13 @@ fn host(args: &[String]) -> Result<(), String> {
         let transcript = setup.run(
             "soak-guest",
             &format!(
-                "--first {first} --pairs {count} --cpus {cpus}{}{}",
+                "--first {first} --pairs {count} --cpus {cpus}{}{}{}",
                 if trace { " --trace" } else { "" },
+                if qemu_ram.as_deref() == Some("memfd") {
+                    " --qemu-ram-memfd"
+                } else {
+                    ""
+                },
                 side.as_ref()
                     .map_or(String::new(), |s| format!(" --side {s}"))
             ),
@@ -229,6 +242,21 @@ fn host(args: &[String]) -> Result<(), String> {
         );
         // An outer guest that died still leaves the tries it reported.
         let transcript = match transcript {
+            Ok(t) if !t.contains("@@rg soak done") => {
+                // Reset or powered off mid-run: its kernel may have said
+                // why (a panic's first line).
+                let why = t
+                    .lines()
+                    .find(|l| l.contains("BUG:") || l.contains("Kernel panic"))
+                    .unwrap_or("no word from its kernel")
+                    .trim()
+                    .to_string();
+                println!(
+                    "real-guest soak: outer guest {batch} ended before its runner finished: {why}"
+                );
+                outer_failures.push(why);
+                t
+            }
             Ok(t) => t,
             Err(e) => {
                 println!("real-guest soak: outer guest {batch}: {e}");
@@ -241,6 +269,10 @@ fn host(args: &[String]) -> Result<(), String> {
             &transcript,
         )
         .map_err(|e| e.to_string())?;
+        let _ = std::fs::rename(
+            setup.scratch.join("outer-qemu.log"),
+            setup.scratch.join(format!("outer-qemu-{batch}.log")),
+        );
         tries.extend(transcript.lines().filter_map(Try::parse));
         first += count;
     }
@@ -284,6 +316,10 @@ fn runner(args: &[String]) -> ExitCode {
     } else {
         None
     };
+    if args.iter().any(|a| a == "--qemu-ram-memfd") {
+        // SAFETY: no thread is started yet.
+        unsafe { std::env::set_var(bench::QEMU_RAM_MEMFD, "1") };
+    }
     let env = bench::runner_env(&fixtures, &bin_dir);
     realguest::stall::watch(realguest::stall::DESCRIBE_AFTER);
     let only = arg_value(args, "--side");
