@@ -20,7 +20,8 @@
 # a guest, default 1, as the benchmark's), --trace (the outer kernel traces
 # its KVM's exits; a try that reset prints those before each shutdown
 # exit), --side vmd|qemu (tries on that side only), --qemu-ram memfd (QEMU's
-# guest RAM a memfd, as vmd's, not anonymous memory), --vmd-dir DIR,
+# guest RAM a memfd, as vmd's, not anonymous memory), --shmem-thp MODE (the
+# outer kernel's shmem_enabled, as the benchmark's), --vmd-dir DIR,
 # --fixtures DIR, --keep DIR (outer images and soak-transcript-N.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."

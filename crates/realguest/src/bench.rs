@@ -429,14 +429,7 @@ pub fn runner(args: &[String]) -> ExitCode {
     let rounds: u32 = arg_value(args, "--rounds")
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    if let Some(mode) = arg_value(args, "--shmem-thp") {
-        let knob = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
-        if let Err(e) = std::fs::write(knob, &mode) {
-            emit(&format!("bench note: cannot set {knob} to {mode}: {e}"));
-        }
-    }
-    let knob = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
-        .unwrap_or_default();
+    let knob = set_shmem_thp(arg_value(args, "--shmem-thp").as_deref());
     emit(&format!(
         "bench note: shmem_enabled {}, qemu {}",
         knob.trim(),
@@ -456,6 +449,19 @@ pub fn runner(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Sets the outer kernel's shmem_enabled (whether shared memory, vmd's
+/// guest RAM among it, gets transparent huge pages) to `mode` when given;
+/// returns the setting in force.
+pub fn set_shmem_thp(mode: Option<&str>) -> String {
+    let knob = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    if let Some(mode) = mode
+        && let Err(e) = std::fs::write(knob, mode)
+    {
+        emit(&format!("bench note: cannot set {knob} to {mode}: {e}"));
+    }
+    std::fs::read_to_string(knob).unwrap_or_default()
+}
+
 /// The runner's vmd (a daemon of its own) and work directory. Call it
 /// before any thread is started: it sets `VMD_BIN_DIR`.
 pub fn runner_env(fixtures: &str, bin_dir: &str) -> Env {
@@ -473,7 +479,7 @@ pub fn runner_env(fixtures: &str, bin_dir: &str) -> Env {
 }
 
 /// Huge pages the outer kernel has handed out (anonymous and shmem), MiB.
-fn huge_pages_mib() -> String {
+pub fn huge_pages_mib() -> String {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib = |key: &str| {
         meminfo

@@ -164,7 +164,7 @@ pub fn summarize(tries: &[Try]) -> String {
 }
 
 /// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace] [--side S]
-/// [--qemu-ram memfd|anonymous]
+/// [--qemu-ram memfd|anonymous] [--shmem-thp MODE]
 /// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
 fn host(args: &[String]) -> Result<(), String> {
     let setup = bench::setup(args, "real-guest-soak")?;
@@ -181,6 +181,7 @@ fn host(args: &[String]) -> Result<(), String> {
     let cpus = number("--cpus", 1)?.max(1);
     let trace = args.iter().any(|a| a == "--trace");
     let side = arg_value(args, "--side");
+    let thp = arg_value(args, "--shmem-thp");
     let qemu_ram = arg_value(args, "--qemu-ram");
     if let Some(ram) = qemu_ram.as_deref()
         && ram != "memfd"
@@ -221,8 +222,10 @@ fn host(args: &[String]) -> Result<(), String> {
         let transcript = setup.run(
             "soak-guest",
             &format!(
-                "--first {first} --pairs {count} --cpus {cpus}{}{}{}",
+                "--first {first} --pairs {count} --cpus {cpus}{}{}{}{}",
                 if trace { " --trace" } else { "" },
+                thp.as_ref()
+                    .map_or(String::new(), |m| format!(" --shmem-thp {m}")),
                 if qemu_ram.as_deref() == Some("memfd") {
                     " --qemu-ram-memfd"
                 } else {
@@ -321,6 +324,8 @@ fn runner(args: &[String]) -> ExitCode {
         unsafe { std::env::set_var(bench::QEMU_RAM_MEMFD, "1") };
     }
     let env = bench::runner_env(&fixtures, &bin_dir);
+    let thp = bench::set_shmem_thp(arg_value(args, "--shmem-thp").as_deref());
+    bench::emit(&format!("soak note: shmem_enabled {}", thp.trim()));
     realguest::stall::watch(realguest::stall::DESCRIBE_AFTER);
     let only = arg_value(args, "--side");
     for n in first..first + pairs {
@@ -537,6 +542,8 @@ fn steps(vm: &mut Vm, t: &mut Try, started: Instant, step: impl Fn(&str)) -> Res
     };
     let first = ready(vm, "boot")?;
     step("ready");
+    t.notes
+        .push(("hugepages_mib".into(), bench::huge_pages_mib()));
     t.notes.push((
         "boot_s".into(),
         format!("{:.1}", started.elapsed().as_secs_f64()),
