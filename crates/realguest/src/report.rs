@@ -12,6 +12,8 @@
 //! * `@@rg retry NAME...`: the runner tries these scenarios (one group)
 //!   again; until a new verdict on one of them comes, it is undecided, so
 //!   an outer guest that ends mid-retry leaves its group to the next one
+//! * `@@rg stall TEXT`: what the outer guest was doing when the runner
+//!   had reported nothing for minutes ([`crate::stall`])
 //! * `@@rg done`: the runner finished.
 
 use std::io::Write;
