@@ -495,6 +495,11 @@ fn one(env: &Env, side: &str, n: u32, cpus: u32) -> Try {
         t.notes
             .push(("what".into(), f.what.chars().take(300).collect()));
         bench::emit(&format!("soak log {side} try {n}: {}", f.what));
+        // Where the VM's threads are while it is still up: a vCPU
+        // running inside the emulated VMRUN, or waiting in vmd.
+        for line in realguest::stall::snapshot() {
+            bench::emit(&format!("soak log {side} try {n}: now {line}"));
+        }
         bench::log_failure(env, side, &mut vm, 60);
         if let Vm::Ours(g) = &mut vm {
             t.notes.push(("fresh_console".into(), probe(g)));

@@ -42,12 +42,19 @@ pub fn watch(after: Duration) {
 
 /// The lines of a description.
 fn describe(quiet: Duration) -> Vec<String> {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = vec![format!(
-        "the runner has reported nothing for {} s; load {}",
-        quiet.as_secs(),
-        load.trim()
+        "the runner has reported nothing for {} s",
+        quiet.as_secs()
     )];
+    out.extend(snapshot());
+    out
+}
+
+/// What the machine is doing now: the load, every user thread, each
+/// CPU's backtrace. Also for a guest that hung while the runner went on.
+pub fn snapshot() -> Vec<String> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut out = vec![format!("load {}", load.trim())];
     out.extend(threads(Path::new("/proc")));
     out.extend(cpu_backtraces());
     out
