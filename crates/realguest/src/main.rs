@@ -221,10 +221,12 @@ fn host(args: &[String]) -> Result<bool, String> {
             &transcript,
         )
         .map_err(|e| e.to_string())?;
-        let _ = std::fs::rename(
-            scratch.join("outer-qemu.log"),
-            scratch.join(format!("outer-qemu-{attempt}.log")),
-        );
+        for log in ["outer-qemu", "outer-registers"] {
+            let _ = std::fs::rename(
+                scratch.join(format!("{log}.log")),
+                scratch.join(format!("{log}-{attempt}.log")),
+            );
+        }
         let run = Run::parse(&transcript);
         merge(&mut verdicts, &run, pending.as_deref(), &scratch);
         let unfinished: Vec<&str> = scenarios::groups()

@@ -326,6 +326,10 @@ fn boot_within(
     let log_path = dir.join("outer-console.log");
     let qemu_log_path = dir.join("outer-qemu.log");
     let _ = std::fs::remove_file(&qemu_log_path);
+    let monitor_path = dir.join("outer-monitor.sock");
+    let _ = std::fs::remove_file(&monitor_path);
+    let registers_path = dir.join("outer-registers.log");
+    let _ = std::fs::remove_file(&registers_path);
     let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -356,6 +360,10 @@ fn boot_within(
         // fault, logged here) or powered off.
         .args(["-d", "guest_errors,cpu_reset", "-D"])
         .arg(&qemu_log_path)
+        // Asked for the CPUs' registers before a hung outer guest is
+        // stopped: where a frozen outer guest's CPUs were.
+        .arg("-monitor")
+        .arg(format!("unix:{},server,nowait", monitor_path.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -373,6 +381,7 @@ fn boot_within(
     let watched = over.clone();
     let last_output = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
     let last_seen = last_output.clone();
+    let (monitor, registers) = (monitor_path.clone(), registers_path.clone());
     std::thread::spawn(move || {
         let deadline = Instant::now() + timeout;
         loop {
@@ -386,6 +395,9 @@ fn boot_within(
                 .unwrap_or_else(|e| e.into_inner())
                 .elapsed();
             if Instant::now() >= deadline || silent >= OUTER_SILENCE {
+                if let Some(answer) = ask_monitor(&monitor, "info registers -a") {
+                    let _ = std::fs::write(&registers, answer);
+                }
                 // SAFETY: QEMU is our child and not reaped yet (see above).
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 return;
@@ -417,6 +429,7 @@ fn boot_within(
     }
     *over.lock().unwrap_or_else(|e| e.into_inner()) = true;
     let status = child.wait().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&monitor_path);
     let qemu_log = std::fs::read_to_string(&qemu_log_path).unwrap_or_default();
     if qemu_log.contains("Triple fault") {
         return Err(format!(
@@ -427,13 +440,39 @@ fn boot_within(
         ));
     }
     if !status.success() {
+        let registers = if registers_path.exists() {
+            format!("; its CPUs' registers: {}", registers_path.display())
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "the outer QEMU ended with {status} after {:?} (console: {})",
+            "the outer QEMU ended with {status} after {:?} (console: {}{registers})",
             started.elapsed(),
             log_path.display()
         ));
     }
     Ok(transcript)
+}
+
+/// Sends one command to QEMU's human monitor at `socket`; what it
+/// answered within a few seconds.
+fn ask_monitor(socket: &Path, command: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream.write_all(format!("{command}\n").as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 65536];
+    // The answer ends when the monitor goes quiet.
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&answer).into_owned())
 }
 
 /// Copies the work directory back out of the data disk to `work_root`.

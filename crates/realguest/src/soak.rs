@@ -272,10 +272,12 @@ fn host(args: &[String]) -> Result<(), String> {
             &transcript,
         )
         .map_err(|e| e.to_string())?;
-        let _ = std::fs::rename(
-            setup.scratch.join("outer-qemu.log"),
-            setup.scratch.join(format!("outer-qemu-{batch}.log")),
-        );
+        for log in ["outer-qemu", "outer-registers"] {
+            let _ = std::fs::rename(
+                setup.scratch.join(format!("{log}.log")),
+                setup.scratch.join(format!("{log}-{batch}.log")),
+            );
+        }
         tries.extend(transcript.lines().filter_map(Try::parse));
         first += count;
     }
