@@ -511,6 +511,17 @@ mod tests {
     }
 
     #[test]
+    fn only_bit_0_enables_a_queue() {
+        let mut c = common();
+        for value in [0u16, 2] {
+            c.write(0x1c, &value.to_le_bytes());
+            assert!(!c.queues()[0].enabled, "{value} written");
+        }
+        c.write(0x1c, &1u16.to_le_bytes());
+        assert!(c.queues()[0].enabled);
+    }
+
+    #[test]
     fn writes_past_the_structure_are_dropped() {
         let mut c = common();
         write32(&mut c, 0x34, 0x1234_5678);
