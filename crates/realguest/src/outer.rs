@@ -265,9 +265,12 @@ pub fn build_data_disk_with(
     }
     let disk = dir.join("data.img");
     let _ = std::fs::remove_file(&disk);
+    // No journal: the host reads the disk with debugfs, which does not
+    // replay one, after an outer guest that may have ended without
+    // unmounting it; what the runner synced is then in place.
     command_output(
         Command::new("mke2fs")
-            .args(["-q", "-t", "ext4", "-F", "-d"])
+            .args(["-q", "-t", "ext4", "-O", "^has_journal", "-F", "-d"])
             .arg(&staging)
             .arg(&disk)
             .arg("4G"),
@@ -491,6 +494,35 @@ pub fn extract_work(disk: &Path, work_root: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_disk_has_no_journal_and_gives_its_work_back() {
+        testkit::needs!("mke2fs", "dumpe2fs", "debugfs");
+        let dir = std::env::temp_dir().join(format!("rg-data-disk-{}", std::process::id()));
+        let fixtures = dir.join("fixtures");
+        std::fs::create_dir_all(&fixtures).unwrap();
+        for f in [
+            "bzImage",
+            "inner.img",
+            "grub-disk.img",
+            "grub-cd.iso",
+            "data.iso",
+            "data.md5",
+        ] {
+            std::fs::write(fixtures.join(f), f).unwrap();
+        }
+        let disk = build_data_disk(&dir, &fixtures).unwrap();
+        let header = command_output(Command::new("dumpe2fs").arg("-h").arg(&disk)).unwrap();
+        let features = header
+            .lines()
+            .find(|l| l.starts_with("Filesystem features:"))
+            .unwrap();
+        assert!(!features.contains("has_journal"), "{features}");
+        let root = dir.join("out");
+        extract_work(&disk, &root).unwrap();
+        assert!(root.join("work").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn init_runs_the_scenarios_unless_a_payload_says_otherwise() {

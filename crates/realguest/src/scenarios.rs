@@ -126,6 +126,18 @@ fn expect(what: &str, got: &str, want: &str) -> Result<String, String> {
     }
 }
 
+/// Writes `path` and its directory entry through to the disk the host
+/// reads the images from: an outer guest may end, long after the image's
+/// verdict, without unmounting that disk.
+fn sync_for_host(path: &str) {
+    let path = std::path::Path::new(path);
+    for p in [Some(path), path.parent()].into_iter().flatten() {
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
 /// Logs what explains a failed group: the guest's console and vmd's log.
 fn log_failure(name: &str, guest: Option<&Guest>, env: &Env) {
     if let Some(g) = guest {
@@ -360,6 +372,7 @@ fn main_scenarios(env: &Env, g: &mut Guest, rec: &mut Recorder) -> Result<(), St
             let outcome = read_disk(g, disk).and_then(|sum| {
                 expect("md5 of /blob after the reboot", &sum, &blob_md5)?;
                 let image = env.work_path(image);
+                sync_for_host(&image);
                 if image.ends_with(".qcow2") {
                     report::check(name, "qcow2", &[&image]);
                 }
