@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean run writes about 6 GB (docs/testing.md): say so first if the
+# disk may not hold it, rather than fail half an hour in.
+free_kib="$(df --output=avail -k . | tail -n 1)"
+if [ "$free_kib" -lt $((8 * 1024 * 1024)) ]; then
+    echo "test.sh: only $((free_kib / 1024 / 1024)) GB free on $(df --output=target . | tail -n 1); a clean run writes about 6 GB" >&2
+fi
+
 ./scripts/install-deps.sh
 
 cargo fmt --all -- --check
