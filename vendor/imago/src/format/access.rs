@@ -604,7 +604,11 @@ impl<S: Storage + 'static> FormatAccess<S> {
                 // Non-zero tail, we cannot zero that cluster.  Still try to zero as much as
                 // possible.
                 fully_zeroed = false;
-                aligned_end -= gran;
+                // vmd: the start of the cluster holding `end`, not `aligned_end - gran`:
+                // `aligned_end` may have been cut to an image size that is not a multiple
+                // of `gran` (or is smaller than it), and the subtraction then went below
+                // that cluster, or below zero.
+                aligned_end = end - end % gran;
             }
 
             while aligned_start < aligned_end {
