@@ -14,8 +14,12 @@
 # (a vmd and vmctl other than this tree's release build, e.g. one from
 # before a change), --shmem-thp never|advise|... (the outer guest's
 # /sys/kernel/mm/transparent_hugepage/shmem_enabled, default advise; see
-# man/vmd.8, "Guest memory"), --keep DIR (where the outer guest's images and the
-# transcript go). A run of 5 rounds takes 15-30 minutes on 2 cores.
+# man/vmd.8, "Guest memory"), --outer-npt on|off (whether the outer KVM
+# gives its guests nested paging, as KVM on hardware does: default on; the
+# scenarios run with it off, docs/real-guests.md), --keep DIR (where
+# the outer guest's images and the transcript go). A run of 5 rounds takes 15-30 minutes on 2 cores.
+# Nested, the rounds an outer guest that died did not finish run in a new
+# one (four outer guests at most); a round cut in half is dropped whole.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p vmd -p vmctl -p realguest

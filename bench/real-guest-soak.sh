@@ -19,9 +19,13 @@
 # --minutes M (start no new outer guest after M minutes), --cpus C (vCPUs
 # a guest, default 1, as the benchmark's), --trace (the outer kernel traces
 # its KVM's exits; a try that reset prints those before each shutdown
-# exit), --side vmd|qemu (tries on that side only), --qemu-ram memfd (QEMU's
+# exit), --hold-kvm (the runner keeps one idle KVM VM for the whole outer
+# guest, so the outer kernel does not switch SVM on and off around every
+# guest boot), --side vmd|qemu (tries on that side only), --qemu-ram memfd (QEMU's
 # guest RAM a memfd, as vmd's, not anonymous memory), --shmem-thp MODE (the
-# outer kernel's shmem_enabled, as the benchmark's), --vmd-dir DIR,
+# outer kernel's shmem_enabled, as the benchmark's), --outer-npt on|off
+# (whether the outer KVM gives its guests nested paging; default on, as
+# KVM on hardware; the resets on 4 KiB pages need it: docs/real-guests.md), --vmd-dir DIR,
 # --fixtures DIR, --keep DIR (outer images and soak-transcript-N.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -260,12 +260,17 @@ pub struct Setup {
     pub vmd_dir: PathBuf,
     pub scratch: PathBuf,
     pub nested: bool,
+    /// `--outer-npt on|off` (default on): whether the outer KVM gives the
+    /// guests nested paging ([`outer::outer_kvm_options`]). On, as KVM on
+    /// hardware always does, so that the measures and the soak's counts
+    /// are of the paging users get; the scenarios run with it off.
+    pub outer_npt: bool,
 }
 
 /// Builds the fixtures and reads the options both host sides share:
 /// `--fixtures DIR`, `--keep DIR` (default `NAME` next to the programs),
-/// `--vmd-dir DIR`; `VMD_REAL_GUESTS=direct|nested` overrides the choice
-/// of layer.
+/// `--vmd-dir DIR`, `--outer-npt on|off`; `VMD_REAL_GUESTS=direct|nested`
+/// overrides the choice of layer.
 pub fn setup(args: &[String], name: &str) -> Result<Setup, String> {
     let fixtures = arg_value(args, "--fixtures").map_or_else(
         || testkit::fixtures::root().join("real-guest"),
@@ -294,6 +299,11 @@ pub fn setup(args: &[String], name: &str) -> Result<Setup, String> {
         vmd_dir,
         scratch,
         nested,
+        outer_npt: match arg_value(args, "--outer-npt").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("--outer-npt {other}: not on or off")),
+        },
     })
 }
 
@@ -346,6 +356,7 @@ impl Setup {
                  echo \"@@rg runner-exit $?\"",
                 root.display()
             )),
+            nested_paging: self.outer_npt,
         };
         let fixtures = self.fixtures.as_path();
         let initramfs = outer::build_initramfs_with(scratch, &stage, fixtures, root, &payload)?;
@@ -357,7 +368,7 @@ impl Setup {
 }
 
 /// `realguest bench [--rounds N] [--vmd-dir DIR] [--fixtures DIR]
-/// [--keep DIR] [--shmem-thp MODE]`, as root: builds the fixtures, runs
+/// [--keep DIR] [--shmem-thp MODE] [--outer-npt on|off]`, as root: builds the fixtures, runs
 /// the rounds (nested unless `/dev/kvm` is hardware KVM), prints the
 /// samples and the summary.
 fn host(args: &[String]) -> Result<(), String> {
@@ -375,54 +386,100 @@ fn host(args: &[String]) -> Result<(), String> {
         MEMORY_MIB,
         setup.layer()
     );
-    let transcript = setup.run(
-        "bench-guest",
-        &format!("--rounds {rounds} --shmem-thp {thp}"),
-        &["bench", "outer", "fatal", "runner-exit"],
-    );
-    // An outer guest that died still leaves the samples it printed.
-    let (transcript, failure) = match transcript {
-        // An outer guest that reset (QEMU then exits cleanly) never
-        // printed its runner's end: the rounds after its death are missing.
-        Ok(t) if !t.contains("@@rg runner-exit") => (
-            t,
-            Some("the outer guest ended before the benchmark's runner finished".to_string()),
-        ),
-        Ok(t) => (t, None),
-        Err(e) => (
-            std::fs::read_to_string(setup.scratch.join("outer-console.log")).unwrap_or_default(),
-            Some(e),
-        ),
-    };
+    // Nested, an outer guest may die (docs/real-guests.md): the rounds it
+    // did not finish run in a new one. A round cut in half is dropped
+    // whole, so every round kept has both sides measured in one outer
+    // guest, one after the other.
     let scratch = setup.scratch.as_path();
-    std::fs::write(scratch.join("bench-transcript.log"), &transcript).map_err(|e| e.to_string())?;
-    let samples: Vec<Sample> = transcript.lines().filter_map(Sample::parse).collect();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut next = 1;
+    let mut outer = 0;
+    let mut failure = None;
+    while next <= rounds && outer < BENCH_OUTER_BOOTS {
+        outer += 1;
+        let transcript = setup.run(
+            "bench-guest",
+            &format!(
+                "--first {next} --rounds {} --shmem-thp {thp}",
+                rounds - next + 1
+            ),
+            &["bench", "stall", "outer", "fatal", "runner-exit"],
+        );
+        // An outer guest that died still leaves the samples it printed;
+        // one that reset (QEMU then exits cleanly) never printed the
+        // runner's end.
+        let (transcript, error) = match transcript {
+            Ok(t) if !t.contains("@@rg bench done") => (
+                t,
+                Some("the outer guest ended before the benchmark's runner finished".to_string()),
+            ),
+            Ok(t) => (t, None),
+            Err(e) => (
+                std::fs::read_to_string(scratch.join("outer-console.log")).unwrap_or_default(),
+                Some(e),
+            ),
+        };
+        outer::keep_logs(scratch, "bench-transcript", outer, &transcript)?;
+        let (kept, after) =
+            whole_rounds(transcript.lines().filter_map(Sample::parse).collect(), next);
+        samples.extend(kept);
+        next = after;
+        if let Some(e) = &error
+            && next <= rounds
+        {
+            println!(
+                "realguest bench: outer guest {outer}: {e}; rounds from {next} go on in a new one"
+            );
+        }
+        failure = error;
+    }
     println!();
     for s in &samples {
         println!("{}", s.to_line());
     }
     println!();
     print!("{}", summarize(&samples));
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if samples.is_empty() {
+    if next <= rounds {
         return Err(format!(
-            "no samples (transcript: {})",
-            scratch.join("bench-transcript.log").display()
+            "{} of {rounds} rounds done in {outer} outer guests{}",
+            next - 1,
+            failure.map_or(String::new(), |e| format!(" (the last: {e})"))
         ));
     }
     Ok(())
 }
 
+/// Outer guests a benchmark may use before it gives up.
+const BENCH_OUTER_BOOTS: u32 = 4;
+
+/// The samples of the rounds from `first` on that have every side
+/// measured, and the round to run next: the first not finished.
+fn whole_rounds(samples: Vec<Sample>, first: u32) -> (Vec<Sample>, u32) {
+    let whole = |round: u32| {
+        SIDES
+            .iter()
+            .all(|side| samples.iter().any(|s| s.round == round && s.side == *side))
+    };
+    let mut next = first;
+    while whole(next) {
+        next += 1;
+    }
+    let kept = samples
+        .into_iter()
+        .filter(|s| s.round >= first && s.round < next)
+        .collect();
+    (kept, next)
+}
+
 /// The runner: `realguest bench-guest --fixtures DIR --bin-dir DIR
-/// --rounds N --shmem-thp MODE`, where KVM runs whole kernels.
+/// --first N --rounds K --shmem-thp MODE` (rounds N to N+K-1), where KVM
+/// runs whole kernels.
 pub fn runner(args: &[String]) -> ExitCode {
     let (Some(fixtures), Some(bin_dir)) =
         (arg_value(args, "--fixtures"), arg_value(args, "--bin-dir"))
     else {
         eprintln!(
-            "usage: realguest bench-guest --fixtures DIR --bin-dir DIR [--rounds N] [--shmem-thp MODE]"
+            "usage: realguest bench-guest --fixtures DIR --bin-dir DIR [--first N] [--rounds N] [--shmem-thp MODE]"
         );
         return ExitCode::from(2);
     };
@@ -437,8 +494,12 @@ pub fn runner(args: &[String]) -> ExitCode {
             .unwrap_or_default()
             .trim()
     ));
+    let first: u32 = arg_value(args, "--first")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let env = runner_env(&fixtures, &bin_dir);
-    for round in 1..=rounds {
+    crate::stall::watch(crate::stall::DESCRIBE_AFTER);
+    for round in first..first + rounds {
         for side in SIDES {
             let sample = measure(&env, side, round);
             emit(&sample.to_line());
@@ -842,6 +903,31 @@ fn host_to_guest(c: &mut Console, host: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_an_outer_guest_cut_in_half_is_run_again_whole() {
+        let sample = |side: &str, round| Sample {
+            side: side.into(),
+            round,
+            values: vec![("boot_s".into(), f64::from(round))],
+            notes: Vec::new(),
+        };
+        // Rounds 3 and 4 whole, round 5 cut after vmd's half.
+        let got = vec![
+            sample("vmd", 3),
+            sample("qemu", 3),
+            sample("vmd", 4),
+            sample("qemu", 4),
+            sample("vmd", 5),
+        ];
+        let (kept, next) = whole_rounds(got, 3);
+        assert_eq!(next, 5);
+        assert_eq!(kept.len(), 4);
+        assert!(kept.iter().all(|s| s.round < 5));
+        // An outer guest that died before its first round finished.
+        let (kept, next) = whole_rounds(vec![sample("vmd", 1)], 1);
+        assert_eq!((kept.len(), next), (0, 1));
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

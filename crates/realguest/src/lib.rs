@@ -12,12 +12,14 @@
 //!   the outer guest a KVM that runs whole kernels.
 //! * [`host_checks`] then reads back, on the host, what the guests wrote.
 //! * [`stall`] describes, from inside the outer guest, a runner that
-//!   stopped reporting.
+//!   stopped reporting; [`kvm_hold`] keeps one idle KVM VM there, so the
+//!   outer kernel does not switch SVM on and off for every guest boot.
 
 pub mod bench;
 pub mod console;
 pub mod guest;
 pub mod host_checks;
+pub mod kvm_hold;
 pub mod outer;
 pub mod report;
 pub mod scenarios;

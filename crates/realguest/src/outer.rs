@@ -10,7 +10,7 @@
 //! scenarios write come back out of it (`debugfs rdump`), at the same
 //! paths, so qcow2 backing paths stay valid on the host.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +25,19 @@ pub const OUTER_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// the runner reports at least every few minutes (its longest wait, a
 /// boot, is 150 s), and a hung outer guest is better started anew.
 pub const OUTER_SILENCE: Duration = Duration::from_secs(6 * 60);
+/// How long the outer guest may print nothing before a byte is typed on
+/// its serial console, and again each time this passes while it stays
+/// silent. The outer guest's serial transmitter has been seen stuck: on
+/// 2026-12-07 a soak's runner described a silence of its own, and none of
+/// it came out until a byte typed 200 s later made the port's interrupt
+/// handler look at the transmitter again; then all of it came at once.
+/// The runner's longest waits report their progress every minute, so 90 s
+/// without a line is already unusual; the byte costs a healthy outer guest
+/// nothing (nothing in it reads its console) and frees a stuck one long
+/// before OUTER_SILENCE.
+const OUTER_POKE_EVERY: Duration = Duration::from_secs(90);
+/// The byte typed: a space, which the outer kernel's tty echoes.
+const POKE: &[u8] = b" ";
 
 /// The modules the outer guest loads: KVM for either vendor, taps,
 /// bridges, and its own data disk.
@@ -100,20 +113,45 @@ pub struct Payload {
     /// The shell lines /init runs once the data disk is mounted, in place
     /// of the scenario runner; `None` runs the scenarios.
     pub command: Option<String>,
+    /// The outer KVM gives its guests nested paging (`kvm_amd npt=1`):
+    /// off for the scenarios (see [`outer_kvm_options`]), on by default
+    /// for the soak and the benchmark.
+    pub nested_paging: bool,
 }
 
-/// The scenario runner's lines of /init.
+/// The options the outer guest's `kvm_amd` is loaded with. Without nested
+/// paging the outer KVM shadows the inner guest's page tables itself, so
+/// the emulator underneath never walks nested page tables: that walk is
+/// where the inner guest's resets were traced (a page walk failing in the
+/// decompressor's first copy), and with it on, outer guests died in most
+/// runs (triple faults, recursive page faults in the outer kernel, hung
+/// inner boots); with it off, docs/real-guests.md ("Where it runs") has
+/// the count. Nothing of vmd changes: on hardware KVM, the host's own
+/// settings stand.
+pub fn outer_kvm_options(nested_paging: bool) -> &'static str {
+    if nested_paging { "npt=1" } else { "npt=0" }
+}
+
+/// The scenario runner's lines of /init. The outer guest is a host set up
+/// as vmd(8) ("Guest memory") recommends: shared memory, and so vmd's
+/// guest RAM, may have transparent huge pages. With the outer KVM's
+/// nested paging on (as the soak and the benchmark have it), 4 KiB pages
+/// meant thousands more nested page faults per boot, and among them,
+/// about one boot in nine, a page walk that failed and reset the inner
+/// guest (docs/real-guests.md); the soak and the benchmark set the knob
+/// themselves, to compare both.
 pub fn scenario_command(work_root: &Path) -> String {
     let root = work_root.display();
     format!(
-        "/bin/realguest guest --fixtures {root}/fx --work {root}/work --bin-dir /bin\n\
+        "echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n\
+         /bin/realguest guest --fixtures {root}/fx --work {root}/work --bin-dir /bin\n\
          echo \"@@rg runner-exit $?\""
     )
 }
 
 /// What the outer guest's /init does: mount, load KVM, mount the data
 /// disk, run `command` (the scenarios), power off.
-fn init_script(work_root: &Path, command: &str) -> String {
+fn init_script(work_root: &Path, command: &str, nested_paging: bool) -> String {
     let root = work_root.display();
     format!(
         r#"#!/bin/busybox sh
@@ -126,17 +164,23 @@ mount -t devpts -o ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
+modprobe kvm_amd {kvm_amd} 2>/dev/null
 for m in {modules}; do modprobe $m 2>/dev/null; done
 ip link set lo up
 mkdir -p {root}
 mount -t ext4 /dev/vda {root} || echo "@@rg fatal: cannot mount the data disk"
-echo "@@rg outer: $(uname -r), kvm: $(ls /sys/module | grep -E '^kvm_(amd|intel)$')"
+echo "@@rg outer: $(uname -r), kvm: $(ls /sys/module | grep -E '^kvm_(amd|intel)$'), nested paging: $(cat /sys/module/kvm_amd/parameters/npt 2>/dev/null || echo -)"
 export VMD_REAL_GUESTS_NESTED=1
-{groups}{command}
+{groups}# The host types on this console when it falls silent (OUTER_POKE_EVERY):
+# nothing here reads it.
+{{
+{command}
+}} < /dev/null
 sync
 umount {root}
 poweroff -f
 "#,
+        kvm_amd = outer_kvm_options(nested_paging),
         modules = OUTER_MODULES.join(" "),
         groups = std::env::var("VMD_REAL_GUESTS_GROUPS")
             .map(|g| format!("export VMD_REAL_GUESTS_GROUPS={g}\n"))
@@ -223,7 +267,11 @@ pub fn build_initramfs_with(
         .command
         .clone()
         .unwrap_or_else(|| scenario_command(work_root));
-    std::fs::write(&init, init_script(work_root, &command)).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &init,
+        init_script(work_root, &command, payload.nested_paging),
+    )
+    .map_err(|e| e.to_string())?;
     command_output(Command::new("chmod").arg("755").arg(&init))?;
 
     let image = dir.join("outer.img");
@@ -241,6 +289,16 @@ pub fn build_data_disk(dir: &Path, fixtures: &Path) -> Result<PathBuf, String> {
     build_data_disk_with(dir, fixtures, &[])
 }
 
+/// The fixtures every outer guest's data disk carries.
+const DATA_FIXTURES: [&str; 6] = [
+    "bzImage",
+    "inner.img",
+    "grub-disk.img",
+    "grub-cd.iso",
+    "data.iso",
+    "data.md5",
+];
+
 /// [`build_data_disk`] with the fixtures `extra` too (the cloud image).
 pub fn build_data_disk_with(
     dir: &Path,
@@ -250,17 +308,7 @@ pub fn build_data_disk_with(
     let staging = dir.join("data-root");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(staging.join("work")).map_err(|e| e.to_string())?;
-    for f in [
-        "bzImage",
-        "inner.img",
-        "grub-disk.img",
-        "grub-cd.iso",
-        "data.iso",
-        "data.md5",
-    ]
-    .iter()
-    .chain(extra)
-    {
+    for f in DATA_FIXTURES.iter().chain(extra) {
         copy(&fixtures.join(f), &staging.join("fx").join(f))?;
     }
     let disk = dir.join("data.img");
@@ -304,6 +352,21 @@ pub fn boot(
         ],
         timeout,
     )
+}
+
+/// Keeps what outer guest `n` left in `dir`: its transcript as
+/// `{name}-{n}.log`, and QEMU's log and the CPUs' registers (when a hung
+/// outer guest was stopped) renamed with `-{n}` before the next boot
+/// writes new ones.
+pub fn keep_logs(dir: &Path, name: &str, n: u32, transcript: &str) -> Result<(), String> {
+    std::fs::write(dir.join(format!("{name}-{n}.log")), transcript).map_err(|e| e.to_string())?;
+    for log in ["outer-qemu", "outer-registers"] {
+        let _ = std::fs::rename(
+            dir.join(format!("{log}.log")),
+            dir.join(format!("{log}-{n}.log")),
+        );
+    }
+    Ok(())
 }
 
 /// [`boot`], echoing the `@@rg` lines whose body starts with one of `echo`,
@@ -367,11 +430,12 @@ fn boot_within(
         // stopped: where a frozen outer guest's CPUs were.
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", monitor_path.display()))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let mut serial_input = child.stdin.take().expect("piped stdin");
     let pid = child.id();
     let started = Instant::now();
     // A watchdog: an outer guest that hangs is stopped. It stands down
@@ -384,6 +448,9 @@ fn boot_within(
     let watched = over.clone();
     let last_output = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
     let last_seen = last_output.clone();
+    // The bytes typed on the console since it last printed a line.
+    let pokes = std::sync::Arc::new(std::sync::Mutex::new(Pokes::default()));
+    let poking = pokes.clone();
     let (monitor, registers) = (monitor_path.clone(), registers_path.clone());
     std::thread::spawn(move || {
         let deadline = Instant::now() + timeout;
@@ -397,7 +464,31 @@ fn boot_within(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .elapsed();
+            let mut pokes = poking.lock().unwrap_or_else(|e| e.into_inner());
+            if pokes.due(silent) {
+                let typed = serial_input
+                    .write_all(POKE)
+                    .and_then(|()| serial_input.flush());
+                if let Err(e) = typed {
+                    println!(
+                        "  [{:>4} s] cannot type on the outer guest's console: {e}",
+                        started.elapsed().as_secs()
+                    );
+                }
+                pokes.typed += 1;
+                pokes.last = Some(Instant::now());
+            }
             if Instant::now() >= deadline || silent >= OUTER_SILENCE {
+                let why = if silent >= OUTER_SILENCE {
+                    format!("silent for {} s", silent.as_secs())
+                } else {
+                    format!("not done after {} s", timeout.as_secs())
+                };
+                println!(
+                    "  [{:>4} s] outer guest {why}, stopped; {}",
+                    started.elapsed().as_secs(),
+                    pokes.account()
+                );
                 if let Some(answer) = ask_monitor(&monitor, "info registers -a") {
                     let _ = std::fs::write(&registers, answer);
                 }
@@ -408,10 +499,22 @@ fn boot_within(
         }
     });
     let mut transcript = String::new();
-    let stdout = child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(stdout).split(b'\n') {
-        let Ok(line) = line else { break };
-        *last_output.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut handle = |line: Vec<u8>| {
+        let silence = std::mem::replace(
+            &mut *last_output.lock().unwrap_or_else(|e| e.into_inner()),
+            Instant::now(),
+        )
+        .elapsed();
+        let typed = std::mem::take(&mut *pokes.lock().unwrap_or_else(|e| e.into_inner()));
+        if typed.typed > 0 {
+            println!(
+                "  [{:>4} s] outer guest printed again after {} s of silence; {}",
+                started.elapsed().as_secs(),
+                silence.as_secs(),
+                typed.account()
+            );
+        }
         let line = String::from_utf8_lossy(&line).into_owned();
         let _ = writeln!(log, "{line}");
         if let Some(at) = line.find("@@rg ") {
@@ -429,6 +532,28 @@ fn boot_within(
         }
         transcript.push_str(&line);
         transcript.push('\n');
+    };
+    let mut lines = Lines::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // The echo of a typed byte comes alone, without a line end: the
+        // outer kernel still takes its serial port's interrupts.
+        if chunk[..n].iter().all(|b| POKE.contains(b)) {
+            let mut pokes = pokes.lock().unwrap_or_else(|e| e.into_inner());
+            if pokes.typed > 0 {
+                pokes.echoed = true;
+            }
+        }
+        for line in lines.push(&chunk[..n]) {
+            handle(line);
+        }
+    }
+    if let Some(rest) = lines.rest() {
+        handle(rest);
     }
     *over.lock().unwrap_or_else(|e| e.into_inner()) = true;
     let status = child.wait().map_err(|e| e.to_string())?;
@@ -455,6 +580,59 @@ fn boot_within(
         ));
     }
     Ok(transcript)
+}
+
+/// The bytes typed on the outer guest's silent console (see
+/// OUTER_POKE_EVERY), from its last line to its next.
+#[derive(Default)]
+struct Pokes {
+    typed: u32,
+    last: Option<Instant>,
+    /// Whether the outer kernel echoed one.
+    echoed: bool,
+}
+
+impl Pokes {
+    /// Whether a byte is due, the console having been silent for `silent`.
+    fn due(&self, silent: Duration) -> bool {
+        silent >= OUTER_POKE_EVERY && self.last.is_none_or(|t| t.elapsed() >= OUTER_POKE_EVERY)
+    }
+
+    /// What was typed and whether the outer kernel echoed it, in words.
+    fn account(&self) -> String {
+        match (self.typed, self.echoed) {
+            (0, _) => "no byte typed on its console".into(),
+            (n, true) => format!("{n} byte(s) typed on its console, echoed"),
+            (n, false) => format!("{n} byte(s) typed on its console, never echoed"),
+        }
+    }
+}
+
+/// The outer guest's console output cut into lines as it arrives, so that
+/// output without a line end yet (the echo of the typed byte) is seen
+/// when it comes, not when QEMU ends.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// The lines `chunk` completes, without their line ends.
+    fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.pending.drain(..=end).collect();
+            line.pop();
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// A last line that never got its line end.
+    fn rest(self) -> Option<Vec<u8>> {
+        (!self.pending.is_empty()).then_some(self.pending)
+    }
 }
 
 /// Sends one command to QEMU's human monitor at `socket`; what it
@@ -496,19 +674,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn console_output_is_cut_into_lines_and_a_last_one_without_its_end_is_kept() {
+        let mut lines = Lines::default();
+        assert!(lines.push(b"@@rg one").is_empty());
+        assert_eq!(
+            lines.push(b"\r\n@@rg two\n\n "),
+            vec![b"@@rg one\r".to_vec(), b"@@rg two".to_vec(), Vec::new()]
+        );
+        assert_eq!(lines.rest(), Some(b" ".to_vec()));
+        assert_eq!(Lines::default().rest(), None);
+    }
+
+    #[test]
+    fn a_byte_is_typed_into_a_long_silence_and_again_while_it_lasts() {
+        let mut pokes = Pokes::default();
+        assert!(!pokes.due(OUTER_POKE_EVERY - Duration::from_secs(1)));
+        assert!(pokes.due(OUTER_POKE_EVERY));
+        pokes.typed = 1;
+        pokes.last = Some(Instant::now());
+        assert!(!pokes.due(OUTER_SILENCE));
+        pokes.last = Instant::now().checked_sub(OUTER_POKE_EVERY);
+        assert!(pokes.due(OUTER_SILENCE));
+        assert_eq!(
+            pokes.account(),
+            "1 byte(s) typed on its console, never echoed"
+        );
+        pokes.echoed = true;
+        assert_eq!(pokes.account(), "1 byte(s) typed on its console, echoed");
+        assert_eq!(Pokes::default().account(), "no byte typed on its console");
+    }
+
+    #[test]
     fn the_data_disk_has_no_journal_and_gives_its_work_back() {
         testkit::needs!("mke2fs", "dumpe2fs", "debugfs");
         let dir = std::env::temp_dir().join(format!("rg-data-disk-{}", std::process::id()));
         let fixtures = dir.join("fixtures");
         std::fs::create_dir_all(&fixtures).unwrap();
-        for f in [
-            "bzImage",
-            "inner.img",
-            "grub-disk.img",
-            "grub-cd.iso",
-            "data.iso",
-            "data.md5",
-        ] {
+        for f in DATA_FIXTURES {
             std::fs::write(fixtures.join(f), f).unwrap();
         }
         let disk = build_data_disk(&dir, &fixtures).unwrap();
@@ -527,15 +729,18 @@ mod tests {
     #[test]
     fn init_runs_the_scenarios_unless_a_payload_says_otherwise() {
         let root = Path::new("/var/tmp/vmd-real-guests");
-        let default = init_script(root, &scenario_command(root));
+        let default = init_script(root, &scenario_command(root), false);
         assert!(default.contains(
-            "/bin/realguest guest --fixtures /var/tmp/vmd-real-guests/fx \
+            "echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n\
+             /bin/realguest guest --fixtures /var/tmp/vmd-real-guests/fx \
              --work /var/tmp/vmd-real-guests/work --bin-dir /bin\n\
-             echo \"@@rg runner-exit $?\"\nsync\n"
+             echo \"@@rg runner-exit $?\"\n} < /dev/null\nsync\n"
         ));
-        let other = init_script(root, "/bin/realguest bench-guest");
+        assert!(default.contains("modprobe kvm_amd npt=0 "));
+        let other = init_script(root, "/bin/realguest bench-guest", true);
+        assert!(other.contains("modprobe kvm_amd npt=1 "));
         assert!(other.contains("mount -t ext4 /dev/vda /var/tmp/vmd-real-guests"));
-        assert!(other.contains("/bin/realguest bench-guest\nsync\n"));
+        assert!(other.contains("{\n/bin/realguest bench-guest\n} < /dev/null\nsync\n"));
         assert!(!other.contains("realguest guest "));
     }
 }

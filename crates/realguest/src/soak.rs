@@ -163,8 +163,8 @@ pub fn summarize(tries: &[Try]) -> String {
     out
 }
 
-/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace] [--side S]
-/// [--qemu-ram memfd|anonymous] [--shmem-thp MODE]
+/// `realguest soak [--pairs N] [--per-outer K] [--minutes M] [--cpus C] [--trace] [--hold-kvm] [--side S]
+/// [--qemu-ram memfd|anonymous] [--shmem-thp MODE] [--outer-npt on|off]
 /// [--vmd-dir DIR] [--fixtures DIR] [--keep DIR]`, as root.
 fn host(args: &[String]) -> Result<(), String> {
     let setup = bench::setup(args, "real-guest-soak")?;
@@ -180,6 +180,7 @@ fn host(args: &[String]) -> Result<(), String> {
     let minutes = number("--minutes", 0)?;
     let cpus = number("--cpus", 1)?.max(1);
     let trace = args.iter().any(|a| a == "--trace");
+    let hold_kvm = args.iter().any(|a| a == "--hold-kvm");
     let side = arg_value(args, "--side");
     let thp = arg_value(args, "--shmem-thp");
     let qemu_ram = arg_value(args, "--qemu-ram");
@@ -222,7 +223,7 @@ fn host(args: &[String]) -> Result<(), String> {
         let transcript = setup.run(
             "soak-guest",
             &format!(
-                "--first {first} --pairs {count} --cpus {cpus}{}{}{}{}",
+                "--first {first} --pairs {count} --cpus {cpus}{}{}{}{}{}",
                 if trace { " --trace" } else { "" },
                 thp.as_ref()
                     .map_or(String::new(), |m| format!(" --shmem-thp {m}")),
@@ -231,6 +232,7 @@ fn host(args: &[String]) -> Result<(), String> {
                 } else {
                     ""
                 },
+                if hold_kvm { " --hold-kvm" } else { "" },
                 side.as_ref()
                     .map_or(String::new(), |s| format!(" --side {s}"))
             ),
@@ -267,17 +269,7 @@ fn host(args: &[String]) -> Result<(), String> {
                 std::fs::read_to_string(setup.scratch.join("outer-console.log")).unwrap_or_default()
             }
         };
-        std::fs::write(
-            setup.scratch.join(format!("soak-transcript-{batch}.log")),
-            &transcript,
-        )
-        .map_err(|e| e.to_string())?;
-        for log in ["outer-qemu", "outer-registers"] {
-            let _ = std::fs::rename(
-                setup.scratch.join(format!("{log}.log")),
-                setup.scratch.join(format!("{log}-{batch}.log")),
-            );
-        }
+        realguest::outer::keep_logs(&setup.scratch, "soak-transcript", batch, &transcript)?;
         tries.extend(transcript.lines().filter_map(Try::parse));
         first += count;
     }
@@ -325,6 +317,11 @@ fn runner(args: &[String]) -> ExitCode {
         // SAFETY: no thread is started yet.
         unsafe { std::env::set_var(bench::QEMU_RAM_MEMFD, "1") };
     }
+    let _held = args.iter().any(|a| a == "--hold-kvm").then(|| {
+        let (held, note) = realguest::kvm_hold::hold_noted();
+        bench::emit(&format!("soak note: {note}"));
+        held
+    });
     let env = bench::runner_env(&fixtures, &bin_dir);
     let thp = bench::set_shmem_thp(arg_value(args, "--shmem-thp").as_deref());
     bench::emit(&format!("soak note: shmem_enabled {}", thp.trim()));

@@ -6,9 +6,17 @@
 //! that never exits), or only the runner, waiting on vmd or on a guest.
 //! [`watch`] tells them apart from the inside: once the runner has
 //! reported nothing for the time given, it prints, once per silence, the
-//! load, every user thread's state, wait channel and kernel stack, and
-//! the outer kernel's backtrace of each CPU (`sysrq l`, read back from
-//! its log). An outer guest stopped without those lines was frozen whole.
+//! load and every user thread's state, wait channel and kernel stack.
+//! An outer guest stopped without those lines was frozen whole.
+//!
+//! It does not ask the outer kernel for each CPU's backtrace (`sysrq l`):
+//! that sends every other CPU a non-maskable interrupt, and a CPU that
+//! takes one inside the emulated `VMRUN` crosses the emulated SVM's NMI
+//! path. On 2026-12-07 two outer guests in a row (a CI dry run's, then a
+//! soak's) printed the request's first line and nothing more, and were
+//! stopped minutes later with both CPUs halted. The threads' lines, which
+//! need no interrupt, tell a stuck runner from a stuck guest; the host
+//! reads a frozen outer guest's registers itself (`outer.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -50,13 +58,12 @@ fn describe(quiet: Duration) -> Vec<String> {
     out
 }
 
-/// What the machine is doing now: the load, every user thread, each
-/// CPU's backtrace. Also for a guest that hung while the runner went on.
+/// What the machine is doing now: the load and every user thread. Also
+/// for a guest that hung while the runner went on.
 pub fn snapshot() -> Vec<String> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = vec![format!("load {}", load.trim())];
     out.extend(threads(Path::new("/proc")));
-    out.extend(cpu_backtraces());
     out
 }
 
@@ -121,31 +128,6 @@ fn one_line_stack(stack: &str) -> String {
     } else {
         frames.join("<")
     }
-}
-
-/// The outer kernel's backtrace of every CPU: asked for with `sysrq l`,
-/// which logs it below the console's level, so it is read back from the
-/// log.
-fn cpu_backtraces() -> Vec<String> {
-    if std::fs::write("/proc/sysrq-trigger", "l").is_err() {
-        return vec!["no sysrq-trigger".into()];
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    let log = std::process::Command::new("dmesg")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    // The request's own line starts what it logged.
-    let from = lines
-        .iter()
-        .rposition(|l| l.contains("sysrq: Show backtrace of all active CPUs"))
-        .unwrap_or(lines.len().saturating_sub(80));
-    lines[from..]
-        .iter()
-        .take(200)
-        .map(|l| format!("kernel {l}"))
-        .collect()
 }
 
 #[cfg(test)]
