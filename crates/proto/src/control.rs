@@ -373,8 +373,10 @@ pub enum Response {
     },
     /// The console of a VM that is not running (a Linux extension): the
     /// last output of its last run, and how that run ended. The session
-    /// is over.
+    /// is over. Also the answer to an attach that the VM's end overtook
+    /// (its run ended before the VM process answered).
     ConsoleHistory {
+        name: String,
         output: Vec<u8>,
         end: Option<VmEnd>,
     },

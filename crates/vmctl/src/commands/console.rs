@@ -28,7 +28,7 @@ pub fn run(args: &[String]) -> CmdResult {
     }
     let stopped = vms.iter().find(|vm| target.matches(vm.id, &vm.name));
     match stopped {
-        Some(vm) => match crate::console::history(VmRef::Id(vm.id), &vm.name)? {
+        Some(vm) => match crate::console::history(VmRef::Id(vm.id))? {
             Some(()) => Ok(()),
             None => Err(Failure::msg("console not found")),
         },

@@ -40,6 +40,16 @@ pub fn session(target: VmRef, tty: &str) -> CmdResult {
     daemon.request(&Request::ConsoleAttach { target })?;
     let (tty, replay) = match daemon.reply()? {
         Response::ConsoleAttached { tty, replay } => (tty, replay),
+        // The VM ended before the session was attached: what it printed,
+        // then how it ended, which fails the session as it would have
+        // had it been attached.
+        Response::ConsoleHistory { name, output, end } => {
+            print_output(&output);
+            return match end.filter(|end| end.abnormal()) {
+                Some(end) => Err(Failure::msg(format!("vm {name} ended: {end}"))),
+                None => Ok(()),
+            };
+        }
         Response::ConsoleRefused(code) => {
             return Err(Failure::msg(format!("failed to open the console: {code}")));
         }
@@ -81,14 +91,12 @@ pub fn session(target: VmRef, tty: &str) -> CmdResult {
 /// The console of a VM that is not running: the output of its last run
 /// and, if it ended abnormally, how. `None` when vmd has nothing to show
 /// (the VM never ran).
-pub fn history(target: VmRef, name: &str) -> Result<Option<()>, Failure> {
+pub fn history(target: VmRef) -> Result<Option<()>, Failure> {
     let daemon = Daemon::connect()?;
     daemon.request(&Request::ConsoleAttach { target })?;
     match daemon.reply()? {
-        Response::ConsoleHistory { output, end } => {
-            let mut stdout = io::stdout().lock();
-            let _ = stdout.write_all(&output);
-            let _ = stdout.flush();
+        Response::ConsoleHistory { name, output, end } => {
+            print_output(&output);
             if let Some(end) = end.filter(|end| end.abnormal()) {
                 crate::output::warnx(format!("vm {name} ended: {end}"));
             }
@@ -100,4 +108,11 @@ pub fn history(target: VmRef, name: &str) -> Result<Option<()>, Failure> {
         }
         _ => Err(Failure::unexpected_response()),
     }
+}
+
+/// Writes a stopped VM's last output as it was.
+fn print_output(output: &[u8]) {
+    let mut stdout = io::stdout().lock();
+    let _ = stdout.write_all(output);
+    let _ = stdout.flush();
 }

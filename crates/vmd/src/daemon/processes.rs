@@ -262,7 +262,20 @@ impl Daemon {
         }
         let end = end.unwrap_or(VmEnd::Reset);
         if let Some(console) = console {
-            console.send(&if end.abnormal() {
+            console.send(&if console_pending {
+                // The client still waits for the answer to its attach,
+                // which no run gave (a guest that reset at once, again
+                // and again): it gets what a stopped VM's console shows.
+                Response::ConsoleHistory {
+                    name: name.clone(),
+                    output: self
+                        .registry
+                        .get(id)
+                        .map(|vm| vm.console_history.output.clone())
+                        .unwrap_or_default(),
+                    end: Some(end.clone()),
+                }
+            } else if end.abnormal() {
                 Response::ConsoleEnded {
                     name: name.clone(),
                     end: end.clone(),

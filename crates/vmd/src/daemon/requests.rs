@@ -177,6 +177,7 @@ impl Daemon {
                 Response::ConsoleRefused(ErrorCode::EPERM)
             } else {
                 Response::ConsoleHistory {
+                    name: vm.name.clone(),
                     output: vm.console_history.output.clone(),
                     end: vm.last_end.clone(),
                 }
@@ -198,12 +199,23 @@ impl Daemon {
             client.send(&Response::ConsoleRefused(ErrorCode::EBUSY));
             return;
         }
-        if !run.process.send(&ToVm::ConsoleAttach { client: client.id }) {
-            client.send(&Response::ConsoleRefused(ErrorCode::EIO));
-            return;
-        }
+        // A run whose process has closed its channel (or closes it as we
+        // write) is ending and cannot answer: the attach waits for its
+        // wind-up, which hands it to the next run after a guest reset or
+        // answers it with the output kept and how the VM ended.
+        let sent =
+            !run.channel_closed && run.process.send(&ToVm::ConsoleAttach { client: client.id });
         run.console = Some(client.clone());
         run.console_pending = true;
+        if sent {
+            tracing::debug!("{}: console attach by client {}", vm.name, client.id);
+        } else {
+            tracing::debug!(
+                "{}: console attach by client {} waits for the end of the run",
+                vm.name,
+                client.id
+            );
+        }
     }
 
     pub(super) fn console_break(&mut self, client: &Arc<Client>) {
