@@ -208,6 +208,24 @@ impl TestDaemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Ends `name` with `vmctl stop -f`, or finds that it has ended: a
+    /// guest whose last act powers the VM off or resets it (GRUB's `halt`,
+    /// a reset loop the restart limit ends) may beat the request, and vmctl
+    /// then answers that the VM is not found or not running. Either way the
+    /// VM does not run when this returns.
+    pub fn stop_or_find_ended(&self, name: &str) {
+        let out = self.vmctl(&["stop", "-f", name]);
+        if out.status.success() {
+            return;
+        }
+        let refused = String::from_utf8_lossy(&out.stderr).into_owned();
+        self.wait_for(
+            || self.status_row(name).is_none_or(|row| row[7] != "running"),
+            Duration::from_secs(10),
+            &format!("{name} to have ended (vmctl stop -f said: {refused})"),
+        );
+    }
+
     /// The row of `name` in `vmctl status`, split into columns.
     pub fn status_row(&self, name: &str) -> Option<Vec<String>> {
         String::from_utf8_lossy(&self.vmctl(&["status"]).stdout)
@@ -215,6 +233,17 @@ impl TestDaemon {
             .skip(1)
             .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
             .find(|cols| cols.last().map(String::as_str) == Some(name))
+    }
+
+    /// The VM process of the running VM `name`: the PID column of
+    /// `vmctl status`.
+    pub fn vm_pid(&self, name: &str) -> u32 {
+        let row = self
+            .status_row(name)
+            .unwrap_or_else(|| panic!("{name} is not listed"));
+        row[1]
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} has no VM process: {row:?}"))
     }
 
     /// `vmctl start` of a new VM `name` booting SeaBIOS with 64 MiB and

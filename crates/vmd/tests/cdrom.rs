@@ -25,7 +25,7 @@ fn seabios_boots_grub_from_the_cd() {
     assert!(text.contains(grub::CD_STARTED), "{text}");
     // A line GRUB read from the CD's file system.
     assert!(text.contains(grub::CD_CONFIG_LINE), "{text}");
-    daemon.vmctl_ok(&["stop", "-f", "cdvm"]);
+    daemon.stop_or_find_ended("cdvm");
 }
 
 /// A copy of the GRUB disk and the GRUB CD for a VM that has both.
@@ -60,7 +60,7 @@ fn boot_device_cdrom_boots_the_cd_before_a_bootable_disk() {
         "{log}"
     );
     assert!(log.contains("firmware: 3: HALT"), "{log}");
-    daemon.vmctl_ok(&["stop", "-f", "both"]);
+    daemon.stop_or_find_ended("both");
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn without_a_boot_device_the_disk_boots_first() {
     let text = strip_escapes(&daemon.console_until("both", grub::DONE, BOOT));
     assert!(text.contains(grub::CONFIG_LINE), "{text}");
     assert!(!text.contains(grub::CD_STARTED), "the CD booted: {text}");
-    daemon.vmctl_ok(&["stop", "-f", "both"]);
+    daemon.stop_or_find_ended("both");
 }
 
 #[test]

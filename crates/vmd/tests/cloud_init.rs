@@ -38,12 +38,6 @@ impl Drop for Scratch {
     }
 }
 
-/// The VM process of `name`.
-fn vm_pid(daemon: &TestDaemon, name: &str) -> u32 {
-    let row = daemon.status_row(name).expect("the VM is listed");
-    row[1].parse().expect("a PID column")
-}
-
 /// The descriptors of `pid` that are the cloud-init memfd.
 fn cidata_fds(pid: u32) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -64,7 +58,7 @@ fn cidata_fds(pid: u32) -> Vec<PathBuf> {
 /// label, read back with fatfs from the process's own descriptor, after
 /// checking that the descriptor is sealed against writes.
 fn volume_of(daemon: &TestDaemon, name: &str) -> (Vec<u8>, Vec<(String, String)>) {
-    let pid = vm_pid(daemon, name);
+    let pid = daemon.vm_pid(name);
     daemon.wait_for(
         || !cidata_fds(pid).is_empty(),
         Duration::from_secs(10),
@@ -196,7 +190,7 @@ fn vmctl_start_with_user_data_and_ssh_key() {
 
     // Without cloud-init data, no volume.
     daemon.start_seabios_vm_ok("ci-plain", &[]);
-    let pid = vm_pid(&daemon, "ci-plain");
+    let pid = daemon.vm_pid("ci-plain");
     std::thread::sleep(Duration::from_millis(500));
     assert!(cidata_fds(pid).is_empty());
 }

@@ -28,8 +28,7 @@ fn a_descriptor_vmd_inherited_does_not_reach_a_vm_process() {
         file.as_raw_fd()
     );
     daemon.start_seabios_vm_ok("fds", &[]);
-    let row = daemon.status_row("fds").expect("the VM is listed");
-    let pid: u32 = row[1].parse().expect("a PID column");
+    let pid = daemon.vm_pid("fds");
     daemon.wait_for(
         || !open_descriptors(pid).is_empty(),
         Duration::from_secs(10),

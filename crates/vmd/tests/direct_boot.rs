@@ -139,12 +139,8 @@ fn check_linux_log(daemon: &TestDaemon, vm: &str, console: &str, memory: u64, cp
 
 /// The row of `name` in `vmctl status`, split into columns.
 fn status_row(daemon: &TestDaemon, name: &str) -> Vec<String> {
-    let out = daemon.vmctl(&["status"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .find(|cols| cols.last().map(String::as_str) == Some(name))
+    daemon
+        .status_row(name)
         .unwrap_or_else(|| panic!("{name} is not listed"))
 }
 

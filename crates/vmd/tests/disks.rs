@@ -65,7 +65,7 @@ fn seabios_boots_grub_from_a_raw_disk_and_grub_sees_the_second_disk() {
     for device in ["(hd0)", "(hd0,msdos1)", "(hd1)"] {
         assert!(text.contains(device), "{device} not listed: {text}");
     }
-    daemon.vmctl_ok(&["stop", "-f", "grubvm"]);
+    daemon.stop_or_find_ended("grubvm");
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn grub_boots_from_a_qcow2_overlay_and_images_are_locked_while_the_vm_runs() {
     let log = daemon.log();
     assert!(log.contains("firmware: 1: /pci@i0cf8/*@2"), "{log}");
     assert!(log.contains("firmware: 2: HALT"), "{log}");
-    daemon.vmctl_ok(&["stop", "-f", "overlayvm"]);
+    daemon.stop_or_find_ended("overlayvm");
     daemon.wait_for(
         || !String::from_utf8_lossy(&daemon.vmctl(&["status"]).stdout).contains("overlayvm"),
         Duration::from_secs(10),

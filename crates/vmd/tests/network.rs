@@ -126,14 +126,9 @@ vm "two" {{
     );
 
     // A killed VM process takes its tap along; the other stays.
-    let pid = daemon
-        .vmctl_ok(&["status", "one"])
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(1).map(String::from))
-        .unwrap();
+    let pid = daemon.vm_pid("one") as i32;
     // SAFETY: signalling the VM process this test started.
-    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+    unsafe { libc::kill(pid, libc::SIGKILL) };
     daemon.wait_for(
         || ns.link_details(&one).is_none(),
         GONE,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use testkit::daemon::TestDaemon;
+use testkit::daemon::{ConsoleSession, TestDaemon};
 use testkit::guest::firmware;
 
 const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
@@ -94,7 +94,7 @@ fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
     testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
-    let pid: i32 = status_row(&daemon, "victim").unwrap()[1].parse().unwrap();
+    let pid = daemon.vm_pid("victim") as i32;
     // SAFETY: killing the VM process the test just started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     // It stays listed, stopped, with how it ended (vmctl(8), STATUS).
@@ -107,6 +107,98 @@ fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
     // The daemon carries on: a new VM starts and boots.
     daemon.vmctl_ok(&["start", "-b", BIOS, "survivor"]);
     daemon.console_until("survivor", BANNER, BOOT);
+}
+
+#[test]
+fn a_console_whose_vm_ends_before_it_is_attached_learns_how_it_ended() {
+    testkit::needs!(root, kvm);
+    let daemon = TestDaemon::start();
+    daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
+    let pid = daemon.vm_pid("victim") as i32;
+    // The VM process cannot answer the attach (as when a guest resets
+    // before its process reads the request), then dies.
+    // SAFETY: signalling the VM process the test just started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let session = daemon.console("victim");
+    daemon.wait_for_log("victim: console attach by client", BOOT);
+    killed_while_attaching(&daemon, pid, session);
+}
+
+#[test]
+fn a_console_attached_while_the_vm_process_ends_learns_how_it_ended() {
+    testkit::needs!(root, kvm);
+    let daemon = TestDaemon::start();
+    daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
+    let pid = daemon.vm_pid("victim") as i32;
+    // The VM process has said its last and closed its channel, but is not
+    // reaped yet (tearing its guest down takes a while under load): vmd
+    // has read everything from this run and cannot write to it.
+    // SAFETY: signalling the VM process the test just started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    shut_channel(pid);
+    daemon.wait_for_log("vm process channel 1 closed", BOOT);
+    let mut session = daemon.console("victim");
+    // Held until the run ends, not refused.
+    if let Some(status) = session.wait_exit(Duration::from_secs(3)) {
+        panic!(
+            "the attach was answered at once ({status}): {}",
+            session.stderr()
+        );
+    }
+    daemon.wait_for_log("victim: console attach by client", BOOT);
+    killed_while_attaching(&daemon, pid, session);
+}
+
+/// Kills the VM process `pid` of `victim` while `session` still waits for
+/// the answer to its attach: vmctl console says how the VM ended and
+/// exits 1, as an attached session would.
+fn killed_while_attaching(daemon: &TestDaemon, pid: i32, mut session: ConsoleSession) {
+    // SAFETY: killing the VM process the test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = session.wait_exit(BOOT).expect("vmctl console ends");
+    let err = session.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "vmctl: vm victim ended: vm process killed by signal 9 (SIGKILL)\n",
+        "{}",
+        daemon.log()
+    );
+}
+
+/// Shuts both ways the VM process `pid`'s end of its channel to vmd, as
+/// its exit does, without ending the process.
+fn shut_channel(pid: i32) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes no pointers.
+    let channel = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            pidfd.as_raw_fd(),
+            vmm::process::CHANNEL_FD,
+            0,
+        )
+    };
+    assert!(
+        channel >= 0,
+        "pidfd_getfd: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a descriptor pidfd_getfd just returned, owned by nothing else.
+    let channel = unsafe { OwnedFd::from_raw_fd(channel as i32) };
+    // SAFETY: shutdown takes no pointers; the socket is shared with the
+    // VM process, which is the point.
+    let shut = unsafe { libc::shutdown(channel.as_raw_fd(), libc::SHUT_RDWR) };
+    assert_eq!(shut, 0, "shutdown: {}", std::io::Error::last_os_error());
 }
 
 #[test]
@@ -412,7 +504,7 @@ main:
             "the failed VM to be stopped",
         );
     } else {
-        daemon.vmctl_ok(&["stop", "-f", "emu"]);
+        daemon.stop_or_find_ended("emu");
     }
 }
 

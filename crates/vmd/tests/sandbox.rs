@@ -9,7 +9,7 @@ use testkit::daemon::TestDaemon;
 
 const BIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
-fn status_field(pid: &str, task: Option<&str>, field: &str) -> String {
+fn status_field(pid: u32, task: Option<&str>, field: &str) -> String {
     let path = match task {
         Some(tid) => format!("/proc/{pid}/task/{tid}/status"),
         None => format!("/proc/{pid}/status"),
@@ -22,22 +22,13 @@ fn status_field(pid: &str, task: Option<&str>, field: &str) -> String {
         .unwrap_or_default()
 }
 
-fn vm_pid(daemon: &TestDaemon, name: &str) -> String {
-    let out = daemon.vmctl(&["status", name]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(1).map(String::from))
-        .unwrap_or_else(|| panic!("no running {name}\n{}", daemon.log()))
-}
-
 #[test]
 fn a_vm_process_runs_confined() {
     testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "caged"]);
     daemon.console_until("caged", "SeaBIOS (version", Duration::from_secs(60));
-    let pid = vm_pid(&daemon, "caged");
+    let pid = daemon.vm_pid("caged");
 
     let vmd_uid = {
         let out = std::process::Command::new("id")
@@ -47,13 +38,13 @@ fn a_vm_process_runs_confined() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert!(!vmd_uid.is_empty(), "the _vmd user exists");
-    let uids = status_field(&pid, None, "Uid");
+    let uids = status_field(pid, None, "Uid");
     assert!(
         uids.split_whitespace().all(|u| u == vmd_uid),
         "real, effective, saved and fs uid are _vmd: {uids}"
     );
     for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        let value = status_field(&pid, None, caps);
+        let value = status_field(pid, None, caps);
         if caps == "CapBnd" {
             continue; // the bounding set is irrelevant once nothing is held
         }
@@ -63,8 +54,8 @@ fn a_vm_process_runs_confined() {
             "{caps} {value}"
         );
     }
-    assert_eq!(status_field(&pid, None, "NoNewPrivs"), "1");
-    assert_eq!(status_field(&pid, None, "Seccomp"), "2");
+    assert_eq!(status_field(pid, None, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, None, "Seccomp"), "2");
     // Every thread is filtered, each with its kind's filter on top of the
     // process-wide ones.
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -73,12 +64,8 @@ fn a_vm_process_runs_confined() {
         .collect();
     assert!(threads.len() >= 4, "vCPU, device and control threads");
     for tid in &threads {
-        assert_eq!(
-            status_field(&pid, Some(tid), "Seccomp"),
-            "2",
-            "thread {tid}"
-        );
-        let filters: u32 = status_field(&pid, Some(tid), "Seccomp_filters")
+        assert_eq!(status_field(pid, Some(tid), "Seccomp"), "2", "thread {tid}");
+        let filters: u32 = status_field(pid, Some(tid), "Seccomp_filters")
             .parse()
             .unwrap_or(0);
         assert!(filters >= 6, "thread {tid} has {filters} filters");
@@ -143,7 +130,7 @@ fn a_killed_vm_process_releases_its_console_and_disk() {
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let disk = disk.to_str().unwrap().to_string();
     daemon.vmctl_ok(&["start", "-b", BIOS, "-d", &disk, "holder"]);
-    let pid = vm_pid(&daemon, "holder");
+    let pid = daemon.vm_pid("holder");
     let tty = {
         let out = daemon.vmctl(&["status", "holder"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -164,7 +151,7 @@ fn a_killed_vm_process_releases_its_console_and_disk() {
         format!("vmctl: could not open disk image(s): {disk}: in use by vm holder\n")
     );
     // SAFETY: killing the VM process the test started.
-    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     // It stays listed, stopped, with how it ended (vmctl status -v).
     daemon.wait_for(
         || {

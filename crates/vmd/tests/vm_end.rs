@@ -42,7 +42,7 @@ fn a_killed_vm_says_so_on_its_console_and_stays_listed() {
     session
         .read_until("hello from the guest", Duration::from_secs(30))
         .unwrap();
-    let pid: i32 = daemon.status_row("victim").unwrap()[1].parse().unwrap();
+    let pid = daemon.vm_pid("victim") as i32;
     // SAFETY: killing the VM process the test just started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let status = session
@@ -164,7 +164,9 @@ fn a_triple_fault_is_logged_with_the_registers() {
     for register in ["rsp=", "cs=", "cr0=", "efer="] {
         assert!(line.contains(register), "{line}");
     }
-    daemon.vmctl_ok(&["stop", "-f", "faulter"]);
+    // The guest faults again at once after each reset, and the restart
+    // limit may end it before this stop comes.
+    daemon.stop_or_find_ended("faulter");
 }
 
 #[test]
