@@ -381,6 +381,24 @@ pub fn boot_echoing(
     boot_within(dir, kernel, initramfs, disk, echo, OUTER_TIMEOUT)
 }
 
+/// The outer kernel's command line: its console on the serial port, a
+/// reboot instead of a hang on a panic, and quiet unless `verbose` (every
+/// message of the outer kernel, for chasing a failure in it). `extra`
+/// (`VMD_REAL_GUESTS_OUTER_APPEND`) is added last, for trying the outer
+/// kernel with other settings (docs/real-guests.md).
+fn outer_command_line(verbose: bool, extra: Option<&str>) -> String {
+    let mut line = String::from(if verbose {
+        "console=ttyS0 panic=-1 loglevel=7"
+    } else {
+        "console=ttyS0 panic=-1 quiet loglevel=3"
+    });
+    if let Some(extra) = extra.map(str::trim).filter(|extra| !extra.is_empty()) {
+        line.push(' ');
+        line.push_str(extra);
+    }
+    line
+}
+
 fn boot_within(
     dir: &Path,
     kernel: &Path,
@@ -413,12 +431,12 @@ fn boot_within(
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg(if std::env::var_os("VMD_REAL_GUESTS_VERBOSE").is_some() {
-            // Every message of the outer kernel, for chasing a failure in it.
-            "console=ttyS0 panic=-1 loglevel=7"
-        } else {
-            "console=ttyS0 panic=-1 quiet loglevel=3"
-        })
+        .arg(outer_command_line(
+            std::env::var_os("VMD_REAL_GUESTS_VERBOSE").is_some(),
+            std::env::var("VMD_REAL_GUESTS_OUTER_APPEND")
+                .ok()
+                .as_deref(),
+        ))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
         // What the emulator saw the outer guest do wrong: an outer guest
@@ -672,6 +690,22 @@ pub fn extract_work(disk: &Path, work_root: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outer_command_line_takes_words_added_last() {
+        assert_eq!(
+            outer_command_line(false, None),
+            "console=ttyS0 panic=-1 quiet loglevel=3"
+        );
+        assert_eq!(
+            outer_command_line(true, Some(" nohz=off highres=off ")),
+            "console=ttyS0 panic=-1 loglevel=7 nohz=off highres=off"
+        );
+        assert_eq!(
+            outer_command_line(false, Some("  ")),
+            outer_command_line(false, None)
+        );
+    }
 
     #[test]
     fn console_output_is_cut_into_lines_and_a_last_one_without_its_end_is_kept() {
