@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::Console;
 use crate::guest::{Env, Guest};
+use crate::kvm_stats::KvmStats;
 use crate::{arg_value, outer};
 
 /// Guest memory on both sides.
@@ -78,6 +79,12 @@ pub const MEASURES: &[(&str, &str, bool)] = &[
     ("rd1m", "dd 1M O_DIRECT read (MiB/s)", true),
     ("g2h", "nc guest->host (MiB/s)", true),
     ("h2g", "nc host->guest (MiB/s)", true),
+    // KVM's count of the guest's exits during each dd, per block
+    // (crate::kvm_stats); absent where KVM's counters cannot be read.
+    ("wr4k_exits", "KVM exits per 4K write", false),
+    ("rd4k_exits", "KVM exits per 4K read", false),
+    ("wr1m_exits", "KVM exits per 1M write", false),
+    ("rd1m_exits", "KVM exits per 1M read", false),
 ];
 
 /// The two sides.
@@ -610,33 +617,51 @@ fn measure_into(env: &Env, side: &str, sample: &mut Sample) -> Result<(), String
         sample
             .notes
             .push(("console_trip_s".into(), format!("{trip:.3}")));
-        for (key, command, bytes) in [
+        for (key, command, blocks, block_size) in [
             (
                 "wr1m",
                 format!("dd if=/dev/zero of=/dev/vda bs=1M count={COUNT_1M} oflag=direct"),
-                COUNT_1M << 20,
+                COUNT_1M,
+                1 << 20,
             ),
             (
                 "rd1m",
                 format!("dd if=/dev/vda of=/dev/null bs=1M count={COUNT_1M} iflag=direct"),
-                COUNT_1M << 20,
+                COUNT_1M,
+                1 << 20,
             ),
             (
                 "wr4k",
                 format!("dd if=/dev/zero of=/dev/vda bs=4k count={COUNT_4K} oflag=direct"),
-                COUNT_4K << 12,
+                COUNT_4K,
+                1 << 12,
             ),
             (
                 "rd4k",
                 format!("dd if=/dev/vda of=/dev/null bs=4k count={COUNT_4K} iflag=direct"),
-                COUNT_4K << 12,
+                COUNT_4K,
+                1 << 12,
             ),
         ] {
+            let before = KvmStats::read();
             let (t, _) = timed(c, &format!("{command} 2>/dev/null"))?;
+            let after = KvmStats::read();
             progress(side, key, started);
-            sample
-                .values
-                .push((key.into(), mib_per_s(bytes, (t - trip).max(1e-3))));
+            sample.values.push((
+                key.into(),
+                mib_per_s(blocks * block_size, (t - trip).max(1e-3)),
+            ));
+            // The console's own round trip is in these counts too: a
+            // handful of exits, against thousands of blocks.
+            if let (Some(before), Some(after)) = (before, after) {
+                sample.values.push((
+                    format!("{key}_exits"),
+                    before.exits_until(&after) as f64 / blocks as f64,
+                ));
+                sample
+                    .notes
+                    .push((format!("{key}_kvm"), before.per(&after, blocks)));
+            }
         }
         progress(side, "network", started);
         // Static addresses on both sides: vmd's -L tap is 100.64.<id>.2/31

@@ -14,12 +14,15 @@
 //! * [`stall`] describes, from inside the outer guest, a runner that
 //!   stopped reporting; [`kvm_hold`] keeps one idle KVM VM there, so the
 //!   outer kernel does not switch SVM on and off for every guest boot.
+//! * [`bench`] measures a guest under vmd and under QEMU side by side;
+//!   [`kvm_stats`] counts the exits each side's guest takes.
 
 pub mod bench;
 pub mod console;
 pub mod guest;
 pub mod host_checks;
 pub mod kvm_hold;
+pub mod kvm_stats;
 pub mod outer;
 pub mod report;
 pub mod scenarios;
