@@ -415,6 +415,15 @@ fn boot_within(
     let registers_path = dir.join("outer-registers.log");
     let _ = std::fs::remove_file(&registers_path);
     let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let added = std::env::var("VMD_REAL_GUESTS_OUTER_APPEND").ok();
+    let command_line = outer_command_line(
+        std::env::var_os("VMD_REAL_GUESTS_VERBOSE").is_some(),
+        added.as_deref(),
+    );
+    if added.is_some() {
+        // A run with other settings says so, in its transcript too.
+        println!("outer kernel command line: {command_line}");
+    }
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
@@ -431,12 +440,7 @@ fn boot_within(
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg(outer_command_line(
-            std::env::var_os("VMD_REAL_GUESTS_VERBOSE").is_some(),
-            std::env::var("VMD_REAL_GUESTS_OUTER_APPEND")
-                .ok()
-                .as_deref(),
-        ))
+        .arg(&command_line)
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
         // What the emulator saw the outer guest do wrong: an outer guest
