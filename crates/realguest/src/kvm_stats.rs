@@ -85,24 +85,23 @@ mod tests {
 
     #[test]
     fn counters_are_read_and_their_growth_shared_out() {
-        let dir = std::env::temp_dir().join(format!("kvm-stats-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = testkit::tmp::TempDir::new("kvm-stats");
+        let dir = scratch.path();
         let write = |values: [u64; 6]| {
             for ((file, _), value) in COUNTERS.iter().zip(values) {
                 std::fs::write(dir.join(file), format!("{value}\n")).unwrap();
             }
         };
         write([100, 10, 0, 5, 20, 1]);
-        let before = KvmStats::read_from(&dir).unwrap();
+        let before = KvmStats::read_from(dir).unwrap();
         write([900, 410, 0, 5, 820, 3]);
-        let after = KvmStats::read_from(&dir).unwrap();
+        let after = KvmStats::read_from(dir).unwrap();
         assert_eq!(before.exits_until(&after), 800);
         assert_eq!(
             before.per(&after, 400),
             "exits:2.0,io:1.0,mmio:0.0,halt:0.0,inj:2.0,emul:0.0"
         );
         std::fs::remove_file(dir.join("halt_exits")).unwrap();
-        assert_eq!(KvmStats::read_from(&dir), None, "a counter missing");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(KvmStats::read_from(dir), None, "a counter missing");
     }
 }

@@ -113,12 +113,9 @@ fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
 fn a_console_whose_vm_ends_before_it_is_attached_learns_how_it_ended() {
     testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
-    daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
-    let pid = daemon.vm_pid("victim") as i32;
     // The VM process cannot answer the attach (as when a guest resets
     // before its process reads the request), then dies.
-    // SAFETY: signalling the VM process the test just started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let pid = start_a_frozen_victim(&daemon);
     let session = daemon.console("victim");
     daemon.wait_for_log("victim: console attach by client", BOOT);
     killed_while_attaching(&daemon, pid, session);
@@ -128,13 +125,10 @@ fn a_console_whose_vm_ends_before_it_is_attached_learns_how_it_ended() {
 fn a_console_attached_while_the_vm_process_ends_learns_how_it_ended() {
     testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
-    daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
-    let pid = daemon.vm_pid("victim") as i32;
     // The VM process has said its last and closed its channel, but is not
     // reaped yet (tearing its guest down takes a while under load): vmd
     // has read everything from this run and cannot write to it.
-    // SAFETY: signalling the VM process the test just started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let pid = start_a_frozen_victim(&daemon);
     shut_channel(pid);
     daemon.wait_for_log("vm process channel 1 closed", BOOT);
     let mut session = daemon.console("victim");
@@ -147,6 +141,16 @@ fn a_console_attached_while_the_vm_process_ends_learns_how_it_ended() {
     }
     daemon.wait_for_log("victim: console attach by client", BOOT);
     killed_while_attaching(&daemon, pid, session);
+}
+
+/// Starts the VM `victim` and stops its VM process (SIGSTOP), which then
+/// answers nothing; its pid.
+fn start_a_frozen_victim(daemon: &TestDaemon) -> i32 {
+    daemon.vmctl_ok(&["start", "-b", BIOS, "victim"]);
+    let pid = daemon.vm_pid("victim") as i32;
+    // SAFETY: signalling the VM process the test just started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    pid
 }
 
 /// Kills the VM process `pid` of `victim` while `session` still waits for
