@@ -18,11 +18,6 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The row of `name` in `vmctl status`, split into columns.
-fn status_row(daemon: &TestDaemon, name: &str) -> Option<Vec<String>> {
-    daemon.status_row(name)
-}
-
 /// Writes a tiny firmware image into the daemon's directory.
 fn tiny_firmware(daemon: &TestDaemon, name: &str, program: &str) -> String {
     let path = daemon.dir().join(name);
@@ -75,7 +70,7 @@ fn seabios_boots_and_the_vm_is_listed_then_stopped() {
         "stopping vm vm1: requested to shutdown vm 1\n"
     );
     daemon.wait_for(
-        || status_row(&daemon, "vm1").is_none(),
+        || daemon.status_row("vm1").is_none(),
         Duration::from_secs(10),
         "vm1 to go away",
     );
@@ -99,7 +94,11 @@ fn a_killed_vm_process_leaves_the_vm_stopped_and_the_daemon_running() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     // It stays listed, stopped, with how it ended (vmctl(8), STATUS).
     daemon.wait_for(
-        || status_row(&daemon, "victim").is_some_and(|row| row[7] == "stopped"),
+        || {
+            daemon
+                .status_row("victim")
+                .is_some_and(|row| row[7] == "stopped")
+        },
         Duration::from_secs(10),
         "the killed VM to be stopped",
     );
@@ -213,8 +212,8 @@ fn two_vms_run_at_once() {
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "128M", "two"]);
     daemon.console_until("one", BANNER, BOOT);
     daemon.console_until("two", BANNER, BOOT);
-    let a = status_row(&daemon, "one").unwrap();
-    let b = status_row(&daemon, "two").unwrap();
+    let a = daemon.status_row("one").unwrap();
+    let b = daemon.status_row("two").unwrap();
     assert_eq!((a[0].as_str(), b[0].as_str()), ("1", "2"));
     assert_ne!(a[1], b[1], "separate VM processes");
     assert_ne!(a[5], b[5], "separate consoles");
@@ -226,7 +225,7 @@ fn a_16g_guest_starts_and_uses_little_memory() {
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "-m", "16G", "big"]);
     daemon.console_until("big", BANNER, BOOT);
-    let row = status_row(&daemon, "big").unwrap();
+    let row = daemon.status_row("big").unwrap();
     assert_eq!(row[3], "16.0G");
     let curmem = scaled_bytes(&row[4]);
     assert!(curmem < 64 << 20, "CURMEM {} is not small", row[4]);
@@ -356,19 +355,19 @@ fn start_errors_from_the_daemon() {
          bios image size 1000 is not a multiple of 64 KiB between 64 KiB and 16 MiB\n"
     );
     assert!(
-        status_row(&daemon, "bad").is_none(),
+        daemon.status_row("bad").is_none(),
         "a failed ad-hoc VM is forgotten"
     );
 
     // Pause and unpause, including the idempotent second pause.
     let out = daemon.vmctl(&["pause", "dup"]);
     assert_eq!(stderr(&out), "vmctl: paused vm 1 successfully\n");
-    assert_eq!(status_row(&daemon, "dup").unwrap()[7], "paused");
+    assert_eq!(daemon.status_row("dup").unwrap()[7], "paused");
     let out = daemon.vmctl(&["pause", "1"]);
     assert_eq!(stderr(&out), "vmctl: paused vm 1 successfully\n");
     let out = daemon.vmctl(&["unpause", "dup"]);
     assert_eq!(stderr(&out), "vmctl: unpaused vm 1 successfully\n");
-    assert_eq!(status_row(&daemon, "dup").unwrap()[7], "running");
+    assert_eq!(daemon.status_row("dup").unwrap()[7], "running");
     let out = daemon.vmctl(&["pause", "ghost"]);
     assert_eq!(
         stderr(&out),
@@ -409,7 +408,7 @@ msg: db "booted once", 13, 10, 0
     let first = text.find("booted once").expect("output of the first run");
     assert!(first < text.find(BANNER).unwrap(), "{text}");
     daemon.wait_for_log("looper: vm 1 is rebooting", Duration::from_secs(10));
-    assert_eq!(status_row(&daemon, "looper").unwrap()[0], "1", "same id");
+    assert_eq!(daemon.status_row("looper").unwrap()[0], "1", "same id");
     daemon.vmctl_ok(&["stop", "-f", "looper"]);
 }
 
@@ -442,7 +441,11 @@ msg: db "going round", 13, 10, 0
     let daemon = TestDaemon::start_with(&["-f", config.to_str().unwrap()]);
     daemon.wait_for_log("vm 1 restarted too quickly", Duration::from_secs(60));
     daemon.wait_for(
-        || status_row(&daemon, "looper").is_some_and(|row| row[1] == "-" && row[7] == "stopped"),
+        || {
+            daemon
+                .status_row("looper")
+                .is_some_and(|row| row[1] == "-" && row[7] == "stopped")
+        },
         Duration::from_secs(10),
         "the configured VM to be listed as stopped",
     );
@@ -457,7 +460,7 @@ fn sigterm_stops_every_vm_and_removes_the_socket() {
     daemon.vmctl_ok(&["start", "-b", BIOS, "b"]);
     let pids: Vec<String> = ["a", "b"]
         .iter()
-        .map(|n| status_row(&daemon, n).unwrap()[1].clone())
+        .map(|n| daemon.status_row(n).unwrap()[1].clone())
         .collect();
     let status = daemon.terminate().expect("vmd exits");
     assert!(status.success());
@@ -503,7 +506,11 @@ main:
     if log.contains("emulation failure") {
         assert!(log.contains("rip=0x"), "registers logged:\n{log}");
         daemon.wait_for(
-            || status_row(&daemon, "emu").is_some_and(|row| row[7] == "stopped"),
+            || {
+                daemon
+                    .status_row("emu")
+                    .is_some_and(|row| row[7] == "stopped")
+            },
             Duration::from_secs(10),
             "the failed VM to be stopped",
         );
@@ -541,7 +548,7 @@ main:
     let frozen = session.text().len();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(session.text().len(), frozen, "no output while paused");
-    assert_eq!(status_row(&daemon, "ticker").unwrap()[7], "paused");
+    assert_eq!(daemon.status_row("ticker").unwrap()[7], "paused");
     daemon.vmctl_ok(&["unpause", "ticker"]);
     daemon.wait_for(
         || session.text().len() > frozen + 10,
@@ -556,7 +563,7 @@ fn vm_processes_do_not_outlive_a_killed_daemon() {
     testkit::needs!(root, kvm);
     let daemon = TestDaemon::start();
     daemon.vmctl_ok(&["start", "-b", BIOS, "orphan"]);
-    let pid = status_row(&daemon, "orphan").unwrap()[1].clone();
+    let pid = daemon.status_row("orphan").unwrap()[1].clone();
     // SAFETY: killing the daemon this test started.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
     daemon.wait_for(
